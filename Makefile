@@ -1,0 +1,45 @@
+# make run: the whole pipeline on the defaults. make test: the whole test suite.
+PYTHON ?= python3
+VENV ?= .venv
+BIN = $(VENV)/bin
+export DESAFIO_HOME ?= $(CURDIR)/.desafio
+export DESAFIO_OUTPUT_DIR ?= $(CURDIR)/data
+export DAGSTER_HOME ?= $(DESAFIO_HOME)/dagster
+
+.PHONY: run test ui install install-dev bench stop-db clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	@touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $@ $(VENV)/.installed
+
+install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
+
+run: install
+	@mkdir -p "$(DAGSTER_HOME)"
+	$(BIN)/python -m desafio_dagster.cli run
+
+test: install-dev
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+ui: install
+	@mkdir -p "$(DAGSTER_HOME)"
+	$(BIN)/dagster dev
+
+bench: install-dev
+	$(BIN)/python bench/bench_populate.py
+	$(BIN)/python bench/bench_export.py
+
+stop-db: install
+	$(BIN)/python -m desafio_dagster.cli stop-db
+
+clean: stop-db
+	rm -rf "$(DESAFIO_HOME)" "$(DESAFIO_OUTPUT_DIR)"
