@@ -21,12 +21,13 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 from desafio_dagster.fakedata import TABLES, SourceChunk, to_copy_csv
+from desafio_dagster.errors import DesafioError
 
 SCHEMA_SQL = resources.files("desafio_dagster").joinpath("sql/schema.sql").read_text()
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
-class SourceDatabaseError(RuntimeError):
+class SourceDatabaseError(DesafioError):
     """A problem with the source database, told with what to do about it."""
 
 
@@ -124,6 +125,7 @@ class SourceDatabase:
             ) from None
         with conn:
             conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(self.schema)))
+            conn.commit()  # a session setting; callers start their own transaction
             yield conn
 
     def apply_schema(self, conn: psycopg.Connection | None = None) -> None:

@@ -1,14 +1,12 @@
 """raw_clients, raw_accounts, raw_cards, raw_movements: one consistent snapshot of the
 source database, generated and replaced in one transaction by the op `source_database`."""
 
-import contextlib
-
 import dagster as dg
 from pydantic import Field
 
 from desafio_dagster.fakedata import GenerationSpec, InvalidSpec, generate
 from desafio_dagster.resources.postgres import PostgresResource
-from desafio_dagster.source_db import SourceDatabaseError
+from desafio_dagster.dagster_utils import markdown_table, user_errors
 
 RAW_TABLES = {"raw_clients": "associado", "raw_accounts": "conta", "raw_cards": "cartao", "raw_movements": "movimento"}
 _DESCRIPTIONS = {
@@ -37,24 +35,6 @@ class SourceDatabaseConfig(dg.Config):
             return GenerationSpec(**self.model_dump())
         except InvalidSpec as error:
             raise dg.Failure(f"invalid source_database config: {error}") from None
-
-
-@contextlib.contextmanager
-def user_errors():
-    """Turn the project's explained errors into a Dagster Failure without a traceback dump."""
-    try:
-        yield
-    except SourceDatabaseError as error:
-        raise dg.Failure(str(error)) from None
-
-
-def markdown_table(rows: list[dict]) -> str:
-    if not rows:
-        return "(no rows)"
-    header = list(rows[0])
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(row[column]) for column in header) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 @dg.multi_asset(

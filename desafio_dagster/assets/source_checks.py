@@ -5,7 +5,7 @@ from dataclasses import dataclass
 import dagster as dg
 from psycopg import sql
 
-from desafio_dagster.assets.source import user_errors
+from desafio_dagster.dagster_utils import user_errors
 from desafio_dagster.resources.postgres import PostgresResource
 
 

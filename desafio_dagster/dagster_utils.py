@@ -1,0 +1,25 @@
+"""Small helpers shared by the Dagster layer."""
+
+import contextlib
+
+import dagster as dg
+
+from desafio_dagster.errors import DesafioError
+
+
+@contextlib.contextmanager
+def user_errors():
+    """Show the project's explained errors as a Dagster Failure, without a Python traceback."""
+    try:
+        yield
+    except DesafioError as error:
+        raise dg.Failure(str(error)) from None
+
+
+def markdown_table(rows: list[dict]) -> str:
+    if not rows:
+        return "(no rows)"
+    header = list(rows[0])
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(row[column]) for column in header) + " |" for row in rows]
+    return "\n".join(lines)

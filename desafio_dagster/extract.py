@@ -1,0 +1,143 @@
+"""Snapshot the source tables into Parquet for Spark, without JDBC. Pure: no Dagster.
+
+Each table leaves Postgres through `COPY ... TO STDOUT`, is parsed by Arrow's
+streaming CSV reader with exact types (numeric(10,2) stays decimal, timestamps
+stay timestamps without time zone) and written to Parquet in bounded batches.
+All four tables are read in one REPEATABLE READ transaction: one consistent snapshot.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.fs as pa_fs
+import pyarrow.parquet as pq
+from psycopg import sql
+
+from desafio_dagster.source_db import SourceDatabase, SourceDatabaseError
+
+_TIMESTAMP = pa.timestamp("us")
+SOURCE_SCHEMAS = {
+    "associado": pa.schema([("id", pa.int64()), ("nome", pa.string()), ("sobrenome", pa.string()),
+                            ("idade", pa.int32()), ("email", pa.string())]),
+    "conta": pa.schema([("id", pa.int64()), ("tipo", pa.string()), ("data_criacao", _TIMESTAMP),
+                        ("id_associado", pa.int64())]),
+    "cartao": pa.schema([("id", pa.int64()), ("num_cartao", pa.string()), ("nom_impresso", pa.string()),
+                         ("data_criacao", _TIMESTAMP), ("id_conta", pa.int64()), ("id_associado", pa.int64())]),
+    "movimento": pa.schema([("id", pa.int64()), ("vlr_transacao", pa.decimal128(10, 2)), ("des_transacao", pa.string()),
+                            ("data_movimento", _TIMESTAMP), ("id_cartao", pa.int64())]),
+}
+ROWS_PER_FILE = 250_000
+_BLOCK_BYTES = 8 << 20
+
+
+@dataclass(frozen=True)
+class Staging:
+    """Where the Parquet snapshot goes: a local or shared path, or a filesystem URI
+    (every Spark executor must be able to read it)."""
+
+    location: str
+
+    def filesystem(self) -> tuple[pa_fs.FileSystem, str]:
+        if "://" in self.location:
+            return pa_fs.FileSystem.from_uri(self.location)
+        return pa_fs.LocalFileSystem(), str(pa_fs.LocalFileSystem().normalize_path(_absolute(self.location)))
+
+    def uri(self, table: str) -> str:
+        """The table's folder as Spark reads it."""
+        if "://" in self.location:
+            return f"{self.location.rstrip('/')}/{table}"
+        return f"file://{_absolute(self.location)}/{table}"
+
+    def remove(self) -> None:
+        fs, path = self.filesystem()
+        if fs.get_file_info(path).type != pa_fs.FileType.NotFound:
+            fs.delete_dir(path)
+
+
+def _absolute(path: str) -> str:
+    return os.path.abspath(path)
+
+
+class _CopyStream(io.RawIOBase):
+    """A readable file over the chunks of a psycopg COPY ... TO STDOUT."""
+
+    def __init__(self, copy):
+        self._chunks = iter(copy)
+        self._pending = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while not self._pending:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                return 0
+            self._pending = memoryview(chunk)
+        n = min(len(buffer), len(self._pending))
+        buffer[:n] = self._pending[:n]
+        self._pending = self._pending[n:]
+        return n
+
+
+def snapshot_to_parquet(
+    db: SourceDatabase, staging: Staging, on_progress: Callable[[str, int, float], None] | None = None
+) -> dict[str, int]:
+    """Write the four tables as Parquet under staging/<table>/; return row counts."""
+    fs, root = staging.filesystem()
+    fs.create_dir(root, recursive=True)
+    counts: dict[str, int] = {}
+    with db.connect() as conn:
+        db.require_tables(conn)
+        conn.commit()
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        conn.execute("SET LOCAL DateStyle = 'ISO, YMD'")
+        with conn.cursor() as cur:
+            for table, schema in SOURCE_SCHEMAS.items():
+                started = time.monotonic()
+                statement = sql.SQL("COPY (SELECT {} FROM {}) TO STDOUT (FORMAT csv)").format(
+                    sql.SQL(", ").join(map(sql.Identifier, schema.names)), sql.Identifier(table)
+                )
+                fs.create_dir(f"{root}/{table}", recursive=True)
+                with cur.copy(statement) as copy:
+                    counts[table] = _write_parquet(io.BufferedReader(_CopyStream(copy), _BLOCK_BYTES), schema, fs, f"{root}/{table}")
+                if on_progress:
+                    on_progress(table, counts[table], time.monotonic() - started)
+    if counts["associado"] == 0:
+        raise SourceDatabaseError(
+            f"the source database {db} has no clients (associado is empty): run the populate job first"
+        )
+    return counts
+
+
+def _write_parquet(stream, schema: pa.Schema, fs: pa_fs.FileSystem, folder: str) -> int:
+    reader = pa_csv.open_csv(
+        stream,
+        read_options=pa_csv.ReadOptions(column_names=schema.names, block_size=_BLOCK_BYTES),
+        parse_options=pa_csv.ParseOptions(newlines_in_values=True),
+        convert_options=pa_csv.ConvertOptions(column_types=schema, strings_can_be_null=False, quoted_strings_can_be_null=False),
+    )
+    rows, part, writer, in_file = 0, 0, None, 0
+    try:
+        for batch in reader:
+            if writer is None or in_file >= ROWS_PER_FILE:
+                if writer is not None:
+                    writer.close()
+                writer = pq.ParquetWriter(f"{folder}/part-{part:05d}.parquet", schema, filesystem=fs)
+                part, in_file = part + 1, 0
+            writer.write_batch(batch)
+            rows += batch.num_rows
+            in_file += batch.num_rows
+        if writer is None:  # an empty table still gets one (empty) file, so Spark knows its schema
+            writer = pq.ParquetWriter(f"{folder}/part-00000.parquet", schema, filesystem=fs)
+    finally:
+        if writer is not None:
+            writer.close()
+    return rows

@@ -1,0 +1,62 @@
+"""Stores a Spark DataFrame as one CSV per client under DESAFIO_OUTPUT_DIR/<asset name>/,
+published atomically, and loads it back as a Spark DataFrame."""
+
+from collections import Counter
+from pathlib import Path
+
+import dagster as dg
+from pydantic import Field
+from pyspark.sql import DataFrame
+
+from desafio_dagster import settings
+from desafio_dagster.dagster_utils import markdown_table, user_errors
+from desafio_dagster.publish import Published, publish_per_client, read_published
+from desafio_dagster.resources.spark import SparkResource
+
+_BUCKETS = ((0, 0), (1, 10), (11, 50), (51, 100), (101, 250), (251, 500), (501, None))
+
+
+def rows_histogram(published: Published) -> dict[str, int]:
+    """Clients per band of rows per file."""
+    counts: Counter[str] = Counter()
+    for file in published.files:
+        for low, high in _BUCKETS:
+            if file.rows >= low and (high is None or file.rows <= high):
+                counts[f"{low}+" if high is None else (f"{low}" if low == high else f"{low}-{high}")] += 1
+                break
+    return dict(counts)
+
+
+class PerClientCsvIOManager(dg.ConfigurableIOManager):
+    """One CSV file per client (see DESIGN.md's output contract) plus _index.csv."""
+
+    base_dir: str = Field(default_factory=lambda: str(settings.output_dir()), description="Output folder")
+    spark: dg.ResourceDependency[SparkResource]
+    top_clients: int = Field(default=10, description="Clients listed in the metadata, by rows")
+
+    def folder(self, asset_name: str) -> Path:
+        """Where an asset's files are published (a symlink to the current version)."""
+        return Path(self.base_dir) / asset_name
+
+    def handle_output(self, context: dg.OutputContext, obj: DataFrame) -> None:
+        folder = self.folder(context.asset_key.path[-1])
+        with user_errors():
+            published = publish_per_client(obj, folder.parent, folder.name)
+        self.spark.staging(context.run_id).remove()  # the view's Parquet input is no longer needed
+        top = sorted(published.files, key=lambda f: (-f.rows, f.client_id))[: self.top_clients]
+        context.add_output_metadata({
+            "path": dg.MetadataValue.path(str(published.path.absolute())),
+            "version": dg.MetadataValue.path(str(published.version)),
+            "dagster/row_count": published.rows,
+            "clients": len(published.files),
+            "files": len(published.files),
+            "clients_without_movements": sum(1 for f in published.files if f.rows == 0),
+            "top_clients_by_rows": dg.MetadataValue.md(markdown_table(
+                [{"client_id": f.client_id, "file": f.file, "rows": f.rows} for f in top])),
+            "rows_per_client_histogram": dg.MetadataValue.json(rows_histogram(published)),
+        })
+        context.log.info(f"published {published.rows:,} rows in {len(published.files):,} files at {published.path}")
+
+    def load_input(self, context: dg.InputContext) -> DataFrame:
+        with user_errors():
+            return read_published(self.spark.session(), self.folder(context.upstream_output.asset_key.path[-1]))

