@@ -117,7 +117,10 @@ def snapshot_to_parquet(
     return counts
 
 
-def _write_parquet(stream, schema: pa.Schema, fs: pa_fs.FileSystem, folder: str) -> int:
+def _write_parquet(stream: io.BufferedReader, schema: pa.Schema, fs: pa_fs.FileSystem, folder: str) -> int:
+    if not stream.peek(1):  # an empty table: one empty file, so Spark still knows its schema
+        pq.ParquetWriter(f"{folder}/part-00000.parquet", schema, filesystem=fs).close()
+        return 0
     reader = pa_csv.open_csv(
         stream,
         read_options=pa_csv.ReadOptions(column_names=schema.names, block_size=_BLOCK_BYTES),
@@ -135,8 +138,6 @@ def _write_parquet(stream, schema: pa.Schema, fs: pa_fs.FileSystem, folder: str)
             writer.write_batch(batch)
             rows += batch.num_rows
             in_file += batch.num_rows
-        if writer is None:  # an empty table still gets one (empty) file, so Spark knows its schema
-            writer = pq.ParquetWriter(f"{folder}/part-00000.parquet", schema, filesystem=fs)
     finally:
         if writer is not None:
             writer.close()

@@ -62,3 +62,11 @@ def env_home(tmp_path, monkeypatch) -> Path:
 
 def server_params(url: str) -> dict:
     return conninfo_to_dict(url)
+
+
+@pytest.fixture(scope="session")
+def spark_session():
+    """A local Spark session for tests that call the pure Spark modules directly."""
+    from desafio_dagster.spark_session import start_session
+
+    return start_session("local[2]")

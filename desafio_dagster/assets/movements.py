@@ -22,7 +22,7 @@ def _remove_stale_staging(context: dg.AssetExecutionContext, spark: SparkResourc
     """Staging left by runs that were killed or failed before publishing."""
     for run_id in spark.stale_run_ids():
         run = context.instance.get_run_by_id(run_id)
-        if run_id != context.run_id and (run is None or run.is_finished):
+        if run_id != context.run.run_id and (run is None or run.is_finished):
             spark.staging(run_id).remove()
 
 
@@ -39,13 +39,13 @@ def movements_csv(
     _remove_stale_staging(context, spark)
     with user_errors():
         db = postgres.database()
-        staging = spark.staging(context.run_id)
+        staging = spark.staging(context.run.run_id)
 
         def progress(table: str, rows: int, seconds: float) -> None:
             context.log.info(f"extracted {table}: {rows:,} rows, {rows / max(seconds, 1e-9):,.0f} rows/s")
 
         counts = snapshot_to_parquet(db, staging, on_progress=progress)
-        context.log.info(f"source snapshot staged at {staging.location}; starting Spark on {spark.master}")
+        context.log.info(f"source snapshot staged at {staging.location}; starting Spark on {spark.master_url}")
         view = flat_view(read_snapshot(spark.session(), staging), config.mask_card_numbers)
     context.add_output_metadata({f"source_{table}_rows": rows for table, rows in counts.items()}
                                 | {"masked_card_numbers": config.mask_card_numbers})

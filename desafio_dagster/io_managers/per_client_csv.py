@@ -30,13 +30,13 @@ def rows_histogram(published: Published) -> dict[str, int]:
 class PerClientCsvIOManager(dg.ConfigurableIOManager):
     """One CSV file per client (see DESIGN.md's output contract) plus _index.csv."""
 
-    base_dir: str = Field(default_factory=lambda: str(settings.output_dir()), description="Output folder")
+    base_dir: str | None = Field(default=None, description="Output folder (default: DESAFIO_OUTPUT_DIR)")
     spark: dg.ResourceDependency[SparkResource]
     top_clients: int = Field(default=10, description="Clients listed in the metadata, by rows")
 
     def folder(self, asset_name: str) -> Path:
         """Where an asset's files are published (a symlink to the current version)."""
-        return Path(self.base_dir) / asset_name
+        return Path(self.base_dir or settings.output_dir()) / asset_name
 
     def handle_output(self, context: dg.OutputContext, obj: DataFrame) -> None:
         folder = self.folder(context.asset_key.path[-1])

@@ -19,9 +19,9 @@ class PostgresResource(dg.ConfigurableResource):
     """
 
     url_env_var: str = Field(default="DESAFIO_POSTGRES_URL", description="Environment variable holding the libpq URL")
-    home: str = Field(default_factory=lambda: str(settings.home()), description="Embedded Postgres lives in HOME/pgdata")
-    schema_name: str = Field(default_factory=settings.schema, description="Schema of the four tables")
+    home: str | None = Field(default=None, description="Embedded Postgres lives in HOME/pgdata (default: DESAFIO_HOME)")
+    schema_name: str | None = Field(default=None, description="Schema of the four tables (default: DESAFIO_SCHEMA)")
 
     def database(self) -> SourceDatabase:
-        url = os.environ.get(self.url_env_var) or embedded_url(Path(self.home))
-        return SourceDatabase(url, self.schema_name)
+        url = os.environ.get(self.url_env_var) or embedded_url(Path(self.home) if self.home else settings.home())
+        return SourceDatabase(url, self.schema_name or settings.schema())

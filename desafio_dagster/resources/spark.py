@@ -15,27 +15,36 @@ class SparkResource(dg.ConfigurableResource):
     """A SparkSession on DESAFIO_SPARK_MASTER (local[*] by default, or spark://host:port),
     started on first use and stopped when the step ends."""
 
-    master: str = Field(default_factory=settings.spark_master, description="Spark master URL")
+    master: str | None = Field(default=None, description="Spark master URL (default: DESAFIO_SPARK_MASTER)")
     conf: dict[str, str] = Field(default_factory=dict, description="Extra spark.* settings")
-    staging_dir: str = Field(
-        default_factory=lambda: str(settings.home() / "staging"),
-        description="Where the Parquet snapshot of the source goes; on a cluster, a path or URI every executor reads",
+    staging_dir: str | None = Field(
+        default=None,
+        description="Where the Parquet snapshot of the source goes (default: DESAFIO_HOME/staging); "
+        "on a cluster, a path or URI every executor reads",
     )
     _session: SparkSession | None = PrivateAttr(default=None)
 
     def session(self) -> SparkSession:
         if self._session is None:
-            self._session = start_session(self.master, self.conf)
+            self._session = start_session(self.master_url, self.conf)
         return self._session
+
+    @property
+    def master_url(self) -> str:
+        return self.master or settings.spark_master()
+
+    @property
+    def staging_root(self) -> str:
+        return self.staging_dir or str(settings.home() / "staging")
 
     def staging(self, run_id: str) -> Staging:
         """The run's own staging location."""
-        return Staging(f"{self.staging_dir.rstrip('/')}/{run_id}")
+        return Staging(f"{self.staging_root.rstrip('/')}/{run_id}")
 
     def stale_run_ids(self) -> list[str]:
         """Run ids that have a staging folder here (local staging only)."""
-        root = Path(self.staging_dir)
-        return [p.name for p in root.iterdir() if p.is_dir()] if "://" not in self.staging_dir and root.is_dir() else []
+        root = Path(self.staging_root)
+        return [p.name for p in root.iterdir() if p.is_dir()] if "://" not in self.staging_root and root.is_dir() else []
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         if self._session is not None:
