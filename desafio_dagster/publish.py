@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark import TaskContext
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
@@ -79,18 +80,30 @@ def client_file_name(client_id: int, nome: str, sobrenome: str) -> str:
 FREE_TEXT_COLUMNS = {"nome_associado", "sobrenome_associado", "des_transacao_movimento", "nome_impresso_cartao"}
 
 
-def _csv_field(name: str):
-    """RFC 4180: quote a field holding a comma, a quote or a line break; double its quotes."""
-    value = F.coalesce(F.col(name), F.lit(""))
-    if name not in FREE_TEXT_COLUMNS:
-        return value
-    needs_quotes = value.contains(",") | value.contains('"') | value.contains("\n") | value.contains("\r")
-    return F.when(needs_quotes, F.concat(F.lit('"'), F.replace(value, F.lit('"'), F.lit('""')), F.lit('"'))).otherwise(value)
+def csv_lines(batch: pa.RecordBatch) -> pa.Array:
+    """Each movement row as one RFC 4180 line ending in a newline; null for a client without movements.
+
+    Arrow compute, vectorised: a field holding a comma, a quote or a line break is quoted and its quotes doubled.
+    """
+    fields = []
+    for name in CSV_COLUMNS:
+        value = pc.fill_null(batch.column(name), "")
+        if name in FREE_TEXT_COLUMNS:
+            quoted = pc.binary_join_element_wise('"', pc.replace_substring(value, '"', '""'), '"', "")
+            value = pc.if_else(pc.match_substring_regex(value, '[",\r\n]'), quoted, value)
+        fields.append(value)
+    line = pc.binary_join_element_wise(pc.binary_join_element_wise(*fields, ","), "\n", "")
+    return pc.if_else(pc.is_valid(batch.column("movement_id")), line, pa.scalar(None, pa.string()))
 
 
-def _csv_line():
-    line = F.concat_ws(",", *[_csv_field(name) for name in CSV_COLUMNS])
-    return F.when(F.col("movement_id").isNotNull(), line)
+def _line_bytes(lines: pa.Array) -> tuple[np.ndarray, np.ndarray, memoryview]:
+    """Byte offsets of each line, cumulative count of non-null lines, and the bytes of all lines
+    (a null line's bytes are undefined: write only valid ranges)."""
+    lines = lines.cast(pa.large_string())
+    offsets = np.frombuffer(lines.buffers()[1], dtype=np.int64)[lines.offset : lines.offset + len(lines) + 1]
+    data = lines.buffers()[2]
+    valid = np.r_[0, np.cumsum(lines.is_valid().to_numpy(zero_copy_only=False))]
+    return offsets, valid, memoryview(data if data is not None else b"")
 
 
 def _task_writer(staging: str):
@@ -109,7 +122,8 @@ def _task_writer(staging: str):
                     continue
                 starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
                 ends = np.r_[starts[1:], len(ids)]
-                lines, names, surnames = (batch.column(c) for c in ("csv_line", "nome_associado", "sobrenome_associado"))
+                offsets, valid, data = _line_bytes(csv_lines(batch))
+                names, surnames = batch.column("nome_associado"), batch.column("sobrenome_associado")
                 for start, end in zip(starts.tolist(), ends.tolist()):
                     client_id = int(ids[start])
                     if not summary or summary[-1][0] != client_id:
@@ -117,13 +131,17 @@ def _task_writer(staging: str):
                             handle.close()
                         nome, sobrenome = names[start].as_py(), surnames[start].as_py()
                         name = client_file_name(client_id, nome, sobrenome)
-                        handle = open(folder / name, "w", encoding="utf-8", newline="")
-                        handle.write(HEADER)
+                        handle = open(folder / name, "wb")
+                        handle.write(HEADER.encode())
                         summary.append([client_id, nome, sobrenome, name, 0, str(folder)])
-                    segment = lines.slice(start, end - start).drop_null().to_pylist()
-                    if segment:
-                        handle.write("\n".join(segment) + "\n")
-                        summary[-1][4] += len(segment)
+                    rows = int(valid[end] - valid[start])
+                    if rows == end - start:  # a client's movement rows are contiguous and never null
+                        handle.write(data[offsets[start] : offsets[end]])
+                    elif rows:
+                        for i in range(start, end):
+                            if valid[i + 1] > valid[i]:
+                                handle.write(data[offsets[i] : offsets[i + 1]])
+                    summary[-1][4] += rows
         finally:
             if handle:
                 handle.close()
@@ -200,8 +218,7 @@ def publish_per_client(view: DataFrame, output_dir: Path | str, name: str = "mov
         version = output_dir / f".{name}.v-{token}"
         partitions = partitions or max(2, view.sparkSession.sparkContext.defaultParallelism * 2)
         prepared = (
-            view.select("client_id", "movement_id", "nome_associado", "sobrenome_associado", "data_movimento",
-                        _csv_line().alias("csv_line"))
+            view.select("client_id", "movement_id", *CSV_COLUMNS)
             .repartition(partitions, "client_id")
             .sortWithinPartitions("client_id", "data_movimento", "movement_id")
         )

@@ -1,0 +1,62 @@
+"""Export benchmark: the `export` job (whole `dagster job execute` process) against a
+DuckDB implementation of the same extract -> join -> one CSV per client, in one run.
+
+    python bench/bench_export.py                 # the populate benchmark's ~1M movements
+    python bench/bench_export.py --populate 100000   # first populate 100,000 clients (~10M movements)
+
+Uses the database desafio_bench made by bench_populate.py (populating it if empty).
+"""
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import psycopg
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_populate import bench_url, populate_job  # noqa: E402
+from measure import mib, run_measured  # noqa: E402
+
+
+def movements(url: str) -> tuple[int, int]:
+    with psycopg.connect(url) as conn:
+        try:
+            return conn.execute("SELECT (SELECT count(*) FROM sicooperative.movimento), "
+                                "(SELECT count(*) FROM sicooperative.associado)").fetchone()
+        except psycopg.errors.UndefinedTable:
+            return 0, 0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--populate", type=int, metavar="CLIENTS", help="populate this many clients first")
+    args = parser.parse_args()
+    url = bench_url()
+    if args.populate or movements(url)[0] == 0:
+        seconds, peak = populate_job(url, {"clients": args.populate or 10_000, "movements_per_card": [0, 66], "seed": 11})
+        print(f"populated in {seconds:.1f} s (peak {mib(peak)})")
+    rows, clients = movements(url)
+
+    with tempfile.TemporaryDirectory() as work:
+        env = {**os.environ, "DESAFIO_POSTGRES_URL": url, "DAGSTER_HOME": work,
+               "DESAFIO_HOME": f"{work}/home", "DESAFIO_OUTPUT_DIR": f"{work}/spark-out"}
+        job_seconds, job_peak, output = run_measured(
+            [sys.executable, "-m", "dagster", "job", "execute", "-m", "desafio_dagster.definitions", "-j", "export"], env
+        )
+        files = len(list(Path(work, "spark-out", "movements_csv").glob("*.csv"))) - 1
+        duck_seconds, duck_peak, _ = run_measured(
+            [sys.executable, str(Path(__file__).parent / "duckdb_export.py"), f"{work}/duckdb-out"], env
+        )
+        duck_files = len(list(Path(work, "duckdb-out").rglob("*.csv")))
+    print(f"export benchmark: {rows:,} movements, {clients:,} clients")
+    print(f"  export job (dagster job execute, whole process, checks included): {job_seconds:6.2f} s, "
+          f"peak memory {mib(job_peak)}, {files:,} client files")
+    print(f"  DuckDB extract -> join -> one CSV per client:                     {duck_seconds:6.2f} s, "
+          f"peak memory {mib(duck_peak)}, {duck_files:,} client files (clients with movements)")
+    print(f"  ratio export job / DuckDB:                                         {job_seconds / duck_seconds:6.2f} (target <= 2)")
+
+
+if __name__ == "__main__":
+    main()
