@@ -6,6 +6,7 @@ import sys
 import dagster as dg
 
 from desafio_dagster import settings
+from desafio_dagster.publish import INDEX_FILE
 from desafio_dagster.source_db import stop_embedded
 
 
@@ -18,6 +19,11 @@ def run(job_name: str) -> int:
         print(f"\nThe {job_name} run failed; the messages above say why (run id {result.run_id}).", file=sys.stderr)
         return 1
     print(f"\n{job_name} succeeded (run id {result.run_id}).")
+    folder = settings.output_dir() / "movements_csv"
+    if job_name != "populate" and folder.exists():
+        files = sum(1 for p in folder.iterdir() if p.name != INDEX_FILE)
+        print(f"{files:,} client CSV files in {folder.absolute()} (index: {folder.absolute() / INDEX_FILE})")
+    print("Open the UI with `make ui` (dagster dev) to see the run, the assets and their checks.")
     return 0
 
 
@@ -25,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m desafio_dagster.cli")
     commands = parser.add_subparsers(dest="command", required=True)
     run_parser = commands.add_parser("run", help="run a job with the default config and report where the output is")
-    run_parser.add_argument("--job", default="populate")
+    run_parser.add_argument("--job", default="etl", choices=["etl", "populate", "export"])
     commands.add_parser("stop-db", help="stop the embedded Postgres under DESAFIO_HOME")
     args = parser.parse_args(argv)
     if args.command == "run":

@@ -255,3 +255,33 @@ def test_killed_run_leaves_the_previous_output_and_the_next_run_cleans_up(publis
     assert run("export").success
     assert snapshot(folder) == published[1]
     assert [p.name for p in folder.parent.iterdir() if ".staging-" in p.name] == []
+
+
+def test_a_killed_spark_task_is_retried_without_duplicate_rows(source_db, env_home, tmp_path):
+    """Kill the Python workers of the writing stage mid-write: Spark retries the tasks
+    (local[2,4] allows four attempts), and only the accepted attempts' files are published."""
+    import psutil
+
+    source_db.replace(generate(GenerationSpec(clients=3_000, movements_per_card=(0, 40), seed=8)))
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path), "DESAFIO_SPARK_MASTER": "local[2,4]"}
+    process = _cli("export", env)
+    out_dir = env_home / "data"
+    seen, killed = set(), 0
+    deadline = time.monotonic() + 300
+    while process.poll() is None and time.monotonic() < deadline:
+        for staging in out_dir.glob(".movements_csv.staging-*"):
+            with_files = {p.name for p in staging.iterdir() if p.is_dir() and any(p.iterdir())}
+            seen |= with_files
+            if with_files and not killed:
+                workers = [c for p in psutil.process_iter(["cmdline"]) if "pyspark.daemon" in " ".join(p.info["cmdline"] or [])
+                           for c in p.children()]
+                for worker in workers:
+                    worker.kill()
+                killed = len(workers)
+        time.sleep(0.02)
+    out, _ = process.communicate(timeout=60)
+    assert process.returncode == 0, out[-3000:]
+    assert killed, "no writer task was caught while writing"
+    partitions = {name.split("-attempt-")[0] for name in seen}
+    assert len(seen) > len(partitions), f"a partition was attempted twice: {sorted(seen)}"
+    assert published_files(output(env_home)) == expected_files(source_db, True)
