@@ -28,6 +28,7 @@ run: install
 	$(BIN)/python -m desafio_dagster.cli run
 
 test: install-dev
+	$(BIN)/ruff check desafio_dagster desafio_dagster_tests bench
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ui: install

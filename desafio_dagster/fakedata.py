@@ -199,7 +199,7 @@ def _email_part(name: str) -> str:
 
 
 def _seconds(day: dt.date) -> int:
-    return int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.timezone.utc).timestamp())
+    return int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp())
 
 
 def _later(rng: np.random.Generator, earliest: np.ndarray, latest: int) -> np.ndarray:

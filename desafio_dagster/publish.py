@@ -19,8 +19,10 @@ import fcntl
 import os
 import re
 import shutil
+import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -32,9 +34,9 @@ from pyspark import TaskContext
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from desafio_dagster.errors import DesafioError
 from desafio_dagster.fakedata import fold_ascii
 from desafio_dagster.transform import CSV_COLUMNS
-from desafio_dagster.errors import DesafioError
 
 HEADER = ",".join(CSV_COLUMNS) + "\n"
 INDEX_FILE = "_index.csv"
@@ -206,8 +208,42 @@ def _remove_leftovers(output_dir: Path, name: str, keep: set[Path]) -> None:
             shutil.rmtree(path, ignore_errors=True)
 
 
-def publish_per_client(view: DataFrame, output_dir: Path | str, name: str = "movements_csv", partitions: int | None = None) -> Published:
-    """Write view (see transform.flat_view) as output_dir/name/<client>.csv plus _index.csv."""
+@contextlib.contextmanager
+def _reporting(spark_context, on_progress: Callable[[int, int, float], None] | None, every: float = 5.0):
+    """While the body runs, report (tasks done, tasks known, seconds) of Spark's active stages."""
+    if on_progress is None:
+        yield
+        return
+    stop, started = threading.Event(), time.monotonic()
+
+    def report():
+        while not stop.wait(every):
+            tracker = spark_context.statusTracker()
+            stages = [tracker.getStageInfo(i) for i in tracker.getActiveStageIds()]
+            stages = [s for s in stages if s is not None]
+            if stages:
+                on_progress(sum(s.numCompletedTasks for s in stages), sum(s.numTasks for s in stages),
+                            time.monotonic() - started)
+
+    thread = threading.Thread(target=report, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def publish_per_client(
+    view: DataFrame,
+    output_dir: Path | str,
+    name: str = "movements_csv",
+    partitions: int | None = None,
+    on_progress: Callable[[int, int, float], None] | None = None,
+) -> Published:
+    """Write view (see transform.flat_view) as output_dir/name/<client>.csv plus _index.csv.
+
+    on_progress(tasks done, tasks, seconds) is called every few seconds while Spark writes."""
     output_dir = _writable_output(Path(output_dir))
     link = output_dir / name
     with _exclusive(output_dir / f".{name}.lock"):
@@ -223,7 +259,8 @@ def publish_per_client(view: DataFrame, output_dir: Path | str, name: str = "mov
             .sortWithinPartitions("client_id", "data_movimento", "movement_id")
         )
         try:
-            summaries = prepared.mapInArrow(_task_writer(str(staging)), _SUMMARY_SCHEMA).collect()
+            with _reporting(view.sparkSession.sparkContext, on_progress):
+                summaries = prepared.mapInArrow(_task_writer(str(staging)), _SUMMARY_SCHEMA).collect()
             version.mkdir()
             files = []
             for row in sorted(summaries, key=lambda r: r.client_id):

@@ -20,8 +20,8 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
-from desafio_dagster.fakedata import TABLES, SourceChunk, to_copy_csv
 from desafio_dagster.errors import DesafioError
+from desafio_dagster.fakedata import TABLES, SourceChunk, to_copy_csv
 
 SCHEMA_SQL = resources.files("desafio_dagster").joinpath("sql/schema.sql").read_text()
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")

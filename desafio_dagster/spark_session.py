@@ -16,6 +16,7 @@ from importlib import resources
 from pathlib import Path
 
 from pyspark.sql import SparkSession
+
 from desafio_dagster.errors import DesafioError
 
 LOG4J_CONFIG = resources.files("desafio_dagster").joinpath("log4j2.properties")

@@ -4,9 +4,9 @@ source database, generated and replaced in one transaction by the op `source_dat
 import dagster as dg
 from pydantic import Field
 
+from desafio_dagster.dagster_utils import markdown_table, user_errors
 from desafio_dagster.fakedata import GenerationSpec, InvalidSpec, generate
 from desafio_dagster.resources.postgres import PostgresResource
-from desafio_dagster.dagster_utils import markdown_table, user_errors
 
 RAW_TABLES = {"raw_clients": "associado", "raw_accounts": "conta", "raw_cards": "cartao", "raw_movements": "movimento"}
 _DESCRIPTIONS = {

@@ -40,8 +40,11 @@ class PerClientCsvIOManager(dg.ConfigurableIOManager):
 
     def handle_output(self, context: dg.OutputContext, obj: DataFrame) -> None:
         folder = self.folder(context.asset_key.path[-1])
+        def progress(done: int, tasks: int, seconds: float) -> None:
+            context.log.info(f"writing client files: {done}/{tasks} Spark tasks done after {seconds:.0f} s")
+
         with user_errors():
-            published = publish_per_client(obj, folder.parent, folder.name)
+            published = publish_per_client(obj, folder.parent, folder.name, on_progress=progress)
         self.spark.staging(context.run_id).remove()  # the view's Parquet input is no longer needed
         top = sorted(published.files, key=lambda f: (-f.rows, f.client_id))[: self.top_clients]
         context.add_output_metadata({
