@@ -6,7 +6,7 @@ export DESAFIO_HOME ?= $(CURDIR)/.desafio
 export DESAFIO_OUTPUT_DIR ?= $(CURDIR)/data
 export DAGSTER_HOME ?= $(DESAFIO_HOME)/dagster
 
-.PHONY: run test ui install install-dev bench stop-db clean
+.PHONY: run test ui install install-dev bench stop-db clean screenshot
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,3 +44,6 @@ stop-db: install
 
 clean: stop-db
 	rm -rf "$(DESAFIO_HOME)" "$(DESAFIO_OUTPUT_DIR)"
+
+screenshot: install-dev  # refresh docs/asset-graph.png from a real dagster dev + Chromium
+	DESAFIO_UPDATE_SCREENSHOT=1 $(BIN)/python -m pytest desafio_dagster_tests/test_ui.py
