@@ -40,43 +40,47 @@ def masked(card_number):
 
 def flat_view(tables: dict[str, DataFrame], mask_card_numbers: bool = True) -> DataFrame:
     """client_id, movement_id (null for a client without movements), then CSV_COLUMNS as text."""
-    client = tables["associado"].alias("a")
-    account = tables["conta"].alias("c")
-    card = tables["cartao"].alias("k")
-    movement = tables["movimento"].alias("m")
-    # Inner joins from the big side: the small tables are broadcast, movements never shuffle.
-    joined = (
-        movement.join(card, F.col("m.id_cartao") == F.col("k.id"))
-        .join(account, F.col("k.id_conta") == F.col("c.id"))
-        .join(client, F.col("a.id") == F.col("c.id_associado"))
+    # Format the small tables before the join, so each card's and account's text is
+    # computed once, not once per movement.
+    clients = tables["associado"].select(
+        F.col("id").alias("client_id"),
+        F.col("nome").alias("nome_associado"),
+        F.col("sobrenome").alias("sobrenome_associado"),
+        F.col("idade").cast("string").alias("idade_associado"),
     )
-    card_number = F.col("k.num_cartao")
-    with_movements = joined.select(
-        F.col("a.id").alias("client_id"),
-        F.col("m.id").alias("movement_id"),
-        *_client_columns(),
-        F.col("m.vlr_transacao").cast("string").alias("vlr_transacao_movimento"),
-        F.col("m.des_transacao").alias("des_transacao_movimento"),
-        F.date_format("m.data_movimento", _TIMESTAMP_FORMAT).alias("data_movimento"),
+    accounts = tables["conta"].select(
+        F.col("id").alias("account_id"),
+        F.col("id_associado").alias("client_id"),
+        F.col("tipo").alias("tipo_conta"),
+        F.date_format("data_criacao", _TIMESTAMP_FORMAT).alias("data_criacao_conta"),
+    )
+    card_number = F.col("num_cartao")
+    cards = tables["cartao"].select(
+        F.col("id").alias("card_id"),
+        F.col("id_conta").alias("account_id"),
         (masked(card_number) if mask_card_numbers else card_number).alias("numero_cartao"),
-        F.col("k.nom_impresso").alias("nome_impresso_cartao"),
-        F.date_format("k.data_criacao", _TIMESTAMP_FORMAT).alias("data_criacao_cartao"),
-        F.col("c.tipo").alias("tipo_conta"),
-        F.date_format("c.data_criacao", _TIMESTAMP_FORMAT).alias("data_criacao_conta"),
+        F.col("nom_impresso").alias("nome_impresso_cartao"),
+        F.date_format("data_criacao", _TIMESTAMP_FORMAT).alias("data_criacao_cartao"),
     )
-    clients_with_movements = with_movements.select(F.col("client_id").alias("id")).distinct()
-    without_movements = client.join(clients_with_movements, "id", "left_anti").alias("a").select(
-        F.col("a.id").alias("client_id"),
+    movements = tables["movimento"].select(
+        F.col("id").alias("movement_id"),
+        F.col("id_cartao").alias("card_id"),
+        F.col("vlr_transacao").cast("string").alias("vlr_transacao_movimento"),
+        F.col("des_transacao").alias("des_transacao_movimento"),
+        F.date_format("data_movimento", _TIMESTAMP_FORMAT).alias("data_movimento"),
+    )
+    # Inner joins from the big side: the small tables are broadcast, movements never shuffle.
+    with_movements = movements.join(cards, "card_id").join(accounts, "account_id").join(clients, "client_id")
+    clients_with_movements = (
+        tables["movimento"].select(F.col("id_cartao").alias("card_id")).distinct()
+        .join(cards.select("card_id", "account_id"), "card_id")
+        .join(accounts.select("account_id", "client_id"), "account_id")
+        .select("client_id")
+    )
+    without_movements = clients.join(clients_with_movements, "client_id", "left_anti").select(
+        "client_id",
         F.lit(None).cast("long").alias("movement_id"),
-        *_client_columns(),
+        *CSV_COLUMNS[:3],
         *[F.lit(None).cast("string").alias(name) for name in CSV_COLUMNS[3:]],
     )
-    return with_movements.unionByName(without_movements)
-
-
-def _client_columns():
-    return (
-        F.col("a.nome").alias("nome_associado"),
-        F.col("a.sobrenome").alias("sobrenome_associado"),
-        F.col("a.idade").cast("string").alias("idade_associado"),
-    )
+    return with_movements.select("client_id", "movement_id", *CSV_COLUMNS).unionByName(without_movements)
