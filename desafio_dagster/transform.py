@@ -25,7 +25,6 @@ CSV_COLUMNS = (
     "tipo_conta",
     "data_criacao_conta",
 )
-KEY_COLUMNS = ("client_id", "movement_id")
 _TIMESTAMP_FORMAT = "yyyy-MM-dd HH:mm:ss"
 
 

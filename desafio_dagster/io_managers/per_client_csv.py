@@ -40,6 +40,7 @@ class PerClientCsvIOManager(dg.ConfigurableIOManager):
 
     def handle_output(self, context: dg.OutputContext, obj: DataFrame) -> None:
         folder = self.folder(context.asset_key.path[-1])
+
         def progress(done: int, tasks: int, seconds: float) -> None:
             context.log.info(f"writing client files: {done}/{tasks} Spark tasks done after {seconds:.0f} s")
 
