@@ -32,6 +32,7 @@ def movements(url: str) -> tuple[int, int]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--populate", type=int, metavar="CLIENTS", help="populate this many clients first")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each side; the median is reported")
     args = parser.parse_args()
     url = bench_url()
     if args.populate or movements(url)[0] == 0:
@@ -39,18 +40,23 @@ def main() -> None:
         print(f"populated in {seconds:.1f} s (peak {mib(peak)})")
     rows, clients = movements(url)
 
-    with tempfile.TemporaryDirectory() as work:
-        env = {**os.environ, "DESAFIO_POSTGRES_URL": url, "DAGSTER_HOME": work,
-               "DESAFIO_HOME": f"{work}/home", "DESAFIO_OUTPUT_DIR": f"{work}/spark-out"}
-        job_seconds, job_peak, output = run_measured(
-            [sys.executable, "-m", "dagster", "job", "execute", "-m", "desafio_dagster.definitions", "-j", "export"], env
-        )
-        files = len(list(Path(work, "spark-out", "movements_csv").glob("*.csv"))) - 1
-        duck_seconds, duck_peak, _ = run_measured(
-            [sys.executable, str(Path(__file__).parent / "duckdb_export.py"), f"{work}/duckdb-out"], env
-        )
-        duck_files = len(list(Path(work, "duckdb-out").rglob("*.csv")))
-    print(f"export benchmark: {rows:,} movements, {clients:,} clients")
+    jobs, ducks = [], []
+    for _ in range(args.repeat):
+        with tempfile.TemporaryDirectory() as work:
+            env = {**os.environ, "DESAFIO_POSTGRES_URL": url, "DAGSTER_HOME": work,
+                   "DESAFIO_HOME": f"{work}/home", "DESAFIO_OUTPUT_DIR": f"{work}/spark-out"}
+            seconds, peak, _ = run_measured(
+                [sys.executable, "-m", "dagster", "job", "execute", "-m", "desafio_dagster.definitions", "-j", "export"], env
+            )
+            jobs.append((seconds, peak))
+            files = len(list(Path(work, "spark-out", "movements_csv").glob("*.csv"))) - 1
+            seconds, peak, _ = run_measured(
+                [sys.executable, str(Path(__file__).parent / "duckdb_export.py"), f"{work}/duckdb-out"], env
+            )
+            ducks.append((seconds, peak))
+            duck_files = len(list(Path(work, "duckdb-out").rglob("*.csv")))
+    (job_seconds, job_peak), (duck_seconds, duck_peak) = (sorted(runs)[len(runs) // 2] for runs in (jobs, ducks))
+    print(f"export benchmark: {rows:,} movements, {clients:,} clients, median of {args.repeat} runs of each")
     print(f"  export job (dagster job execute, whole process, checks included): {job_seconds:6.2f} s, "
           f"peak memory {mib(job_peak)}, {files:,} client files")
     print(f"  DuckDB extract -> join -> one CSV per client:                     {duck_seconds:6.2f} s, "

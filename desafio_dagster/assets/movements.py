@@ -1,5 +1,7 @@
 """movements_csv: the flat view of card movements, one CSV per client (Spark)."""
 
+from concurrent.futures import ThreadPoolExecutor
+
 import dagster as dg
 from pydantic import Field
 from pyspark.sql import DataFrame
@@ -44,9 +46,11 @@ def movements_csv(
         def progress(table: str, rows: int, seconds: float) -> None:
             context.log.info(f"extracted {table}: {rows:,} rows, {rows / max(seconds, 1e-9):,.0f} rows/s")
 
-        counts = snapshot_to_parquet(db, staging, on_progress=progress)
-        context.log.info(f"source snapshot staged at {staging.location}; starting Spark on {spark.master_url}")
-        view = flat_view(read_snapshot(spark.session(), staging), config.mask_card_numbers)
+        context.log.info(f"starting Spark on {spark.master_url} while the source is staged at {staging.location}")
+        with ThreadPoolExecutor(max_workers=1) as background:
+            session = background.submit(spark.session)  # the JVM starts while Postgres is read
+            counts = snapshot_to_parquet(db, staging, on_progress=progress)
+            view = flat_view(read_snapshot(session.result(), staging), config.mask_card_numbers)
     context.add_output_metadata({f"source_{table}_rows": rows for table, rows in counts.items()}
                                 | {"masked_card_numbers": config.mask_card_numbers})
     return view
