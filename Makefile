@@ -42,8 +42,8 @@ bench: install-dev
 stop-db: install
 	$(BIN)/python -m desafio_dagster.cli stop-db
 
-clean: stop-db
-	rm -rf "$(DESAFIO_HOME)" "$(DESAFIO_OUTPUT_DIR)"
+clean: stop-db  # removes the embedded database, staging and the published output, nothing else
+	rm -rf "$(DESAFIO_HOME)" "$(DESAFIO_OUTPUT_DIR)/movements_csv" "$(DESAFIO_OUTPUT_DIR)"/.movements_csv.*
 
 screenshot: install-dev  # refresh docs/asset-graph.png from a real dagster dev + Chromium
 	DESAFIO_UPDATE_SCREENSHOT=1 $(BIN)/python -m pytest desafio_dagster_tests/test_ui.py

@@ -1,6 +1,7 @@
 """`python -m desafio_dagster.cli run | stop-db`: what `make run` and `make stop-db` call."""
 
 import argparse
+import os
 import sys
 
 import dagster as dg
@@ -13,6 +14,9 @@ from desafio_dagster.source_db import stop_embedded
 def run(job_name: str) -> int:
     from desafio_dagster.definitions import defs
 
+    if not os.environ.get("DAGSTER_HOME"):  # as under make: runs are kept for the UI
+        os.environ["DAGSTER_HOME"] = str((settings.home() / "dagster").absolute())
+        os.makedirs(os.environ["DAGSTER_HOME"], exist_ok=True)
     with dg.DagsterInstance.get() as instance:
         result = defs.resolve_job_def(job_name).execute_in_process(instance=instance, raise_on_error=False)
     if not result.success:

@@ -47,22 +47,18 @@ class Staging:
     def filesystem(self) -> tuple[pa_fs.FileSystem, str]:
         if "://" in self.location:
             return pa_fs.FileSystem.from_uri(self.location)
-        return pa_fs.LocalFileSystem(), str(pa_fs.LocalFileSystem().normalize_path(_absolute(self.location)))
+        return pa_fs.LocalFileSystem(), str(pa_fs.LocalFileSystem().normalize_path(os.path.abspath(self.location)))
 
     def uri(self, table: str) -> str:
         """The table's folder as Spark reads it."""
         if "://" in self.location:
             return f"{self.location.rstrip('/')}/{table}"
-        return f"file://{_absolute(self.location)}/{table}"
+        return f"file://{os.path.abspath(self.location)}/{table}"
 
     def remove(self) -> None:
         fs, path = self.filesystem()
         if fs.get_file_info(path).type != pa_fs.FileType.NotFound:
             fs.delete_dir(path)
-
-
-def _absolute(path: str) -> str:
-    return os.path.abspath(path)
 
 
 class _CopyStream(io.RawIOBase):
@@ -98,6 +94,9 @@ def snapshot_to_parquet(
         db.require_tables(conn)
         conn.commit()
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        # Wait for a populate in progress before the snapshot is taken (at the first query),
+        # so the snapshot is the old database or the new one, never empty tables.
+        conn.execute(sql.SQL("LOCK TABLE {} IN ACCESS SHARE MODE").format(sql.SQL(", ").join(map(sql.Identifier, SOURCE_SCHEMAS))))
         conn.execute("SET LOCAL DateStyle = 'ISO, YMD'")
         with conn.cursor() as cur:
             for table, schema in SOURCE_SCHEMAS.items():

@@ -3,7 +3,7 @@
 Faker is too slow to make rows one by one (~37k rows/s), so it only draws small
 pools of pt_BR names, companies and e-mail domains; numpy builds the rows from a
 seeded generator, chunk by chunk, so memory stays bounded whatever the size.
-Same spec, same seed: same bytes (for a given Faker release).
+Same spec, same seed: same bytes (for a given Faker release). Timestamps are UTC.
 """
 
 from __future__ import annotations
@@ -82,8 +82,9 @@ class GenerationSpec:
                     raise InvalidSpec(f"{name} must be a date YYYY-MM-DD, got {value!r}") from None
         if self.end_date < self.start_date:
             raise InvalidSpec(f"end_date {self.end_date} is before start_date {self.start_date}")
-        if self.end_date > dt.date.today():
-            raise InvalidSpec(f"end_date {self.end_date} is in the future: data must not be")
+        today = dt.datetime.now(dt.UTC).date()
+        if self.end_date >= today:  # the end date's timestamps run to 23:59:59 (UTC)
+            raise InvalidSpec(f"end_date {self.end_date} must be before today ({today}, UTC): data must not be in the future")
         if self.seed < 0:
             raise InvalidSpec(f"seed must be >= 0, got {self.seed}")
         max_cards = self.clients * self.accounts_per_client[1] * self.cards_per_account[1]

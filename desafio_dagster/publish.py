@@ -36,7 +36,7 @@ from pyspark.sql import functions as F
 
 from desafio_dagster.errors import DesafioError
 from desafio_dagster.fakedata import fold_ascii
-from desafio_dagster.transform import CSV_COLUMNS
+from desafio_dagster.transform import CSV_COLUMNS, KEY_COLUMNS
 
 HEADER = ",".join(CSV_COLUMNS) + "\n"
 INDEX_FILE = "_index.csv"
@@ -185,15 +185,22 @@ def _writable_output(output_dir: Path) -> Path:
 
 def _swap(link: Path, target_name: str) -> Path | None:
     """Point link at target_name with one atomic rename; return the previous target."""
-    previous = None
-    if link.is_symlink():
-        previous = link.parent / os.readlink(link)
-    elif link.exists():  # a real folder from elsewhere: keep it as an old version
-        previous = link.parent / f".{link.name}.v-replaced-{uuid.uuid4().hex[:8]}"
-        link.rename(previous)
     temporary = link.parent / f".{link.name}.link-{uuid.uuid4().hex[:8]}"
-    temporary.symlink_to(target_name)
-    os.replace(temporary, link)
+    try:
+        temporary.symlink_to(target_name)
+        previous = None
+        if link.is_symlink():
+            previous = link.parent / os.readlink(link)
+        elif link.exists():  # a real folder from elsewhere: keep it as the previous version
+            previous = link.parent / f".{link.name}.v-replaced-{uuid.uuid4().hex[:8]}"
+            link.rename(previous)
+        os.replace(temporary, link)
+    except OSError as error:
+        temporary.unlink(missing_ok=True)
+        raise PublishError(
+            f"could not publish {link} ({error.strerror or error}): the output folder must allow symlinks "
+            f"and renames; the previous output is untouched"
+        ) from None
     return previous
 
 
@@ -254,9 +261,9 @@ def publish_per_client(
         version = output_dir / f".{name}.v-{token}"
         partitions = partitions or max(2, view.sparkSession.sparkContext.defaultParallelism * 2)
         prepared = (
-            view.select("client_id", "movement_id", *CSV_COLUMNS)
+            view.select(*KEY_COLUMNS, *CSV_COLUMNS)
             .repartition(partitions, "client_id")
-            .sortWithinPartitions("client_id", "data_movimento", "movement_id")
+            .sortWithinPartitions("client_id", "movement_time", "movement_id")
         )
         try:
             with _reporting(view.sparkSession.sparkContext, on_progress):
@@ -274,6 +281,7 @@ def publish_per_client(
                 writer = csv.writer(handle, lineterminator="\n")
                 writer.writerow(INDEX_COLUMNS)
                 writer.writerows((f.client_id, f.nome, f.sobrenome, f.file, f.rows) for f in files)
+            os.sync()  # the files are on disk before the link points at them
             previous = _swap(link, version.name)
         except BaseException:
             shutil.rmtree(version, ignore_errors=True)

@@ -42,7 +42,7 @@ def validate_identifier(name: str, what: str = "DESAFIO_SCHEMA") -> str:
 
 def redact(url: str) -> str:
     """The URL with its password replaced by ***, in URL or key=value form."""
-    url = re.sub(r"(://[^:/@?#]*:)[^@]*@", r"\1***@", url)
+    url = re.sub(r"(://[^:/@?#]*:)[^/?#]*@", r"\1***@", url)  # up to the last @: an unencoded @ stays hidden
     return re.sub(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", r"\1***", url)
 
 
@@ -54,6 +54,12 @@ def describe(url: str) -> str:
         return redact(url)
     host = params.get("host") or "localhost"
     return f"{host}:{params.get('port') or 5432}/{params.get('dbname') or params.get('user') or 'postgres'}"
+
+
+def _raw_at_in_user_info(url: str) -> bool:
+    """A URL whose user name or password holds an unencoded '@': libpq would take part
+    of the password for the host name, and echo it in its errors."""
+    return "://" in url and url.split("://", 1)[1].split("/", 1)[0].count("@") > 1
 
 
 def _password(url: str) -> str | None:
@@ -112,10 +118,15 @@ class SourceDatabase:
     @contextlib.contextmanager
     def connect(self, autocommit: bool = False) -> Iterator[psycopg.Connection]:
         """A connection whose search_path is the schema; errors name host and port, never the password."""
+        if _raw_at_in_user_info(self.url):
+            raise SourceDatabaseError(
+                "DESAFIO_POSTGRES_URL has more than one '@' before the host: percent-encode the special "
+                "characters of the user name and password (an '@' is %40)"
+            )
         try:
             conn = psycopg.connect(self.url, autocommit=autocommit, connect_timeout=10)
         except psycopg.Error as error:
-            reason = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+            reason = "; ".join(line.strip() for line in str(error).splitlines() if line.strip()) or type(error).__name__
             password = _password(self.url)
             if password:
                 reason = reason.replace(password, "***")
@@ -183,7 +194,9 @@ class SourceDatabase:
     ) -> dict[str, int]:
         """Replace the four tables with the chunks' rows in one transaction.
 
-        Readers see the old snapshot until the commit; a failure rolls back to it.
+        Readers of the four tables wait for the commit, then see the new snapshot; a
+        failure rolls back to the old one. The tables are locked first, in one statement,
+        so a concurrent export either finishes first or waits (no deadlock).
         Foreign keys and secondary indexes are dropped for the load and rebuilt from
         their catalogue definitions: one validating scan instead of a trigger per row.
         """
@@ -191,6 +204,7 @@ class SourceDatabase:
         started = time.monotonic()
         with self.connect() as conn, conn.transaction():
             self.apply_schema(conn)
+            conn.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(sql.SQL(", ").join(map(sql.Identifier, TABLES))))
             conn.execute("SET LOCAL maintenance_work_mem = '256MB'")
             foreign_keys, indexes = self._secondary_definitions(conn)
             for table, name, _ in foreign_keys:

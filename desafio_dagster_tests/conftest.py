@@ -8,7 +8,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.conninfo import make_conninfo
 
 from desafio_dagster.fakedata import GenerationSpec, generate
 from desafio_dagster.source_db import SourceDatabase, embedded_url, stop_embedded
@@ -58,10 +58,6 @@ def env_home(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("DESAFIO_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("DESAFIO_OUTPUT_DIR", str(tmp_path / "data"))
     return tmp_path
-
-
-def server_params(url: str) -> dict:
-    return conninfo_to_dict(url)
 
 
 @pytest.fixture(scope="session")

@@ -137,6 +137,7 @@ def test_movements_have_debits_credits_and_two_decimals(tables):
         ({"movements_per_card": (-1, 5)}, "movements_per_card"),
         ({"start_date": "2024-02-01", "end_date": "2024-01-01"}, "end_date"),
         ({"end_date": str(dt.date.today() + dt.timedelta(days=1))}, "end_date"),
+        ({"end_date": str(dt.datetime.now(dt.UTC).date())}, "end_date"),  # today's evening is the future
         ({"start_date": "01/02/2024"}, "start_date"),
         ({"seed": -5}, "seed"),
     ],

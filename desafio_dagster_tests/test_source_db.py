@@ -87,6 +87,14 @@ def test_unreachable_server_names_host_and_port_never_the_password():
     assert "s3cr3t-pw" not in message and "***" in message
 
 
+def test_an_unencoded_at_in_the_password_is_refused_without_echoing_it():
+    with pytest.raises(SourceDatabaseError, match="percent-encode") as error:
+        with SourceDatabase("postgresql://bob:s3cr@t-pw@127.0.0.1:1/db").connect():
+            pass
+    assert "t-pw" not in str(error.value) and "s3cr" not in str(error.value)
+    assert "t-pw" not in redact("postgresql://bob:s3cr@t-pw@127.0.0.1:1/db")
+
+
 @pytest.mark.parametrize(
     "url",
     ["postgresql://alice:s3cr3t@db:5433/x", "host=db port=5433 dbname=x user=alice password=s3cr3t"],
@@ -127,3 +135,27 @@ def test_embedded_postgres_is_the_default_and_outlives_processes(tmp_path, monke
     finally:
         assert stop_embedded(home)
     assert not (home / "pgdata" / "postmaster.pid").exists()
+
+
+def test_a_snapshot_taken_during_a_replace_waits_and_sees_the_new_data(populated_db, tmp_path):
+    """An export that starts while populate replaces the tables gets the new snapshot,
+    not empty tables and not a deadlock."""
+    import threading
+    import time
+
+    from desafio_dagster.extract import Staging, snapshot_to_parquet
+
+    loading = threading.Event()
+
+    def slow_chunks():
+        for chunk in generate(GenerationSpec(clients=30, movements_per_card=(1, 3), seed=3)):
+            loading.set()  # the tables are locked and truncated by now
+            time.sleep(1.0)
+            yield chunk
+
+    replace = threading.Thread(target=lambda: populated_db.replace(slow_chunks()))
+    replace.start()
+    assert loading.wait(30)
+    counts = snapshot_to_parquet(populated_db, Staging(str(tmp_path / "staging")))
+    replace.join()
+    assert counts["associado"] == 30 and counts == populated_db.row_counts()

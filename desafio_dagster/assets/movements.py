@@ -20,11 +20,17 @@ class MovementsCsvConfig(dg.Config):
     )
 
 
+_UNKNOWN_RUN_GRACE_SECONDS = 24 * 3600
+
+
 def _remove_stale_staging(context: dg.AssetExecutionContext, spark: SparkResource) -> None:
-    """Staging left by runs that were killed or failed before publishing."""
-    for run_id in spark.stale_run_ids():
+    """Staging left by runs that were killed or failed before publishing: folders named
+    by a run id whose run has finished, or, for runs another Dagster instance knows, a day old."""
+    for run_id, age in spark.staged_runs():
+        if run_id == context.run.run_id:
+            continue
         run = context.instance.get_run_by_id(run_id)
-        if run_id != context.run.run_id and (run is None or run.is_finished):
+        if (run is not None and run.is_finished) or (run is None and age > _UNKNOWN_RUN_GRACE_SECONDS):
             spark.staging(run_id).remove()
 
 
@@ -38,8 +44,8 @@ def movements_csv(
     context: dg.AssetExecutionContext, config: MovementsCsvConfig, postgres: PostgresResource, spark: SparkResource
 ) -> DataFrame:
     """One row per card movement with its card, account and client; one CSV file per client."""
-    _remove_stale_staging(context, spark)
     with user_errors():
+        _remove_stale_staging(context, spark)
         db = postgres.database()
         staging = spark.staging(context.run.run_id)
 
@@ -47,6 +53,7 @@ def movements_csv(
             context.log.info(f"extracted {table}: {rows:,} rows, {rows / max(seconds, 1e-9):,.0f} rows/s")
 
         context.log.info(f"starting Spark on {spark.master_url} while the source is staged at {staging.location}")
+        spark.prepare_environment()
         with ThreadPoolExecutor(max_workers=1) as background:
             session = background.submit(spark.session)  # the JVM starts while Postgres is read
             counts = snapshot_to_parquet(db, staging, on_progress=progress)

@@ -27,7 +27,7 @@ class SourceDatabaseConfig(dg.Config):
     cards_per_account: list[int] = Field(default=list(_DEFAULT.cards_per_account), description="[min, max], min >= 1")
     movements_per_card: list[int] = Field(default=list(_DEFAULT.movements_per_card), description="[min, max], min >= 0")
     start_date: str = Field(default=str(_DEFAULT.start_date), description="First day of generated dates, YYYY-MM-DD")
-    end_date: str = Field(default=str(_DEFAULT.end_date), description="Last day of generated dates, YYYY-MM-DD, not in the future")
+    end_date: str = Field(default=str(_DEFAULT.end_date), description="Last day of generated dates, YYYY-MM-DD, before today")
     seed: int = Field(default=_DEFAULT.seed, description="Random seed")
 
     def to_spec(self) -> GenerationSpec:

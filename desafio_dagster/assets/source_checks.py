@@ -48,7 +48,7 @@ RULES = [
     Rule("raw_movements", "movements_primary_key", "movimento.id is unique and not null", _duplicates("movimento", "id") + " UNION ALL SELECT id FROM movimento WHERE id IS NULL"),
     Rule("raw_movements", "movements_card_exists", "every movement's card exists", _orphans("movimento", "id_cartao", "cartao")),
     Rule("raw_movements", "movements_after_card_creation", "a movement happens no earlier than its card's creation", "SELECT m.id FROM movimento m JOIN cartao k ON k.id = m.id_cartao WHERE m.data_movimento < k.data_criacao"),
-    Rule("raw_movements", "movements_not_in_future", "no movement is dated in the future", "SELECT id FROM movimento WHERE data_movimento > localtimestamp"),
+    Rule("raw_movements", "movements_not_in_future", "no movement is dated in the future (timestamps are UTC)", "SELECT id FROM movimento WHERE data_movimento > (now() AT TIME ZONE 'UTC')"),
     Rule("raw_movements", "movements_description_not_blank", "des_transacao is not blank", "SELECT id FROM movimento WHERE coalesce(btrim(des_transacao), '') = ''"),
 ]
 

@@ -52,8 +52,7 @@ class PerClientCsvIOManager(dg.ConfigurableIOManager):
             "path": dg.MetadataValue.path(str(published.path.absolute())),
             "version": dg.MetadataValue.path(str(published.version)),
             "dagster/row_count": published.rows,
-            "clients": len(published.files),
-            "files": len(published.files),
+            "clients": len(published.files),  # one file each
             "clients_without_movements": sum(1 for f in published.files if f.rows == 0),
             "top_clients_by_rows": dg.MetadataValue.md(markdown_table(
                 [{"client_id": f.client_id, "file": f.file, "rows": f.rows} for f in top])),

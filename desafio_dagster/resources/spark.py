@@ -1,5 +1,7 @@
 """Spark as a Dagster resource: a thin layer over desafio_dagster.spark_session."""
 
+import time
+import uuid
 from pathlib import Path
 
 import dagster as dg
@@ -8,12 +10,20 @@ from pyspark.sql import SparkSession
 
 from desafio_dagster import settings
 from desafio_dagster.extract import Staging
-from desafio_dagster.spark_session import start_session
+from desafio_dagster.spark_session import prepare_environment, start_session
+
+
+def _is_run_id(name: str) -> bool:
+    try:
+        return str(uuid.UUID(name)) == name
+    except ValueError:
+        return False
 
 
 class SparkResource(dg.ConfigurableResource):
     """A SparkSession on DESAFIO_SPARK_MASTER (local[*] by default, or spark://host:port),
-    started on first use and stopped when the step ends."""
+    started on first use and stopped when the resource is torn down (after the step, or
+    after the run under the in-process executor the jobs use)."""
 
     master: str | None = Field(default=None, description="Spark master URL (default: DESAFIO_SPARK_MASTER)")
     conf: dict[str, str] = Field(default_factory=dict, description="Extra spark.* settings")
@@ -23,6 +33,10 @@ class SparkResource(dg.ConfigurableResource):
         "on a cluster, a path or URI every executor reads",
     )
     _session: SparkSession | None = PrivateAttr(default=None)
+
+    def prepare_environment(self) -> None:
+        """Set Java and Python for Spark now, before a session starts in another thread."""
+        prepare_environment()
 
     def session(self) -> SparkSession:
         if self._session is None:
@@ -41,10 +55,13 @@ class SparkResource(dg.ConfigurableResource):
         """The run's own staging location."""
         return Staging(f"{self.staging_root.rstrip('/')}/{run_id}")
 
-    def stale_run_ids(self) -> list[str]:
-        """Run ids that have a staging folder here (local staging only)."""
+    def staged_runs(self) -> list[tuple[str, float]]:
+        """(run id, age in seconds) of the staging folders here named by a run id (local staging only)."""
         root = Path(self.staging_root)
-        return [p.name for p in root.iterdir() if p.is_dir()] if "://" not in self.staging_root and root.is_dir() else []
+        if "://" in self.staging_root or not root.is_dir():
+            return []
+        now = time.time()
+        return [(p.name, now - p.stat().st_mtime) for p in root.iterdir() if p.is_dir() and _is_run_id(p.name)]
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         if self._session is not None:
