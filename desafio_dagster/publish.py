@@ -158,6 +158,11 @@ def _task_writer(staging: str):
     return write
 
 
+def _first_line(error: Exception) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
+
+
 @contextlib.contextmanager
 def _exclusive(lock_file: Path):
     with open(lock_file, "a") as handle:
@@ -267,7 +272,13 @@ def publish_per_client(
         )
         try:
             with _reporting(view.sparkSession.sparkContext, on_progress):
-                summaries = prepared.mapInArrow(_task_writer(str(staging)), _SUMMARY_SCHEMA).collect()
+                try:
+                    summaries = prepared.mapInArrow(_task_writer(str(staging)), _SUMMARY_SCHEMA).collect()
+                except Exception as error:  # Py4J and PySpark raise many kinds
+                    raise PublishError(
+                        f"the Spark job writing the client files failed: {_first_line(error)}; "
+                        f"the previous output is untouched (Spark's log above has the details)"
+                    ) from error
             version.mkdir()
             files = []
             for row in sorted(summaries, key=lambda r: r.client_id):

@@ -60,9 +60,10 @@ def env_home(tmp_path, monkeypatch) -> Path:
     return tmp_path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def spark_session():
-    """A local Spark session for tests that call the pure Spark modules directly."""
+    """A local Spark session for tests that call the pure Spark modules directly (the active
+    one, or a new one in the same JVM after a Dagster run stopped it)."""
     from desafio_dagster.spark_session import start_session
 
     return start_session("local[2]")

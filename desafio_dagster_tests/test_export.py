@@ -285,3 +285,24 @@ def test_a_killed_spark_task_is_retried_without_duplicate_rows(source_db, env_ho
     partitions = {name.split("-attempt-")[0] for name in seen}
     assert len(seen) > len(partitions), f"a partition was attempted twice: {sorted(seen)}"
     assert published_files(output(env_home)) == expected_files(source_db, True)
+
+
+def test_a_failing_spark_job_fails_clearly_and_keeps_the_output(published, source, spark_session):
+    """A Spark job that fails for good (here, one row raises) leaves the published output."""
+    from pyspark.sql import functions as F
+
+    from desafio_dagster.extract import Staging, snapshot_to_parquet
+    from desafio_dagster.publish import PublishError, publish_per_client
+    from desafio_dagster.transform import flat_view, read_snapshot
+
+    folder = published[0]
+    staging = Staging(str(folder.parent.parent / "failing-staging"))
+    snapshot_to_parquet(source, staging)
+    view = flat_view(read_snapshot(spark_session, staging))
+    broken = view.withColumn(
+        "des_transacao_movimento",
+        F.when(F.col("client_id") == 7, F.raise_error(F.lit("boom in client 7"))).otherwise(F.col("des_transacao_movimento")),
+    )
+    with pytest.raises(PublishError, match="Spark job writing the client files failed.*boom in client 7"):
+        publish_per_client(broken, folder.parent)
+    assert_untouched(published)
