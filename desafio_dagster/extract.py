@@ -20,7 +20,7 @@ import pyarrow.fs as pa_fs
 import pyarrow.parquet as pq
 from psycopg import sql
 
-from desafio_dagster.source_db import SourceDatabase, SourceDatabaseError
+from desafio_dagster.source_db import SourceDatabase, SourceDatabaseError, identifiers
 
 _TIMESTAMP = pa.timestamp("us")
 SOURCE_SCHEMAS = {
@@ -96,13 +96,13 @@ def snapshot_to_parquet(
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         # Wait for a populate in progress before the snapshot is taken (at the first query),
         # so the snapshot is the old database or the new one, never empty tables.
-        conn.execute(sql.SQL("LOCK TABLE {} IN ACCESS SHARE MODE").format(sql.SQL(", ").join(map(sql.Identifier, SOURCE_SCHEMAS))))
+        db.lock_tables(conn, "ACCESS SHARE")
         conn.execute("SET LOCAL DateStyle = 'ISO, YMD'")
         with conn.cursor() as cur:
             for table, schema in SOURCE_SCHEMAS.items():
                 started = time.monotonic()
                 statement = sql.SQL("COPY (SELECT {} FROM {}) TO STDOUT (FORMAT csv)").format(
-                    sql.SQL(", ").join(map(sql.Identifier, schema.names)), sql.Identifier(table)
+                    identifiers(schema.names), sql.Identifier(table)
                 )
                 fs.create_dir(f"{root}/{table}", recursive=True)
                 with cur.copy(statement) as copy:

@@ -40,6 +40,11 @@ def validate_identifier(name: str, what: str = "DESAFIO_SCHEMA") -> str:
     return name
 
 
+def identifiers(names: Iterable[str]) -> sql.Composed:
+    """Quoted identifiers, comma-separated."""
+    return sql.SQL(", ").join(map(sql.Identifier, names))
+
+
 def redact(url: str) -> str:
     """The URL with its password replaced by ***, in URL or key=value form."""
     url = re.sub(r"(://[^:/@?#]*:)[^/?#]*@", r"\1***@", url)  # up to the last @: an unencoded @ stays hidden
@@ -153,6 +158,10 @@ class SourceDatabase:
             with self.connect() as conn:
                 yield conn
 
+    def lock_tables(self, conn: psycopg.Connection, mode: str) -> None:
+        """Lock the four tables in one statement, so the loader and the readers never deadlock."""
+        conn.execute(sql.SQL("LOCK TABLE {} IN {} MODE").format(identifiers(TABLES), sql.SQL(mode)))
+
     def missing_tables(self, conn: psycopg.Connection | None = None) -> list[str]:
         with self._maybe_connect(conn) as conn:
             rows = conn.execute(
@@ -204,7 +213,7 @@ class SourceDatabase:
         started = time.monotonic()
         with self.connect() as conn, conn.transaction():
             self.apply_schema(conn)
-            conn.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(sql.SQL(", ").join(map(sql.Identifier, TABLES))))
+            self.lock_tables(conn, "ACCESS EXCLUSIVE")
             conn.execute("SET LOCAL maintenance_work_mem = '256MB'")
             foreign_keys, indexes = self._secondary_definitions(conn)
             for table, name, _ in foreign_keys:
@@ -213,12 +222,12 @@ class SourceDatabase:
                 )
             for name, _ in indexes:
                 conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(name)))
-            conn.execute(sql.SQL("TRUNCATE {}").format(sql.SQL(", ").join(map(sql.Identifier, TABLES))))
+            conn.execute(sql.SQL("TRUNCATE {}").format(identifiers(TABLES)))
             with conn.cursor() as cur:
                 for chunk in chunks:
                     for name, table in chunk.tables().items():
                         statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
-                            sql.Identifier(name), sql.SQL(", ").join(map(sql.Identifier, table.column_names))
+                            sql.Identifier(name), identifiers(table.column_names)
                         )
                         with cur.copy(statement) as copy:
                             copy.write(to_copy_csv(table))
@@ -233,7 +242,7 @@ class SourceDatabase:
                     + sql.SQL(definition)
                 )
         with self.connect(autocommit=True) as conn:
-            conn.execute(sql.SQL("ANALYZE {}").format(sql.SQL(", ").join(map(sql.Identifier, TABLES))))
+            conn.execute(sql.SQL("ANALYZE {}").format(identifiers(TABLES)))
         return counts
 
     def _secondary_definitions(self, conn: psycopg.Connection):
