@@ -44,9 +44,20 @@ def java_major_version(java: Path) -> int | None:
     return int(match.group(1)) if match else None
 
 
+_java_homes: dict[str | None, str] = {}  # JAVA_HOME as found -> as checked or chosen
+
+
 def java_home() -> str:
-    """The Java to run Spark on, as a JAVA_HOME."""
+    """The Java to run Spark on, as a JAVA_HOME. Probed once per process and setting:
+    each probe starts a JVM (`java -version`)."""
     configured = os.environ.get("JAVA_HOME")
+    if configured not in _java_homes:
+        chosen = _find_java_home(configured)
+        _java_homes[configured] = _java_homes[chosen] = chosen
+    return _java_homes[configured]
+
+
+def _find_java_home(configured: str | None) -> str:
     if configured:
         java = Path(configured) / "bin" / "java"
         if not java.exists():
