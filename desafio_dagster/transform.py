@@ -73,18 +73,11 @@ def flat_view(tables: dict[str, DataFrame], mask_card_numbers: bool = True) -> D
     # Inner joins from the big side: below Spark's broadcast threshold the small tables are
     # broadcast and the movements are not shuffled for the join.
     with_movements = movements.join(cards, "card_id").join(accounts, "account_id").join(clients, "client_id")
-    clients_with_movements = (
-        tables["movimento"].select(F.col("id_cartao").alias("card_id")).distinct()
-        .join(cards.select("card_id", "account_id"), "card_id")
-        .join(accounts.select("account_id", "client_id"), "account_id")
-        .select("client_id")
-    )
-    without_movements = clients.join(clients_with_movements, "client_id", "left_anti").select(
+    without_movements = clients.join(with_movements.select("client_id").distinct(), "client_id", "left_anti").select(
         "client_id",
         F.lit(None).cast("long").alias("movement_id"),
         F.lit(None).cast("timestamp_ntz").alias("movement_time"),
         *CSV_COLUMNS[:3],
         *[F.lit(None).cast("string").alias(name) for name in CSV_COLUMNS[3:]],
     )
-    columns = (*KEY_COLUMNS, *CSV_COLUMNS)
-    return with_movements.select(*columns).unionByName(without_movements.select(*columns))
+    return with_movements.select(*KEY_COLUMNS, *CSV_COLUMNS).unionByName(without_movements)
