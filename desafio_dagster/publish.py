@@ -39,6 +39,7 @@ from desafio_dagster.fakedata import fold_ascii
 from desafio_dagster.transform import CSV_COLUMNS, KEY_COLUMNS
 
 HEADER = ",".join(CSV_COLUMNS) + "\n"
+_HEADER_BYTES = HEADER.encode()
 INDEX_FILE = "_index.csv"
 INDEX_COLUMNS = ("client_id", "nome_associado", "sobrenome_associado", "file", "rows")
 _SUMMARY_SCHEMA = "client_id long, nome string, sobrenome string, file string, rows long, attempt_dir string"
@@ -83,7 +84,7 @@ FREE_TEXT_COLUMNS = {"nome_associado", "sobrenome_associado", "des_transacao_mov
 
 
 def csv_lines(batch: pa.RecordBatch) -> pa.Array:
-    """Each movement row as one RFC 4180 line ending in a newline; null for a client without movements.
+    """Each movement row as one RFC 4180 line ending in a newline; empty for a client without movements.
 
     Arrow compute, vectorised: a field holding a comma, a quote or a line break is quoted and its quotes doubled.
     """
@@ -95,17 +96,17 @@ def csv_lines(batch: pa.RecordBatch) -> pa.Array:
             value = pc.if_else(pc.match_substring_regex(value, '[",\r\n]'), quoted, value)
         fields.append(value)
     line = pc.binary_join_element_wise(pc.binary_join_element_wise(*fields, ","), "\n", "")
-    return pc.if_else(pc.is_valid(batch.column("movement_id")), line, pa.scalar(None, pa.string()))
+    return pc.if_else(pc.is_valid(batch.column("movement_id")), line, "")
 
 
 def _line_bytes(lines: pa.Array) -> tuple[np.ndarray, np.ndarray, memoryview]:
-    """Byte offsets of each line, cumulative count of non-null lines, and the bytes of all lines
-    (a null line's bytes are undefined: write only valid ranges)."""
+    """Byte offsets of each line, cumulative count of (non-empty) lines, and the bytes of all
+    lines: the rows start..end are the bytes offsets[start]:offsets[end]."""
     lines = lines.cast(pa.large_string())
     offsets = np.frombuffer(lines.buffers()[1], dtype=np.int64)[lines.offset : lines.offset + len(lines) + 1]
     data = lines.buffers()[2]
-    valid = np.r_[0, np.cumsum(lines.is_valid().to_numpy(zero_copy_only=False))]
-    return offsets, valid, memoryview(data if data is not None else b"")
+    counted = np.r_[0, np.cumsum(np.diff(offsets) > 0)]
+    return offsets, counted, memoryview(data if data is not None else b"")
 
 
 def _task_writer(staging: str):
@@ -124,7 +125,7 @@ def _task_writer(staging: str):
                     continue
                 starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
                 ends = np.r_[starts[1:], len(ids)]
-                offsets, valid, data = _line_bytes(csv_lines(batch))
+                offsets, counted, data = _line_bytes(csv_lines(batch))
                 names, surnames = batch.column("nome_associado"), batch.column("sobrenome_associado")
                 for start, end in zip(starts.tolist(), ends.tolist()):
                     client_id = int(ids[start])
@@ -134,16 +135,10 @@ def _task_writer(staging: str):
                         nome, sobrenome = names[start].as_py(), surnames[start].as_py()
                         name = client_file_name(client_id, nome, sobrenome)
                         handle = open(folder / name, "wb")
-                        handle.write(HEADER.encode())
+                        handle.write(_HEADER_BYTES)
                         summary.append([client_id, nome, sobrenome, name, 0, str(folder)])
-                    rows = int(valid[end] - valid[start])
-                    if rows == end - start:  # a client's movement rows are contiguous and never null
-                        handle.write(data[offsets[start] : offsets[end]])
-                    elif rows:
-                        for i in range(start, end):
-                            if valid[i + 1] > valid[i]:
-                                handle.write(data[offsets[i] : offsets[i + 1]])
-                    summary[-1][4] += rows
+                    handle.write(data[offsets[start] : offsets[end]])
+                    summary[-1][4] += int(counted[end] - counted[start])
         finally:
             if handle:
                 handle.close()
