@@ -13,17 +13,15 @@ from desafio_dagster.dagster_utils import markdown_table, user_errors
 from desafio_dagster.publish import Published, publish_per_client, read_published
 from desafio_dagster.resources.spark import SparkResource
 
-_BUCKETS = ((0, 0), (1, 10), (11, 50), (51, 100), (101, 250), (251, 500), (501, None))
+# (label, most rows in the band), in order; the last band has no upper bound.
+_BANDS = (("0", 0), ("1-10", 10), ("11-50", 50), ("51-100", 100), ("101-250", 250), ("251-500", 500), ("501+", None))
 
 
 def rows_histogram(published: Published) -> dict[str, int]:
     """Clients per band of rows per file."""
     counts: Counter[str] = Counter()
     for file in published.files:
-        for low, high in _BUCKETS:
-            if file.rows >= low and (high is None or file.rows <= high):
-                counts[f"{low}+" if high is None else (f"{low}" if low == high else f"{low}-{high}")] += 1
-                break
+        counts[next(label for label, most in _BANDS if most is None or file.rows <= most)] += 1
     return dict(counts)
 
 
