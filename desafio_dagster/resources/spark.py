@@ -2,9 +2,9 @@
 
 import time
 import uuid
-from pathlib import Path
 
 import dagster as dg
+import pyarrow.fs as pa_fs
 from pydantic import Field, PrivateAttr
 from pyspark.sql import SparkSession
 
@@ -56,12 +56,14 @@ class SparkResource(dg.ConfigurableResource):
         return Staging(f"{self.staging_root.rstrip('/')}/{run_id}")
 
     def staged_runs(self) -> list[tuple[str, float]]:
-        """(run id, age in seconds) of the staging folders here named by a run id (local staging only)."""
-        root = Path(self.staging_root)
-        if "://" in self.staging_root or not root.is_dir():
-            return []
+        """(run id, age in seconds; 0 where the store keeps no time) of the staging folders named by a run id."""
+        fs, root = Staging(self.staging_root).filesystem()
         now = time.time()
-        return [(p.name, now - p.stat().st_mtime) for p in root.iterdir() if p.is_dir() and _is_run_id(p.name)]
+        return [
+            (info.base_name, now - info.mtime.timestamp() if info.mtime else 0.0)
+            for info in fs.get_file_info(pa_fs.FileSelector(root, allow_not_found=True))
+            if info.type == pa_fs.FileType.Directory and _is_run_id(info.base_name)
+        ]
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         if self._session is not None:
