@@ -1,14 +1,17 @@
 """Fixtures: a real Postgres server (DESAFIO_POSTGRES_URL, or an embedded one) and a
 fresh database per test, dropped afterwards."""
 
+import contextlib
 import os
+import socket
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
 from psycopg import sql
-from psycopg.conninfo import make_conninfo
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from desafio_dagster.fakedata import GenerationSpec, generate
 from desafio_dagster.source_db import SourceDatabase, embedded_url, stop_embedded
@@ -28,17 +31,52 @@ def server_url(tmp_path_factory):
     stop_embedded(home)
 
 
+@contextlib.contextmanager
+def fresh_database(server_url: str, prefix: str) -> Iterator[tuple[str, str]]:
+    """A new database on the server, dropped afterwards: (name, connection string)."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield name, make_conninfo(server_url, dbname=name)
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
 @pytest.fixture
 def database_url(server_url, monkeypatch):
     """A fresh database on the server; DESAFIO_POSTGRES_URL points at it during the test."""
-    name = f"desafio_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    url = make_conninfo(server_url, dbname=name)
-    monkeypatch.setenv("DESAFIO_POSTGRES_URL", url)
-    yield url
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+    with fresh_database(server_url, "desafio_test") as (_, url):
+        monkeypatch.setenv("DESAFIO_POSTGRES_URL", url)
+        yield url
+
+
+@pytest.fixture
+def dagster_storage_url(server_url, monkeypatch):
+    """A fresh database for Dagster's runs, event log and schedules, with DAGSTER_POSTGRES_*
+    (what docker/dagster.yaml reads) pointing at it."""
+    with fresh_database(server_url, "dagster_storage_test") as (name, url):
+        params = conninfo_to_dict(server_url)
+        host = params.get("host") or "127.0.0.1"
+        if host.startswith("/"):
+            # A Unix socket (the embedded server listens on no TCP port): the URL dagster-postgres
+            # builds has no room for a path, so leave its host empty and let libpq take PGHOST.
+            monkeypatch.setenv("PGHOST", host)
+            host = ""
+        monkeypatch.setenv("DAGSTER_POSTGRES_HOST", host)
+        monkeypatch.setenv("DAGSTER_POSTGRES_PORT", str(params.get("port") or 5432))
+        monkeypatch.setenv("DAGSTER_POSTGRES_USER", params.get("user") or "postgres")
+        monkeypatch.setenv("DAGSTER_POSTGRES_PASSWORD", params.get("password") or "")  # empty: trust auth
+        monkeypatch.setenv("DAGSTER_POSTGRES_DB", name)
+        yield url
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 @pytest.fixture

