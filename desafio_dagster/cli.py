@@ -7,12 +7,12 @@ import sys
 import dagster as dg
 
 from desafio_dagster import settings
-from desafio_dagster.publish import INDEX_FILE
 from desafio_dagster.source_db import stop_embedded
 
 
 def run(job_name: str) -> int:
-    from desafio_dagster.definitions import defs
+    from desafio_dagster.definitions import defs  # imports Spark: not needed by stop-db
+    from desafio_dagster.publish import INDEX_FILE
 
     if not os.environ.get("DAGSTER_HOME"):  # as under make: runs are kept for the UI
         os.environ["DAGSTER_HOME"] = str((settings.home() / "dagster").absolute())
