@@ -23,16 +23,18 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
-run: install
+$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 	@mkdir -p "$(DAGSTER_HOME)"
+	cp dagster.yaml "$@"
+
+run: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/python -m desafio_dagster.cli run
 
 test: install-dev
 	$(BIN)/ruff check desafio_dagster desafio_dagster_tests bench
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-ui: install
-	@mkdir -p "$(DAGSTER_HOME)"
+ui: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dagster dev
 
 bench: install-dev

@@ -20,6 +20,7 @@ import pyarrow.fs as pa_fs
 import pyarrow.parquet as pq
 from psycopg import sql
 
+from desafio_dagster.audit import ClientFigures, expected_figures
 from desafio_dagster.source_db import SourceDatabase, SourceDatabaseError, identifiers
 
 _TIMESTAMP = pa.timestamp("us")
@@ -33,6 +34,15 @@ SOURCE_SCHEMAS = {
     "movimento": pa.schema([("id", pa.int64()), ("vlr_transacao", pa.decimal128(10, 2)), ("des_transacao", pa.string()),
                             ("data_movimento", _TIMESTAMP), ("id_cartao", pa.int64())]),
 }
+# What each client's file must hold, from the tables themselves rather than the flat view's join.
+_CLIENT_FIGURES = """
+WITH per_card AS (SELECT id_cartao, count(*) AS movements, sum(vlr_transacao) AS total FROM movimento GROUP BY id_cartao)
+SELECT a.id, a.nome, a.sobrenome, coalesce(sum(p.movements), 0)::bigint, coalesce(sum(p.total), 0)
+FROM associado a
+LEFT JOIN conta c ON c.id_associado = a.id
+LEFT JOIN cartao k ON k.id_conta = c.id
+LEFT JOIN per_card p ON p.id_cartao = k.id
+GROUP BY a.id ORDER BY a.id"""
 ROWS_PER_FILE = 250_000
 _BLOCK_BYTES = 8 << 20
 
@@ -83,20 +93,34 @@ class _CopyStream(io.RawIOBase):
         return n
 
 
+@dataclass(frozen=True)
+class Snapshot:
+    """What one export read, all from one transaction."""
+
+    counts: dict[str, int]  # rows per table
+    clients: dict[str, ClientFigures]  # by file name: what each client's file must hold
+    fingerprint: dict[str, list[int]]  # see SourceDatabase.fingerprint
+
+
 def snapshot_to_parquet(
-    db: SourceDatabase, staging: Staging, on_progress: Callable[[str, int, float], None] | None = None
-) -> dict[str, int]:
-    """Write the four tables as Parquet under staging/<table>/; return row counts."""
+    db: SourceDatabase,
+    staging: Staging,
+    on_progress: Callable[[str, int, float], None] | None = None,
+    on_wait: Callable[[str], None] | None = None,
+) -> Snapshot:
+    """Write the four tables as Parquet under staging/<table>/ (replacing what is there) and
+    return the snapshot's figures."""
+    staging.remove()  # a retried attempt starts from a fresh staging
     fs, root = staging.filesystem()
     fs.create_dir(root, recursive=True)
     counts: dict[str, int] = {}
-    with db.connect() as conn:
+    with db.connect(purpose="export") as conn:
         db.require_tables(conn)
         conn.commit()
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         # Wait for a populate in progress before the snapshot is taken (at the first query),
         # so the snapshot is the old database or the new one, never empty tables.
-        db.lock_tables(conn, "ACCESS SHARE")
+        db.lock_tables(conn, "ACCESS SHARE", on_wait)
         conn.execute("SET LOCAL DateStyle = 'ISO, YMD'")
         with conn.cursor() as cur:
             for table, schema in SOURCE_SCHEMAS.items():
@@ -109,11 +133,13 @@ def snapshot_to_parquet(
                     counts[table] = _write_parquet(io.BufferedReader(_CopyStream(copy), _BLOCK_BYTES), schema, fs, f"{root}/{table}")
                 if on_progress:
                     on_progress(table, counts[table], time.monotonic() - started)
+        clients = expected_figures(conn.execute(_CLIENT_FIGURES))
+        fingerprint = db.fingerprint(conn)
     if counts["associado"] == 0:
         raise SourceDatabaseError(
             f"the source database {db} has no clients (associado is empty): run the populate job first"
         )
-    return counts
+    return Snapshot(counts, clients, fingerprint)
 
 
 def _write_parquet(stream: io.BufferedReader, schema: pa.Schema, fs: pa_fs.FileSystem, folder: str) -> int:

@@ -6,23 +6,26 @@ batches (mapInArrow). Every task attempt writes into a folder of its own; the
 driver keeps only the files of the attempts whose results Spark accepted, so
 retries and speculative attempts never duplicate a row.
 
-Publication: the files go into a new hidden version folder, then the symlink
-OUTPUT/<name> is swapped to it with one rename. Readers see the old complete
-output or the new one; a failed or killed run never touches the published one.
+Publication is write–audit–publish: the files go into a new hidden version folder,
+each task reads its files back and syncs them (file and folder) to disk, the driver
+audits the version against the source snapshot's own figures (audit.py), and only
+then swaps the symlink OUTPUT/<name> to it with one rename. Readers see the old
+complete output or the new audited one; a failed audit keeps the rejected version
+(the last one only) for inspection, and a failed or killed run never touches the
+published one.
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
-import fcntl
 import os
-import re
 import shutil
 import threading
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -34,19 +37,31 @@ from pyspark import TaskContext
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from desafio_dagster.errors import DesafioError
-from desafio_dagster.fakedata import fold_ascii
-from desafio_dagster.transform import CSV_COLUMNS, KEY_COLUMNS
+from desafio_dagster.audit import (
+    MANIFEST_FILE,
+    ClientFigures,
+    FileScan,
+    Finding,
+    audit,
+    raise_if_failed,
+    scan_file,
+    write_manifest,
+)
+from desafio_dagster.errors import DesafioError, TransientError
+from desafio_dagster.layout import CSV_COLUMNS, HEADER, INDEX_COLUMNS, INDEX_FILE, client_file_name
+from desafio_dagster.transform import KEY_COLUMNS
 
-HEADER = ",".join(CSV_COLUMNS) + "\n"
 _HEADER_BYTES = HEADER.encode()
-INDEX_FILE = "_index.csv"
-INDEX_COLUMNS = ("client_id", "nome_associado", "sobrenome_associado", "file", "rows")
-_SUMMARY_SCHEMA = "client_id long, nome string, sobrenome string, file string, rows long, attempt_dir string"
+_SUMMARY_SCHEMA = ("client_id long, nome string, sobrenome string, file string, rows long, attempt_dir string, "
+                   "header_ok boolean, scanned_rows long, scanned_total string, long_digit_run boolean")
 
 
 class PublishError(DesafioError):
     """The output could not be published; the previous output is untouched."""
+
+
+class SparkWriteError(PublishError, TransientError):
+    """The Spark job writing the files failed (e.g. an executor was lost): worth another attempt."""
 
 
 @dataclass(frozen=True)
@@ -63,19 +78,12 @@ class Published:
     path: Path  # the published folder (a symlink to the version folder)
     version: Path
     files: list[ClientFile]
+    audit: list[Finding]
+    audit_seconds: float  # the driver's share: listing the version and comparing with the snapshot
 
     @property
     def rows(self) -> int:
         return sum(f.rows for f in self.files)
-
-
-def slug(text: str) -> str:
-    """'João da Silva' -> 'joao-da-silva' (ASCII, lower case, hyphen-separated)."""
-    return re.sub(r"[^a-z0-9]+", "-", fold_ascii(text).lower()).strip("-")[:80].rstrip("-")
-
-
-def client_file_name(client_id: int, nome: str, sobrenome: str) -> str:
-    return f"{client_id:08d}_{slug(f'{nome} {sobrenome}') or 'sem-nome'}.csv"
 
 
 # Columns whose text can hold a comma, a quote or a line break; the others are
@@ -143,14 +151,36 @@ def _task_writer(staging: str):
             if handle:
                 handle.close()
         if summary:
+            with ThreadPoolExecutor(max_workers=8) as pool:  # fsync and Arrow's parser release the GIL
+                scans = list(pool.map(_seal, [folder / row[3] for row in summary]))
+            _fsync(folder)
             columns = list(zip(*summary))
             yield pa.RecordBatch.from_arrays(
                 [pa.array(columns[0], pa.int64()), pa.array(columns[1], pa.string()), pa.array(columns[2], pa.string()),
-                 pa.array(columns[3], pa.string()), pa.array(columns[4], pa.int64()), pa.array(columns[5], pa.string())],
-                names=["client_id", "nome", "sobrenome", "file", "rows", "attempt_dir"],
+                 pa.array(columns[3], pa.string()), pa.array(columns[4], pa.int64()), pa.array(columns[5], pa.string()),
+                 pa.array([s.header_ok for s in scans], pa.bool_()), pa.array([s.rows for s in scans], pa.int64()),
+                 pa.array([None if s.total is None else str(s.total) for s in scans], pa.string()),
+                 pa.array([s.long_digit_run for s in scans], pa.bool_())],
+                names=["client_id", "nome", "sobrenome", "file", "rows", "attempt_dir",
+                       "header_ok", "scanned_rows", "scanned_total", "long_digit_run"],
             )
 
     return write
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file, or a folder's entries, to disk (where the process that wrote it runs)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _seal(path: Path) -> FileScan:
+    """Sync a written file to disk, then read it back for the audit."""
+    _fsync(path)
+    return scan_file(path)
 
 
 def _first_line(error: Exception) -> str:
@@ -160,6 +190,12 @@ def _first_line(error: Exception) -> str:
 
 @contextlib.contextmanager
 def _exclusive(lock_file: Path):
+    """One publisher at a time per output folder (POSIX flock; elsewhere, no lock)."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
     with open(lock_file, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
@@ -205,9 +241,10 @@ def _swap(link: Path, target_name: str) -> Path | None:
 
 
 def _remove_leftovers(output_dir: Path, name: str, keep: set[Path]) -> None:
-    """Staging folders of killed runs and versions older than the previous one."""
+    """Staging folders of killed runs and versions older than the previous one (the last
+    rejected version stays for inspection)."""
     for path in output_dir.glob(f".{name}.*"):
-        if path.resolve() in keep or path.name.endswith(".lock"):
+        if path.resolve() in keep or path.name.endswith(".lock") or path.name.startswith(f".{name}.rejected-"):
             continue
         if path.is_symlink() or path.is_file():
             path.unlink()
@@ -244,13 +281,17 @@ def _reporting(spark_context, on_progress: Callable[[int, int, float], None] | N
 def publish_per_client(
     view: DataFrame,
     output_dir: Path | str,
+    expected: dict[str, ClientFigures],
     name: str = "movements_csv",
+    masked: bool = True,
     partitions: int | None = None,
     on_progress: Callable[[int, int, float], None] | None = None,
 ) -> Published:
-    """Write view (see transform.flat_view) as output_dir/name/<client>.csv plus _index.csv.
+    """Write view (see transform.flat_view) as output_dir/name/<client>.csv plus _index.csv, audit it
+    against expected (the source snapshot's figures, audit.expected_figures) and publish it.
 
-    on_progress(tasks done, tasks, seconds) is called every few seconds while Spark writes."""
+    A failed audit raises AuditError, keeps the rejected version at output_dir/.<name>.rejected-* and
+    publishes nothing. on_progress(tasks done, tasks, seconds) is called every few seconds while Spark writes."""
     output_dir = _writable_output(Path(output_dir))
     link = output_dir / name
     with _exclusive(output_dir / f".{name}.lock"):
@@ -270,32 +311,58 @@ def publish_per_client(
                 try:
                     summaries = prepared.mapInArrow(_task_writer(str(staging)), _SUMMARY_SCHEMA).collect()
                 except Exception as error:  # Py4J and PySpark raise many kinds
-                    raise PublishError(
+                    raise SparkWriteError(
                         f"the Spark job writing the client files failed: {_first_line(error)}; "
                         f"the previous output is untouched (Spark's log above has the details)"
                     ) from error
+            audit_started = time.monotonic()
             version.mkdir()
-            files = []
+            files, scans = [], {}
             for row in sorted(summaries, key=lambda r: r.client_id):
                 if files and files[-1].client_id == row.client_id:
                     raise PublishError(f"client {row.client_id} was written by two tasks: the view is not one row set per client")
                 os.rename(Path(row.attempt_dir) / row.file, version / row.file)
                 files.append(ClientFile(row.client_id, row.nome, row.sobrenome, row.file, row.rows))
+                total = None if row.scanned_total is None else Decimal(row.scanned_total)
+                scans[row.file] = FileScan(row.header_ok, row.scanned_rows, total, row.long_digit_run)
             if not files:
                 raise PublishError("the view has no clients: nothing to publish; the previous output is untouched")
             with open(version / INDEX_FILE, "w", encoding="utf-8", newline="") as handle:
                 writer = csv.writer(handle, lineterminator="\n")
                 writer.writerow(INDEX_COLUMNS)
                 writer.writerows((f.client_id, f.nome, f.sobrenome, f.file, f.rows) for f in files)
-            os.sync()  # the files are on disk before the link points at them
+            write_manifest(version / MANIFEST_FILE, expected)
+            for path in (version / INDEX_FILE, version / MANIFEST_FILE, version):
+                _fsync(path)
+            # The client set from the folder itself: a file the summaries missed is still judged.
+            listed = {p.name for p in version.iterdir() if not p.name.startswith("_")}
+            scans |= {n: scan_file(version / n) for n in listed - scans.keys()}
+            findings = audit({n: scans[n] for n in listed}, expected, masked)
+            audit_seconds = time.monotonic() - audit_started
+            try:
+                raise_if_failed(findings)
+            except DesafioError as error:
+                rejected = _reject(output_dir, name, version, token)
+                raise type(error)(f"{error}. Nothing was published; the previous output is untouched; the rejected "
+                                  f"version is kept for inspection at {rejected}") from None
             previous = _swap(link, version.name)
+            _fsync(output_dir)
         except BaseException:
             shutil.rmtree(version, ignore_errors=True)
             raise
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         _remove_leftovers(output_dir, name, keep={version.resolve(), previous.resolve() if previous else None})
-    return Published(path=link, version=version, files=files)
+    return Published(path=link, version=version, files=files, audit=findings, audit_seconds=audit_seconds)
+
+
+def _reject(output_dir: Path, name: str, version: Path, token: str) -> Path:
+    """Keep a version that failed its audit, beside the output, in place of the previous rejected one."""
+    for old in output_dir.glob(f".{name}.rejected-*"):
+        shutil.rmtree(old, ignore_errors=True)
+    rejected = output_dir / f".{name}.rejected-{token}"
+    version.rename(rejected)
+    return rejected
 
 
 def read_published(spark, folder: Path | str) -> DataFrame:
@@ -312,29 +379,3 @@ def read_published(spark, folder: Path | str) -> DataFrame:
     )
     client_id = F.regexp_extract(F.input_file_name(), r"/(\d+)_[^/]*\.csv$", 1).cast("long")
     return frame.select(client_id.alias("client_id"), *CSV_COLUMNS)
-
-
-@dataclass(frozen=True)
-class FileScan:
-    header: str
-    rows: int
-    total: Decimal
-
-
-def scan_published(folder: Path | str) -> dict[str, FileScan]:
-    """Header, row count and sum of vlr_transacao_movimento of every client file, read
-    with Python's csv module (an RFC 4180 reader independent of Spark)."""
-    version = Path(folder).resolve()
-    value = CSV_COLUMNS.index("vlr_transacao_movimento")
-    scans = {}
-    for path in sorted(version.iterdir()) if version.is_dir() else []:
-        if path.name == INDEX_FILE:
-            continue
-        with open(path, encoding="utf-8", newline="") as handle:
-            header = handle.readline()
-            rows, total = 0, Decimal(0)
-            for row in csv.reader(handle):
-                rows += 1
-                total += Decimal(row[value]) if len(row) > value else 0
-        scans[path.name] = FileScan(header, rows, total)
-    return scans

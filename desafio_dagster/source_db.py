@@ -20,7 +20,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
-from desafio_dagster.errors import DesafioError
+from desafio_dagster.errors import DesafioError, TransientError
 from desafio_dagster.fakedata import TABLES, SourceChunk, to_copy_csv
 
 SCHEMA_SQL = resources.files("desafio_dagster").joinpath("sql/schema.sql").read_text()
@@ -29,6 +29,21 @@ _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 class SourceDatabaseError(DesafioError):
     """A problem with the source database, told with what to do about it."""
+
+
+class SourceUnavailable(SourceDatabaseError, TransientError):
+    """The server refused or dropped the connection: worth another attempt."""
+
+
+def connection_lost(error: psycopg.Error) -> bool:
+    """A refused, dropped or terminated connection (libpq errors carry no SQLSTATE), as opposed
+    to the server refusing a statement or the credentials."""
+    return isinstance(error, psycopg.OperationalError) and (
+        error.sqlstate is None or error.sqlstate.startswith(("08", "57P"))
+    )
+
+
+DEFAULT_LOCK_TIMEOUT = 600.0  # seconds a populate or an export waits for another one
 
 
 def validate_identifier(name: str, what: str = "DESAFIO_SCHEMA") -> str:
@@ -113,29 +128,32 @@ def stop_embedded(home: Path) -> bool:
 class SourceDatabase:
     """The four tables of the contract in one schema of one Postgres database."""
 
-    def __init__(self, url: str, schema: str = "sicooperative"):
+    def __init__(self, url: str, schema: str = "sicooperative", lock_timeout: float = DEFAULT_LOCK_TIMEOUT):
         self.url = url
         self.schema = validate_identifier(schema)
+        self.lock_timeout = lock_timeout
 
     def __repr__(self) -> str:
         return f"SourceDatabase({describe(self.url)}, schema={self.schema})"
 
     @contextlib.contextmanager
-    def connect(self, autocommit: bool = False) -> Iterator[psycopg.Connection]:
-        """A connection whose search_path is the schema; errors name host and port, never the password."""
+    def connect(self, autocommit: bool = False, purpose: str = "") -> Iterator[psycopg.Connection]:
+        """A connection whose search_path is the schema; errors name host and port, never the password.
+        Its application_name says what it is for, so lock waits can name who holds the lock."""
         if _raw_at_in_user_info(self.url):
             raise SourceDatabaseError(
                 "DESAFIO_POSTGRES_URL has more than one '@' before the host: percent-encode the special "
                 "characters of the user name and password (an '@' is %40)"
             )
         try:
-            conn = psycopg.connect(self.url, autocommit=autocommit, connect_timeout=10)
+            conn = psycopg.connect(self.url, autocommit=autocommit, connect_timeout=10,
+                                   application_name=f"desafio_dagster {purpose}".strip())
         except psycopg.Error as error:
             reason = "; ".join(line.strip() for line in str(error).splitlines() if line.strip()) or type(error).__name__
             password = _password(self.url)
             if password:
                 reason = reason.replace(password, "***")
-            raise SourceDatabaseError(
+            raise (SourceUnavailable if connection_lost(error) else SourceDatabaseError)(
                 f"cannot connect to Postgres at {describe(self.url)}: {reason}. Check that the server runs "
                 f"and DESAFIO_POSTGRES_URL ({redact(self.url)}) is right, or unset it to use the embedded Postgres"
             ) from None
@@ -158,9 +176,49 @@ class SourceDatabase:
             with self.connect() as conn:
                 yield conn
 
-    def lock_tables(self, conn: psycopg.Connection, mode: str) -> None:
+    def lock_tables(self, conn: psycopg.Connection, mode: str, on_wait: Callable[[str], None] | None = None) -> None:
         """Lock the four tables in one statement, so the loader and the readers never deadlock."""
-        conn.execute(sql.SQL("LOCK TABLE {} IN {} MODE").format(identifiers(TABLES), sql.SQL(mode)))
+        statement = sql.SQL("LOCK TABLE {} IN {} MODE").format(identifiers(TABLES), sql.SQL(mode))
+        self._wait_for_lock(conn, statement, f"the {mode} lock on the four tables", on_wait)
+
+    def _wait_for_lock(self, conn: psycopg.Connection, statement: sql.Composable, what: str,
+                       on_wait: Callable[[str], None] | None) -> None:
+        """Take a lock inside the open transaction. If another session holds it, say who (on_wait),
+        then wait at most lock_timeout seconds and fail with an explained error."""
+        for timeout in (min(1.0, self.lock_timeout), self.lock_timeout):
+            try:
+                with conn.transaction():  # a savepoint: a timed-out attempt leaves the transaction usable
+                    conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(f"{int(timeout * 1000)}ms")))
+                    conn.execute(statement)
+                    conn.execute("SET LOCAL lock_timeout TO DEFAULT")
+                return
+            except psycopg.errors.LockNotAvailable:
+                holders = self._lock_holders()
+                if timeout == self.lock_timeout:
+                    raise SourceDatabaseError(
+                        f"gave up after {self.lock_timeout:.0f} s waiting for {what} in {describe(self.url)}, "
+                        f"held by {holders}: another populate or export is running on this database; let it finish "
+                        f"and run again, or raise the postgres resource's lock_timeout_seconds"
+                    ) from None
+                if on_wait:
+                    on_wait(f"waiting up to {self.lock_timeout:.0f} s for {what}, held by {holders}")
+
+    def _lock_holders(self) -> str:
+        """Who holds locks on the four tables, or advisory locks, in this database (another connection:
+        a query on the waiting one would fix its snapshot)."""
+        with self.connect(autocommit=True, purpose="lock report") as conn:
+            rows = conn.execute(
+                """SELECT a.pid, coalesce(nullif(a.application_name, ''), 'unnamed client'),
+                          coalesce(extract(epoch FROM now() - a.xact_start)::int, 0)
+                   FROM pg_stat_activity a
+                   WHERE a.pid <> pg_backend_pid() AND a.pid IN (
+                       SELECT l.pid FROM pg_locks l WHERE l.granted AND l.database = (
+                           SELECT oid FROM pg_database WHERE datname = current_database())
+                       AND (l.locktype = 'advisory' OR l.relation IN (SELECT to_regclass(t) FROM unnest(%s::text[]) t)))
+                   ORDER BY a.pid""",
+                ([f"{self.schema}.{table}" for table in TABLES],),
+            ).fetchall()
+        return ", ".join(f"pid {pid} ({name}, in its transaction for {age} s)" for pid, name, age in rows) or "another session"
 
     def missing_tables(self, conn: psycopg.Connection | None = None) -> list[str]:
         with self._maybe_connect(conn) as conn:
@@ -187,6 +245,17 @@ class SourceDatabase:
                 for name in TABLES
             }
 
+    def fingerprint(self, conn: psycopg.Connection | None = None) -> dict[str, list[int]]:
+        """Per table: rows, highest id and the sum of the rows' creating transaction ids (xmin).
+        Any load, insert, update or delete changes it; reading it costs one scan per table."""
+        query = sql.SQL(" UNION ALL ").join(
+            sql.SQL("SELECT {}, count(*), coalesce(max(id), 0), coalesce(sum(xmin::text::bigint), 0) FROM {}").format(
+                sql.Literal(name), sql.Identifier(name))
+            for name in TABLES
+        )
+        with self._maybe_connect(conn) as conn:
+            return {name: [int(rows), int(top), int(xids)] for name, rows, top, xids in conn.execute(query)}
+
     def preview(self, table: str, limit: int = 5, conn: psycopg.Connection | None = None) -> list[dict]:
         """The first rows of a table by id, card numbers masked."""
         with self._maybe_connect(conn) as conn, conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
@@ -199,7 +268,10 @@ class SourceDatabase:
         return rows
 
     def replace(
-        self, chunks: Iterable[SourceChunk], on_progress: Callable[[int, float], None] | None = None
+        self,
+        chunks: Iterable[SourceChunk],
+        on_progress: Callable[[int, float], None] | None = None,
+        on_wait: Callable[[str], None] | None = None,
     ) -> dict[str, int]:
         """Replace the four tables with the chunks' rows in one transaction.
 
@@ -211,9 +283,14 @@ class SourceDatabase:
         """
         counts = dict.fromkeys(TABLES, 0)
         started = time.monotonic()
-        with self.connect() as conn, conn.transaction():
+        with self.connect(purpose="populate") as conn, conn.transaction():
+            # One populate at a time per schema, before any DDL: two populates that both ran the
+            # schema's CREATE INDEX (a SHARE lock) before LOCK TABLE would deadlock.
+            populate_lock = sql.SQL("SELECT pg_advisory_xact_lock(hashtext({}))").format(
+                sql.Literal(f"desafio_dagster populate {self.schema}"))
+            self._wait_for_lock(conn, populate_lock, "another populate of this schema", on_wait)
             self.apply_schema(conn)
-            self.lock_tables(conn, "ACCESS EXCLUSIVE")
+            self.lock_tables(conn, "ACCESS EXCLUSIVE", on_wait)
             conn.execute("SET LOCAL maintenance_work_mem = '256MB'")
             foreign_keys, indexes = self._secondary_definitions(conn)
             for table, name, _ in foreign_keys:
@@ -241,7 +318,7 @@ class SourceDatabase:
                     sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} ").format(sql.Identifier(table), sql.Identifier(name))
                     + sql.SQL(definition)
                 )
-        with self.connect(autocommit=True) as conn:
+        with self.connect(autocommit=True, purpose="populate") as conn:
             conn.execute(sql.SQL("ANALYZE {}").format(identifiers(TABLES)))
         return counts
 

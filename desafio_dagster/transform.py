@@ -11,20 +11,8 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from desafio_dagster.extract import SOURCE_SCHEMAS, Staging
+from desafio_dagster.layout import CSV_COLUMNS
 
-CSV_COLUMNS = (
-    "nome_associado",
-    "sobrenome_associado",
-    "idade_associado",
-    "vlr_transacao_movimento",
-    "des_transacao_movimento",
-    "data_movimento",
-    "numero_cartao",
-    "nome_impresso_cartao",
-    "data_criacao_cartao",
-    "tipo_conta",
-    "data_criacao_conta",
-)
 KEY_COLUMNS = ("client_id", "movement_id", "movement_time")
 _TIMESTAMP_FORMAT = "yyyy-MM-dd HH:mm:ss"
 

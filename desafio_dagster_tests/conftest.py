@@ -72,6 +72,18 @@ def dagster_storage_url(server_url, monkeypatch):
         yield url
 
 
+def failure_message(result) -> str:
+    """The step failures of a Dagster run, each with its causes (after the retries a step is allowed,
+    Dagster's own message is "Exceeded max_retries", caused by the last attempt's error)."""
+    messages = []
+    for event in result.get_step_failure_events():
+        error = event.step_failure_data.error
+        while error is not None:
+            messages.append(error.message.strip())
+            error = error.cause
+    return "\n".join(messages)
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on now."""
     with socket.socket() as sock:

@@ -23,7 +23,7 @@ import pytest
 
 from desafio_dagster.definitions import defs
 from desafio_dagster.fakedata import GenerationSpec, generate
-from desafio_dagster.publish import INDEX_FILE
+from desafio_dagster.layout import INDEX_FILE
 from desafio_dagster.spark_session import java_major_version
 from desafio_dagster_tests.conftest import free_port
 

@@ -18,10 +18,10 @@ from desafio_dagster.assets.source_checks import RULES
 REPO = Path(__file__).resolve().parent.parent
 DEPLOYED_INSTANCE = REPO / "docker" / "dagster.yaml"
 RUN_CONFIG = {"ops": {"source_database": {"config": {"clients": 20, "movements_per_card": [0, 3], "seed": 5}}}}
-MOVEMENTS_CHECKS = {"total_rows_match_source", "client_totals_match_source", "one_file_per_client",
-                    "headers_match_contract"}
+MOVEMENTS_CHECKS = {"total_rows_match_snapshot", "client_totals_match_snapshot", "one_file_per_client",
+                    "headers_match_contract", "card_numbers_masked", "source_unchanged_since_export"}
 EXPECTED_CHECKS = {(rule.asset, rule.name) for rule in RULES} | {("movements_csv", name) for name in MOVEMENTS_CHECKS}
-CHECKS = 17 + 4
+CHECKS = 17 + 6
 
 
 @pytest.fixture

@@ -16,7 +16,8 @@ import pytest
 
 from desafio_dagster.definitions import defs
 from desafio_dagster.fakedata import GenerationSpec, generate
-from desafio_dagster.publish import HEADER, INDEX_FILE
+from desafio_dagster.layout import HEADER, INDEX_FILE
+from desafio_dagster_tests.conftest import failure_message
 
 # Clients without movements included (movements_per_card starts at 0).
 SPEC = GenerationSpec(clients=60, accounts_per_client=(1, 2), cards_per_account=(1, 2), movements_per_card=(0, 5), seed=21)
@@ -54,7 +55,7 @@ def expected_files(db, mask: bool) -> dict[str, list[list[str]]]:
 def published_files(folder: Path) -> dict[str, list[list[str]]]:
     files = {}
     for path in sorted(folder.iterdir()):
-        if path.name == INDEX_FILE:
+        if path.name.startswith("_"):  # _index.csv and _snapshot.csv
             continue
         with open(path, encoding="utf-8", newline="") as handle:
             rows = list(csv.reader(handle))
@@ -67,9 +68,9 @@ def snapshot(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
 
 
-def run(job: str, run_config: dict | None = None) -> dg.ExecuteInProcessResult:
+def run(job: str, run_config: dict | None = None, instance: dg.DagsterInstance | None = None) -> dg.ExecuteInProcessResult:
     return defs.resolve_job_def(job).execute_in_process(
-        run_config=run_config or {}, instance=dg.DagsterInstance.ephemeral(), raise_on_error=False
+        run_config=run_config or {}, instance=instance or dg.DagsterInstance.ephemeral(), raise_on_error=False
     )
 
 
@@ -104,7 +105,7 @@ def test_published_files_equal_the_sql_oracle_row_by_row(source, env_home, mask)
     assert all(int(r["rows"]) == len(expected[r["file"]]) for r in index)
     assert index[0]["nome_associado"] == 'João "Jota"'
     evaluations = result.get_asset_check_evaluations()
-    assert len(evaluations) == 4 and all(e.passed for e in evaluations)
+    assert len(evaluations) == 6 and all(e.passed for e in evaluations)
     metadata = result.asset_materializations_for_node("movements_csv")[0].metadata
     assert metadata["dagster/row_count"].value == sum(map(len, expected.values()))
     assert metadata["clients"].value == SPEC.clients
@@ -129,14 +130,15 @@ def test_etl_runs_populate_then_export(database_url, env_home, source_db):
     config = {"ops": {"source_database": {"config": {"clients": 25, "movements_per_card": [0, 3], "seed": 2}}}}
     result = run("etl", config)
     assert result.success
-    assert len(result.get_asset_check_evaluations()) == 17 + 4
+    assert len(result.get_asset_check_evaluations()) == 17 + 6
     assert published_files(output(env_home)) == expected_files(source_db, True)
 
 
 def test_tampered_output_fails_each_check(source, env_home):
-    assert run("export").success
+    instance = dg.DagsterInstance.ephemeral()
+    assert run("export", instance=instance).success
     folder = output(env_home).resolve()
-    files = sorted(p for p in folder.iterdir() if p.name != INDEX_FILE)
+    files = sorted(p for p in folder.iterdir() if not p.name.startswith("_"))
     with_rows = [p for p in files if p.read_text().count("\n") > 2]
     # one more row in one file, a changed value in another, a missing file, a renamed header
     with open(with_rows[0], "a") as handle:
@@ -150,13 +152,15 @@ def test_tampered_output_fails_each_check(source, env_home):
     with_rows[2].write_text(with_rows[2].read_text().replace("nome_associado", "nome", 1))
     checks_only = dg.define_asset_job("checks_only", selection=dg.AssetSelection.checks_for_assets("movements_csv"))
     job = dg.Definitions.merge(defs, dg.Definitions(jobs=[checks_only])).resolve_job_def("checks_only")
-    result = job.execute_in_process(instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+    result = job.execute_in_process(instance=instance, raise_on_error=False)
     evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
-    assert set(evaluations) == {"total_rows_match_source", "client_totals_match_source", "one_file_per_client",
-                                "headers_match_contract"}
-    assert not any(e.passed for e in evaluations.values())
-    assert evaluations["one_file_per_client"].metadata["missing"].value == [files[-1].name]
-    assert evaluations["headers_match_contract"].metadata["sample"].value == [with_rows[2].name]
+    assert set(evaluations) == {"total_rows_match_snapshot", "client_totals_match_snapshot", "one_file_per_client",
+                                "headers_match_contract", "card_numbers_masked", "source_unchanged_since_export"}
+    failed = {name for name, e in evaluations.items() if not e.passed}
+    assert failed == {"total_rows_match_snapshot", "client_totals_match_snapshot", "one_file_per_client",
+                      "headers_match_contract"}
+    assert evaluations["one_file_per_client"].metadata["detail"].value == f"1 files missing or unexpected: missing {files[-1].name}"
+    assert evaluations["headers_match_contract"].metadata["detail"].value.endswith(with_rows[2].name)
 
 
 def test_io_manager_loads_the_published_files_as_a_spark_dataframe(source, env_home):
@@ -178,7 +182,7 @@ def test_io_manager_loads_the_published_files_as_a_spark_dataframe(source, env_h
 
 def _failure(result: dg.ExecuteInProcessResult) -> str:
     assert not result.success
-    return "\n".join(e.step_failure_data.error.message for e in result.get_step_failure_events())
+    return failure_message(result)
 
 
 @pytest.fixture
@@ -297,12 +301,12 @@ def test_a_failing_spark_job_fails_clearly_and_keeps_the_output(published, sourc
 
     folder = published[0]
     staging = Staging(str(folder.parent.parent / "failing-staging"))
-    snapshot_to_parquet(source, staging)
+    snapshot = snapshot_to_parquet(source, staging)
     view = flat_view(read_snapshot(spark_session, staging))
     broken = view.withColumn(
         "des_transacao_movimento",
         F.when(F.col("client_id") == 7, F.raise_error(F.lit("boom in client 7"))).otherwise(F.col("des_transacao_movimento")),
     )
     with pytest.raises(PublishError, match="Spark job writing the client files failed.*boom in client 7"):
-        publish_per_client(broken, folder.parent)
+        publish_per_client(broken, folder.parent, snapshot.clients)
     assert_untouched(published)

@@ -9,6 +9,7 @@ import yaml
 from desafio_dagster.assets.source import RAW_TABLES
 from desafio_dagster.assets.source_checks import RULES, evaluate
 from desafio_dagster.definitions import defs
+from desafio_dagster_tests.conftest import failure_message
 
 SMALL_CONFIG = {"clients": 30, "accounts_per_client": [1, 2], "cards_per_account": [1, 2], "movements_per_card": [1, 4], "seed": 5}
 
@@ -84,8 +85,9 @@ def test_unreachable_server_fails_clearly_without_the_password(monkeypatch):
     monkeypatch.setenv("DESAFIO_POSTGRES_URL", "postgresql://bob:hunter2-secret@127.0.0.1:1/db")
     result = run_populate(SMALL_CONFIG, raise_on_error=False)
     assert not result.success
-    message = result.get_step_failure_events()[0].step_failure_data.error.message
+    message = failure_message(result)
     assert "127.0.0.1:1" in message and "hunter2-secret" not in message
+    assert "Exceeded max_retries of 2" in message, "a refused connection is retried"
     logs = "\n".join(str(e) for e in result.all_events)
     assert "hunter2-secret" not in logs
 

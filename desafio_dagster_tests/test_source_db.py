@@ -156,6 +156,6 @@ def test_a_snapshot_taken_during_a_replace_waits_and_sees_the_new_data(populated
     replace = threading.Thread(target=lambda: populated_db.replace(slow_chunks()))
     replace.start()
     assert loading.wait(30)
-    counts = snapshot_to_parquet(populated_db, Staging(str(tmp_path / "staging")))
+    counts = snapshot_to_parquet(populated_db, Staging(str(tmp_path / "staging"))).counts
     replace.join()
     assert counts["associado"] == 30 and counts == populated_db.row_counts()

@@ -30,8 +30,8 @@ CHROMIUM = os.environ.get("DESAFIO_CHROMIUM") or shutil.which("chromium") or "/u
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 ASSETS = ["raw_clients", "raw_accounts", "raw_cards", "raw_movements", "movements_csv"]
-MOVEMENTS_CHECKS = {"total_rows_match_source", "client_totals_match_source", "one_file_per_client",
-                    "headers_match_contract"}
+MOVEMENTS_CHECKS = {"total_rows_match_snapshot", "client_totals_match_snapshot", "one_file_per_client",
+                    "headers_match_contract", "card_numbers_masked", "source_unchanged_since_export"}
 EXPECTED_CHECKS = {(rule.asset, rule.name) for rule in RULES} | {("movements_csv", name) for name in MOVEMENTS_CHECKS}
 # dagster-graphql's client calls gql with arguments gql 4 deprecates; not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore:Using variable_values and operation_name:DeprecationWarning")
@@ -209,7 +209,7 @@ def test_etl_from_the_graphql_api_and_the_asset_graph_in_a_browser(webserver, en
 
     results = latest_check_results(webserver)
     assert set(results) == EXPECTED_CHECKS
-    assert len(results) == 17 + 4
+    assert len(results) == 17 + 6
     # Each check's latest execution is this run's, and it passed.
     assert {key: r for key, r in results.items() if r != {"runId": run_id, "status": "SUCCEEDED"}} == {}
 

@@ -4,11 +4,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import dagster as dg
 from pydantic import Field
-from pyspark.sql import DataFrame
 
-from desafio_dagster.assets.source import RAW_TABLES
-from desafio_dagster.dagster_utils import user_errors
+from desafio_dagster.assets.source import RAW_TABLES, SOURCE_DATABASE_POOL
+from desafio_dagster.dagster_utils import TRANSIENT_RETRY_POLICY, user_errors
 from desafio_dagster.extract import snapshot_to_parquet
+from desafio_dagster.io_managers.per_client_csv import ExportedView
 from desafio_dagster.resources.postgres import PostgresResource
 from desafio_dagster.resources.spark import SparkResource
 from desafio_dagster.transform import flat_view, read_snapshot
@@ -39,11 +39,14 @@ def _remove_stale_staging(context: dg.AssetExecutionContext, spark: SparkResourc
     kinds={"spark", "csv"},
     io_manager_key="csv_io_manager",
     group_name="export",
+    pool=SOURCE_DATABASE_POOL,
+    retry_policy=TRANSIENT_RETRY_POLICY,
 )
 def movements_csv(
     context: dg.AssetExecutionContext, config: MovementsCsvConfig, postgres: PostgresResource, spark: SparkResource
-) -> DataFrame:
-    """One row per card movement with its card, account and client; one CSV file per client."""
+) -> ExportedView:
+    """One row per card movement with its card, account and client; one CSV file per client,
+    published only once it matches the figures of the source snapshot it was read from."""
     with user_errors():
         _remove_stale_staging(context, spark)
         db = postgres.database()
@@ -56,8 +59,7 @@ def movements_csv(
         spark.prepare_environment()
         with ThreadPoolExecutor(max_workers=1) as background:
             session = background.submit(spark.session)  # the JVM starts while Postgres is read
-            counts = snapshot_to_parquet(db, staging, on_progress=progress)
+            snapshot = snapshot_to_parquet(db, staging, on_progress=progress, on_wait=context.log.warning)
             view = flat_view(read_snapshot(session.result(), staging), config.mask_card_numbers)
-    context.add_output_metadata({f"source_{table}_rows": rows for table, rows in counts.items()}
-                                | {"masked_card_numbers": config.mask_card_numbers})
-    return view
+    context.add_output_metadata({f"source_{table}_rows": rows for table, rows in snapshot.counts.items()})
+    return ExportedView(view, snapshot, config.mask_card_numbers)

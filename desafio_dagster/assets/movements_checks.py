@@ -1,62 +1,86 @@
-"""Checks on the published movements_csv against the source database (the oracle)."""
+"""Checks on the published movements_csv against the figures of the snapshot its run exported
+(recorded with the materialization), never against live tables another run may have replaced;
+and a warning when the source has changed since."""
 
-from decimal import Decimal
+from pathlib import Path
 
 import dagster as dg
 
-from desafio_dagster.dagster_utils import user_errors
-from desafio_dagster.io_managers.per_client_csv import PerClientCsvIOManager
-from desafio_dagster.publish import HEADER, client_file_name, scan_published
+from desafio_dagster.audit import MANIFEST_FILE, RULES, audit, read_manifest, scan_folder
+from desafio_dagster.errors import DesafioError
+from desafio_dagster.io_managers.per_client_csv import PerClientCsvIOManager, file_sha256
 from desafio_dagster.resources.postgres import PostgresResource
 
-_EXPECTED_PER_CLIENT = """
-SELECT a.id, a.nome, a.sobrenome, count(m.id), coalesce(sum(m.vlr_transacao), 0)
-FROM associado a
-LEFT JOIN conta c ON c.id_associado = a.id
-LEFT JOIN cartao k ON k.id_conta = c.id
-LEFT JOIN movimento m ON m.id_cartao = k.id
-GROUP BY a.id ORDER BY a.id"""
-_SAMPLE = 5
-
+ASSET = dg.AssetKey("movements_csv")
+_BLOCKING = {**RULES, "total_rows_match_snapshot": "Rows in all files equal the movements of the exported snapshot"}
 SPECS = [
-    dg.AssetCheckSpec("total_rows_match_source", asset="movements_csv", blocking=True,
-                      description="Rows in all files equal the movements joined in Postgres"),
-    dg.AssetCheckSpec("client_totals_match_source", asset="movements_csv", blocking=True,
-                      description="Per client, row count and sum of values equal Postgres"),
-    dg.AssetCheckSpec("one_file_per_client", asset="movements_csv", blocking=True,
-                      description="Every client has exactly one file, named by the contract, and nothing else is there"),
-    dg.AssetCheckSpec("headers_match_contract", asset="movements_csv", blocking=True,
-                      description="Every file starts with the contract's header row"),
+    *(dg.AssetCheckSpec(name, asset=ASSET, blocking=True, description=description)
+      for name, description in _BLOCKING.items()),
+    dg.AssetCheckSpec("source_unchanged_since_export", asset=ASSET, blocking=False,
+                      description="Warns when the source tables have changed since the export read them "
+                                  "(the output is older than the source)"),
 ]
 
 
+class _NoEvidence(DesafioError):
+    """The published version cannot be tied to a materialization's snapshot."""
+
+
+def _published_version(instance: dg.DagsterInstance, folder: Path) -> tuple[Path, dict]:
+    """The version folder the latest materialization recorded, checked against what is published."""
+    event = instance.get_latest_materialization_event(ASSET)
+    if event is None or event.asset_materialization is None:
+        raise _NoEvidence("movements_csv has never been materialized here: run the export job")
+    metadata = {key: value.value for key, value in event.asset_materialization.metadata.items()}
+    version = Path(metadata["version"])
+    if folder.resolve() != version.resolve():
+        raise _NoEvidence(f"{folder} points at {folder.resolve()}, not at {version}, the version the latest "
+                          f"materialization published: the output was changed outside the export job")
+    if file_sha256(version / MANIFEST_FILE) != metadata["snapshot_manifest_sha256"]:
+        raise _NoEvidence(f"{version / MANIFEST_FILE} no longer holds the figures the export recorded")
+    return version, metadata
+
+
 @dg.multi_asset_check(specs=SPECS, name="movements_csv_checks")
-def movements_csv_checks(postgres: PostgresResource, csv_io_manager: dg.ResourceParam[PerClientCsvIOManager]):
-    """Read the published files back (Python's csv module) and compare them with Postgres."""
-    with user_errors():
-        with postgres.database().connect() as conn:
-            expected = {
-                client_file_name(client_id, nome, sobrenome): (rows, Decimal(total))
-                for client_id, nome, sobrenome, rows, total in conn.execute(_EXPECTED_PER_CLIENT)
-            }
-    files = scan_published(csv_io_manager.folder("movements_csv"))
+def movements_csv_checks(
+    context: dg.AssetCheckExecutionContext,
+    postgres: PostgresResource,
+    csv_io_manager: dg.ResourceParam[PerClientCsvIOManager],
+):
+    """Read the published files back and compare them with the exported snapshot's figures."""
+    try:
+        version, metadata = _published_version(context.instance, csv_io_manager.folder(ASSET.path[-1]))
+    except (_NoEvidence, OSError) as error:
+        for name in _BLOCKING:
+            yield dg.AssetCheckResult(check_name=name, passed=False, description=str(error))
+    else:
+        expected = read_manifest(version / MANIFEST_FILE)
+        scans = scan_folder(version)
+        for finding in audit(scans, expected, metadata["masked_card_numbers"]):
+            yield dg.AssetCheckResult(check_name=finding.rule, passed=finding.passed,
+                                      metadata={"violations": len(finding.files), "detail": finding.detail})
+        rows, expected_rows = sum(s.rows or 0 for s in scans.values()), sum(f.rows for f in expected.values())
+        yield dg.AssetCheckResult(check_name="total_rows_match_snapshot", passed=rows == expected_rows,
+                                  metadata={"rows_in_files": rows, "rows_in_snapshot": expected_rows})
+        yield _source_unchanged(postgres, metadata.get("source_fingerprint") or {})
+        return
+    yield dg.AssetCheckResult(check_name="source_unchanged_since_export", passed=False,
+                              severity=dg.AssetCheckSeverity.WARN, description="no export to compare with")
 
-    expected_rows, actual_rows = sum(r for r, _ in expected.values()), sum(f.rows for f in files.values())
-    yield dg.AssetCheckResult(check_name="total_rows_match_source", passed=actual_rows == expected_rows,
-                              metadata={"rows_in_files": actual_rows, "rows_in_postgres": expected_rows})
 
-    mismatched = sorted(
-        name for name in expected.keys() | files.keys()
-        if name not in files or name not in expected or (files[name].rows, files[name].total) != expected[name]
+def _source_unchanged(postgres: PostgresResource, exported: dict) -> dg.AssetCheckResult:
+    try:
+        live = postgres.database().fingerprint()
+    except Exception as error:  # a warning, never a failed run: the source may be down for a while
+        return dg.AssetCheckResult(check_name="source_unchanged_since_export", passed=False,
+                                   severity=dg.AssetCheckSeverity.WARN,
+                                   description=f"could not read the source to compare: {error}")
+    changed = sorted(table for table in live if live[table] != exported.get(table))
+    return dg.AssetCheckResult(
+        check_name="source_unchanged_since_export", passed=not changed, severity=dg.AssetCheckSeverity.WARN,
+        description=(f"the output is older than the source: {', '.join(changed)} changed since the export read them; "
+                     f"run the export job to refresh it") if changed else "the source is as the export read it",
+        metadata={"changed_tables": changed,
+                  "rows_now": {t: v[0] for t, v in live.items()},
+                  "rows_exported": {t: v[0] for t, v in exported.items()}},
     )
-    yield dg.AssetCheckResult(check_name="client_totals_match_source", passed=not mismatched,
-                              metadata={"files_mismatched": len(mismatched), "sample": mismatched[:_SAMPLE]})
-
-    missing, unexpected = sorted(expected.keys() - files.keys()), sorted(files.keys() - expected.keys())
-    yield dg.AssetCheckResult(check_name="one_file_per_client", passed=not missing and not unexpected,
-                              metadata={"files": len(files), "clients": len(expected),
-                                        "missing": missing[:_SAMPLE], "unexpected": unexpected[:_SAMPLE]})
-
-    bad_headers = sorted(name for name, scan in files.items() if scan.header != HEADER)
-    yield dg.AssetCheckResult(check_name="headers_match_contract", passed=not bad_headers,
-                              metadata={"files_with_wrong_header": len(bad_headers), "sample": bad_headers[:_SAMPLE]})

@@ -4,7 +4,7 @@ source database, generated and replaced in one transaction by the op `source_dat
 import dagster as dg
 from pydantic import Field
 
-from desafio_dagster.dagster_utils import markdown_table, user_errors
+from desafio_dagster.dagster_utils import TRANSIENT_RETRY_POLICY, markdown_table, user_errors
 from desafio_dagster.fakedata import GenerationSpec, InvalidSpec, generate
 from desafio_dagster.resources.postgres import PostgresResource
 
@@ -17,6 +17,9 @@ _DESCRIPTIONS = {
 }
 _PARENT = {"raw_accounts": "raw_clients", "raw_cards": "raw_accounts", "raw_movements": "raw_cards"}
 _DEFAULT = GenerationSpec()
+# populate and export never overlap on the source database: the instance's dagster.yaml sets
+# every pool's limit to 1, so a second run waits in the queue and the UI says for which pool.
+SOURCE_DATABASE_POOL = "source_database"
 
 
 class SourceDatabaseConfig(dg.Config):
@@ -34,7 +37,7 @@ class SourceDatabaseConfig(dg.Config):
         try:
             return GenerationSpec(**self.model_dump())
         except InvalidSpec as error:
-            raise dg.Failure(f"invalid source_database config: {error}") from None
+            raise dg.Failure(f"invalid source_database config: {error}", allow_retries=False) from None
 
 
 @dg.multi_asset(
@@ -49,6 +52,8 @@ class SourceDatabaseConfig(dg.Config):
         )
         for key in RAW_TABLES
     ],
+    pool=SOURCE_DATABASE_POOL,
+    retry_policy=TRANSIENT_RETRY_POLICY,
 )
 def source_database(context: dg.AssetExecutionContext, config: SourceDatabaseConfig, postgres: PostgresResource):
     """Generate the whole source database and replace its four tables in one transaction."""
@@ -60,7 +65,7 @@ def source_database(context: dg.AssetExecutionContext, config: SourceDatabaseCon
         def progress(rows: int, seconds: float) -> None:
             context.log.info(f"{rows:,} rows loaded, {rows / max(seconds, 1e-9):,.0f} rows/s")
 
-        counts = db.replace(generate(spec), on_progress=progress)
+        counts = db.replace(generate(spec), on_progress=progress, on_wait=context.log.warning)
         with db.connect() as conn:
             for key, table in RAW_TABLES.items():
                 yield dg.MaterializeResult(

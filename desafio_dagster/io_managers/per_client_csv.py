@@ -1,7 +1,9 @@
-"""Stores a Spark DataFrame as one CSV per client under DESAFIO_OUTPUT_DIR/<asset name>/,
-published atomically, and loads it back as a Spark DataFrame."""
+"""Stores the flat view as one CSV per client under DESAFIO_OUTPUT_DIR/<asset name>/ through
+write–audit–publish, and loads it back as a Spark DataFrame."""
 
+import hashlib
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
@@ -9,12 +11,24 @@ from pydantic import Field
 from pyspark.sql import DataFrame
 
 from desafio_dagster import settings
+from desafio_dagster.audit import MANIFEST_FILE
 from desafio_dagster.dagster_utils import markdown_table, user_errors
+from desafio_dagster.extract import Snapshot
 from desafio_dagster.publish import Published, publish_per_client, read_published
 from desafio_dagster.resources.spark import SparkResource
 
 # (label, most rows in the band), in order; the last band has no upper bound.
 _BANDS = (("0", 0), ("1-10", 10), ("11-50", 50), ("51-100", 100), ("101-250", 250), ("251-500", 500), ("501+", None))
+
+
+@dataclass(frozen=True)
+class ExportedView:
+    """What movements_csv hands to the IO manager: the flat view and the snapshot it was read from,
+    whose figures the written files must match before they are published."""
+
+    view: DataFrame
+    snapshot: Snapshot
+    masked: bool
 
 
 def rows_histogram(published: Published) -> dict[str, int]:
@@ -25,8 +39,12 @@ def rows_histogram(published: Published) -> dict[str, int]:
     return dict(counts)
 
 
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 class PerClientCsvIOManager(dg.ConfigurableIOManager):
-    """One CSV file per client (see DESIGN.md's output contract) plus _index.csv."""
+    """One CSV file per client (the output contract in the README) plus _index.csv and _snapshot.csv."""
 
     base_dir: str | None = Field(default=None, description="Output folder (default: DESAFIO_OUTPUT_DIR)")
     spark: dg.ResourceDependency[SparkResource]
@@ -36,27 +54,35 @@ class PerClientCsvIOManager(dg.ConfigurableIOManager):
         """Where an asset's files are published (a symlink to the current version)."""
         return Path(self.base_dir or settings.output_dir()) / asset_name
 
-    def handle_output(self, context: dg.OutputContext, obj: DataFrame) -> None:
+    def handle_output(self, context: dg.OutputContext, obj: ExportedView) -> None:
         folder = self.folder(context.asset_key.path[-1])
 
         def progress(done: int, tasks: int, seconds: float) -> None:
             context.log.info(f"writing client files: {done}/{tasks} Spark tasks done after {seconds:.0f} s")
 
         with user_errors():
-            published = publish_per_client(obj, folder.parent, folder.name, on_progress=progress)
+            published = publish_per_client(obj.view, folder.parent, obj.snapshot.clients, folder.name,
+                                           masked=obj.masked, on_progress=progress)
         self.spark.staging(context.run_id).remove()  # the view's Parquet input is no longer needed
         top = sorted(published.files, key=lambda f: (-f.rows, f.client_id))[: self.top_clients]
         context.add_output_metadata({
             "path": dg.MetadataValue.path(str(published.path.absolute())),
-            "version": dg.MetadataValue.path(str(published.version)),
+            "version": dg.MetadataValue.path(str(published.version.absolute())),
             "dagster/row_count": published.rows,
             "clients": len(published.files),  # one file each
             "clients_without_movements": sum(1 for f in published.files if f.rows == 0),
             "top_clients_by_rows": dg.MetadataValue.md(markdown_table(
                 [{"client_id": f.client_id, "file": f.file, "rows": f.rows} for f in top])),
             "rows_per_client_histogram": dg.MetadataValue.json(rows_histogram(published)),
+            # What the checks judge the published files against: this run's own snapshot.
+            "masked_card_numbers": obj.masked,
+            "snapshot_manifest_sha256": file_sha256(published.version / MANIFEST_FILE),
+            "source_fingerprint": dg.MetadataValue.json(obj.snapshot.fingerprint),
+            "audit": dg.MetadataValue.json({f.rule: f.detail if not f.passed else "passed" for f in published.audit}),
+            "audit_seconds": round(published.audit_seconds, 3),
         })
-        context.log.info(f"published {published.rows:,} rows in {len(published.files):,} files at {published.path}")
+        context.log.info(f"audited and published {published.rows:,} rows in {len(published.files):,} files at "
+                         f"{published.path}")
 
     def load_input(self, context: dg.InputContext) -> DataFrame:
         with user_errors():
