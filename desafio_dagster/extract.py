@@ -100,6 +100,7 @@ class Snapshot:
     counts: dict[str, int]  # rows per table
     clients: dict[str, ClientFigures]  # by file name: what each client's file must hold
     fingerprint: dict[str, list[int]]  # see SourceDatabase.fingerprint
+    figures_seconds: float  # the time the two took to compute
 
 
 def snapshot_to_parquet(
@@ -133,13 +134,15 @@ def snapshot_to_parquet(
                     counts[table] = _write_parquet(io.BufferedReader(_CopyStream(copy), _BLOCK_BYTES), schema, fs, f"{root}/{table}")
                 if on_progress:
                     on_progress(table, counts[table], time.monotonic() - started)
+        started = time.monotonic()
         clients = expected_figures(conn.execute(_CLIENT_FIGURES))
         fingerprint = db.fingerprint(conn)
+        figures_seconds = time.monotonic() - started
     if counts["associado"] == 0:
         raise SourceDatabaseError(
             f"the source database {db} has no clients (associado is empty): run the populate job first"
         )
-    return Snapshot(counts, clients, fingerprint)
+    return Snapshot(counts, clients, fingerprint, figures_seconds)
 
 
 def _write_parquet(stream: io.BufferedReader, schema: pa.Schema, fs: pa_fs.FileSystem, folder: str) -> int:

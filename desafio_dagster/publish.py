@@ -53,7 +53,7 @@ from desafio_dagster.transform import KEY_COLUMNS
 
 _HEADER_BYTES = HEADER.encode()
 _SUMMARY_SCHEMA = ("client_id long, nome string, sobrenome string, file string, rows long, attempt_dir string, "
-                   "header_ok boolean, scanned_rows long, scanned_total string, long_digit_run boolean")
+                   "header_ok boolean, scanned_rows long, scanned_total string, long_digit_run boolean, seal_seconds double")
 
 
 class PublishError(DesafioError):
@@ -80,6 +80,7 @@ class Published:
     files: list[ClientFile]
     audit: list[Finding]
     audit_seconds: float  # the driver's share: listing the version and comparing with the snapshot
+    readback_seconds: float  # the tasks' share, summed over tasks: syncing and reading back their files
 
     @property
     def rows(self) -> int:
@@ -151,18 +152,20 @@ def _task_writer(staging: str):
             if handle:
                 handle.close()
         if summary:
+            sealing = time.monotonic()
             with ThreadPoolExecutor(max_workers=8) as pool:  # fsync and Arrow's parser release the GIL
                 scans = list(pool.map(_seal, [folder / row[3] for row in summary]))
             _fsync(folder)
+            seal_seconds = (time.monotonic() - sealing) / len(summary)  # this task's, spread over its files
             columns = list(zip(*summary))
             yield pa.RecordBatch.from_arrays(
                 [pa.array(columns[0], pa.int64()), pa.array(columns[1], pa.string()), pa.array(columns[2], pa.string()),
                  pa.array(columns[3], pa.string()), pa.array(columns[4], pa.int64()), pa.array(columns[5], pa.string()),
                  pa.array([s.header_ok for s in scans], pa.bool_()), pa.array([s.rows for s in scans], pa.int64()),
                  pa.array([None if s.total is None else str(s.total) for s in scans], pa.string()),
-                 pa.array([s.long_digit_run for s in scans], pa.bool_())],
+                 pa.array([s.long_digit_run for s in scans], pa.bool_()), pa.array([seal_seconds] * len(summary))],
                 names=["client_id", "nome", "sobrenome", "file", "rows", "attempt_dir",
-                       "header_ok", "scanned_rows", "scanned_total", "long_digit_run"],
+                       "header_ok", "scanned_rows", "scanned_total", "long_digit_run", "seal_seconds"],
             )
 
     return write
@@ -353,7 +356,8 @@ def publish_per_client(
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         _remove_leftovers(output_dir, name, keep={version.resolve(), previous.resolve() if previous else None})
-    return Published(path=link, version=version, files=files, audit=findings, audit_seconds=audit_seconds)
+    return Published(path=link, version=version, files=files, audit=findings, audit_seconds=audit_seconds,
+                     readback_seconds=sum(row.seal_seconds for row in summaries))
 
 
 def _reject(output_dir: Path, name: str, version: Path, token: str) -> Path:
