@@ -3,7 +3,8 @@
 Faker is too slow to make rows one by one (~37k rows/s), so it only draws small
 pools of pt_BR names, companies and e-mail domains; numpy builds the rows from a
 seeded generator, chunk by chunk, so memory stays bounded whatever the size.
-Same spec, same seed: same bytes (for a given Faker release). Timestamps are UTC.
+Same spec, same seed: same bytes (with the Faker, numpy and pyarrow pinned in pyproject.toml,
+which a golden test holds to). Timestamps are UTC.
 """
 
 from __future__ import annotations
