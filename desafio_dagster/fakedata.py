@@ -100,6 +100,13 @@ class GenerationSpec:
         return self.accounts_per_client[1] * self.cards_per_account[1] * max(1, self.movements_per_card[1])
 
     @property
+    def expected_rows(self) -> int:
+        """Rows of the four tables on average (the counts per parent are drawn uniformly)."""
+        accounts = self.clients * sum(self.accounts_per_client) / 2
+        cards = accounts * sum(self.cards_per_account) / 2
+        return round(self.clients + accounts + cards + cards * sum(self.movements_per_card) / 2)
+
+    @property
     def clients_per_chunk(self) -> int:
         """Depends on the spec only, so chunk boundaries (and the data) are deterministic."""
         by_rows = MAX_MOVEMENTS_PER_CHUNK // self.max_movements_per_client
