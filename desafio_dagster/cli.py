@@ -20,6 +20,7 @@ from typing import TextIO
 import dagster as dg
 
 from desafio_dagster import settings
+from desafio_dagster.run_report import RunReport, Screen, seconds
 from desafio_dagster.source_db import describe, stop_embedded
 
 UI_URL = "http://127.0.0.1:3000"
@@ -58,7 +59,7 @@ def _summary(report, job_name: str, elapsed: float, log: Path) -> list[str]:
     from desafio_dagster.assets.source import RAW_TABLES
     from desafio_dagster.publish import INDEX_FILE
 
-    lines = ["", f"{job_name} succeeded in {elapsed:.1f} s."]
+    lines = ["", f"{job_name} succeeded in {seconds(elapsed)}."]
     export = report.metadata("movements_csv")
     table_rows = {table: report.metadata(asset).get("dagster/row_count") for asset, table in RAW_TABLES.items()}
     table_rows = {table: rows if rows is not None else export.get(f"source_{table}_rows")
@@ -80,7 +81,6 @@ def _summary(report, job_name: str, elapsed: float, log: Path) -> list[str]:
 def run(job_name: str, clients: int | None = None) -> int:
     from desafio_dagster.assets.source import SourceDatabaseConfig
     from desafio_dagster.definitions import defs  # imports Spark: not needed by stop-db
-    from desafio_dagster.run_report import RunReport, Screen
 
     if not os.environ.get("DAGSTER_HOME"):  # as under make: runs are kept for the UI
         os.environ["DAGSTER_HOME"] = str((settings.home() / "dagster").absolute())
@@ -122,7 +122,7 @@ def run(job_name: str, clients: int | None = None) -> int:
             return 0
         report.not_run(node.name for node in job.nodes_in_topological_order)
     reason = crash or report.failure()
-    print(f"\n{job_name} failed after {time.monotonic() - started:.1f} s (run {run_id}):\n  {reason}\n"
+    print(f"\n{job_name} failed after {seconds(time.monotonic() - started)} (run {run_id}):\n  {reason}\n"
           f"The full log (Dagster's events, tracebacks, Spark's output): {log}", file=sys.stderr)
     return 130 if crash == "interrupted" else 1
 

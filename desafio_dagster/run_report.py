@@ -24,9 +24,10 @@ STEP_LABELS = {
 }
 _ROWS_LOADED = re.compile(r"^([\d,]+) rows loaded")  # source_database's progress
 _SPARK_TASKS = re.compile(r"^writing client files: (\d+)/(\d+) Spark tasks")  # the CSV IO manager's
+_TEXT = 44  # width of a step line's text: the line fits 80 columns
 
 
-def bar(fraction: float, width: int = 16) -> str:
+def bar(fraction: float, width: int = 12) -> str:
     filled = round(max(0.0, min(1.0, fraction)) * width)
     return "[" + "#" * filled + "-" * (width - filled) + "]"
 
@@ -48,7 +49,7 @@ class Screen:
 
     def _width(self) -> int:
         try:
-            return os.get_terminal_size(self.stream.fileno()).columns
+            return os.get_terminal_size(self.stream.fileno()).columns or 100  # 0: size not set
         except (OSError, ValueError):
             return 100
 
@@ -77,7 +78,7 @@ class Step:
     started: float  # event timestamps (epoch seconds)
     ended: float | None = None
     outcome: str = "running"  # ok | FAILED | skipped | not run
-    progress: str = "started"
+    progress: str = "running"
     assets: dict[str, dict] = field(default_factory=dict)  # asset name -> materialization metadata
     checks: list[tuple[str, bool]] = field(default_factory=list)
     error: str | None = None
@@ -104,7 +105,7 @@ class Step:
         return "failed: see below" if self.outcome == "FAILED" else ""
 
     def line(self, text: str, mark: str, elapsed: float | None) -> str:
-        return f"  {mark:<7} {self.label:<13} {text:<46} {seconds(elapsed) if elapsed is not None else '':>8}".rstrip()
+        return f"  {mark:<7} {self.label:<13} {text:<{_TEXT}} {seconds(elapsed) if elapsed is not None else '':>8}".rstrip()
 
 
 def _values(metadata) -> dict:
@@ -115,7 +116,7 @@ def error_text(error) -> str:
     """The innermost cause of a SerializableErrorInfo: what the user's code said."""
     while error.cause is not None:
         error = error.cause
-    return error.message.strip()
+    return "interrupted" if error.cls_name == "DagsterExecutionInterruptedError" else error.message.strip()
 
 
 class RunReport:
@@ -202,7 +203,8 @@ class RunReport:
     def _draw_progress(self) -> None:
         step = self._current
         if step is not None and step.outcome == "running":
-            self.screen.status(step.line(step.progress, "..", step.duration))
+            text = step.progress if len(step.progress) <= _TEXT else step.progress[: _TEXT - 3] + "..."
+            self.screen.status(step.line(text, "..", step.duration))
 
     def not_run(self, step_keys) -> None:
         """A line for each step of the job that never started."""
