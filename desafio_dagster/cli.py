@@ -61,9 +61,9 @@ def _summary(report, job_name: str, elapsed: float, log: Path) -> list[str]:
 
     lines = ["", f"{job_name} succeeded in {seconds(elapsed)}."]
     export = report.metadata("movements_csv")
-    table_rows = {table: report.metadata(asset).get("dagster/row_count") for asset, table in RAW_TABLES.items()}
-    table_rows = {table: rows if rows is not None else export.get(f"source_{table}_rows")
-                  for table, rows in table_rows.items()}
+    # Rows the run loaded, else (export alone) the rows of the snapshot it exported.
+    table_rows = {table: report.metadata(asset).get("dagster/row_count", export.get(f"source_{table}_rows"))
+                  for asset, table in RAW_TABLES.items()}
     if any(rows is not None for rows in table_rows.values()):
         lines.append(f"  Postgres  {_postgres_location()}")
         lines += [f"              {settings.schema()}.{table:<10} {rows:>12,} rows"

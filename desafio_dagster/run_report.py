@@ -101,7 +101,7 @@ class Step:
         if clients:
             return f"{rows:,} rows in {clients:,} client files"
         if self.assets:
-            return f"{rows:,} rows in {len(self.assets)} tables"
+            return f"{rows:,} rows in {len(self.assets)} table{'s' if len(self.assets) > 1 else ''}"
         return "failed: see below" if self.outcome == "FAILED" else ""
 
     def line(self, text: str, mark: str, elapsed: float | None) -> str:
@@ -218,7 +218,8 @@ class RunReport:
         """What failed and why, in a few lines."""
         failed = [step for step in self.steps.values() if step.outcome == "FAILED"]
         if failed:
-            return "\n".join(f"{step.label} ({step.key}) failed: {step.error}" for step in failed)
+            return "\n".join(f"{step.label}{f' ({step.key})' if step.label != step.key else ''} failed: {step.error}"
+                             for step in failed)
         return self.run_error or "the run failed before any step ran"
 
     def metadata(self, asset: str) -> dict:

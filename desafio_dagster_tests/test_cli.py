@@ -12,6 +12,7 @@ import sys
 import termios
 from pathlib import Path
 
+import dagster as dg
 import psycopg
 
 from desafio_dagster.fakedata import GenerationSpec
@@ -120,6 +121,9 @@ def test_run_summary_matches_postgres_and_the_files_and_the_log_has_every_event(
     log = summary["log"].read_text()
     assert " - DEBUG - " in log and "STEP_START" in log and "ASSET_CHECK_EVALUATION" in log, "the full event log"
     assert "rows loaded" in log and "extracted movimento" in log, "the assets' progress messages"
+    with dg.DagsterInstance.from_config(str(tmp_path / "dagster")) as instance:  # what `make ui` shows
+        run = instance.get_run_by_id(summary["log"].stem)
+        assert run is not None and run.job_name == "etl" and run.status == dg.DagsterRunStatus.SUCCESS
 
 
 def test_a_failed_run_prints_the_error_and_the_log_path_and_exits_non_zero(tmp_path):
