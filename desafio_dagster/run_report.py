@@ -33,7 +33,10 @@ def bar(fraction: float, width: int = 12) -> str:
 
 
 def seconds(value: float) -> str:
-    return f"{value:.1f} s" if value < 60 else f"{int(value // 60)} min {value % 60:02.0f} s"
+    if value < 59.95:
+        return f"{value:.1f} s"
+    whole = round(value)
+    return f"{whole // 60} min {whole % 60:02d} s"
 
 
 class Screen:
