@@ -1,34 +1,137 @@
-"""`python -m desafio_dagster.cli run | stop-db`: what `make run` and `make stop-db` call."""
+"""`python -m desafio_dagster.cli run | stop-db`: what `make run` and `make stop-db` call.
+
+`run` executes a job in this process with the DagsterInstance under DAGSTER_HOME (so the UI
+shows the run). The terminal gets one line per step and a summary; everything else written to
+stdout and stderr (Dagster's full event log at DEBUG, the JVM's and Spark's output) goes to
+$DESAFIO_HOME/logs/<run id>.log.
+"""
 
 import argparse
+import contextlib
 import os
 import sys
+import time
+import traceback
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TextIO
 
 import dagster as dg
 
 from desafio_dagster import settings
-from desafio_dagster.source_db import stop_embedded
+from desafio_dagster.run_report import RunReport, Screen, seconds
+from desafio_dagster.source_db import describe, stop_embedded
+
+UI_URL = "http://127.0.0.1:3000"
 
 
-def run(job_name: str) -> int:
-    from desafio_dagster.definitions import defs  # imports Spark: not needed by stop-db
+@contextlib.contextmanager
+def output_to(log: Path) -> Iterator[TextIO]:
+    """Point file descriptors 1 and 2 at `log` (child processes such as the JVM inherit them);
+    yield a stream to the original stdout."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    terminal = open(os.dup(saved[0]), "w", encoding=sys.stdout.encoding, errors="replace", buffering=1)
+    with open(log, "ab") as handle:
+        os.dup2(handle.fileno(), 1)
+        os.dup2(handle.fileno(), 2)
+    try:
+        yield terminal
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        terminal.close()
+        for fd, original in zip((1, 2), saved):
+            os.dup2(original, fd)
+            os.close(original)
+
+
+def _postgres_location() -> str:
+    url = os.environ.get("DESAFIO_POSTGRES_URL")
+    if url:
+        return describe(url)
+    return f"embedded, in {(settings.home() / 'pgdata').absolute()} (`make stop-db` stops it)"
+
+
+def _summary(report, job_name: str, elapsed: float, log: Path) -> list[str]:
+    from desafio_dagster.assets.source import RAW_TABLES
     from desafio_dagster.publish import INDEX_FILE
+
+    lines = ["", f"{job_name} succeeded in {seconds(elapsed)}."]
+    export = report.metadata("movements_csv")
+    # Rows the run loaded, else (export alone) the rows of the snapshot it exported.
+    table_rows = {table: report.metadata(asset).get("dagster/row_count", export.get(f"source_{table}_rows"))
+                  for asset, table in RAW_TABLES.items()}
+    if any(rows is not None for rows in table_rows.values()):
+        lines.append(f"  Postgres  {_postgres_location()}")
+        lines += [f"              {settings.schema()}.{table:<10} {rows:>12,} rows"
+                  for table, rows in table_rows.items() if rows is not None]
+    if export:
+        folder = Path(export.get("path") or settings.output_dir() / "movements_csv").absolute()
+        lines.append(f"  CSV       {export['clients']:,} clients, one file each, and {INDEX_FILE}"
+                     f" ({export['dagster/row_count']:,} rows), in")
+        lines.append(f"              {folder}")
+    lines.append(f"  Log       {log}")
+    lines.append(f"  UI        `make ui`, then open {UI_URL} (runs, assets, checks)")
+    return lines
+
+
+def run(job_name: str, clients: int | None = None) -> int:
+    from desafio_dagster.assets.source import SourceDatabaseConfig
+    from desafio_dagster.definitions import defs  # imports Spark: not needed by stop-db
 
     if not os.environ.get("DAGSTER_HOME"):  # as under make: runs are kept for the UI
         os.environ["DAGSTER_HOME"] = str((settings.home() / "dagster").absolute())
-        os.makedirs(os.environ["DAGSTER_HOME"], exist_ok=True)
-    with dg.DagsterInstance.get() as instance:
-        result = defs.resolve_job_def(job_name).execute_in_process(instance=instance, raise_on_error=False)
-    if not result.success:
-        print(f"\nThe {job_name} run failed; the messages above say why (run id {result.run_id}).", file=sys.stderr)
-        return 1
-    print(f"\n{job_name} succeeded (run id {result.run_id}).")
-    folder = settings.output_dir() / "movements_csv"
-    if job_name != "populate" and folder.exists():
-        files = sum(1 for p in folder.iterdir() if p.name != INDEX_FILE)
-        print(f"{files:,} client CSV files in {folder.absolute()} (index: {folder.absolute() / INDEX_FILE})")
-    print("Open the UI with `make ui` (dagster dev) to see the run, the assets and their checks.")
-    return 0
+    os.makedirs(os.environ["DAGSTER_HOME"], exist_ok=True)
+    job = defs.resolve_job_def(job_name)
+    run_id = str(uuid.uuid4())
+    log = (settings.home() / "logs" / f"{run_id}.log").absolute()
+    log.parent.mkdir(parents=True, exist_ok=True)
+
+    populates = job_name != "export"
+    generation = {"clients": clients} if clients else {}
+    run_config = {"ops": {"source_database": {"config": generation}}} if generation else {}
+    spec = SourceDatabaseConfig(**generation).to_spec() if populates else None
+    if spec:
+        intro = f"{job_name}: {spec.clients:,} clients (seed {spec.seed}) into Postgres" + (
+            ", then one CSV per client with Spark" if job_name == "etl" else "")
+    else:
+        intro = f"{job_name}: one CSV per client with Spark, from what Postgres holds now"
+    print(f"{intro}\nfull log: {log}", flush=True)
+
+    started, result, crash = time.monotonic(), None, None
+    with output_to(log) as terminal:
+        screen = Screen(terminal)
+        with RunReport(screen, spec.expected_rows if spec else None) as report:
+            try:
+                with dg.DagsterInstance.get() as instance:
+                    instance.add_event_listener(run_id, report)
+                    result = job.execute_in_process(
+                        run_config=run_config, instance=instance, run_id=run_id, raise_on_error=False
+                    )
+            except KeyboardInterrupt:
+                crash = "interrupted"
+            except Exception as error:  # e.g. invalid config: Dagster raises before the run starts
+                traceback.print_exc()  # into the log
+                crash = f"{type(error).__name__}: {error}"
+        if result is not None and result.success:
+            for line in _summary(report, job_name, time.monotonic() - started, log):
+                screen.line(line)
+            return 0
+        report.not_run(node.name for node in job.nodes_in_topological_order)
+    reason = crash or report.failure()
+    print(f"\n{job_name} failed after {seconds(time.monotonic() - started)} (run {run_id}):\n  {reason}\n"
+          f"The full log (Dagster's events, tracebacks, Spark's output): {log}", file=sys.stderr)
+    return 130 if crash == "interrupted" else 1
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,10 +139,13 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     run_parser = commands.add_parser("run", help="run a job with the default config and report where the output is")
     run_parser.add_argument("--job", default="etl", choices=["etl", "populate", "export"])
+    run_parser.add_argument("--clients", type=_positive, help="clients to generate (default: the run config's default)")
     commands.add_parser("stop-db", help="stop the embedded Postgres under DESAFIO_HOME")
     args = parser.parse_args(argv)
     if args.command == "run":
-        return run(args.job)
+        if args.clients and args.job == "export":
+            parser.error("--clients sets the generation: it applies to the etl and populate jobs, not export")
+        return run(args.job, args.clients)
     stopped = stop_embedded(settings.home())
     print("embedded Postgres stopped" if stopped else "embedded Postgres was not running")
     return 0

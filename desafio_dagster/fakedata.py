@@ -3,7 +3,8 @@
 Faker is too slow to make rows one by one (~37k rows/s), so it only draws small
 pools of pt_BR names, companies and e-mail domains; numpy builds the rows from a
 seeded generator, chunk by chunk, so memory stays bounded whatever the size.
-Same spec, same seed: same bytes (for a given Faker release). Timestamps are UTC.
+Same spec, same seed: same bytes (with the Faker, numpy and pyarrow pinned in pyproject.toml,
+which a golden test holds to). Timestamps are UTC.
 """
 
 from __future__ import annotations
@@ -97,6 +98,13 @@ class GenerationSpec:
     @property
     def max_movements_per_client(self) -> int:
         return self.accounts_per_client[1] * self.cards_per_account[1] * max(1, self.movements_per_card[1])
+
+    @property
+    def expected_rows(self) -> int:
+        """Rows of the four tables on average (the counts per parent are drawn uniformly)."""
+        accounts = self.clients * sum(self.accounts_per_client) / 2
+        cards = accounts * sum(self.cards_per_account) / 2
+        return round(self.clients + accounts + cards + cards * sum(self.movements_per_card) / 2)
 
     @property
     def clients_per_chunk(self) -> int:

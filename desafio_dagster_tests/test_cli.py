@@ -1,30 +1,163 @@
-"""`make run` on the defaults: the embedded Postgres, local Spark, the etl job."""
+"""`make run`: `python -m desafio_dagster.cli run` in a subprocess, as a person sees it."""
 
 import csv
+import fcntl
 import os
+import pty
+import re
+import select
+import struct
 import subprocess
 import sys
+import termios
+from pathlib import Path
+
+import dagster as dg
+import psycopg
 
 from desafio_dagster.fakedata import GenerationSpec
-from desafio_dagster.source_db import stop_embedded
+from desafio_dagster.source_db import embedded_url, stop_embedded
+from desafio_dagster_tests.conftest import free_port
+
+CLI = [sys.executable, "-m", "desafio_dagster.cli"]
+SCREEN_ROWS, SCREEN_COLUMNS = 25, 100
 
 
-def test_make_run_path_uses_the_embedded_postgres_and_publishes_every_client(tmp_path):
-    home, output = tmp_path / "home", tmp_path / "data"
+def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "DESAFIO_POSTGRES_URL"}
-    env |= {"DESAFIO_HOME": str(home), "DESAFIO_OUTPUT_DIR": str(output), "DAGSTER_HOME": str(tmp_path)}
+    return env | {"DESAFIO_HOME": str(tmp_path / "home"), "DESAFIO_OUTPUT_DIR": str(tmp_path / "data"),
+                  "DAGSTER_HOME": str(tmp_path / "dagster")} | extra
+
+
+def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(CLI + args, env=env, capture_output=True, text=True, timeout=600)
+
+
+def _run_in_terminal(args: list[str], env: dict[str, str], timeout: float = 600) -> tuple[int, str]:
+    """Run the CLI with a pseudo-terminal of SCREEN_COLUMNS columns as stdin, stdout and stderr; return
+    (exit code, everything it wrote, with the carriage returns and escapes a terminal interprets)."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, SCREEN_COLUMNS, 0, 0))
+    process = subprocess.Popen(CLI + args, env=env, stdin=slave, stdout=slave, stderr=slave)
+    os.close(slave)
+    output = bytearray()
     try:
-        done = subprocess.run([sys.executable, "-m", "desafio_dagster.cli", "run"], env=env,
-                              capture_output=True, text=True, timeout=600)
-        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+        while True:
+            ready, _, _ = select.select([master], [], [], timeout)
+            assert ready, f"no output for {timeout} s"
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: every holder of the terminal closed it
+                break
+            if not data:
+                break
+            output += data
+        return process.wait(timeout=60), output.decode("utf-8", "replace")
+    finally:
+        os.close(master)
+        if process.poll() is None:
+            process.kill()
+
+
+def _screen(raw: str) -> list[str]:
+    """The lines a terminal keeps: a carriage return goes back to the line start, ESC[K erases."""
+    lines = []
+    for line in raw.replace("\r\n", "\n").split("\n"):
+        line = re.sub(r"\x1b\[K", "", line)
+        assert "\x1b" not in line, f"unexpected escape sequence in {line!r}"
+        lines.append(line.rsplit("\r", 1)[-1])
+    while lines and not lines[-1]:
+        lines.pop()
+    return lines
+
+
+def _summary(stdout: str) -> dict:
+    """The figures of the summary, as printed."""
+    tables = {m[1]: int(m[2].replace(",", "")) for m in re.finditer(r"^ +\w+\.(\w+) +([\d,]+) rows$", stdout, re.M)}
+    csv_line = re.search(r"^  CSV +([\d,]+) clients, one file each, and _index\.csv \(([\d,]+) rows\), in\n +(\S+)$",
+                         stdout, re.M)
+    assert csv_line, stdout
+    log = re.search(r"^  Log +(\S+)$", stdout, re.M)
+    return {"tables": tables, "clients": int(csv_line[1].replace(",", "")), "rows": int(csv_line[2].replace(",", "")),
+            "folder": Path(csv_line[3]), "log": Path(log[1])}
+
+
+def _postgres_counts(url: str) -> dict[str, int]:
+    with psycopg.connect(url) as conn:
+        return {table: conn.execute(f"SELECT count(*) FROM sicooperative.{table}").fetchone()[0]
+                for table in ("associado", "conta", "cartao", "movimento")}
+
+
+def _folder_figures(folder: Path) -> tuple[int, int]:
+    """(client files, data rows in them), read back from the files."""
+    files = [path for path in folder.iterdir() if path.name != "_index.csv"]
+    rows = 0
+    for path in files:
+        with open(path, encoding="utf-8", newline="") as handle:
+            rows += sum(1 for _ in csv.reader(handle)) - 1  # less the header
+    return len(files), rows
+
+
+def test_run_summary_matches_postgres_and_the_files_and_the_log_has_every_event(tmp_path, database_url):
+    done = _run(["run", "--clients", "60"], _env(tmp_path, DESAFIO_POSTGRES_URL=database_url))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stderr == "", "Dagster's events, the JVM's and Spark's output go to the log file, not the terminal"
+    lines = done.stdout.splitlines()
+    assert len(lines) <= SCREEN_ROWS, done.stdout
+    for label in ("populate", "check source", "export", "check export"):
+        assert re.search(rf"^  ok +{label} +\S.* s$", done.stdout, re.M), f"no line for step {label}:\n{done.stdout}"
+    assert re.search(r"^  ok +check source +17 of 17 checks passed", done.stdout, re.M)
+
+    summary = _summary(done.stdout)
+    in_postgres = _postgres_counts(database_url)
+    assert summary["tables"] == in_postgres and in_postgres["associado"] == 60
+    assert summary["folder"] == (tmp_path / "data" / "movements_csv").absolute()
+    assert _folder_figures(summary["folder"]) == (summary["clients"], summary["rows"])
+    assert (summary["clients"], summary["rows"]) == (in_postgres["associado"], in_postgres["movimento"])
+    assert "`make ui`, then open http://127.0.0.1:3000" in done.stdout
+
+    assert summary["log"].parent == (tmp_path / "home" / "logs").absolute()
+    assert str(summary["log"]) in lines[1], "the log's path is printed when the run starts"
+    log = summary["log"].read_text()
+    assert " - DEBUG - " in log and "STEP_START" in log and "ASSET_CHECK_EVALUATION" in log, "the full event log"
+    assert "rows loaded" in log and "extracted movimento" in log, "the assets' progress messages"
+    with dg.DagsterInstance.from_config(str(tmp_path / "dagster")) as instance:  # what `make ui` shows
+        run = instance.get_run_by_id(summary["log"].stem)
+        assert run is not None and run.job_name == "etl" and run.status == dg.DagsterRunStatus.SUCCESS
+
+
+def test_a_failed_run_prints_the_error_and_the_log_path_and_exits_non_zero(tmp_path):
+    port = free_port()
+    url = f"postgresql://postgres:hunter2secret@127.0.0.1:{port}/nowhere"
+    done = _run(["run", "--clients", "5"], _env(tmp_path, DESAFIO_POSTGRES_URL=url))
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert re.search(r"^  FAILED +populate", done.stdout, re.M), done.stdout
+    assert re.search(r"^  not run +export$", done.stdout, re.M), done.stdout
+    assert re.search(rf"populate \(source_database\) failed: .*127\.0\.0\.1:{port}", done.stderr), done.stderr
+    log = Path(re.search(r"^The full log .*: (\S+)$", done.stderr, re.M)[1])
+    assert log.parent == (tmp_path / "home" / "logs").absolute() and "STEP_FAILURE" in log.read_text()
+    assert "hunter2secret" not in done.stdout + done.stderr + log.read_text()
+
+
+def test_make_run_in_a_terminal_fits_one_screen_and_uses_the_embedded_postgres(tmp_path):
+    env = _env(tmp_path)
+    home = tmp_path / "home"
+    try:
+        code, raw = _run_in_terminal(["run"], env)  # the defaults, as `make run`
+        screen = _screen(raw)
+        assert code == 0, raw[-4000:]
+        rows = sum(max(1, -(-len(line) // SCREEN_COLUMNS)) for line in screen)  # long paths wrap
+        assert rows <= SCREEN_ROWS, "\n".join(screen)
+        populate_bar = r"\[#+-*\] [\d,]+ of ~[\d,]+ rows"
+        assert re.search(populate_bar, raw) and not re.search(populate_bar, "\n".join(screen)), "progress is drawn in place"
         assert (home / "pgdata" / "PG_VERSION").exists(), "the embedded Postgres lives under DESAFIO_HOME"
-        clients = GenerationSpec().clients
-        assert f"{clients:,} client CSV files in {output / 'movements_csv'}" in done.stdout
-        with open(output / "movements_csv" / "_index.csv", encoding="utf-8", newline="") as handle:
+        summary = _summary("\n".join(screen))
+        assert summary["tables"] == _postgres_counts(embedded_url(home))
+        assert summary["clients"] == GenerationSpec().clients
+        with open(summary["folder"] / "_index.csv", encoding="utf-8", newline="") as handle:
             index = list(csv.DictReader(handle))
-        assert len(index) == clients and sum(int(r["rows"]) for r in index) > clients
-        assert "rows loaded" in done.stderr and "extracted movimento" in done.stderr, "long phases log progress"
+        assert (len(index), sum(int(r["rows"]) for r in index)) == (summary["clients"], summary["rows"])
     finally:
         stop_embedded(home)
-    stopped = subprocess.run([sys.executable, "-m", "desafio_dagster.cli", "stop-db"], env=env, capture_output=True, text=True)
+    stopped = _run(["stop-db"], env)
     assert "was not running" in stopped.stdout

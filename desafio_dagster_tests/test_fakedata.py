@@ -41,6 +41,22 @@ def test_same_seed_same_bytes_and_other_seed_other_bytes():
     assert _digest(SPEC) != _digest(GenerationSpec(**{**SPEC.__dict__, "seed": 4}))
 
 
+# Two chunks (5,001 clients, at most 5,000 per chunk), every field given: the defaults may change.
+GOLDEN_SPEC = GenerationSpec(clients=5_001, accounts_per_client=(1, 2), cards_per_account=(1, 2), movements_per_card=(0, 3),
+                             start_date=dt.date(2021, 1, 1), end_date=dt.date(2025, 12, 31), seed=2024)
+GOLDEN_SHA256 = "393988e98ff1faced28309536edf754362e842143ad66bce75508b09047989ce"
+
+
+def test_generated_bytes_match_the_golden_hash():
+    assert len(list(generate(GOLDEN_SPEC))) == 2
+    assert _digest(GOLDEN_SPEC) == GOLDEN_SHA256, (
+        "the generated data changed: same config and seed must give the same data on every install. "
+        "If a dependency upgrade (Faker, numpy, pyarrow, Python) or a generator change is meant to change "
+        "the data, update GOLDEN_SHA256 on purpose and say so in the commit; otherwise pin the version back "
+        "in pyproject.toml"
+    )
+
+
 def test_several_chunks_are_generated_for_large_ranges():
     spec = GenerationSpec(clients=5_000, movements_per_card=(0, 200))
     assert spec.clients_per_chunk < spec.clients
