@@ -58,7 +58,7 @@ def main() -> None:
             )
             jobs.append((seconds, peak))
             audits.append(audit_seconds(work))
-            files = len(list(Path(work, "spark-out", "movements_csv").glob("*.csv"))) - 1
+            files = sum(1 for p in Path(work, "spark-out", "movements_csv").glob("*.csv") if not p.name.startswith("_"))
             seconds, peak, _ = run_measured(
                 [sys.executable, str(Path(__file__).parent / "duckdb_export.py"), f"{work}/duckdb-out"], env
             )

@@ -39,11 +39,12 @@ from pyspark.sql import functions as F
 
 from desafio_dagster.audit import (
     MANIFEST_FILE,
+    AuditError,
     ClientFigures,
     FileScan,
     Finding,
     audit,
-    raise_if_failed,
+    failures,
     scan_file,
     write_manifest,
 )
@@ -53,7 +54,7 @@ from desafio_dagster.transform import KEY_COLUMNS
 
 _HEADER_BYTES = HEADER.encode()
 _SUMMARY_SCHEMA = ("client_id long, nome string, sobrenome string, file string, rows long, attempt_dir string, "
-                   "header_ok boolean, scanned_rows long, scanned_total string, long_digit_run boolean, seal_seconds double")
+                   "header_ok boolean, scanned_rows long, scanned_total string, long_digit_run boolean, scan_seconds double")
 
 
 class PublishError(DesafioError):
@@ -80,7 +81,7 @@ class Published:
     files: list[ClientFile]
     audit: list[Finding]
     audit_seconds: float  # the driver's share: listing the version and comparing with the snapshot
-    readback_seconds: float  # the tasks' share, summed over tasks: syncing and reading back their files
+    readback_seconds: float  # the tasks' share, summed over tasks: reading their files back
 
     @property
     def rows(self) -> int:
@@ -152,20 +153,21 @@ def _task_writer(staging: str):
             if handle:
                 handle.close()
         if summary:
-            sealing = time.monotonic()
+            paths = [folder / row[3] for row in summary]
             with ThreadPoolExecutor(max_workers=8) as pool:  # fsync and Arrow's parser release the GIL
-                scans = list(pool.map(_seal, [folder / row[3] for row in summary]))
-            _fsync(folder)
-            seal_seconds = (time.monotonic() - sealing) / len(summary)  # this task's, spread over its files
+                list(pool.map(_fsync, [*paths, folder]))  # on disk before the driver links them in
+                reading = time.monotonic()
+                scans = list(pool.map(scan_file, paths))  # read back for the audit
+            scan_seconds = (time.monotonic() - reading) / len(summary)  # this task's, spread over its files
             columns = list(zip(*summary))
             yield pa.RecordBatch.from_arrays(
                 [pa.array(columns[0], pa.int64()), pa.array(columns[1], pa.string()), pa.array(columns[2], pa.string()),
                  pa.array(columns[3], pa.string()), pa.array(columns[4], pa.int64()), pa.array(columns[5], pa.string()),
                  pa.array([s.header_ok for s in scans], pa.bool_()), pa.array([s.rows for s in scans], pa.int64()),
                  pa.array([None if s.total is None else str(s.total) for s in scans], pa.string()),
-                 pa.array([s.long_digit_run for s in scans], pa.bool_()), pa.array([seal_seconds] * len(summary))],
+                 pa.array([s.long_digit_run for s in scans], pa.bool_()), pa.array([scan_seconds] * len(summary))],
                 names=["client_id", "nome", "sobrenome", "file", "rows", "attempt_dir",
-                       "header_ok", "scanned_rows", "scanned_total", "long_digit_run", "seal_seconds"],
+                       "header_ok", "scanned_rows", "scanned_total", "long_digit_run", "scan_seconds"],
             )
 
     return write
@@ -180,10 +182,6 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def _seal(path: Path) -> FileScan:
-    """Sync a written file to disk, then read it back for the audit."""
-    _fsync(path)
-    return scan_file(path)
 
 
 def _first_line(error: Exception) -> str:
@@ -318,7 +316,6 @@ def publish_per_client(
                         f"the Spark job writing the client files failed: {_first_line(error)}; "
                         f"the previous output is untouched (Spark's log above has the details)"
                     ) from error
-            audit_started = time.monotonic()
             version.mkdir()
             files, scans = [], {}
             for row in sorted(summaries, key=lambda r: r.client_id):
@@ -334,6 +331,7 @@ def publish_per_client(
                 writer = csv.writer(handle, lineterminator="\n")
                 writer.writerow(INDEX_COLUMNS)
                 writer.writerows((f.client_id, f.nome, f.sobrenome, f.file, f.rows) for f in files)
+            audit_started = time.monotonic()
             write_manifest(version / MANIFEST_FILE, expected)
             for path in (version / INDEX_FILE, version / MANIFEST_FILE, version):
                 _fsync(path)
@@ -342,12 +340,10 @@ def publish_per_client(
             scans |= {n: scan_file(version / n) for n in listed - scans.keys()}
             findings = audit({n: scans[n] for n in listed}, expected, masked)
             audit_seconds = time.monotonic() - audit_started
-            try:
-                raise_if_failed(findings)
-            except DesafioError as error:
+            if failures(findings):
                 rejected = _reject(output_dir, name, version, token)
-                raise type(error)(f"{error}. Nothing was published; the previous output is untouched; the rejected "
-                                  f"version is kept for inspection at {rejected}") from None
+                raise AuditError(f"{failures(findings)}. Nothing was published; the previous output is untouched; "
+                                 f"the rejected version is kept for inspection at {rejected}")
             previous = _swap(link, version.name)
             _fsync(output_dir)
         except BaseException:
@@ -357,7 +353,7 @@ def publish_per_client(
             shutil.rmtree(staging, ignore_errors=True)
         _remove_leftovers(output_dir, name, keep={version.resolve(), previous.resolve() if previous else None})
     return Published(path=link, version=version, files=files, audit=findings, audit_seconds=audit_seconds,
-                     readback_seconds=sum(row.seal_seconds for row in summaries))
+                     readback_seconds=sum(row.scan_seconds for row in summaries))
 
 
 def _reject(output_dir: Path, name: str, version: Path, token: str) -> Path:
