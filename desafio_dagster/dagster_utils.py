@@ -29,10 +29,10 @@ def user_errors():
         raise dg.Failure(f"Postgres refused: {str(error).strip()}", allow_retries=False) from error
 
 
-def markdown_table(rows: list[dict]) -> str:
-    if not rows:
-        return "(no rows)"
-    header = list(rows[0])
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(row[column]) for column in header) + " |" for row in rows]
-    return "\n".join(lines)
+def metadata_table(rows: list[dict], schema: dg.TableSchema) -> dg.TableMetadataValue:
+    """Rows as a table the UI renders with its column types; values other than text, numbers and
+    booleans (timestamps, decimals) are shown as text."""
+    def cell(value):
+        return value if value is None or isinstance(value, (str, int, float, bool)) else str(value)
+
+    return dg.MetadataValue.table([dg.TableRecord({k: cell(v) for k, v in row.items()}) for row in rows], schema=schema)

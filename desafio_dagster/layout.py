@@ -3,19 +3,21 @@
 import re
 import unicodedata
 
-CSV_COLUMNS = (
-    "nome_associado",
-    "sobrenome_associado",
-    "idade_associado",
-    "vlr_transacao_movimento",
-    "des_transacao_movimento",
-    "data_movimento",
-    "numero_cartao",
-    "nome_impresso_cartao",
-    "data_criacao_cartao",
-    "tipo_conta",
-    "data_criacao_conta",
-)
+# column -> (type, source and text format), in the files' order: the 11 columns of the contract.
+CSV_CONTRACT = {
+    "nome_associado": ("text", "associado.nome"),
+    "sobrenome_associado": ("text", "associado.sobrenome"),
+    "idade_associado": ("integer", "associado.idade"),
+    "vlr_transacao_movimento": ("decimal", "movimento.vlr_transacao, two decimals with '.', e.g. -12.50"),
+    "des_transacao_movimento": ("text", "movimento.des_transacao"),
+    "data_movimento": ("timestamp", "movimento.data_movimento, YYYY-MM-DD HH:MM:SS"),
+    "numero_cartao": ("text", "cartao.num_cartao, masked by default: every digit but the last 4 is '*'"),
+    "nome_impresso_cartao": ("text", "cartao.nom_impresso"),
+    "data_criacao_cartao": ("timestamp", "cartao.data_criacao, YYYY-MM-DD HH:MM:SS"),
+    "tipo_conta": ("text", "conta.tipo: corrente, poupanca, salario or investimento"),
+    "data_criacao_conta": ("timestamp", "conta.data_criacao, YYYY-MM-DD HH:MM:SS"),
+}
+CSV_COLUMNS = tuple(CSV_CONTRACT)
 HEADER = ",".join(CSV_COLUMNS) + "\n"
 INDEX_FILE = "_index.csv"
 INDEX_COLUMNS = ("client_id", "nome_associado", "sobrenome_associado", "file", "rows")

@@ -13,6 +13,7 @@ import re
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -25,6 +26,21 @@ from desafio_dagster.fakedata import TABLES, SourceChunk, to_copy_csv
 
 SCHEMA_SQL = resources.files("desafio_dagster").joinpath("sql/schema.sql").read_text()
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_DDL_TABLE = re.compile(r"^CREATE TABLE IF NOT EXISTS (\w+) \((.*?)^\);", re.M | re.S)
+_DDL_COLUMN = re.compile(r"(\w+)\s+(\w+(?:\([\d,]+\))?)\s*(.*?),?")
+
+
+@dataclass(frozen=True)
+class DdlColumn:
+    name: str
+    type: str  # as declared, e.g. "varchar(100)"
+    constraints: str  # as declared, e.g. "NOT NULL REFERENCES associado (id)"
+
+
+def ddl_columns() -> dict[str, list[DdlColumn]]:
+    """Each table's columns as sql/schema.sql declares them (one column a line), in order."""
+    return {table: [DdlColumn(*_DDL_COLUMN.fullmatch(line.strip()).groups()) for line in body.strip().splitlines()]
+            for table, body in _DDL_TABLE.findall(SCHEMA_SQL)}
 
 
 class SourceDatabaseError(DesafioError):

@@ -150,10 +150,11 @@ def test_tampered_output_fails_each_check(source, env_home):
     with_rows[1].write_text("\n".join(second) + "\n")
     files[-1].unlink()
     with_rows[2].write_text(with_rows[2].read_text().replace("nome_associado", "nome", 1))
-    checks_only = dg.define_asset_job("checks_only", selection=dg.AssetSelection.checks_for_assets("movements_csv"))
-    job = dg.Definitions.merge(defs, dg.Definitions(jobs=[checks_only])).resolve_job_def("checks_only")
-    result = job.execute_in_process(instance=instance, raise_on_error=False)
-    evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    result = run("checks", instance=instance)
+    assert not result.success, "a failed blocking check fails the checks job"
+    source_checks = [e for e in result.get_asset_check_evaluations() if e.asset_key.path != ["movements_csv"]]
+    assert len(source_checks) == 17 and all(e.passed for e in source_checks), "the source itself is intact"
+    evaluations = {e.check_name: e for e in result.get_asset_check_evaluations() if e.asset_key.path == ["movements_csv"]}
     assert set(evaluations) == {"total_rows_match_snapshot", "client_totals_match_snapshot", "one_file_per_client",
                                 "headers_match_contract", "card_numbers_masked", "source_unchanged_since_export"}
     failed = {name for name, e in evaluations.items() if not e.passed}

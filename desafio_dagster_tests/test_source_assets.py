@@ -6,7 +6,7 @@ import dagster as dg
 import pytest
 import yaml
 
-from desafio_dagster.assets.source import RAW_TABLES
+from desafio_dagster.assets.source import COLUMN_SCHEMAS, RAW_TABLES
 from desafio_dagster.assets.source_checks import RULES, evaluate
 from desafio_dagster.definitions import defs
 from desafio_dagster_tests.conftest import failure_message
@@ -32,7 +32,9 @@ def test_populate_materializes_the_four_tables_with_metadata_and_passing_checks(
         assert metadata["dagster/row_count"].value == counts[table]
         assert metadata["table"].value == f"sicooperative.{table}"
         assert metadata["generation"].value["seed"] == 5
-    preview = materializations["raw_cards"].metadata["preview"].value
+    table = materializations["raw_cards"].metadata["preview"]
+    assert [c.name for c in table.schema.columns] == [c.name for c in COLUMN_SCHEMAS["raw_cards"].columns]
+    preview = " ".join(str(record.data) for record in table.records)
     number = source_db.preview("cartao", 1)[0]["num_cartao"]
     assert number.startswith("************") and number in preview
     with source_db.connect() as conn:

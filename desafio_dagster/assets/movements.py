@@ -9,6 +9,7 @@ from desafio_dagster.assets.source import RAW_TABLES, SOURCE_DATABASE_POOL
 from desafio_dagster.dagster_utils import TRANSIENT_RETRY_POLICY, user_errors
 from desafio_dagster.extract import snapshot_to_parquet
 from desafio_dagster.io_managers.per_client_csv import ExportedView
+from desafio_dagster.layout import CSV_CONTRACT
 from desafio_dagster.resources.postgres import PostgresResource
 from desafio_dagster.resources.spark import SparkResource
 from desafio_dagster.transform import flat_view, read_snapshot
@@ -21,6 +22,16 @@ class MovementsCsvConfig(dg.Config):
 
 
 _UNKNOWN_RUN_GRACE_SECONDS = 24 * 3600
+# The 11 columns of every client file (the output contract), shown in the UI before any run.
+COLUMN_SCHEMA = dg.TableSchema(columns=[dg.TableColumn(name, type_, description=source)
+                                        for name, (type_, source) in CSV_CONTRACT.items()])
+# Bump when the extract, the flat view or the publication changes the files for the same source.
+CODE_VERSION = "1"
+# Refreshed by the automation sensor when a run that did not materialize it (a populate) has
+# updated a source table, once that run has finished and the sources' blocking checks passed;
+# never while an export is queued or running. The pool `source_database` keeps it from overlapping
+# a populate that starts later.
+AFTER_SOURCE_CHANGES = dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed()
 
 
 def _remove_stale_staging(context: dg.AssetExecutionContext, spark: SparkResource) -> None:
@@ -39,6 +50,9 @@ def _remove_stale_staging(context: dg.AssetExecutionContext, spark: SparkResourc
     kinds={"spark", "csv"},
     io_manager_key="csv_io_manager",
     group_name="export",
+    metadata={"dagster/column_schema": COLUMN_SCHEMA},
+    code_version=CODE_VERSION,
+    automation_condition=AFTER_SOURCE_CHANGES,
     pool=SOURCE_DATABASE_POOL,
     retry_policy=TRANSIENT_RETRY_POLICY,
 )

@@ -4,9 +4,10 @@ source database, generated and replaced in one transaction by the op `source_dat
 import dagster as dg
 from pydantic import Field
 
-from desafio_dagster.dagster_utils import TRANSIENT_RETRY_POLICY, markdown_table, user_errors
+from desafio_dagster.dagster_utils import TRANSIENT_RETRY_POLICY, metadata_table, user_errors
 from desafio_dagster.fakedata import GenerationSpec, InvalidSpec, generate
 from desafio_dagster.resources.postgres import PostgresResource
+from desafio_dagster.source_db import ddl_columns
 
 RAW_TABLES = {"raw_clients": "associado", "raw_accounts": "conta", "raw_cards": "cartao", "raw_movements": "movimento"}
 _DESCRIPTIONS = {
@@ -16,6 +17,20 @@ _DESCRIPTIONS = {
     "raw_movements": "Card movements: debits and credits (movimento).",
 }
 _PARENT = {"raw_accounts": "raw_clients", "raw_cards": "raw_accounts", "raw_movements": "raw_cards"}
+
+
+def _column(column) -> dg.TableColumn:
+    """A column of sql/schema.sql as the UI shows it, its constraints as declared."""
+    key = "PRIMARY KEY" in column.constraints
+    return dg.TableColumn(column.name, column.type, description=column.constraints or None,
+                          constraints=dg.TableColumnConstraints(nullable=not key and "NOT NULL" not in column.constraints,
+                                                                unique=key or "UNIQUE" in column.constraints))
+
+
+# The contract's columns of each table, read from sql/schema.sql; shown in the UI before any run.
+COLUMN_SCHEMAS = {key: dg.TableSchema(columns=[_column(c) for c in ddl_columns()[table]]) for key, table in RAW_TABLES.items()}
+# Bump when the generation or the load changes what the four tables hold for the same config.
+CODE_VERSION = "1"
 _DEFAULT = GenerationSpec()
 # populate and export never overlap on the source database: the instance's dagster.yaml sets
 # every pool's limit to 1, so a second run waits in the queue and the UI says for which pool.
@@ -49,6 +64,8 @@ class SourceDatabaseConfig(dg.Config):
             deps=[_PARENT[key]] if key in _PARENT else [],
             kinds={"postgres"},
             group_name="source",
+            metadata={"dagster/column_schema": COLUMN_SCHEMAS[key]},
+            code_version=CODE_VERSION,
         )
         for key in RAW_TABLES
     ],
@@ -73,7 +90,7 @@ def source_database(context: dg.AssetExecutionContext, config: SourceDatabaseCon
                     metadata={
                         "dagster/row_count": counts[table],
                         "table": f"{db.schema}.{table}",
-                        "preview": dg.MetadataValue.md(markdown_table(db.preview(table, conn=conn))),
+                        "preview": metadata_table(db.preview(table, conn=conn), COLUMN_SCHEMAS[key]),
                         "generation": dg.MetadataValue.json(config.model_dump()),
                     },
                 )

@@ -2,6 +2,7 @@
 write–audit–publish, and loads it back as a Spark DataFrame."""
 
 import hashlib
+import math
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,13 +13,19 @@ from pyspark.sql import DataFrame
 
 from desafio_dagster import settings
 from desafio_dagster.audit import MANIFEST_FILE
-from desafio_dagster.dagster_utils import markdown_table, user_errors
+from desafio_dagster.dagster_utils import metadata_table, user_errors
 from desafio_dagster.extract import Snapshot
 from desafio_dagster.publish import Published, publish_per_client, read_published
 from desafio_dagster.resources.spark import SparkResource
 
 # (label, most rows in the band), in order; the last band has no upper bound.
 _BANDS = (("0", 0), ("1-10", 10), ("11-50", 50), ("51-100", 100), ("101-250", 250), ("251-500", 500), ("501+", None))
+_BAR_WIDTH = 30
+HISTOGRAM_SCHEMA = dg.TableSchema(columns=[
+    dg.TableColumn("rows_per_file", "text"), dg.TableColumn("clients", "int"),
+    dg.TableColumn("share", "text", description="bar scaled to the largest band; percentage of all clients")])
+TOP_CLIENTS_SCHEMA = dg.TableSchema(columns=[
+    dg.TableColumn("client_id", "int"), dg.TableColumn("file", "text"), dg.TableColumn("rows", "int")])
 
 
 @dataclass(frozen=True)
@@ -31,12 +38,13 @@ class ExportedView:
     masked: bool
 
 
-def rows_histogram(published: Published) -> dict[str, int]:
-    """Clients per band of rows per file."""
-    counts: Counter[str] = Counter()
-    for file in published.files:
-        counts[next(label for label, most in _BANDS if most is None or file.rows <= most)] += 1
-    return dict(counts)
+def rows_histogram(published: Published) -> list[dict]:
+    """Clients per band of rows per file, every band in order, with a bar scaled to the largest band."""
+    counts = Counter(next(label for label, most in _BANDS if most is None or f.rows <= most) for f in published.files)
+    largest, total = max(counts.values(), default=1), max(len(published.files), 1)
+    return [{"rows_per_file": label, "clients": counts[label],
+             "share": f"{'█' * math.ceil(_BAR_WIDTH * counts[label] / largest)} {100 * counts[label] / total:.1f}%".lstrip()}
+            for label, _ in _BANDS]
 
 
 def file_sha256(path: Path) -> str:
@@ -71,9 +79,9 @@ class PerClientCsvIOManager(dg.ConfigurableIOManager):
             "dagster/row_count": published.rows,
             "clients": len(published.files),  # one file each
             "clients_without_movements": sum(1 for f in published.files if f.rows == 0),
-            "top_clients_by_rows": dg.MetadataValue.md(markdown_table(
-                [{"client_id": f.client_id, "file": f.file, "rows": f.rows} for f in top])),
-            "rows_per_client_histogram": dg.MetadataValue.json(rows_histogram(published)),
+            "top_clients_by_rows": metadata_table(
+                [{"client_id": f.client_id, "file": f.file, "rows": f.rows} for f in top], TOP_CLIENTS_SCHEMA),
+            "rows_per_client_histogram": metadata_table(rows_histogram(published), HISTOGRAM_SCHEMA),
             # What the checks judge the published files against: this run's own snapshot.
             "masked_card_numbers": obj.masked,
             "snapshot_manifest_sha256": file_sha256(published.version / MANIFEST_FILE),
