@@ -1,9 +1,12 @@
 """The web UI as a user meets it: `dagster dev` from the repo root on a free loopback port,
 the etl job launched through the GraphQL API (dagster-graphql's client), every asset check
-read back as SUCCEEDED, and the global asset graph opened in headless Chromium. The
-screenshot refreshes docs/asset-graph.png when DESAFIO_UPDATE_SCREENSHOT=1 (make screenshot),
-so an ordinary test run leaves the work tree clean."""
+read back as SUCCEEDED, the column schemas, code versions, metadata tables, jobs, schedule and
+automation sensor read back as the UI gets them, and the global asset graph and movements_csv's
+page opened in headless Chromium. The screenshots refresh docs/asset-graph.png and
+docs/asset-movements_csv.png when DESAFIO_UPDATE_SCREENSHOT=1 (make screenshot), so an ordinary
+test run leaves the work tree clean."""
 
+import json
 import os
 import re
 import shutil
@@ -20,11 +23,16 @@ import requests
 from dagster import DagsterRunStatus
 from dagster_graphql import DagsterGraphQLClient
 
+from desafio_dagster.assets.source import RAW_TABLES
 from desafio_dagster.assets.source_checks import RULES
+from desafio_dagster.extract import SOURCE_SCHEMAS
+from desafio_dagster.layout import CSV_COLUMNS
 from desafio_dagster_tests.conftest import free_port
 
 REPO = Path(__file__).resolve().parent.parent
-SCREENSHOT = (REPO / "docs" if os.environ.get("DESAFIO_UPDATE_SCREENSHOT") else Path(tempfile.gettempdir())) / "asset-graph.png"
+SCREENSHOTS = REPO / "docs" if os.environ.get("DESAFIO_UPDATE_SCREENSHOT") else Path(tempfile.gettempdir())
+SCREENSHOT = SCREENSHOTS / "asset-graph.png"
+ASSET_PAGE_SCREENSHOT = SCREENSHOTS / "asset-movements_csv.png"
 CHROMIUM = os.environ.get("DESAFIO_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 # Nothing may be downloaded or phoned home: the system Chromium, with its background services off.
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
@@ -42,6 +50,15 @@ WORKSPACE_QUERY = """{ workspaceOrError { __typename ... on Workspace { location
   name loadStatus locationOrLoadError { __typename ... on PythonError { message } } } } } }"""
 CHECKS_QUERY = """{ assetNodes { assetKey { path } groupName assetChecksOrError { __typename
   ... on AssetChecks { checks { name executionForLatestMaterialization { runId status } } } } } }"""
+# What an asset's page shows: its code version, its definition's metadata (the column schema)
+# and its latest materialization's metadata (the tables).
+_TABLES = """__typename label
+  ... on TableSchemaMetadataEntry { schema { columns { name type } } }
+  ... on TableMetadataEntry { table { records schema { columns { name } } } }"""
+ASSET_PAGE_QUERY = f"""{{ assetNodes {{ assetKey {{ path }} opVersion metadataEntries {{ {_TABLES} }}
+  assetMaterializations(limit: 1) {{ metadataEntries {{ {_TABLES} }} }} }} }}"""
+AUTOMATION_QUERY = """{ repositoriesOrError { ... on RepositoryConnection { nodes { jobs { name }
+  schedules { name cronSchedule scheduleState { status } } sensors { name sensorState { status } } } } } }"""
 
 
 class Webserver:
@@ -122,6 +139,47 @@ def latest_check_results(server: Webserver) -> dict[tuple[str, str], dict | None
         for check in checks["checks"]:
             results[(asset, check["name"])] = check["executionForLatestMaterialization"]
     return results
+
+
+def asset_pages(server: Webserver) -> dict[str, dict]:
+    """asset -> code version, definition metadata and latest materialization metadata, by label."""
+    def by_label(entries: list[dict]) -> dict[str, dict]:
+        return {entry["label"]: entry for entry in entries}
+
+    return {"/".join(node["assetKey"]["path"]): {
+        "code_version": node["opVersion"],
+        "definition": by_label(node["metadataEntries"]),
+        "materialization": by_label(node["assetMaterializations"][0]["metadataEntries"]),
+    } for node in server.graphql(ASSET_PAGE_QUERY)["assetNodes"]}
+
+
+def table_records(entry: dict) -> list[dict]:
+    assert entry["__typename"] == "TableMetadataEntry", entry
+    return [json.loads(record) for record in entry["table"]["records"]]
+
+
+def screenshot_asset_page(server: Webserver, asset: str, shown: list[str], down_to: str) -> None:
+    """Open an asset's page and, once the given texts are visible on it, save the screenshot of
+    the page from the top down to the text `down_to`."""
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            context = browser.new_context(viewport={"width": 1600, "height": 2600})
+            context.add_init_script("window.localStorage.setItem('dagster-nav-collapsed', 'true')")
+            page = context.new_page()
+            page.goto(f"{server.url}/assets/{asset}")
+            page.get_by_text("Compute details", exact=True).click()  # the code version, among others
+            for text in shown:
+                expect(page.get_by_text(text, exact=True).first).to_be_visible(timeout=60_000)
+            page.wait_for_timeout(500)
+            bottom = page.get_by_text(down_to, exact=True).first.bounding_box()
+            width = page.viewport_size["width"]
+            page.screenshot(path=str(ASSET_PAGE_SCREENSHOT), clip={"x": 0, "y": 0, "width": width,
+                                                                   "height": bottom["y"] + bottom["height"] + 24})
+        finally:
+            browser.close()
 
 
 def screenshot_asset_graph(server: Webserver, groups: list[str]) -> None:
@@ -214,8 +272,37 @@ def test_etl_from_the_graphql_api_and_the_asset_graph_in_a_browser(webserver, en
     assert {key: r for key, r in results.items() if r != {"runId": run_id, "status": "SUCCEEDED"}} == {}
 
     published = sorted(p.name for p in (env_home / "data" / "movements_csv").iterdir())
-    assert len(published) == 30 + 1 and "_index.csv" in published
+    assert len(published) == 30 + 2 and {"_index.csv", "_snapshot.csv"} <= set(published)
 
     groups = sorted({node["groupName"] for node in webserver.graphql(CHECKS_QUERY)["assetNodes"]})
     screenshot_asset_graph(webserver, groups)
     assert SCREENSHOT.stat().st_size > 10_000
+
+    # Column schemas (declared, so shown before any run), code versions, and metadata as tables.
+    pages = asset_pages(webserver)
+    expected_columns = {key: SOURCE_SCHEMAS[table].names for key, table in RAW_TABLES.items()}
+    expected_columns["movements_csv"] = list(CSV_COLUMNS)
+    for asset, columns in expected_columns.items():
+        schema = pages[asset]["definition"]["dagster/column_schema"]
+        assert schema["__typename"] == "TableSchemaMetadataEntry", schema
+        assert [column["name"] for column in schema["schema"]["columns"]] == columns, asset
+        assert pages[asset]["code_version"], asset
+    cards = table_records(pages["raw_cards"]["materialization"]["preview"])
+    assert cards and all(card["num_cartao"].startswith("*" * 12) for card in cards)
+    histogram = table_records(pages["movements_csv"]["materialization"]["rows_per_client_histogram"])
+    assert sum(band["clients"] for band in histogram) == 30
+    assert table_records(pages["movements_csv"]["materialization"]["top_clients_by_rows"])
+
+    # The checks job, the stopped daily schedule and the running automation sensor.
+    [repository] = webserver.graphql(AUTOMATION_QUERY)["repositoriesOrError"]["nodes"]
+    assert {"populate", "export", "etl", "checks"} <= {job["name"] for job in repository["jobs"]}
+    assert [(s["name"], s["cronSchedule"], s["scheduleState"]["status"]) for s in repository["schedules"]] == [
+        ("daily_export", "0 3 * * *", "STOPPED")]
+    assert [(s["name"], s["sensorState"]["status"]) for s in repository["sensors"]] == [
+        ("automation_conditions", "RUNNING")]
+
+    screenshot_asset_page(webserver, "movements_csv",
+                          ["nome_associado", "data_criacao_conta", "rows_per_client_histogram", "top_clients_by_rows",
+                           "Code version", pages["movements_csv"]["code_version"], "automation_conditions"],
+                          down_to="501+")
+    assert ASSET_PAGE_SCREENSHOT.stat().st_size > 10_000

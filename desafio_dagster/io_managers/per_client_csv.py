@@ -20,7 +20,7 @@ from desafio_dagster.resources.spark import SparkResource
 
 # (label, most rows in the band), in order; the last band has no upper bound.
 _BANDS = (("0", 0), ("1-10", 10), ("11-50", 50), ("51-100", 100), ("101-250", 250), ("251-500", 500), ("501+", None))
-_BAR_WIDTH = 30
+_BAR_WIDTH = 20
 HISTOGRAM_SCHEMA = dg.TableSchema(columns=[
     dg.TableColumn("rows_per_file", "text"), dg.TableColumn("clients", "int"),
     dg.TableColumn("share", "text", description="bar scaled to the largest band; percentage of all clients")])
