@@ -6,6 +6,7 @@ page opened in headless Chromium. The screenshots refresh docs/asset-graph.png a
 docs/asset-movements_csv.png when DESAFIO_UPDATE_SCREENSHOT=1 (make screenshot), so an ordinary
 test run leaves the work tree clean."""
 
+import contextlib
 import json
 import os
 import re
@@ -158,100 +159,100 @@ def table_records(entry: dict) -> list[dict]:
     return [json.loads(record) for record in entry["table"]["records"]]
 
 
-def screenshot_asset_page(server: Webserver, asset: str, shown: list[str], down_to: str) -> None:
-    """Open an asset's page and, once the given texts are visible on it, save the screenshot of
-    the page from the top down to the text `down_to`."""
-    from playwright.sync_api import expect, sync_playwright
+@contextlib.contextmanager
+def browser_page(width: int, height: int):
+    """A page of the system Chromium, headless, with Dagster's navigation collapsed."""
+    from playwright.sync_api import sync_playwright
 
+    assert Path(CHROMIUM).exists(), f"no Chromium at {CHROMIUM}: apt-get install chromium (or set DESAFIO_CHROMIUM)"
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            context = browser.new_context(viewport={"width": 1600, "height": 2600})
+            context = browser.new_context(viewport={"width": width, "height": height})
             context.add_init_script("window.localStorage.setItem('dagster-nav-collapsed', 'true')")
-            page = context.new_page()
-            page.goto(f"{server.url}/assets/{asset}")
-            page.get_by_text("Compute details", exact=True).click()  # the code version, among others
-            for text in shown:
-                expect(page.get_by_text(text, exact=True).first).to_be_visible(timeout=60_000)
-            page.wait_for_timeout(500)
-            bottom = page.get_by_text(down_to, exact=True).first.bounding_box()
-            width = page.viewport_size["width"]
-            page.screenshot(path=str(ASSET_PAGE_SCREENSHOT), clip={"x": 0, "y": 0, "width": width,
-                                                                   "height": bottom["y"] + bottom["height"] + 24})
+            yield context.new_page()
         finally:
             browser.close()
+
+
+def screenshot_asset_page(server: Webserver, asset: str, shown: list[str], down_to: str) -> None:
+    """Open an asset's page and, once the given texts are visible on it, save the screenshot of
+    the page from the top down to the text `down_to`."""
+    from playwright.sync_api import expect
+
+    with browser_page(1600, 2600) as page:
+        page.goto(f"{server.url}/assets/{asset}")
+        page.get_by_text("Compute details", exact=True).click()  # the code version, among others
+        for text in shown:
+            expect(page.get_by_text(text, exact=True).first).to_be_visible(timeout=60_000)
+        page.wait_for_timeout(500)
+        bottom = page.get_by_text(down_to, exact=True).first.bounding_box()
+        page.screenshot(path=str(ASSET_PAGE_SCREENSHOT), clip={"x": 0, "y": 0, "width": page.viewport_size["width"],
+                                                               "height": bottom["y"] + bottom["height"] + 24})
 
 
 def screenshot_asset_graph(server: Webserver, groups: list[str]) -> None:
     """Open the global asset lineage with every group expanded, zoomed in far enough that the
     nodes show their details (status, asset checks), and save the screenshot."""
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
-    assert Path(CHROMIUM).exists(), f"no Chromium at {CHROMIUM}: apt-get install chromium (or set DESAFIO_CHROMIUM)"
     expanded = ",".join(f"global@global:{group}" for group in groups)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            context = browser.new_context(viewport={"width": 1400, "height": 900})
-            context.add_init_script("window.localStorage.setItem('dagster-nav-collapsed', 'true')")
-            page = context.new_page()
-            page.goto(f"{server.url}/asset-groups?{urlencode({'expanded': expanded})}")
-            for name in ASSETS:
-                page.get_by_text(name, exact=True).first.wait_for(state="visible", timeout=60_000)
-            assert page.get_by_text("Global asset lineage").is_visible()
+    with browser_page(1400, 900) as page:
+        page.goto(f"{server.url}/asset-groups?{urlencode({'expanded': expanded})}")
+        for name in ASSETS:
+            page.get_by_text(name, exact=True).first.wait_for(state="visible", timeout=60_000)
+        assert page.get_by_text("Global asset lineage").is_visible()
 
-            # The graph is fitted with the asset sidebar open; hide the sidebar, centre the graph,
-            # and zoom in (0.05 a click) until the nodes switch from names only to details (scale >= 0.6).
-            page.get_by_role("button").filter(has=page.locator("[aria-label=panel_show_right]")).first.click()
-            graph = page.locator("svg[class*=svgContainer]")
-            layer, canvas = graph.locator("xpath=.."), graph.locator("xpath=../..")
-            view = canvas.bounding_box()
-            vx, vy = view["x"] + view["width"] / 2, view["y"] + view["height"] / 2
+        # The graph is fitted with the asset sidebar open; hide the sidebar, centre the graph,
+        # and zoom in (0.05 a click) until the nodes switch from names only to details (scale >= 0.6).
+        page.get_by_role("button").filter(has=page.locator("[aria-label=panel_show_right]")).first.click()
+        graph = page.locator("svg[class*=svgContainer]")
+        layer, canvas = graph.locator("xpath=.."), graph.locator("xpath=../..")
+        view = canvas.bounding_box()
+        vx, vy = view["x"] + view["width"] / 2, view["y"] + view["height"] / 2
 
-            def scale() -> float:
-                return float(re.search(r"matrix\(([0-9.]+)", layer.get_attribute("style")).group(1))
+        def scale() -> float:
+            return float(re.search(r"matrix\(([0-9.]+)", layer.get_attribute("style")).group(1))
 
-            def centre() -> None:
-                for _ in range(5):
-                    box = graph.bounding_box()
-                    dx, dy = box["x"] + box["width"] / 2 - vx, box["y"] + box["height"] / 2 - vy
-                    if abs(dx) < 4 and abs(dy) < 4:
-                        return
-                    page.mouse.move(vx, vy)
-                    page.mouse.wheel(dx, dy)  # a plain wheel pans the graph
-                    page.wait_for_timeout(200)
+        def centre() -> None:
+            for _ in range(5):
+                box = graph.bounding_box()
+                dx, dy = box["x"] + box["width"] / 2 - vx, box["y"] + box["height"] / 2 - vy
+                if abs(dx) < 4 and abs(dy) < 4:
+                    return
+                page.mouse.move(vx, vy)
+                page.mouse.wheel(dx, dy)  # a plain wheel pans the graph
+                page.wait_for_timeout(200)
 
+        page.wait_for_timeout(300)
+        centre()
+        for _ in range(10):
+            if scale() >= 0.6:
+                break
+            page.locator("button:has([aria-label=zoom_in])").click()
             page.wait_for_timeout(300)
-            centre()
-            for _ in range(10):
-                if scale() >= 0.6:
-                    break
-                page.locator("button:has([aria-label=zoom_in])").click()
-                page.wait_for_timeout(300)
-            centre()
+        centre()
 
-            for name in ASSETS:
-                node = page.get_by_text(name, exact=True)
-                expect(node).to_have_count(1)
-                expect(node).to_be_visible()
-                box = node.bounding_box()
-                assert view["x"] <= box["x"] and box["x"] + box["width"] <= view["x"] + view["width"], name
-                assert view["y"] <= box["y"] and box["y"] + box["height"] <= view["y"] + view["height"], name
-            # Each node's summary of its checks, e.g. "6 / 6 Passed" on raw_cards.
-            per_asset: dict[str, int] = {}
-            for asset, _ in EXPECTED_CHECKS:
-                per_asset[asset] = per_asset.get(asset, 0) + 1
-            for count in set(per_asset.values()):
-                expect(page.get_by_text(f"{count} / {count} Passed", exact=True)).to_have_count(
-                    sum(1 for n in per_asset.values() if n == count), timeout=30_000)
-            expect(page.get_by_text("Materialized", exact=True)).to_have_count(len(ASSETS))
-            page.mouse.move(view["x"] + 20, view["y"] + 20)  # no hover highlight, no focused button
-            page.evaluate("document.activeElement && document.activeElement.blur()")
-            page.wait_for_timeout(500)
-            SCREENSHOT.parent.mkdir(exist_ok=True)
-            page.screenshot(path=str(SCREENSHOT))
-        finally:
-            browser.close()
+        for name in ASSETS:
+            node = page.get_by_text(name, exact=True)
+            expect(node).to_have_count(1)
+            expect(node).to_be_visible()
+            box = node.bounding_box()
+            assert view["x"] <= box["x"] and box["x"] + box["width"] <= view["x"] + view["width"], name
+            assert view["y"] <= box["y"] and box["y"] + box["height"] <= view["y"] + view["height"], name
+        # Each node's summary of its checks, e.g. "6 / 6 Passed" on raw_cards.
+        per_asset: dict[str, int] = {}
+        for asset, _ in EXPECTED_CHECKS:
+            per_asset[asset] = per_asset.get(asset, 0) + 1
+        for count in set(per_asset.values()):
+            expect(page.get_by_text(f"{count} / {count} Passed", exact=True)).to_have_count(
+                sum(1 for n in per_asset.values() if n == count), timeout=30_000)
+        expect(page.get_by_text("Materialized", exact=True)).to_have_count(len(ASSETS))
+        page.mouse.move(view["x"] + 20, view["y"] + 20)  # no hover highlight, no focused button
+        page.evaluate("document.activeElement && document.activeElement.blur()")
+        page.wait_for_timeout(500)
+        SCREENSHOT.parent.mkdir(exist_ok=True)
+        page.screenshot(path=str(SCREENSHOT))
 
 
 def test_etl_from_the_graphql_api_and_the_asset_graph_in_a_browser(webserver, env_home):
