@@ -227,7 +227,7 @@ def test_export_on_a_standalone_cluster_publishes_the_same_bytes_as_local_mode(
     source_db.replace(generate(SPEC))
 
     # Local mode, in this process, while the cluster starts.
-    monkeypatch.delenv("DESAFIO_SPARK_MASTER", raising=False)
+    monkeypatch.setenv("DESAFIO_SPARK_MASTER", "local[*]")
     monkeypatch.setenv("DESAFIO_OUTPUT_DIR", str(env_home / "local"))
     result = defs.resolve_job_def("export").execute_in_process(instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
     assert result.success, [e.step_failure_data.error.message for e in result.get_step_failure_events()]

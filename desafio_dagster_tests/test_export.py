@@ -168,7 +168,8 @@ def test_io_manager_loads_the_published_files_as_a_spark_dataframe(source, env_h
     from desafio_dagster.io_managers.per_client_csv import PerClientCsvIOManager
     from desafio_dagster.resources.spark import SparkResource
 
-    manager = PerClientCsvIOManager(spark=SparkResource())
+    manager = PerClientCsvIOManager(spark=SparkResource(master="local[2]", home=str(env_home / "home")),
+                                    base_dir=str(env_home / "data"))
     context = dg.build_input_context(asset_key=dg.AssetKey("movements_csv"),
                                      upstream_output=dg.build_output_context(asset_key=dg.AssetKey("movements_csv")))
     frame = manager.load_input(context)

@@ -119,13 +119,13 @@ def test_embedded_postgres_is_the_default_and_outlives_processes(tmp_path, monke
     monkeypatch.delenv("DESAFIO_POSTGRES_URL", raising=False)
     home = tmp_path / "home"
     try:
-        db = PostgresResource(home=str(home)).database()
+        db = PostgresResource(url="", home=str(home), schema_name="sicooperative").database()
         assert str(home.resolve() / "pgdata") in db.url  # a unix socket under pgdata
         db.replace(generate(SMALL))
         pid = (home / "pgdata" / "postmaster.pid").read_text().split()[0]
         script = (
             "from desafio_dagster.resources.postgres import PostgresResource;"
-            f"db = PostgresResource(home={str(home)!r}).database();"
+            f"db = PostgresResource(url='', home={str(home)!r}, schema_name='sicooperative').database();"
             "print(db.row_counts()['associado'])"
         )
         env = {k: v for k, v in os.environ.items() if k != "DESAFIO_POSTGRES_URL"}

@@ -1,16 +1,18 @@
-"""Spark as a Dagster resource: a thin layer over desafio_dagster.spark_session."""
+"""Spark as a Dagster resource: dagster-pyspark's lazy session, started by
+desafio_dagster.spark_session (Java discovery, clear start-up errors) and stopped after use."""
 
 import time
 import uuid
+from typing import Any
 
 import dagster as dg
 import pyarrow.fs as pa_fs
-from pydantic import Field, PrivateAttr
+from dagster_pyspark import LazyPySparkResource
+from pydantic import Field
 from pyspark.sql import SparkSession
 
-from desafio_dagster import settings
 from desafio_dagster.extract import Staging
-from desafio_dagster.spark_session import prepare_environment, start_session
+from desafio_dagster.spark_session import DEFAULT_CONF, prepare_environment, start_session
 
 
 def _is_run_id(name: str) -> bool:
@@ -20,36 +22,38 @@ def _is_run_id(name: str) -> bool:
         return False
 
 
-class SparkResource(dg.ConfigurableResource):
-    """A SparkSession on DESAFIO_SPARK_MASTER (local[*] by default, or spark://host:port),
-    started on first use and stopped when the resource is torn down (after the step, or
-    after the run under the in-process executor the jobs use)."""
+class SparkResource(LazyPySparkResource):
+    """A SparkSession on `master` (local[*], or spark://host:port), started on first use and stopped
+    when the resource is torn down (after the run, under the in-process executor the jobs use)."""
 
-    master: str | None = Field(default=None, description="Spark master URL (default: DESAFIO_SPARK_MASTER)")
-    conf: dict[str, str] = Field(default_factory=dict, description="Extra spark.* settings")
-    staging_dir: str | None = Field(
-        default=None,
-        description="Where the Parquet snapshot of the source goes (default: DESAFIO_HOME/staging); "
-        "on a cluster, a path or URI every executor reads",
+    spark_config: dict[str, Any] = Field(
+        default_factory=lambda: dict(DEFAULT_CONF), description="spark.* settings of the session"
     )
-    _session: SparkSession | None = PrivateAttr(default=None)
+    master: str = Field(description="Spark master URL: local[*], or spark://host:7077 for a standalone cluster")
+    home: str = Field(description="The Parquet snapshot of the source is staged under HOME/staging")
+    staging_dir: str = Field(
+        default="",
+        description="Where the Parquet snapshot goes instead (on a cluster, a path or URI every executor reads)",
+    )
+
+    @classmethod
+    def _is_dagster_maintained(cls) -> bool:
+        return False  # this subclass is the project's own
+
+    def _init_session(self) -> None:
+        if self._spark_session is None:
+            self._spark_session = start_session(self.master, self.spark_config)
 
     def prepare_environment(self) -> None:
         """Set Java and Python for Spark now, before a session starts in another thread."""
         prepare_environment()
 
     def session(self) -> SparkSession:
-        if self._session is None:
-            self._session = start_session(self.master_url, self.conf)
-        return self._session
-
-    @property
-    def master_url(self) -> str:
-        return self.master or settings.spark_master()
+        return self.spark_session
 
     @property
     def staging_root(self) -> str:
-        return self.staging_dir or str(settings.home() / "staging")
+        return self.staging_dir or f"{self.home}/staging"
 
     def staging(self, run_id: str) -> Staging:
         """The run's own staging location."""
@@ -66,6 +70,6 @@ class SparkResource(dg.ConfigurableResource):
         ]
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
-        if self._session is not None:
-            self._session.stop()
-            self._session = None
+        if self._spark_session is not None:
+            self._spark_session.stop()
+            self._spark_session = None
