@@ -79,7 +79,8 @@ def timed_lines(engine: DockerEngine, container: str, command: str, timeout: flo
 
 def test_make_run_on_a_fresh_debian_machine(docker_engine, tmp_path):
     bundle = tmp_path / "repo.bundle"
-    subprocess.run(["git", "-C", str(REPO), "bundle", "create", str(bundle), "HEAD"], check=True, capture_output=True)
+    made = subprocess.run(["git", "-C", str(REPO), "bundle", "create", str(bundle), "HEAD"], capture_output=True, text=True)
+    assert made.returncode == 0, f"git bundle of HEAD failed (a shallow clone? git fetch --unshallow): {made.stderr}"
     image = base_image(docker_engine)
     mounts = ["--volume", f"{bundle}:/repo.bundle:ro", "--volume", "desafio-pip-cache:/root/.cache/pip"]
     with docker_engine.container(image, *extra_ca_args(), *mounts) as box:

