@@ -90,12 +90,21 @@ def test_make_run_on_a_fresh_debian_machine(docker_engine, tmp_path):
         system_packages = time.monotonic() - started
         shell(docker_engine, box, "git clone -q /repo.bundle /src 2>/dev/null && ! command -v java")
 
+        # Without the rights to install Java: one line with the commands, at once, nothing installed.
+        code, lines = timed_lines(docker_engine, box, "cd /src && setpriv --reuid=65534 --regid=65534 --clear-groups make run", 60)
+        printed = [line for _, line in lines if line]
+        assert code != 0 and lines[-1][0] < 3 and not shell(docker_engine, box, "ls -A /src/.venv 2>/dev/null || true")
+        assert len(printed) == 2 and printed[1].startswith("make: ***"), printed
+        assert printed[0].startswith("missing: Java 17 or 21. Install: Debian/Ubuntu: sudo apt-get install"), printed
+        assert "Fedora: sudo dnf install -y java-21-openjdk-headless; macOS: brew install openjdk@21" in printed[0]
+
         code, lines = timed_lines(docker_engine, box, "cd /src && make run", MAKE_RUN_TIMEOUT)
         output = "\n".join(line for _, line in lines)
         assert code == 0, f"make run failed on a fresh machine (exit {code}):\n{output[-6000:]}"
         assert re.search(r"^Installing openjdk-17-jre-headless with apt-get .* done in \d+ s\.$", output, re.M), output[:3000]
 
-        summary = json.loads(shell(docker_engine, box, "cd /src && .venv/bin/python -", input=CHECK))
+        pip_ca = "test -s .venv/ca-bundle.pem && " if extra_ca_args() else ""  # EXTRA_CA_BUNDLE reached pip
+        summary = json.loads(shell(docker_engine, box, f"cd /src && {pip_ca}.venv/bin/python -", input=CHECK))
         assert summary["headers"] == [CSV_COLUMNS]
         assert summary["mismatched"] == [], f"clients whose file differs from Postgres (rows, value sum): {summary}"
         assert summary["files"] == summary["clients"] > 0 and summary["rows"] == summary["movements"] > 0
