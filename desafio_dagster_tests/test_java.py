@@ -52,3 +52,4 @@ def test_the_command_line_prints_the_home_or_one_line_with_the_fix(tmp_path):
         f"JAVA_HOME={tmp_path / 'no-java'} has no bin/java: point JAVA_HOME at a Java 17 or 21, "
         "or unset it to use the one found on this machine"
     )
+
