@@ -21,7 +21,7 @@ from desafio_dagster_tests.docker_harness import DockerEngine, base_image, extra
 REPO = Path(__file__).resolve().parent.parent
 SYSTEM_PACKAGES = "python3 python3-venv make git ca-certificates"
 MAKE_RUN_TIMEOUT = 900
-CSV_COLUMNS = [  # the output contract (DESIGN.md)
+CSV_COLUMNS = [  # the output contract (docs/design.md)
     "nome_associado", "sobrenome_associado", "idade_associado", "vlr_transacao_movimento", "des_transacao_movimento",
     "data_movimento", "numero_cartao", "nome_impresso_cartao", "data_criacao_cartao", "tipo_conta", "data_criacao_conta",
 ]
@@ -41,7 +41,7 @@ with psycopg.connect(embedded_url(pathlib.Path(".desafio"))) as conn:
 folder = pathlib.Path("data/movements_csv").resolve()
 found, headers, unmasked = {}, set(), 0
 for path in sorted(folder.glob("*.csv")):
-    if path.name == "_index.csv":
+    if path.name.startswith("_"):  # _index.csv, _snapshot.csv
         continue
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.reader(f)
