@@ -214,7 +214,7 @@ def test_export_on_a_standalone_cluster_publishes_the_same_bytes_as_local_mode(
     assert result.success, [e.step_failure_data.error.message for e in result.get_step_failure_events()]
     local = snapshot(env_home / "local" / "movements_csv")
     header_only = [name for name, data in local.items() if name != INDEX_FILE and data.count(b"\n") == 1]
-    assert len(local) == SPEC.clients + 1 and header_only, "one file per client plus _index.csv, some header-only"
+    assert len(local) == SPEC.clients + 2 and header_only, "one file per client plus _index.csv and _snapshot.csv, some header-only"
 
     # The cluster, from a fresh process (getOrCreate would reuse an in-process SparkContext).
     # The driver keeps a Spark event log, so the test sees where each task ran.
