@@ -194,12 +194,14 @@ def test_etl_runs_through_the_queue_in_user_code_with_spark_tasks_on_the_worker(
     stack.figures["etl run"] = f"{time.monotonic() - started:.0f} s"
     stack.run_id = run_id
     events = stack.graphql(f"""{{ logsForRun(runId: "{run_id}") {{ ... on EventConnection {{
-        events {{ __typename ... on MessageEvent {{ message }} }} }} }} }}""")["logsForRun"]["events"]
-    failure = [e.get("message") for e in events if e["__typename"] in ("ExecutionStepFailureEvent", "RunFailureEvent")]
+        events {{ __typename ... on ExecutionStepFailureEvent {{ error {{ message cause {{ message }} }} }} }}
+        }} }} }}""")["logsForRun"]["events"]
+    failure = [e["error"] for e in events if e["__typename"] == "ExecutionStepFailureEvent"]
     assert status == DagsterRunStatus.SUCCESS, failure
     kinds = [e["__typename"] for e in events]
-    # Queued by the webserver, dequeued and launched by the daemon.
-    assert kinds.index("RunEnqueuedEvent") < kinds.index("RunDequeuedEvent") < kinds.index("RunStartEvent")
+    # Queued by the webserver; only the daemon takes runs off the queue and launches them.
+    assert {"RunEnqueuedEvent", "RunStartingEvent", "RunStartEvent"} <= set(kinds), kinds
+    assert kinds.index("RunEnqueuedEvent") < kinds.index("RunStartingEvent") < kinds.index("RunStartEvent"), kinds
 
     checks = stack.graphql("""{ assetNodes { assetKey { path } assetChecksOrError { ... on AssetChecks {
         checks { name executionForLatestMaterialization { runId status } } } } } }""")["assetNodes"]

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The official postgres image's contract, reduced to what the stack uses: on the first start
-# of an empty $PGDATA, a cluster whose superuser is $POSTGRES_USER with $POSTGRES_PASSWORD
+# of an empty $PGDATA, a UTF-8 cluster whose superuser is $POSTGRES_USER with $POSTGRES_PASSWORD
 # (scram over TCP, trust on the socket), the database $POSTGRES_DB, then the scripts of
 # /docker-entrypoint-initdb.d (*.sh run, or sourced when not executable; *.sql through psql)
 # on a server that listens on its socket only. Then the server, on every address.
@@ -11,7 +11,7 @@ export POSTGRES_DB="${POSTGRES_DB:-$POSTGRES_USER}"
 
 if [ ! -s "$PGDATA/PG_VERSION" ]; then
     initdb --username="$POSTGRES_USER" --pwfile=<(printf '%s\n' "$POSTGRES_PASSWORD") \
-        --auth-local=trust --auth-host=scram-sha-256 >/dev/null
+        --auth-local=trust --auth-host=scram-sha-256 --encoding=UTF8 --locale=C.UTF-8 >/dev/null
     echo "host all all all scram-sha-256" >> "$PGDATA/pg_hba.conf"
     echo "listen_addresses = '*'" >> "$PGDATA/postgresql.conf"
     pg_ctl -w -o "-c listen_addresses=''" start >/dev/null
