@@ -26,11 +26,11 @@ $(VENV)/.pip: $(CA_BUNDLE) | $(BIN)/python
 	@touch $@
 
 $(VENV)/.installed: pyproject.toml $(VENV)/.pip
-	$(BIN)/python -m pip install --quiet -e .
+	$(BIN)/python -m pip install --quiet -e '.[local]'
 	@touch $@
 
 $(VENV)/.installed-dev: pyproject.toml $(VENV)/.pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,local]'
 	@touch $@ $(VENV)/.installed
 
 # System tools, checked before anything is installed: found, else installed with apt-get
