@@ -296,8 +296,9 @@ def test_a_failing_spark_job_fails_clearly_and_keeps_the_output(published, sourc
     """A Spark job that fails for good (here, one row raises) leaves the published output."""
     from pyspark.sql import functions as F
 
-    from desafio_dagster.extract import Staging, snapshot_to_parquet
+    from desafio_dagster.extract import snapshot_to_parquet
     from desafio_dagster.publish import PublishError, publish_per_client
+    from desafio_dagster.staging import Staging
     from desafio_dagster.transform import flat_view, read_snapshot
 
     folder = published[0]

@@ -16,10 +16,11 @@ from pyspark.sql import functions as F
 
 from desafio_dagster.audit import AuditError
 from desafio_dagster.dagster_utils import user_errors
-from desafio_dagster.extract import Staging, snapshot_to_parquet
+from desafio_dagster.extract import snapshot_to_parquet
 from desafio_dagster.fakedata import TABLES, GenerationSpec, generate
 from desafio_dagster.publish import publish_per_client
 from desafio_dagster.source_db import SourceDatabase, SourceDatabaseError
+from desafio_dagster.staging import Staging
 from desafio_dagster.transform import flat_view, read_snapshot
 from desafio_dagster_tests.conftest import failure_message
 from desafio_dagster_tests.test_export import SPEC, _failure, expected_files, output, published_files, run, snapshot

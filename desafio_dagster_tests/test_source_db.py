@@ -146,7 +146,8 @@ def test_a_snapshot_taken_during_a_replace_waits_and_sees_the_new_data(populated
     import threading
     import time
 
-    from desafio_dagster.extract import Staging, snapshot_to_parquet
+    from desafio_dagster.extract import snapshot_to_parquet
+    from desafio_dagster.staging import Staging
 
     loading = threading.Event()
 

@@ -62,7 +62,7 @@ class PerClientCsvIOManager(dg.ConfigurableIOManager):
         with user_errors():
             published = publish_per_client(obj.view, folder.parent, obj.snapshot.clients, folder.name,
                                            masked=obj.masked, on_progress=progress)
-        self.spark.staging(context.run_id).remove()  # the view's Parquet input is no longer needed
+        self.spark.staging_area.for_run(context.run_id).remove()  # the view's Parquet input is no longer needed
         top = sorted(published.files, key=lambda f: (-f.rows, f.client_id))[: self.top_clients]
         context.add_output_metadata({
             "path": dg.MetadataValue.path(str(published.path.absolute())),

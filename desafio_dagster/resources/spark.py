@@ -1,25 +1,15 @@
 """Spark as a Dagster resource: dagster-pyspark's lazy session, started by
 desafio_dagster.spark_session (Java discovery, clear start-up errors) and stopped after use."""
 
-import time
-import uuid
 from typing import Any
 
 import dagster as dg
-import pyarrow.fs as pa_fs
 from dagster_pyspark import LazyPySparkResource
 from pydantic import Field
 from pyspark.sql import SparkSession
 
-from desafio_dagster.extract import Staging
 from desafio_dagster.spark_session import DEFAULT_CONF, prepare_environment, start_session
-
-
-def _is_run_id(name: str) -> bool:
-    try:
-        return str(uuid.UUID(name)) == name
-    except ValueError:
-        return False
+from desafio_dagster.staging import StagingArea
 
 
 class SparkResource(LazyPySparkResource):
@@ -52,22 +42,8 @@ class SparkResource(LazyPySparkResource):
         return self.spark_session
 
     @property
-    def staging_root(self) -> str:
-        return self.staging_dir or f"{self.home}/staging"
-
-    def staging(self, run_id: str) -> Staging:
-        """The run's own staging location."""
-        return Staging(f"{self.staging_root.rstrip('/')}/{run_id}")
-
-    def staged_runs(self) -> list[tuple[str, float]]:
-        """(run id, age in seconds; 0 where the store keeps no time) of the staging folders named by a run id."""
-        fs, root = Staging(self.staging_root).filesystem()
-        now = time.time()
-        return [
-            (info.base_name, now - info.mtime.timestamp() if info.mtime else 0.0)
-            for info in fs.get_file_info(pa_fs.FileSelector(root, allow_not_found=True))
-            if info.type == pa_fs.FileType.Directory and _is_run_id(info.base_name)
-        ]
+    def staging_area(self) -> StagingArea:
+        return StagingArea(self.staging_dir or f"{self.home}/staging")
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         if self._spark_session is not None:
