@@ -6,38 +6,59 @@ export DESAFIO_HOME ?= $(CURDIR)/.desafio
 export DESAFIO_OUTPUT_DIR ?= $(CURDIR)/data
 export DAGSTER_HOME ?= $(DESAFIO_HOME)/dagster
 
-.PHONY: run test ui install install-dev bench stop-db clean screenshot
+.PHONY: run test ui install install-dev bench stop-db clean screenshot java test-tools
+
+# Behind a TLS-intercepting proxy: EXTRA_CA_BUNDLE=/path/to/proxy-ca.pem make run. pip then
+# trusts that bundle in addition to its own CA list (never instead of verification).
+ifneq ($(EXTRA_CA_BUNDLE),)
+CA_BUNDLE = $(VENV)/ca-bundle.pem
+export PIP_CERT = $(abspath $(CA_BUNDLE))
+endif
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e .
+$(VENV)/ca-bundle.pem: $(EXTRA_CA_BUNDLE) | $(BIN)/python
+	cat "$$($(BIN)/python -c 'from pip._vendor import certifi; print(certifi.where())')" "$(EXTRA_CA_BUNDLE)" > $@
+
+$(VENV)/.pip: $(CA_BUNDLE) | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --upgrade pip
 	@touch $@
 
-$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+$(VENV)/.installed: pyproject.toml $(VENV)/.pip
+	$(BIN)/python -m pip install --quiet -e '.[local]'
+	@touch $@
+
+$(VENV)/.installed-dev: pyproject.toml $(VENV)/.pip
+	$(BIN)/python -m pip install --quiet -e '.[dev,local]'
 	@touch $@ $(VENV)/.installed
+
+# System tools, checked before anything is installed: found, else installed with apt-get
+# (as root or with passwordless sudo), else one line with the commands to run (scripts/setup).
+java:
+	@PYTHON=$(PYTHON) sh scripts/setup java
+test-tools:
+	@PYTHON=$(PYTHON) sh scripts/setup java chromium psql docker
 
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
-$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
+$(DAGSTER_HOME)/dagster.yaml: dagster.yaml  # the instance config of make run and make ui
 	@mkdir -p "$(DAGSTER_HOME)"
-	cp dagster.yaml "$@"
+	@cp dagster.yaml "$@"
 
-run: install $(DAGSTER_HOME)/dagster.yaml
-	$(BIN)/python -m desafio_dagster.cli run
+run: java install $(DAGSTER_HOME)/dagster.yaml
+	@$(BIN)/python -m desafio_dagster.cli run
 
-test: install-dev
+test: test-tools install-dev
 	$(BIN)/ruff check desafio_dagster desafio_dagster_tests bench
+	$(BIN)/python -W ignore -m dagster definitions validate --log-level warning -m desafio_dagster.definitions && echo "definitions valid"
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-ui: install $(DAGSTER_HOME)/dagster.yaml
+ui: java install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dagster dev
 
-bench: install-dev
+bench: java install-dev
 	$(BIN)/python bench/bench_populate.py
 	$(BIN)/python bench/bench_export.py
 
@@ -47,5 +68,5 @@ stop-db: install
 clean: stop-db  # removes the embedded database, staging and the published output, nothing else
 	rm -rf "$(DESAFIO_HOME)" "$(DESAFIO_OUTPUT_DIR)/movements_csv" "$(DESAFIO_OUTPUT_DIR)"/.movements_csv.*
 
-screenshot: install-dev  # refresh docs/asset-graph.png from a real dagster dev + Chromium
+screenshot: test-tools install-dev  # refresh docs/asset-graph.png from a real dagster dev + Chromium
 	DESAFIO_UPDATE_SCREENSHOT=1 $(BIN)/python -m pytest desafio_dagster_tests/test_ui.py

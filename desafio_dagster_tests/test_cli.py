@@ -90,7 +90,7 @@ def _postgres_counts(url: str) -> dict[str, int]:
 
 def _folder_figures(folder: Path) -> tuple[int, int]:
     """(client files, data rows in them), read back from the files."""
-    files = [path for path in folder.iterdir() if path.name != "_index.csv"]
+    files = [path for path in folder.iterdir() if not path.name.startswith("_")]  # _index.csv, _snapshot.csv
     rows = 0
     for path in files:
         with open(path, encoding="utf-8", newline="") as handle:

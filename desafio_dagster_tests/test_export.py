@@ -169,7 +169,8 @@ def test_io_manager_loads_the_published_files_as_a_spark_dataframe(source, env_h
     from desafio_dagster.io_managers.per_client_csv import PerClientCsvIOManager
     from desafio_dagster.resources.spark import SparkResource
 
-    manager = PerClientCsvIOManager(spark=SparkResource())
+    manager = PerClientCsvIOManager(spark=SparkResource(master="local[2]", home=str(env_home / "home")),
+                                    base_dir=str(env_home / "data"))
     context = dg.build_input_context(asset_key=dg.AssetKey("movements_csv"),
                                      upstream_output=dg.build_output_context(asset_key=dg.AssetKey("movements_csv")))
     frame = manager.load_input(context)
@@ -296,8 +297,9 @@ def test_a_failing_spark_job_fails_clearly_and_keeps_the_output(published, sourc
     """A Spark job that fails for good (here, one row raises) leaves the published output."""
     from pyspark.sql import functions as F
 
-    from desafio_dagster.extract import Staging, snapshot_to_parquet
+    from desafio_dagster.extract import snapshot_to_parquet
     from desafio_dagster.publish import PublishError, publish_per_client
+    from desafio_dagster.staging import Staging
     from desafio_dagster.transform import flat_view, read_snapshot
 
     folder = published[0]

