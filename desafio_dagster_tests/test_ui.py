@@ -60,6 +60,9 @@ ASSET_PAGE_QUERY = f"""{{ assetNodes {{ assetKey {{ path }} opVersion metadataEn
   assetMaterializations(limit: 1) {{ metadataEntries {{ {_TABLES} }} }} }} }}"""
 AUTOMATION_QUERY = """{ repositoriesOrError { ... on RepositoryConnection { nodes { jobs { name }
   schedules { name cronSchedule scheduleState { status } } sensors { name sensorState { status } } } } } }"""
+# The resources page: each setting's value, or the environment variable it comes from.
+RESOURCES_QUERY = """{ repositoriesOrError { ... on RepositoryConnection { nodes {
+  allTopLevelResourceDetails { name configuredValues { key value type } } } } } }"""
 
 
 class Webserver:
@@ -301,6 +304,21 @@ def test_etl_from_the_graphql_api_and_the_asset_graph_in_a_browser(webserver, en
         ("daily_export", "0 3 * * *", "STOPPED")]
     assert [(s["name"], s["sensorState"]["status"]) for s in repository["sensors"]] == [
         ("automation_conditions", "RUNNING")]
+
+    # Settings from the environment show as the variables' names, never as None or as a secret's value.
+    [resources] = webserver.graphql(RESOURCES_QUERY)["repositoriesOrError"]["nodes"]
+    configured = {(r["name"], v["key"]): (v["type"], v["value"])
+                  for r in resources["allTopLevelResourceDetails"] for v in r["configuredValues"]}
+    assert {key: value for key, value in configured.items() if value[0] == "ENV_VAR"} == {
+        ("postgres", "url"): ("ENV_VAR", "DESAFIO_POSTGRES_URL"),
+        ("postgres", "home"): ("ENV_VAR", "DESAFIO_HOME"),
+        ("postgres", "schema_name"): ("ENV_VAR", "DESAFIO_SCHEMA"),
+        ("spark", "master"): ("ENV_VAR", "DESAFIO_SPARK_MASTER"),
+        ("spark", "home"): ("ENV_VAR", "DESAFIO_HOME"),
+        ("csv_io_manager", "base_dir"): ("ENV_VAR", "DESAFIO_OUTPUT_DIR"),
+    }
+    assert "None" not in {value for _, value in configured.values()}
+    assert os.environ["DESAFIO_POSTGRES_URL"] not in {value for _, value in configured.values()}
 
     screenshot_asset_page(webserver, "movements_csv",
                           ["nome_associado", "data_criacao_conta", "rows_per_client_histogram", "top_clients_by_rows",
