@@ -19,9 +19,9 @@ from typing import TextIO
 
 import dagster as dg
 
-from desafio_dagster import settings
+from desafio_dagster.core import settings
+from desafio_dagster.core.source_db import describe, stop_embedded
 from desafio_dagster.run_report import RunReport, Screen, seconds
-from desafio_dagster.source_db import describe, stop_embedded
 
 UI_URL = "http://127.0.0.1:3000"
 
@@ -56,8 +56,8 @@ def _postgres_location() -> str:
 
 
 def _summary(report, job_name: str, elapsed: float, log: Path) -> list[str]:
-    from desafio_dagster.assets.source import RAW_TABLES
-    from desafio_dagster.layout import INDEX_FILE
+    from desafio_dagster.core.layout import INDEX_FILE
+    from desafio_dagster.defs.assets.source import RAW_TABLES
 
     lines = ["", f"{job_name} succeeded in {seconds(elapsed)}."]
     export = report.metadata("movements_csv")
@@ -79,8 +79,8 @@ def _summary(report, job_name: str, elapsed: float, log: Path) -> list[str]:
 
 
 def run(job_name: str, clients: int | None = None) -> int:
-    from desafio_dagster.assets.source import SourceDatabaseConfig
     from desafio_dagster.definitions import defs  # imports Spark: not needed by stop-db
+    from desafio_dagster.defs.assets.source import SourceDatabaseConfig
 
     if not os.environ.get("DAGSTER_HOME"):  # as under make: runs are kept for the UI
         os.environ["DAGSTER_HOME"] = str((settings.home() / "dagster").absolute())

@@ -13,8 +13,8 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from desafio_dagster.fakedata import GenerationSpec, generate
-from desafio_dagster.source_db import SourceDatabase, embedded_url, stop_embedded
+from desafio_dagster.core.fakedata import GenerationSpec, generate
+from desafio_dagster.core.source_db import SourceDatabase, embedded_url, stop_embedded
 
 SMALL = GenerationSpec(clients=40, accounts_per_client=(1, 2), cards_per_account=(1, 2), movements_per_card=(1, 6), seed=7)
 
@@ -114,7 +114,7 @@ def env_home(tmp_path, monkeypatch) -> Path:
 def spark_session():
     """A local Spark session for tests that call the pure Spark modules directly (the active
     one, or a new one in the same JVM after a Dagster run stopped it)."""
-    from desafio_dagster.spark_session import start_session
+    from desafio_dagster.core.spark_session import start_session
 
     return start_session("local[2]")
 

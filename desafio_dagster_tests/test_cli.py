@@ -15,8 +15,8 @@ from pathlib import Path
 import dagster as dg
 import psycopg
 
-from desafio_dagster.fakedata import GenerationSpec
-from desafio_dagster.source_db import embedded_url, stop_embedded
+from desafio_dagster.core.fakedata import GenerationSpec
+from desafio_dagster.core.source_db import embedded_url, stop_embedded
 from desafio_dagster_tests.conftest import free_port
 
 CLI = [sys.executable, "-m", "desafio_dagster.cli"]

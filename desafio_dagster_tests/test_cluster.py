@@ -2,7 +2,7 @@
 the same bytes as in local mode, and its tasks really run on the cluster's executor.
 
 The master and the worker are started from the installed pyspark with the Java the project
-finds (desafio_dagster.java)."""
+finds (desafio_dagster.core.java)."""
 
 import json
 import os
@@ -19,10 +19,10 @@ import dagster as dg
 import pyspark
 import pytest
 
+from desafio_dagster.core.fakedata import GenerationSpec, generate
+from desafio_dagster.core.java import JavaNotFound, find_java_home
+from desafio_dagster.core.layout import INDEX_FILE
 from desafio_dagster.definitions import defs
-from desafio_dagster.fakedata import GenerationSpec, generate
-from desafio_dagster.java import JavaNotFound, find_java_home
-from desafio_dagster.layout import INDEX_FILE
 from desafio_dagster_tests.conftest import free_port
 
 # A few hundred clients; movements_per_card starts at 0, so some clients have none.

@@ -29,8 +29,8 @@ from dagster_graphql import DagsterGraphQLClient
 
 from desafio_dagster.definitions import defs
 from desafio_dagster_tests.conftest import free_port
+from desafio_dagster_tests.defs.test_export import CONTRACT, ORACLE, oracle_slug
 from desafio_dagster_tests.docker_harness import HOST_CA_BUNDLE, base_image
-from desafio_dagster_tests.test_export import CONTRACT, ORACLE, oracle_slug
 
 ROOT = Path(__file__).resolve().parents[1]
 STAND_INS = Path(__file__).resolve().parent / "docker"

@@ -24,10 +24,10 @@ import requests
 from dagster import DagsterRunStatus
 from dagster_graphql import DagsterGraphQLClient
 
-from desafio_dagster.assets.source import RAW_TABLES
-from desafio_dagster.assets.source_checks import RULES
-from desafio_dagster.extract import SOURCE_SCHEMAS
-from desafio_dagster.layout import CSV_COLUMNS
+from desafio_dagster.core.extract import SOURCE_SCHEMAS
+from desafio_dagster.core.layout import CSV_COLUMNS
+from desafio_dagster.defs.assets.source import RAW_TABLES
+from desafio_dagster.defs.assets.source_checks import RULES
 from desafio_dagster_tests.conftest import free_port
 
 REPO = Path(__file__).resolve().parent.parent

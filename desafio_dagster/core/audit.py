@@ -1,0 +1,147 @@
+"""Write–audit–publish: what a version of the per-client CSVs must match before readers see it,
+and after. Pure: no Dagster.
+
+The expected figures come from the source snapshot itself (a SQL aggregate over the four tables in
+the extract's transaction), never from the flat view, so a wrong join cannot agree with itself. The
+actual figures come from reading the written files back.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
+
+from desafio_dagster.core.errors import DesafioError
+from desafio_dagster.core.layout import CSV_COLUMNS, HEADER, client_file_name
+
+MANIFEST_FILE = "_snapshot.csv"  # in each version: what the source snapshot held, per client
+MANIFEST_COLUMNS = ("client_id", "file", "rows", "vlr_transacao_total")
+_SHOWN = 5  # clients named in a message
+_LONG_DIGIT_RUN = b"0" * 12  # an unmasked card number, once every digit is mapped to "0"
+_DIGITS_TO_ZERO = bytes(48 if 48 <= b <= 57 else 32 for b in range(256))
+_VALUE = "vlr_transacao_movimento"
+
+
+class AuditError(DesafioError):
+    """A written version broke a rule: it was not published."""
+
+
+@dataclass(frozen=True)
+class ClientFigures:
+    """What a client's file must hold: its rows and the sum of their vlr_transacao."""
+
+    client_id: int
+    file: str
+    rows: int
+    total: Decimal
+
+
+def expected_figures(rows: Iterable[tuple[int, str, str, int, Decimal]]) -> dict[str, ClientFigures]:
+    """(client id, nome, sobrenome, movements, sum of values) of every client -> figures by file name."""
+    figures = (ClientFigures(cid, client_file_name(cid, nome, sobrenome), n, Decimal(total))
+               for cid, nome, sobrenome, n, total in rows)
+    return {f.file: f for f in figures}
+
+
+def write_manifest(path: Path, expected: dict[str, ClientFigures]) -> None:
+    with open(path, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(MANIFEST_COLUMNS)
+        writer.writerows((f.client_id, f.file, f.rows, f"{f.total:.2f}") for f in expected.values())
+
+
+def read_manifest(path: Path) -> dict[str, ClientFigures]:
+    with open(path, encoding="utf-8", newline="") as handle:
+        return {row["file"]: ClientFigures(int(row["client_id"]), row["file"], int(row["rows"]),
+                                           Decimal(row["vlr_transacao_total"]))
+                for row in csv.DictReader(handle)}
+
+
+@dataclass(frozen=True)
+class FileScan:
+    """A written file read back: header, rows and value sum (None where it does not parse as CSV),
+    and whether a field holds a run of 12 or more digits."""
+
+    header_ok: bool
+    rows: int | None
+    total: Decimal | None
+    long_digit_run: bool
+
+
+def scan_file(path: Path | str) -> FileScan:
+    """Read one client file back with Arrow's CSV reader (not the writer's code)."""
+    data = Path(path).read_bytes()
+    header, _, body = data.partition(b"\n")
+    rows, total = 0, Decimal(0)
+    if body:
+        try:
+            values = pa_csv.read_csv(
+                pa.py_buffer(body),
+                read_options=pa_csv.ReadOptions(column_names=list(CSV_COLUMNS), use_threads=False),
+                parse_options=pa_csv.ParseOptions(newlines_in_values=True),
+                convert_options=pa_csv.ConvertOptions(include_columns=[_VALUE],
+                                                      column_types={_VALUE: pa.decimal128(18, 2)}),
+            )[_VALUE]
+            rows, total = len(values), pc.sum(values).as_py() or Decimal(0)
+        except pa.ArrowInvalid:
+            rows, total = None, None
+    # A run of digits never crosses a comma, quote or newline, so scanning the bytes is scanning every field.
+    return FileScan(header + b"\n" == HEADER.encode(), rows, total, _LONG_DIGIT_RUN in data.translate(_DIGITS_TO_ZERO))
+
+
+def scan_folder(folder: Path) -> dict[str, FileScan]:
+    """Every client file of a version folder (the files whose names do not start with '_')."""
+    paths = sorted(p for p in folder.iterdir() if not p.name.startswith("_"))
+    with ThreadPoolExecutor(max_workers=8) as pool:  # Arrow parses without the GIL
+        return dict(zip((p.name for p in paths), pool.map(scan_file, paths)))
+
+
+@dataclass(frozen=True)
+class Finding:
+    rule: str
+    passed: bool
+    detail: str  # e.g. "3 files: a.csv, b.csv, c.csv"
+    files: tuple[str, ...]
+
+
+RULES = {
+    "one_file_per_client": "Every client of the snapshot has exactly one file, named by the contract, and nothing else is there",
+    "client_totals_match_snapshot": "Per client, row count and sum of vlr_transacao_movimento equal the snapshot's",
+    "headers_match_contract": "Every file starts with the contract's header row",
+    "card_numbers_masked": "With masking on, no field holds a run of 12 or more digits (an unmasked card number)",
+}
+
+
+def _finding(rule: str, files: list[str], what: str) -> Finding:
+    shown = ", ".join(files[:_SHOWN]) + (f" and {len(files) - _SHOWN} more" if len(files) > _SHOWN else "")
+    return Finding(rule, not files, f"{len(files)} {what}: {shown}" if files else "none", tuple(files))
+
+
+def audit(scans: dict[str, FileScan], expected: dict[str, ClientFigures], masked: bool) -> list[Finding]:
+    """Every rule of RULES, judged on the files read back against the snapshot's figures."""
+    missing = sorted(expected.keys() - scans.keys())
+    unexpected = sorted(scans.keys() - expected.keys())
+    mismatched = sorted(name for name in expected.keys() & scans.keys()
+                        if (scans[name].rows, scans[name].total) != (expected[name].rows, expected[name].total))
+    return [
+        _finding("one_file_per_client", [f"missing {n}" for n in missing] + [f"unexpected {n}" for n in unexpected],
+                 "files missing or unexpected"),
+        _finding("client_totals_match_snapshot", mismatched, "clients whose rows or value sum differ from the snapshot"),
+        _finding("headers_match_contract", sorted(n for n, s in scans.items() if not s.header_ok),
+                 "files without the contract's header"),
+        _finding("card_numbers_masked", sorted(n for n, s in scans.items() if masked and s.long_digit_run),
+                 "files with a run of 12 or more digits while masking is on"),
+    ]
+
+
+def failures(findings: list[Finding]) -> str:
+    """The failed rules, each with the first files that break it; empty if every rule passed."""
+    return "; ".join(f"audit rule {f.rule} failed, {f.detail}" for f in findings if not f.passed)

@@ -1,0 +1,381 @@
+"""Publish a flat view as one CSV file per client, atomically. Pure: no Dagster.
+
+Spark's partitionBy writer spends most of its time opening files (~55 s for
+10,000 clients here), so each task writes its clients' files itself from Arrow
+batches (mapInArrow). Every task attempt writes into a folder of its own; the
+driver keeps only the files of the attempts whose results Spark accepted, so
+retries and speculative attempts never duplicate a row.
+
+Publication is write–audit–publish: the files go into a new hidden version folder,
+each task reads its files back and syncs them (file and folder) to disk, the driver
+audits the version against the source snapshot's own figures (audit.py), and only
+then swaps the symlink OUTPUT/<name> to it with one rename. Readers see the old
+complete output or the new audited one; a failed audit keeps the rejected version
+(the last one only) for inspection, and a failed or killed run never touches the
+published one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import os
+import shutil
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from pyspark import TaskContext
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from desafio_dagster.core.audit import (
+    MANIFEST_FILE,
+    AuditError,
+    ClientFigures,
+    FileScan,
+    Finding,
+    audit,
+    failures,
+    scan_file,
+    write_manifest,
+)
+from desafio_dagster.core.errors import DesafioError, TransientError
+from desafio_dagster.core.layout import CSV_COLUMNS, HEADER, INDEX_COLUMNS, INDEX_FILE, client_file_name
+from desafio_dagster.core.transform import KEY_COLUMNS
+
+_HEADER_BYTES = HEADER.encode()
+_SUMMARY_SCHEMA = ("client_id long, nome string, sobrenome string, file string, rows long, attempt_dir string, "
+                   "header_ok boolean, scanned_rows long, scanned_total string, long_digit_run boolean, scan_seconds double")
+
+
+class PublishError(DesafioError):
+    """The output could not be published; the previous output is untouched."""
+
+
+class SparkWriteError(PublishError, TransientError):
+    """The Spark job writing the files failed (e.g. an executor was lost): worth another attempt."""
+
+
+@dataclass(frozen=True)
+class ClientFile:
+    client_id: int
+    nome: str
+    sobrenome: str
+    file: str
+    rows: int
+
+
+@dataclass(frozen=True)
+class Published:
+    path: Path  # the published folder (a symlink to the version folder)
+    version: Path
+    files: list[ClientFile]
+    audit: list[Finding]
+    audit_seconds: float  # the driver's share: listing the version and comparing with the snapshot
+    readback_seconds: float  # the tasks' share, summed over tasks: reading their files back
+
+    @property
+    def rows(self) -> int:
+        return sum(f.rows for f in self.files)
+
+
+# Columns whose text can hold a comma, a quote or a line break; the others are
+# numbers, dates, masked digits and enum labels, written as they are.
+FREE_TEXT_COLUMNS = {"nome_associado", "sobrenome_associado", "des_transacao_movimento", "nome_impresso_cartao"}
+
+
+def csv_lines(batch: pa.RecordBatch) -> pa.Array:
+    """Each movement row as one RFC 4180 line ending in a newline; empty for a client without movements.
+
+    Arrow compute, vectorised: a field holding a comma, a quote or a line break is quoted and its quotes doubled.
+    """
+    fields = []
+    for name in CSV_COLUMNS:
+        value = pc.fill_null(batch.column(name), "")
+        if name in FREE_TEXT_COLUMNS:
+            quoted = pc.binary_join_element_wise('"', pc.replace_substring(value, '"', '""'), '"', "")
+            value = pc.if_else(pc.match_substring_regex(value, '[",\r\n]'), quoted, value)
+        fields.append(value)
+    line = pc.binary_join_element_wise(pc.binary_join_element_wise(*fields, ","), "\n", "")
+    return pc.if_else(pc.is_valid(batch.column("movement_id")), line, "")
+
+
+def _line_bytes(lines: pa.Array) -> tuple[np.ndarray, np.ndarray, memoryview]:
+    """Byte offsets of each line, cumulative count of (non-empty) lines, and the bytes of all
+    lines: the rows start..end are the bytes offsets[start]:offsets[end]."""
+    lines = lines.cast(pa.large_string())
+    offsets = np.frombuffer(lines.buffers()[1], dtype=np.int64)[lines.offset : lines.offset + len(lines) + 1]
+    data = lines.buffers()[2]
+    counted = np.r_[0, np.cumsum(np.diff(offsets) > 0)]
+    return offsets, counted, memoryview(data if data is not None else b"")
+
+
+def _task_writer(staging: str):
+    """mapInArrow function: write this partition's clients (rows sorted by client) to files."""
+
+    def write(batches):
+        context = TaskContext.get()
+        folder = Path(staging) / f"part-{context.partitionId():05d}-attempt-{context.taskAttemptId()}"
+        folder.mkdir(parents=True, exist_ok=True)
+        summary: list[list] = []
+        handle = None
+        try:
+            for batch in batches:
+                ids = batch.column("client_id").to_numpy(zero_copy_only=False)
+                if len(ids) == 0:
+                    continue
+                starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+                ends = np.r_[starts[1:], len(ids)]
+                offsets, counted, data = _line_bytes(csv_lines(batch))
+                names, surnames = batch.column("nome_associado"), batch.column("sobrenome_associado")
+                for start, end in zip(starts.tolist(), ends.tolist()):
+                    client_id = int(ids[start])
+                    if not summary or summary[-1][0] != client_id:
+                        if handle:
+                            handle.close()
+                        nome, sobrenome = names[start].as_py(), surnames[start].as_py()
+                        name = client_file_name(client_id, nome, sobrenome)
+                        handle = open(folder / name, "wb")
+                        handle.write(_HEADER_BYTES)
+                        summary.append([client_id, nome, sobrenome, name, 0, str(folder)])
+                    handle.write(data[offsets[start] : offsets[end]])
+                    summary[-1][4] += int(counted[end] - counted[start])
+        finally:
+            if handle:
+                handle.close()
+        if summary:
+            paths = [folder / row[3] for row in summary]
+            with ThreadPoolExecutor(max_workers=8) as pool:  # fsync and Arrow's parser release the GIL
+                list(pool.map(_fsync, [*paths, folder]))  # on disk before the driver links them in
+                reading = time.monotonic()
+                scans = list(pool.map(scan_file, paths))  # read back for the audit
+            scan_seconds = (time.monotonic() - reading) / len(summary)  # this task's, spread over its files
+            columns = list(zip(*summary))
+            yield pa.RecordBatch.from_arrays(
+                [pa.array(columns[0], pa.int64()), pa.array(columns[1], pa.string()), pa.array(columns[2], pa.string()),
+                 pa.array(columns[3], pa.string()), pa.array(columns[4], pa.int64()), pa.array(columns[5], pa.string()),
+                 pa.array([s.header_ok for s in scans], pa.bool_()), pa.array([s.rows for s in scans], pa.int64()),
+                 pa.array([None if s.total is None else str(s.total) for s in scans], pa.string()),
+                 pa.array([s.long_digit_run for s in scans], pa.bool_()), pa.array([scan_seconds] * len(summary))],
+                names=["client_id", "nome", "sobrenome", "file", "rows", "attempt_dir",
+                       "header_ok", "scanned_rows", "scanned_total", "long_digit_run", "scan_seconds"],
+            )
+
+    return write
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file, or a folder's entries, to disk (where the process that wrote it runs)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+
+
+def _first_line(error: Exception) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
+
+
+@contextlib.contextmanager
+def _exclusive(lock_file: Path):
+    """One publisher at a time per output folder (POSIX flock; elsewhere, no lock)."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with open(lock_file, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _writable_output(output_dir: Path) -> Path:
+    output_dir = output_dir.resolve()
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        probe = output_dir / f".write-probe-{uuid.uuid4().hex}"
+        probe.touch()
+        probe.unlink()
+    except OSError as error:
+        raise PublishError(
+            f"output folder {output_dir} is not writable ({error.strerror or error}): fix its permissions "
+            f"or set DESAFIO_OUTPUT_DIR to a writable folder; the previous output is untouched"
+        ) from None
+    return output_dir
+
+
+def _swap(link: Path, target_name: str) -> Path | None:
+    """Point link at target_name with one atomic rename; return the previous target."""
+    temporary = link.parent / f".{link.name}.link-{uuid.uuid4().hex[:8]}"
+    try:
+        temporary.symlink_to(target_name)
+        previous = None
+        if link.is_symlink():
+            previous = link.parent / os.readlink(link)
+        elif link.exists():  # a real folder from elsewhere: keep it as the previous version
+            previous = link.parent / f".{link.name}.v-replaced-{uuid.uuid4().hex[:8]}"
+            link.rename(previous)
+        os.replace(temporary, link)
+    except OSError as error:
+        temporary.unlink(missing_ok=True)
+        raise PublishError(
+            f"could not publish {link} ({error.strerror or error}): the output folder must allow symlinks "
+            f"and renames; the previous output is untouched"
+        ) from None
+    return previous
+
+
+def _remove_leftovers(output_dir: Path, name: str, keep: set[Path]) -> None:
+    """Staging folders of killed runs and versions older than the previous one (the last
+    rejected version stays for inspection)."""
+    for path in output_dir.glob(f".{name}.*"):
+        if path.resolve() in keep or path.name.endswith(".lock") or path.name.startswith(f".{name}.rejected-"):
+            continue
+        if path.is_symlink() or path.is_file():
+            path.unlink()
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _reporting(spark_context, on_progress: Callable[[int, int, float], None] | None, every: float = 5.0):
+    """While the body runs, report (tasks done, tasks known, seconds) of Spark's active stages."""
+    if on_progress is None:
+        yield
+        return
+    stop, started = threading.Event(), time.monotonic()
+
+    def report():
+        while not stop.wait(every):
+            tracker = spark_context.statusTracker()
+            stages = [tracker.getStageInfo(i) for i in tracker.getActiveStageIds()]
+            stages = [s for s in stages if s is not None]
+            if stages:
+                on_progress(sum(s.numCompletedTasks for s in stages), sum(s.numTasks for s in stages),
+                            time.monotonic() - started)
+
+    thread = threading.Thread(target=report, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def publish_per_client(
+    view: DataFrame,
+    output_dir: Path | str,
+    expected: dict[str, ClientFigures],
+    name: str = "movements_csv",
+    masked: bool = True,
+    partitions: int | None = None,
+    on_progress: Callable[[int, int, float], None] | None = None,
+) -> Published:
+    """Write view (see transform.flat_view) as output_dir/name/<client>.csv plus _index.csv, audit it
+    against expected (the source snapshot's figures, audit.expected_figures) and publish it.
+
+    A failed audit raises AuditError, keeps the rejected version at output_dir/.<name>.rejected-* and
+    publishes nothing. on_progress(tasks done, tasks, seconds) is called every few seconds while Spark writes."""
+    output_dir = _writable_output(Path(output_dir))
+    link = output_dir / name
+    with _exclusive(output_dir / f".{name}.lock"):
+        current = link.resolve() if link.is_symlink() else None
+        _remove_leftovers(output_dir, name, keep={current} if current else set())
+        token = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
+        staging = output_dir / f".{name}.staging-{token}"
+        version = output_dir / f".{name}.v-{token}"
+        partitions = partitions or max(2, view.sparkSession.sparkContext.defaultParallelism * 2)
+        prepared = (
+            view.select(*KEY_COLUMNS, *CSV_COLUMNS)
+            .repartition(partitions, "client_id")
+            .sortWithinPartitions("client_id", "movement_time", "movement_id")
+        )
+        try:
+            with _reporting(view.sparkSession.sparkContext, on_progress):
+                try:
+                    summaries = prepared.mapInArrow(_task_writer(str(staging)), _SUMMARY_SCHEMA).collect()
+                except Exception as error:  # Py4J and PySpark raise many kinds
+                    raise SparkWriteError(
+                        f"the Spark job writing the client files failed: {_first_line(error)}; "
+                        f"the previous output is untouched (Spark's log above has the details)"
+                    ) from error
+            version.mkdir()
+            files, scans = [], {}
+            for row in sorted(summaries, key=lambda r: r.client_id):
+                if files and files[-1].client_id == row.client_id:
+                    raise PublishError(f"client {row.client_id} was written by two tasks: the view is not one row set per client")
+                os.rename(Path(row.attempt_dir) / row.file, version / row.file)
+                files.append(ClientFile(row.client_id, row.nome, row.sobrenome, row.file, row.rows))
+                total = None if row.scanned_total is None else Decimal(row.scanned_total)
+                scans[row.file] = FileScan(row.header_ok, row.scanned_rows, total, row.long_digit_run)
+            if not files:
+                raise PublishError("the view has no clients: nothing to publish; the previous output is untouched")
+            with open(version / INDEX_FILE, "w", encoding="utf-8", newline="") as handle:
+                writer = csv.writer(handle, lineterminator="\n")
+                writer.writerow(INDEX_COLUMNS)
+                writer.writerows((f.client_id, f.nome, f.sobrenome, f.file, f.rows) for f in files)
+            audit_started = time.monotonic()
+            write_manifest(version / MANIFEST_FILE, expected)
+            for path in (version / INDEX_FILE, version / MANIFEST_FILE, version):
+                _fsync(path)
+            # The client set from the folder itself: a file the summaries missed is still judged.
+            listed = {p.name for p in version.iterdir() if not p.name.startswith("_")}
+            scans |= {n: scan_file(version / n) for n in listed - scans.keys()}
+            findings = audit({n: scans[n] for n in listed}, expected, masked)
+            audit_seconds = time.monotonic() - audit_started
+            if failures(findings):
+                rejected = _reject(output_dir, name, version, token)
+                raise AuditError(f"{failures(findings)}. Nothing was published; the previous output is untouched; "
+                                 f"the rejected version is kept for inspection at {rejected}")
+            previous = _swap(link, version.name)
+            _fsync(output_dir)
+        except BaseException:
+            shutil.rmtree(version, ignore_errors=True)
+            raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        _remove_leftovers(output_dir, name, keep={version.resolve(), previous.resolve() if previous else None})
+    return Published(path=link, version=version, files=files, audit=findings, audit_seconds=audit_seconds,
+                     readback_seconds=sum(row.scan_seconds for row in summaries))
+
+
+def _reject(output_dir: Path, name: str, version: Path, token: str) -> Path:
+    """Keep a version that failed its audit, beside the output, in place of the previous rejected one."""
+    for old in output_dir.glob(f".{name}.rejected-*"):
+        shutil.rmtree(old, ignore_errors=True)
+    rejected = output_dir / f".{name}.rejected-{token}"
+    version.rename(rejected)
+    return rejected
+
+
+def read_published(spark, folder: Path | str) -> DataFrame:
+    """The published per-client files as one DataFrame: client_id, then CSV_COLUMNS as text.
+
+    The folder's symlink is resolved once, so the reader sees one complete version.
+    """
+    version = Path(folder).resolve()
+    if not (version / INDEX_FILE).exists():
+        raise PublishError(f"no published output at {folder}: run the export job first")
+    schema = ", ".join(f"`{name}` string" for name in CSV_COLUMNS)
+    frame = spark.read.csv(  # the folder, not a glob: Spark skips _index.csv and lists 10,000 files fast
+        f"file://{version}", schema=schema, header=True, quote='"', escape='"', multiLine=True, encoding="UTF-8"
+    )
+    client_id = F.regexp_extract(F.input_file_name(), r"/(\d+)_[^/]*\.csv$", 1).cast("long")
+    return frame.select(client_id.alias("client_id"), *CSV_COLUMNS)

@@ -1,0 +1,86 @@
+"""Checks on the published movements_csv against the figures of the snapshot its run exported
+(recorded with the materialization), never against live tables another run may have replaced;
+and a warning when the source has changed since."""
+
+from pathlib import Path
+
+import dagster as dg
+
+from desafio_dagster.core.audit import MANIFEST_FILE, RULES, audit, read_manifest, scan_folder
+from desafio_dagster.core.errors import DesafioError
+from desafio_dagster.defs.io_managers.per_client_csv import PerClientCsvIOManager, file_sha256
+from desafio_dagster.defs.resources.postgres import PostgresResource
+
+ASSET = dg.AssetKey("movements_csv")
+_BLOCKING = {**RULES, "total_rows_match_snapshot": "Rows in all files equal the movements of the exported snapshot"}
+SPECS = [
+    *(dg.AssetCheckSpec(name, asset=ASSET, blocking=True, description=description)
+      for name, description in _BLOCKING.items()),
+    dg.AssetCheckSpec("source_unchanged_since_export", asset=ASSET, blocking=False,
+                      description="Warns when the source tables have changed since the export read them "
+                                  "(the output is older than the source)"),
+]
+
+
+class _NoEvidence(DesafioError):
+    """The published version cannot be tied to a materialization's snapshot."""
+
+
+def _published_version(instance: dg.DagsterInstance, folder: Path) -> tuple[Path, dict]:
+    """The version folder the latest materialization recorded, checked against what is published."""
+    event = instance.get_latest_materialization_event(ASSET)
+    if event is None or event.asset_materialization is None:
+        raise _NoEvidence("movements_csv has never been materialized here: run the export job")
+    metadata = {key: value.value for key, value in event.asset_materialization.metadata.items()}
+    version = Path(metadata["version"])
+    if folder.resolve() != version.resolve():
+        raise _NoEvidence(f"{folder} points at {folder.resolve()}, not at {version}, the version the latest "
+                          f"materialization published: the output was changed outside the export job")
+    if file_sha256(version / MANIFEST_FILE) != metadata["snapshot_manifest_sha256"]:
+        raise _NoEvidence(f"{version / MANIFEST_FILE} no longer holds the figures the export recorded")
+    return version, metadata
+
+
+@dg.multi_asset_check(specs=SPECS, name="movements_csv_checks")
+def movements_csv_checks(
+    context: dg.AssetCheckExecutionContext,
+    postgres: PostgresResource,
+    csv_io_manager: dg.ResourceParam[PerClientCsvIOManager],
+):
+    """Read the published files back and compare them with the exported snapshot's figures."""
+    try:
+        version, metadata = _published_version(context.instance, csv_io_manager.folder(ASSET.path[-1]))
+    except (_NoEvidence, OSError) as error:
+        for name in _BLOCKING:
+            yield dg.AssetCheckResult(check_name=name, passed=False, description=str(error))
+    else:
+        expected = read_manifest(version / MANIFEST_FILE)
+        scans = scan_folder(version)
+        for finding in audit(scans, expected, metadata["masked_card_numbers"]):
+            yield dg.AssetCheckResult(check_name=finding.rule, passed=finding.passed,
+                                      metadata={"violations": len(finding.files), "detail": finding.detail})
+        rows, expected_rows = sum(s.rows or 0 for s in scans.values()), sum(f.rows for f in expected.values())
+        yield dg.AssetCheckResult(check_name="total_rows_match_snapshot", passed=rows == expected_rows,
+                                  metadata={"rows_in_files": rows, "rows_in_snapshot": expected_rows})
+        yield _source_unchanged(postgres, metadata.get("source_fingerprint") or {})
+        return
+    yield dg.AssetCheckResult(check_name="source_unchanged_since_export", passed=False,
+                              severity=dg.AssetCheckSeverity.WARN, description="no export to compare with")
+
+
+def _source_unchanged(postgres: PostgresResource, exported: dict) -> dg.AssetCheckResult:
+    try:
+        live = postgres.database().fingerprint()
+    except Exception as error:  # a warning, never a failed run: the source may be down for a while
+        return dg.AssetCheckResult(check_name="source_unchanged_since_export", passed=False,
+                                   severity=dg.AssetCheckSeverity.WARN,
+                                   description=f"could not read the source to compare: {error}")
+    changed = sorted(table for table in live if live[table] != exported.get(table))
+    return dg.AssetCheckResult(
+        check_name="source_unchanged_since_export", passed=not changed, severity=dg.AssetCheckSeverity.WARN,
+        description=(f"the output is older than the source: {', '.join(changed)} changed since the export read them; "
+                     f"run the export job to refresh it") if changed else "the source is as the export read it",
+        metadata={"changed_tables": changed,
+                  "rows_now": {t: v[0] for t, v in live.items()},
+                  "rows_exported": {t: v[0] for t, v in exported.items()}},
+    )

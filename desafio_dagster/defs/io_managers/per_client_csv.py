@@ -1,0 +1,101 @@
+"""Stores the flat view as one CSV per client under DESAFIO_OUTPUT_DIR/<asset name>/ through
+write–audit–publish, and loads it back as a Spark DataFrame."""
+
+import hashlib
+import math
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+from pydantic import Field
+from pyspark.sql import DataFrame
+
+from desafio_dagster.core.audit import MANIFEST_FILE
+from desafio_dagster.core.extract import Snapshot
+from desafio_dagster.core.publish import Published, publish_per_client, read_published
+from desafio_dagster.defs.resources.spark import SparkResource
+from desafio_dagster.defs.utils import metadata_table, user_errors
+
+# (label, most rows in the band), in order; the last band has no upper bound.
+_BANDS = (("0", 0), ("1-10", 10), ("11-50", 50), ("51-100", 100), ("101-250", 250), ("251-500", 500), ("501+", None))
+_BAR_WIDTH = 20
+HISTOGRAM_SCHEMA = dg.TableSchema(columns=[
+    dg.TableColumn("rows_per_file", "text"), dg.TableColumn("clients", "int"),
+    dg.TableColumn("share", "text", description="bar scaled to the largest band; percentage of all clients")])
+TOP_CLIENTS_SCHEMA = dg.TableSchema(columns=[
+    dg.TableColumn("client_id", "int"), dg.TableColumn("file", "text"), dg.TableColumn("rows", "int")])
+
+
+@dataclass(frozen=True)
+class ExportedView:
+    """What movements_csv hands to the IO manager: the flat view and the snapshot it was read from,
+    whose figures the written files must match before they are published."""
+
+    view: DataFrame
+    snapshot: Snapshot
+    masked: bool
+
+
+def rows_histogram(published: Published) -> list[dict]:
+    """Clients per band of rows per file, every band in order, with a bar scaled to the largest band."""
+    counts = Counter(next(label for label, most in _BANDS if most is None or f.rows <= most) for f in published.files)
+    largest, total = max(counts.values(), default=1), max(len(published.files), 1)
+    return [{"rows_per_file": label, "clients": counts[label],
+             "share": f"{'█' * math.ceil(_BAR_WIDTH * counts[label] / largest)} {100 * counts[label] / total:.1f}%".lstrip()}
+            for label, _ in _BANDS]
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+class PerClientCsvIOManager(dg.ConfigurableIOManager):
+    """One CSV file per client (the output contract in the README) plus _index.csv and _snapshot.csv."""
+
+    base_dir: str = Field(description="Output folder: each asset is published in BASE_DIR/<asset name>")
+    spark: dg.ResourceDependency[SparkResource]
+    top_clients: int = Field(default=10, description="Clients listed in the metadata, by rows")
+
+    def folder(self, asset_name: str) -> Path:
+        """Where an asset's files are published (a symlink to the current version)."""
+        return Path(self.base_dir) / asset_name
+
+    def handle_output(self, context: dg.OutputContext, obj: ExportedView) -> None:
+        folder = self.folder(context.asset_key.path[-1])
+
+        def progress(done: int, tasks: int, seconds: float) -> None:
+            context.log.info(f"writing client files: {done}/{tasks} Spark tasks done after {seconds:.0f} s")
+
+        with user_errors():
+            published = publish_per_client(obj.view, folder.parent, obj.snapshot.clients, folder.name,
+                                           masked=obj.masked, on_progress=progress)
+        self.spark.staging_area.for_run(context.run_id).remove()  # the view's Parquet input is no longer needed
+        top = sorted(published.files, key=lambda f: (-f.rows, f.client_id))[: self.top_clients]
+        context.add_output_metadata({
+            "path": dg.MetadataValue.path(str(published.path.absolute())),
+            "version": dg.MetadataValue.path(str(published.version.absolute())),
+            "dagster/row_count": published.rows,
+            "clients": len(published.files),  # one file each
+            "clients_without_movements": sum(1 for f in published.files if f.rows == 0),
+            "top_clients_by_rows": metadata_table(
+                [{"client_id": f.client_id, "file": f.file, "rows": f.rows} for f in top], TOP_CLIENTS_SCHEMA),
+            "rows_per_client_histogram": metadata_table(rows_histogram(published), HISTOGRAM_SCHEMA),
+            # What the checks judge the published files against: this run's own snapshot.
+            "masked_card_numbers": obj.masked,
+            "snapshot_manifest_sha256": file_sha256(published.version / MANIFEST_FILE),
+            "source_fingerprint": dg.MetadataValue.json(obj.snapshot.fingerprint),
+            "audit": dg.MetadataValue.json({f.rule: f.detail if not f.passed else "passed" for f in published.audit}),
+            # What the audit cost: the snapshot's figures in SQL, the tasks' read-back (summed over
+            # tasks, which run in parallel) and the driver's comparison.
+            "audit_seconds": dg.MetadataValue.json({
+                "snapshot_figures": round(obj.snapshot.figures_seconds, 3),
+                "readback_in_tasks": round(published.readback_seconds, 3),
+                "comparison": round(published.audit_seconds, 3)}),
+        })
+        context.log.info(f"audited and published {published.rows:,} rows in {len(published.files):,} files at "
+                         f"{published.path}")
+
+    def load_input(self, context: dg.InputContext) -> DataFrame:
+        with user_errors():
+            return read_published(self.spark.session(), self.folder(context.upstream_output.asset_key.path[-1]))

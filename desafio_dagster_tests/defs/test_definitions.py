@@ -1,0 +1,128 @@
+"""What the Definitions carry besides the assets: column schemas and code versions on the specs,
+the checks job (from Dagster's CLI, as CI runs it), the daily schedule and the automation that
+refreshes movements_csv after its sources change, judged with Dagster's own evaluators."""
+
+import datetime
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import yaml
+
+from desafio_dagster.core.extract import SOURCE_SCHEMAS
+from desafio_dagster.core.layout import HEADER
+from desafio_dagster.definitions import defs
+from desafio_dagster.defs.assets.source import RAW_TABLES
+
+REPO = Path(__file__).resolve().parents[2]
+MOVEMENTS_CSV = dg.AssetKey("movements_csv")
+# Dagster's automation tester selects with an argument that Dagster marks beta; not ours to fix.
+pytestmark = pytest.mark.filterwarnings("ignore:Parameter `include_sources`:dagster.BetaWarning")
+POPULATE_CONFIG = {"ops": {"source_database": {"config": {"clients": 20, "movements_per_card": [0, 3], "seed": 5}}}}
+
+
+def specs() -> dict[str, dg.AssetSpec]:
+    return {spec.key.to_user_string(): spec for assets in defs.assets for spec in assets.specs}
+
+
+def column_names(spec: dg.AssetSpec) -> list[str]:
+    return [column.name for column in spec.metadata["dagster/column_schema"].columns]
+
+
+def test_every_asset_declares_its_columns_and_a_code_version():
+    declared = specs()
+    assert set(declared) == {*RAW_TABLES, "movements_csv"}
+    for key, table in RAW_TABLES.items():  # sql/schema.sql, as parsed, agrees with the extract's Arrow schemas
+        assert column_names(declared[key]) == SOURCE_SCHEMAS[table].names, key
+    assert column_names(declared["movements_csv"]) == HEADER.strip().split(",")
+    cards = {c.name: c for c in declared["raw_cards"].metadata["dagster/column_schema"].columns}
+    assert cards["num_cartao"].type == "varchar(19)" and cards["num_cartao"].constraints.unique
+    assert not cards["num_cartao"].constraints.nullable and cards["id"].constraints.unique
+    assert cards["id_conta"].description == "NOT NULL REFERENCES conta (id)"
+    assert all(spec.code_version for spec in declared.values())
+
+
+def run(job: str, instance: dg.DagsterInstance, run_config: dict | None = None) -> dg.ExecuteInProcessResult:
+    return defs.resolve_job_def(job).execute_in_process(run_config=run_config or {}, instance=instance,
+                                                        raise_on_error=False)
+
+
+def test_the_daily_export_schedule_is_stopped_and_would_start_a_valid_export_run():
+    schedule = defs.resolve_schedule_def("daily_export")
+    assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
+    assert (schedule.cron_schedule, schedule.execution_timezone, schedule.job_name) == ("0 3 * * *", "UTC", "export")
+    tick = schedule.evaluate_tick(dg.build_schedule_context(
+        scheduled_execution_time=datetime.datetime(2026, 1, 2, 3, 0, tzinfo=datetime.UTC)))
+    [request] = tick.run_requests
+    assert request.job_name in (None, "export")  # None: the schedule's own job
+    assert dg.validate_run_config(defs.resolve_job_def("export"), request.run_config)
+
+
+def test_movements_csv_is_refreshed_after_a_populate_once_the_source_checks_pass(database_url, env_home, source_db):
+    sensor = defs.resolve_sensor_def("automation_conditions")
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    instance = dg.DagsterInstance.ephemeral()
+    cursor = None
+
+    def requested() -> set[dg.AssetKey]:
+        nonlocal cursor
+        result = dg.evaluate_automation_conditions(defs, instance, cursor=cursor)
+        cursor = result.cursor
+        return {key for key in [*RAW_TABLES, MOVEMENTS_CSV] if result.get_num_requested(dg.AssetKey.from_coercible(key))}
+
+    assert requested() == set(), "nothing to export from: the sources were never materialized"
+    assert run("populate", instance, POPULATE_CONFIG).success
+    assert requested() == {MOVEMENTS_CSV}, "the sources changed and movements_csv was never made from them"
+    assert run("export", instance).success  # the run the daemon starts
+    assert requested() == set(), "movements_csv is newer than its sources"
+
+    assert run("etl", instance, POPULATE_CONFIG).success
+    assert requested() == set(), "a run that updated the sources and movements_csv together needs no refresh"
+
+    # A populate whose data then fails a blocking check: no export until the checks pass again.
+    assert run("populate", instance, POPULATE_CONFIG).success
+    with source_db.connect() as conn:
+        conn.execute("UPDATE movimento SET des_transacao = ' ' WHERE id = (SELECT min(id) FROM movimento)")
+    assert not run("checks", instance).success
+    assert requested() == set(), "a blocking check of a source failed"
+    assert requested() == set()
+    with source_db.connect() as conn:
+        conn.execute("UPDATE movimento SET des_transacao = 'Compra' WHERE id = (SELECT min(id) FROM movimento)")
+    assert run("checks", instance).success
+    assert requested() == {MOVEMENTS_CSV}
+    assert requested() == set(), "requested once, not on every tick"
+
+
+def dagster_cli(job: str, dagster_home: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "dagster", "job", "execute", "-m", "desafio_dagster.definitions", "-j", job, *args],
+        env={**os.environ, "DAGSTER_HOME": str(dagster_home)}, cwd=dagster_home,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300,
+    )
+
+
+def test_the_checks_job_from_the_cli_after_etl_passes_and_fails_on_a_tampered_output(database_url, env_home, tmp_path):
+    home = tmp_path / "dagster-home"
+    home.mkdir()
+    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")  # what make run and make ui use
+    (home / "run_config.yaml").write_text(yaml.safe_dump(POPULATE_CONFIG))
+    etl = dagster_cli("etl", home, "-c", "run_config.yaml")
+    assert etl.returncode == 0, etl.stdout[-4000:]
+
+    checks = dagster_cli("checks", home)
+    assert checks.returncode == 0, checks.stdout[-4000:]
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        [latest] = instance.get_runs(limit=1)
+        assert (latest.job_name, latest.status) == ("checks", dg.DagsterRunStatus.SUCCESS)
+        planned = instance.get_execution_plan_snapshot(latest.execution_plan_snapshot_id)
+        assert {step.key for step in planned.steps} == {"source_database_checks", "movements_csv_checks"}
+
+    client_file = next(p for p in (env_home / "data" / "movements_csv").iterdir() if not p.name.startswith("_"))
+    client_file.unlink()
+    checks = dagster_cli("checks", home)
+    assert checks.returncode != 0
+    assert "one_file_per_client" in checks.stdout

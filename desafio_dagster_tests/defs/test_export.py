@@ -1,0 +1,315 @@
+"""movements_csv end to end: the published files against an independent oracle (SQL in
+Postgres, read back with Python's csv module), atomic publication, bad input."""
+
+import csv
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import unicodedata
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from desafio_dagster.core.fakedata import GenerationSpec, generate
+from desafio_dagster.core.layout import HEADER, INDEX_FILE
+from desafio_dagster.definitions import defs
+from desafio_dagster_tests.conftest import failure_message
+
+# Clients without movements included (movements_per_card starts at 0).
+SPEC = GenerationSpec(clients=60, accounts_per_client=(1, 2), cards_per_account=(1, 2), movements_per_card=(0, 5), seed=21)
+CONTRACT = HEADER.strip().split(",")
+
+ORACLE = """
+SELECT a.id, a.nome, a.sobrenome, a.idade::text, m.vlr_transacao::text, m.des_transacao,
+       to_char(m.data_movimento, 'YYYY-MM-DD HH24:MI:SS'),
+       CASE WHEN %(mask)s THEN repeat('*', length(k.num_cartao) - 4) || right(k.num_cartao, 4) ELSE k.num_cartao END,
+       k.nom_impresso, to_char(k.data_criacao, 'YYYY-MM-DD HH24:MI:SS'), c.tipo::text,
+       to_char(c.data_criacao, 'YYYY-MM-DD HH24:MI:SS')
+FROM movimento m
+JOIN cartao k ON k.id = m.id_cartao
+JOIN conta c ON c.id = k.id_conta
+JOIN associado a ON a.id = c.id_associado
+ORDER BY a.id, m.data_movimento, m.id"""
+
+
+def oracle_slug(nome: str, sobrenome: str) -> str:
+    text = unicodedata.normalize("NFKD", f"{nome} {sobrenome}").encode("ascii", "ignore").decode().lower()
+    return "-".join(re.findall(r"[a-z0-9]+", text))
+
+
+def expected_files(db, mask: bool) -> dict[str, list[list[str]]]:
+    with db.connect() as conn:
+        clients = conn.execute("SELECT id, nome, sobrenome FROM associado ORDER BY id").fetchall()
+        rows = conn.execute(ORACLE, {"mask": mask}).fetchall()
+    files = {f"{cid:08d}_{oracle_slug(nome, sobrenome)}.csv": [] for cid, nome, sobrenome in clients}
+    names = {cid: f"{cid:08d}_{oracle_slug(nome, sobrenome)}.csv" for cid, nome, sobrenome in clients}
+    for row in rows:
+        files[names[row[0]]].append(list(row[1:]))
+    return files
+
+
+def published_files(folder: Path) -> dict[str, list[list[str]]]:
+    files = {}
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith("_"):  # _index.csv and _snapshot.csv
+            continue
+        with open(path, encoding="utf-8", newline="") as handle:
+            rows = list(csv.reader(handle))
+        assert rows[0] == CONTRACT, path.name
+        files[path.name] = rows[1:]
+    return files
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def run(job: str, run_config: dict | None = None, instance: dg.DagsterInstance | None = None) -> dg.ExecuteInProcessResult:
+    return defs.resolve_job_def(job).execute_in_process(
+        run_config=run_config or {}, instance=instance or dg.DagsterInstance.ephemeral(), raise_on_error=False
+    )
+
+
+@pytest.fixture
+def source(source_db, env_home):
+    source_db.replace(generate(SPEC))
+    with source_db.connect() as conn:  # text that needs RFC 4180 quoting, and accents for the slug
+        conn.execute("UPDATE associado SET nome = 'João \"Jota\"', sobrenome = 'Conceição, Filho' WHERE id = 1")
+        conn.execute("UPDATE movimento SET des_transacao = 'Compra: \"Loja\", linha1\nlinha2' WHERE id = "
+                     "(SELECT min(m.id) FROM movimento m JOIN cartao k ON k.id = m.id_cartao WHERE k.id_associado = 1)")
+    return source_db
+
+
+def output(env_home: Path) -> Path:
+    return env_home / "data" / "movements_csv"
+
+
+@pytest.mark.parametrize("mask", [True, False])
+def test_published_files_equal_the_sql_oracle_row_by_row(source, env_home, mask):
+    result = run("export", {"ops": {"movements_csv": {"config": {"mask_card_numbers": mask}}}})
+    assert result.success
+    folder = output(env_home)
+    expected = expected_files(source, mask)
+    assert published_files(folder) == expected
+    assert any(not rows for rows in expected.values()), "clients without movements get header-only files"
+    assert "00000001_joao-jota-conceicao-filho.csv" in expected
+    numbers = [row[6] for rows in expected.values() for row in rows]
+    assert all(n.startswith("*" * 12) for n in numbers) == mask
+    with open(folder / INDEX_FILE, encoding="utf-8", newline="") as handle:
+        index = list(csv.DictReader(handle))
+    assert [r["file"] for r in index] == sorted(expected)
+    assert all(int(r["rows"]) == len(expected[r["file"]]) for r in index)
+    assert index[0]["nome_associado"] == 'João "Jota"'
+    evaluations = result.get_asset_check_evaluations()
+    assert len(evaluations) == 6 and all(e.passed for e in evaluations)
+    metadata = result.asset_materializations_for_node("movements_csv")[0].metadata
+    assert metadata["dagster/row_count"].value == sum(map(len, expected.values()))
+    assert metadata["clients"].value == SPEC.clients
+    assert not list((env_home / "home" / "staging").iterdir()), "staging removed after a successful run"
+
+
+def test_rerun_replaces_the_output_atomically_without_duplicates(source, env_home):
+    assert run("export").success
+    folder = output(env_home)
+    first = snapshot(folder)
+    first_version = folder.resolve()
+    assert folder.is_symlink()
+    assert run("export").success
+    assert snapshot(folder) == first, "same source, same bytes; never appended"
+    assert folder.resolve() != first_version
+    assert run("export").success
+    versions = sorted(p.name for p in folder.parent.iterdir() if p.name.startswith(".movements_csv.v-"))
+    assert len(versions) == 2, "the current and the previous version only"
+
+
+def test_etl_runs_populate_then_export(database_url, env_home, source_db):
+    config = {"ops": {"source_database": {"config": {"clients": 25, "movements_per_card": [0, 3], "seed": 2}}}}
+    result = run("etl", config)
+    assert result.success
+    assert len(result.get_asset_check_evaluations()) == 17 + 6
+    assert published_files(output(env_home)) == expected_files(source_db, True)
+
+
+def test_tampered_output_fails_each_check(source, env_home):
+    instance = dg.DagsterInstance.ephemeral()
+    assert run("export", instance=instance).success
+    folder = output(env_home).resolve()
+    files = sorted(p for p in folder.iterdir() if not p.name.startswith("_"))
+    with_rows = [p for p in files if p.read_text().count("\n") > 2]
+    # one more row in one file, a changed value in another, a missing file, a renamed header
+    with open(with_rows[0], "a") as handle:
+        handle.write(with_rows[0].read_text().splitlines()[1] + "\n")
+    second = with_rows[1].read_text().splitlines()
+    fields = next(csv.reader([second[1]]))
+    fields[3] = "999.99"
+    second[1] = ",".join(f'"{f}"' if "," in f or '"' in f else f for f in fields)
+    with_rows[1].write_text("\n".join(second) + "\n")
+    files[-1].unlink()
+    with_rows[2].write_text(with_rows[2].read_text().replace("nome_associado", "nome", 1))
+    result = run("checks", instance=instance)
+    assert not result.success, "a failed blocking check fails the checks job"
+    source_checks = [e for e in result.get_asset_check_evaluations() if e.asset_key.path != ["movements_csv"]]
+    assert len(source_checks) == 17 and all(e.passed for e in source_checks), "the source itself is intact"
+    evaluations = {e.check_name: e for e in result.get_asset_check_evaluations() if e.asset_key.path == ["movements_csv"]}
+    assert set(evaluations) == {"total_rows_match_snapshot", "client_totals_match_snapshot", "one_file_per_client",
+                                "headers_match_contract", "card_numbers_masked", "source_unchanged_since_export"}
+    failed = {name for name, e in evaluations.items() if not e.passed}
+    assert failed == {"total_rows_match_snapshot", "client_totals_match_snapshot", "one_file_per_client",
+                      "headers_match_contract"}
+    assert evaluations["one_file_per_client"].metadata["detail"].value == f"1 files missing or unexpected: missing {files[-1].name}"
+    assert evaluations["headers_match_contract"].metadata["detail"].value.endswith(with_rows[2].name)
+
+
+def test_io_manager_loads_the_published_files_as_a_spark_dataframe(source, env_home):
+    assert run("export").success
+    from desafio_dagster.defs.io_managers.per_client_csv import PerClientCsvIOManager
+    from desafio_dagster.defs.resources.spark import SparkResource
+
+    manager = PerClientCsvIOManager(spark=SparkResource(master="local[2]", home=str(env_home / "home")),
+                                    base_dir=str(env_home / "data"))
+    context = dg.build_input_context(asset_key=dg.AssetKey("movements_csv"),
+                                     upstream_output=dg.build_output_context(asset_key=dg.AssetKey("movements_csv")))
+    frame = manager.load_input(context)
+    assert frame.columns == ["client_id", *CONTRACT]
+    rows = frame.orderBy("client_id").collect()
+    expected = expected_files(source, True)
+    assert len(rows) == sum(map(len, expected.values()))
+    first = next(r for r in rows if r.client_id == 1)
+    assert [first[c] for c in CONTRACT] == expected["00000001_joao-jota-conceicao-filho.csv"][0]
+
+
+def _failure(result: dg.ExecuteInProcessResult) -> str:
+    assert not result.success
+    return failure_message(result)
+
+
+@pytest.fixture
+def published(source, env_home):
+    assert run("export").success
+    folder = output(env_home)
+    return folder, snapshot(folder), folder.resolve()
+
+
+def assert_untouched(published):
+    folder, files, version = published
+    assert folder.resolve() == version and snapshot(folder) == files
+    leftovers = [p.name for p in folder.parent.iterdir() if ".staging-" in p.name or ".link-" in p.name]
+    assert leftovers == []
+
+
+def test_empty_source_fails_clearly_and_keeps_the_output(published, source):
+    with source.connect() as conn:
+        conn.execute("TRUNCATE associado, conta, cartao, movimento")
+    assert "no clients" in _failure(run("export")) and "populate" in _failure(run("export"))
+    assert_untouched(published)
+
+
+def test_missing_table_fails_clearly_and_keeps_the_output(published, source):
+    with source.connect() as conn:
+        conn.execute("DROP TABLE movimento")
+    assert re.search(r"sicooperative\.movimento missing.*populate", _failure(run("export")))
+    assert_untouched(published)
+
+
+def test_unwritable_output_folder_fails_clearly(source, env_home, monkeypatch):
+    blocker = env_home / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("DESAFIO_OUTPUT_DIR", str(blocker / "out"))
+    message = _failure(run("export"))
+    assert f"output folder {blocker / 'out'} is not writable" in message and "DESAFIO_OUTPUT_DIR" in message
+
+
+@pytest.mark.parametrize(
+    ("master", "expected"),
+    [("spark://127.0.0.1:1", "cannot reach the Spark master at 127.0.0.1:1"), ("nonsense://x", "Spark failed to start")],
+)
+def test_bad_spark_master_fails_clearly_and_keeps_the_output(published, monkeypatch, master, expected):
+    monkeypatch.setenv("DESAFIO_SPARK_MASTER", master)
+    message = _failure(run("export"))
+    assert expected in message and "DESAFIO_SPARK_MASTER" in message
+    assert_untouched(published)
+
+
+def _cli(job: str, env: dict, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "dagster", "job", "execute", "-m", "desafio_dagster.definitions", "-j", job],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True, **kwargs,
+    )
+
+
+def test_missing_java_fails_clearly_and_keeps_the_output(published, tmp_path):
+    env = {**os.environ, "JAVA_HOME": str(tmp_path / "no-java"), "DAGSTER_HOME": str(tmp_path)}
+    out, _ = _cli("export", env).communicate(timeout=300)
+    assert f"JAVA_HOME={tmp_path / 'no-java'} has no bin/java" in out
+    assert_untouched(published)
+
+
+def test_killed_run_leaves_the_previous_output_and_the_next_run_cleans_up(published, tmp_path):
+    folder = published[0]
+    process = _cli("export", {**os.environ, "DAGSTER_HOME": str(tmp_path)})
+    deadline = time.monotonic() + 240
+    while not list(folder.parent.glob(".movements_csv.staging-*")):  # kill while files are being written
+        assert process.poll() is None and time.monotonic() < deadline, "export ended before it could be killed"
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert folder.resolve() == published[2] and snapshot(folder) == published[1]
+    assert run("export").success
+    assert snapshot(folder) == published[1]
+    assert [p.name for p in folder.parent.iterdir() if ".staging-" in p.name] == []
+
+
+def test_a_killed_spark_task_is_retried_without_duplicate_rows(source_db, env_home, tmp_path):
+    """Kill the Python workers of the writing stage mid-write: Spark retries the tasks
+    (local[2,4] allows four attempts), and only the accepted attempts' files are published."""
+    import psutil
+
+    source_db.replace(generate(GenerationSpec(clients=3_000, movements_per_card=(0, 40), seed=8)))
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path), "DESAFIO_SPARK_MASTER": "local[2,4]"}
+    process = _cli("export", env)
+    out_dir = env_home / "data"
+    seen, killed = set(), 0
+    deadline = time.monotonic() + 300
+    while process.poll() is None and time.monotonic() < deadline:
+        for staging in out_dir.glob(".movements_csv.staging-*"):
+            with_files = {p.name for p in staging.iterdir() if p.is_dir() and any(p.iterdir())}
+            seen |= with_files
+            if with_files and not killed:
+                workers = [c for p in psutil.process_iter(["cmdline"]) if "pyspark.daemon" in " ".join(p.info["cmdline"] or [])
+                           for c in p.children()]
+                for worker in workers:
+                    worker.kill()
+                killed = len(workers)
+        time.sleep(0.02)
+    out, _ = process.communicate(timeout=60)
+    assert process.returncode == 0, out[-3000:]
+    assert killed, "no writer task was caught while writing"
+    partitions = {name.split("-attempt-")[0] for name in seen}
+    assert len(seen) > len(partitions), f"a partition was attempted twice: {sorted(seen)}"
+    assert published_files(output(env_home)) == expected_files(source_db, True)
+
+
+def test_a_failing_spark_job_fails_clearly_and_keeps_the_output(published, source, spark_session):
+    """A Spark job that fails for good (here, one row raises) leaves the published output."""
+    from pyspark.sql import functions as F
+
+    from desafio_dagster.core.extract import snapshot_to_parquet
+    from desafio_dagster.core.publish import PublishError, publish_per_client
+    from desafio_dagster.core.staging import Staging
+    from desafio_dagster.core.transform import flat_view, read_snapshot
+
+    folder = published[0]
+    staging = Staging(str(folder.parent.parent / "failing-staging"))
+    snapshot = snapshot_to_parquet(source, staging)
+    view = flat_view(read_snapshot(spark_session, staging))
+    broken = view.withColumn(
+        "des_transacao_movimento",
+        F.when(F.col("client_id") == 7, F.raise_error(F.lit("boom in client 7"))).otherwise(F.col("des_transacao_movimento")),
+    )
+    with pytest.raises(PublishError, match="Spark job writing the client files failed.*boom in client 7"):
+        publish_per_client(broken, folder.parent, snapshot.clients)
+    assert_untouched(published)

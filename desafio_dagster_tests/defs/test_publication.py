@@ -1,0 +1,263 @@
+"""Write–audit–publish, overlapping runs and transient faults (real Postgres, real Spark, real files)."""
+
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from decimal import Decimal
+from pathlib import Path
+
+import dagster as dg
+import psycopg
+import pytest
+from pyspark.sql import functions as F
+
+from desafio_dagster.core.audit import AuditError
+from desafio_dagster.core.extract import snapshot_to_parquet
+from desafio_dagster.core.fakedata import TABLES, GenerationSpec, generate
+from desafio_dagster.core.publish import publish_per_client
+from desafio_dagster.core.source_db import SourceDatabase, SourceDatabaseError
+from desafio_dagster.core.staging import Staging
+from desafio_dagster.core.transform import flat_view, read_snapshot
+from desafio_dagster.defs.utils import user_errors
+from desafio_dagster_tests.conftest import failure_message
+from desafio_dagster_tests.defs.test_export import (
+    SPEC,
+    _failure,
+    expected_files,
+    output,
+    published_files,
+    run,
+    snapshot,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def published(source_db, env_home):
+    source_db.replace(generate(SPEC))
+    assert run("export").success
+    folder = output(env_home)
+    return folder, snapshot(folder), folder.resolve()
+
+
+def assert_untouched(published):
+    folder, files, version = published
+    assert folder.resolve() == version and snapshot(folder) == files
+
+
+def staged_view(db, spark, tmp_path, mask=True):
+    staging = Staging(str(tmp_path / "audit-staging"))
+    exported = snapshot_to_parquet(db, staging)
+    return flat_view(read_snapshot(spark, staging), mask), exported
+
+
+def rejected_versions(folder: Path) -> list[Path]:
+    return sorted(folder.parent.glob(".movements_csv.rejected-*"))
+
+
+@pytest.mark.parametrize("fault", ["lost rows", "duplicated rows"])
+def test_a_view_that_loses_or_duplicates_a_clients_rows_is_rejected(published, source_db, spark_session, tmp_path, fault):
+    folder = published[0]
+    view, exported = staged_view(source_db, spark_session, tmp_path)
+    victim = view.filter("movement_id IS NOT NULL").agg(F.min("client_id")).first()[0]
+    if fault == "lost rows":
+        first_movement = view.filter(F.col("client_id") == victim).agg(F.min("movement_id")).first()[0]
+        broken = view.filter(F.col("movement_id").isNull() | (F.col("movement_id") != first_movement))
+    else:
+        broken = view.unionByName(view.filter(F.col("client_id") == victim))
+    victim_file = next(name for name, figures in exported.clients.items() if figures.client_id == victim)
+    with pytest.raises(AuditError) as raised:
+        publish_per_client(broken, folder.parent, exported.clients)
+    message = str(raised.value)
+    assert "client_totals_match_snapshot" in message and victim_file in message and "Nothing was published" in message
+    assert_untouched(published)
+    [rejected] = rejected_versions(folder)
+    assert str(rejected) in message and (rejected / victim_file).exists()
+    # Only the last rejected version is kept.
+    with pytest.raises(AuditError):
+        publish_per_client(broken, folder.parent, exported.clients)
+    [second] = rejected_versions(folder)
+    assert second != rejected
+    assert_untouched(published)
+
+
+def test_unmasked_card_numbers_are_rejected_while_masking_is_on(published, source_db, spark_session, tmp_path):
+    folder = published[0]
+    view, exported = staged_view(source_db, spark_session, tmp_path, mask=False)
+    with pytest.raises(AuditError, match=r"card_numbers_masked failed, \d+ files with a run of 12 or more digits"):
+        publish_per_client(view, folder.parent, exported.clients, masked=True)
+    assert_untouched(published)
+    # The same files are what a run with masking off publishes.
+    assert publish_per_client(view, folder.parent, exported.clients, masked=False).rows == sum(
+        f.rows for f in exported.clients.values())
+
+
+def test_audit_failures_and_explained_errors_are_never_retried_but_lost_connections_are():
+    def failure(error: Exception) -> dg.Failure:
+        with pytest.raises(dg.Failure) as raised, user_errors():
+            raise error
+        return raised.value
+
+    assert failure(AuditError("audit rule x failed")).allow_retries is False
+    assert failure(SourceDatabaseError("table missing")).allow_retries is False
+    assert failure(psycopg.errors.UndefinedTable("no table")).allow_retries is False
+    lost = failure(psycopg.OperationalError("consuming input failed: server closed the connection unexpectedly"))
+    assert lost.allow_retries is not False and "connection to Postgres lost" in lost.description
+
+
+def test_a_populate_that_lands_mid_export_is_reported_not_failed(source_db, env_home):
+    """The export reads one snapshot; a populate with another seed lands while Spark writes. The export
+    publishes the old snapshot, its checks pass against it, and the warning says the source changed."""
+    older = GenerationSpec(clients=50, movements_per_card=(0, 4), seed=31)
+    source_db.replace(generate(older))
+    staging = env_home / "home" / "staging"
+    results = {}
+    export = threading.Thread(target=lambda: results.setdefault("export", run("export")))
+    export.start()
+    deadline = time.monotonic() + 120
+    while not list(staging.glob("*/associado")):  # the snapshot is fixed once the first table is read
+        assert export.is_alive() and time.monotonic() < deadline
+        time.sleep(0.01)
+    source_db.replace(generate(GenerationSpec(clients=70, movements_per_card=(0, 4), seed=32)))  # waits for the extract
+    assert export.is_alive(), "the populate must land before the export's checks run"
+    export.join()
+    result = results["export"]
+    assert result.success, _failure(result)
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert all(e.passed for name, e in checks.items() if name != "source_unchanged_since_export")
+    warning = checks["source_unchanged_since_export"]
+    assert not warning.passed and warning.severity == dg.AssetCheckSeverity.WARN
+    assert "the output is older than the source" in warning.description
+    published = published_files(output(env_home))
+    source_db.replace(generate(older))  # the older snapshot again, to compare row by row
+    assert published == expected_files(source_db, True)
+
+
+def spec_fingerprint(spec: GenerationSpec) -> tuple[dict[str, int], Decimal]:
+    counts, total = dict.fromkeys(TABLES, 0), Decimal(0)
+    for chunk in generate(spec):
+        for name, table in chunk.tables().items():
+            counts[name] += table.num_rows
+            if name == "movimento":
+                total += sum(table.column("vlr_transacao").to_pylist(), Decimal(0))
+    return counts, total
+
+
+def test_two_populates_started_together_both_finish_with_one_complete_snapshot(database_url):
+    """On an empty database, so both also race to create the schema: no deadlock."""
+    specs = [GenerationSpec(clients=300, movements_per_card=(0, 8), seed=s) for s in (41, 42)]
+    db = SourceDatabase(database_url, "sicooperative", lock_timeout=120)
+    errors, barrier = [], threading.Barrier(2)
+
+    def populate(spec):
+        barrier.wait()
+        try:
+            db.replace(generate(spec))
+        except Exception as error:  # reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=populate, args=(spec,)) for spec in specs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(180)
+    assert not errors and not any(t.is_alive() for t in threads)
+    with db.connect() as conn:
+        total = conn.execute("SELECT sum(vlr_transacao) FROM movimento").fetchone()[0]
+    assert (db.row_counts(), total) in [spec_fingerprint(spec) for spec in specs]
+
+
+def test_a_lock_wait_names_the_holder_and_gives_up_after_the_timeout(populated_db, tmp_path):
+    waits = []
+    with populated_db.connect(purpose="test holder") as holder:
+        holder.execute("LOCK TABLE movimento IN ACCESS EXCLUSIVE MODE")
+        pid = holder.info.backend_pid
+        impatient = SourceDatabase(populated_db.url, populated_db.schema, lock_timeout=2)
+        started = time.monotonic()
+        with pytest.raises(SourceDatabaseError) as raised:
+            snapshot_to_parquet(impatient, Staging(str(tmp_path / "staging")), on_wait=waits.append)
+        assert 1.5 < time.monotonic() - started < 10
+    assert [w for w in waits if f"pid {pid} (desafio_dagster test holder" in w]
+    assert re.search(rf"gave up after 2 s waiting for .*held by pid {pid} \(desafio_dagster test holder.*"
+                     r"lock_timeout_seconds", str(raised.value))
+
+
+class Terminator(threading.Thread):
+    """Terminates the export's connection while it streams `movimento` out (COPY ... TO STDOUT):
+    once, or on every attempt."""
+
+    def __init__(self, db: SourceDatabase, every_attempt: bool):
+        super().__init__(daemon=True)
+        self.db, self.every_attempt, self.pids, self.stop = db, every_attempt, set(), threading.Event()
+
+    @property
+    def terminated(self) -> int:
+        return len(self.pids)
+
+    def run(self):
+        with psycopg.connect(self.db.url, autocommit=True) as admin:
+            while not self.stop.is_set() and (self.every_attempt or not self.pids):
+                for (pid,) in admin.execute(
+                    "SELECT pid FROM pg_stat_activity WHERE application_name = 'desafio_dagster export' "
+                    "AND state = 'active' AND query LIKE 'COPY (SELECT%%movimento%%' AND NOT pid = ANY(%s)",
+                    (list(self.pids),),
+                ).fetchall():
+                    admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+                    self.pids.add(pid)
+                time.sleep(0.002)
+
+
+@pytest.fixture
+def published_large(source_db, env_home):
+    """An output published from a source whose movements take a while to stream out."""
+    source_db.replace(generate(GenerationSpec(clients=2_000, movements_per_card=(10, 40), seed=17)))
+    assert run("export").success
+    folder = output(env_home)
+    return folder, snapshot(folder), folder.resolve()
+
+
+@pytest.mark.parametrize("every_attempt", [False, True])
+def test_a_dropped_connection_mid_extract_is_retried(published_large, source_db, env_home, every_attempt):
+    terminator = Terminator(source_db, every_attempt)
+    terminator.start()
+    try:
+        result = run("export")
+    finally:
+        terminator.stop.set()
+        terminator.join()
+    attempts = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_RESTARTED]
+    if not every_attempt:
+        assert result.success, _failure(result)
+        assert terminator.terminated == 1 and len(attempts) == 1
+        assert published_files(output(env_home)) == expected_files(source_db, True)
+    else:
+        message = failure_message(result)
+        assert "connection to Postgres lost" in message and "terminating connection due to administrator command" in message
+        assert terminator.terminated == 3 and len(attempts) == 2, "three attempts in all"
+        assert_untouched(published_large)
+
+
+def test_the_pool_keeps_populate_and_export_from_overlapping(database_url, env_home, tmp_path):
+    """Under the shipped instance config, a second run started while one holds the source database
+    waits for the pool (Dagster says so in its log) instead of running alongside."""
+    home = tmp_path / "dagster-home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text((REPO / "dagster.yaml").read_text())
+    with dg.DagsterInstance.from_config(str(home)) as instance:  # storage created once, not raced
+        assert instance.event_log_storage.get_pool_config().default_pool_limit == 1
+    env = {**os.environ, "DAGSTER_HOME": str(home)}
+    config = tmp_path / "populate.yaml"
+    config.write_text("ops: {source_database: {config: {clients: 4000, movements_per_card: [0, 30], seed: 5}}}")
+    command = [sys.executable, "-m", "dagster", "job", "execute", "-m", "desafio_dagster.definitions", "-j", "populate",
+               "-c", str(config)]
+    first = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    time.sleep(0.5)
+    second = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    outputs = [p.communicate(timeout=300)[0] for p in (first, second)]
+    assert [p.returncode for p in (first, second)] == [0, 0], outputs[0][-2000:] + outputs[1][-2000:]
+    assert any(re.search(r"blocked by .*source_database|pool source_database", out, re.I) for out in outputs), \
+        "one run waited for the pool"
