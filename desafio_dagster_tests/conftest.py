@@ -84,6 +84,17 @@ def failure_message(result) -> str:
     return "\n".join(messages)
 
 
+def graphql(url: str, query: str) -> dict:
+    """The data of a query to a Dagster webserver's GraphQL API at url; fails on errors."""
+    import requests
+
+    response = requests.post(f"{url}/graphql", json={"query": query}, timeout=30)
+    response.raise_for_status()
+    body = response.json()
+    assert "errors" not in body, body["errors"]
+    return body["data"]
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on now."""
     with socket.socket() as sock:

@@ -23,12 +23,11 @@ import time
 from pathlib import Path
 
 import pytest
-import requests
 from dagster import DagsterRunStatus
 from dagster_graphql import DagsterGraphQLClient
 
 from desafio_dagster.definitions import defs
-from desafio_dagster_tests.conftest import free_port
+from desafio_dagster_tests.conftest import free_port, graphql
 from desafio_dagster_tests.defs.test_export import CONTRACT, ORACLE, oracle_slug
 from desafio_dagster_tests.docker_harness import HOST_CA_BUNDLE, base_image
 
@@ -87,11 +86,7 @@ class Stack:
         return f"http://127.0.0.1:{self.settings['DAGSTER_UI_PORT']}"
 
     def graphql(self, query: str) -> dict:
-        response = requests.post(f"{self.url}/graphql", json={"query": query}, timeout=30)
-        response.raise_for_status()
-        body = response.json()
-        assert "errors" not in body, body["errors"]
-        return body["data"]
+        return graphql(self.url, query)
 
     def published(self) -> dict[str, bytes]:
         """The files of the published movements_csv, read from the shared volume."""

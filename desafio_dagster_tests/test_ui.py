@@ -28,7 +28,7 @@ from desafio_dagster.core.extract import SOURCE_SCHEMAS
 from desafio_dagster.core.layout import CSV_COLUMNS
 from desafio_dagster.defs.assets.source import RAW_TABLES
 from desafio_dagster.defs.assets.source_checks import RULES
-from desafio_dagster_tests.conftest import free_port
+from desafio_dagster_tests.conftest import free_port, graphql
 
 REPO = Path(__file__).resolve().parent.parent
 SCREENSHOTS = REPO / "docs" if os.environ.get("DESAFIO_UPDATE_SCREENSHOT") else Path(tempfile.gettempdir())
@@ -74,11 +74,7 @@ class Webserver:
         return self.log.read_text(errors="replace")[-chars:]
 
     def graphql(self, query: str) -> dict:
-        response = requests.post(f"{self.url}/graphql", json={"query": query}, timeout=30)
-        response.raise_for_status()
-        body = response.json()
-        assert "errors" not in body, body["errors"]
-        return body["data"]
+        return graphql(self.url, query)
 
 
 def _stop(process: subprocess.Popen) -> None:

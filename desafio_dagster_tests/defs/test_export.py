@@ -74,16 +74,6 @@ def run(job: str, run_config: dict | None = None, instance: dg.DagsterInstance |
     )
 
 
-@pytest.fixture
-def source(source_db, env_home):
-    source_db.replace(generate(SPEC))
-    with source_db.connect() as conn:  # text that needs RFC 4180 quoting, and accents for the slug
-        conn.execute("UPDATE associado SET nome = 'João \"Jota\"', sobrenome = 'Conceição, Filho' WHERE id = 1")
-        conn.execute("UPDATE movimento SET des_transacao = 'Compra: \"Loja\", linha1\nlinha2' WHERE id = "
-                     "(SELECT min(m.id) FROM movimento m JOIN cartao k ON k.id = m.id_cartao WHERE k.id_associado = 1)")
-    return source_db
-
-
 def output(env_home: Path) -> Path:
     return env_home / "data" / "movements_csv"
 
@@ -185,13 +175,6 @@ def test_io_manager_loads_the_published_files_as_a_spark_dataframe(source, env_h
 def _failure(result: dg.ExecuteInProcessResult) -> str:
     assert not result.success
     return failure_message(result)
-
-
-@pytest.fixture
-def published(source, env_home):
-    assert run("export").success
-    folder = output(env_home)
-    return folder, snapshot(folder), folder.resolve()
 
 
 def assert_untouched(published):

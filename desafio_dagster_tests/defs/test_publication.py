@@ -24,8 +24,8 @@ from desafio_dagster.core.transform import flat_view, read_snapshot
 from desafio_dagster.defs.utils import user_errors
 from desafio_dagster_tests.conftest import failure_message
 from desafio_dagster_tests.defs.test_export import (
-    SPEC,
     _failure,
+    assert_untouched,
     expected_files,
     output,
     published_files,
@@ -34,19 +34,6 @@ from desafio_dagster_tests.defs.test_export import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def published(source_db, env_home):
-    source_db.replace(generate(SPEC))
-    assert run("export").success
-    folder = output(env_home)
-    return folder, snapshot(folder), folder.resolve()
-
-
-def assert_untouched(published):
-    folder, files, version = published
-    assert folder.resolve() == version and snapshot(folder) == files
 
 
 def staged_view(db, spark, tmp_path, mask=True):
