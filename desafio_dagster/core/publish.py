@@ -46,6 +46,7 @@ from desafio_dagster.core.audit import (
     audit,
     failures,
     scan_file,
+    scan_files,
     write_manifest,
 )
 from desafio_dagster.core.errors import DesafioError, TransientError
@@ -154,10 +155,10 @@ def _task_writer(staging: str):
                 handle.close()
         if summary:
             paths = [folder / row[3] for row in summary]
-            with ThreadPoolExecutor(max_workers=8) as pool:  # fsync and Arrow's parser release the GIL
+            with ThreadPoolExecutor(max_workers=8) as pool:  # fsync waits on the disk, not the GIL
                 list(pool.map(_fsync, [*paths, folder]))  # on disk before the driver links them in
-                reading = time.monotonic()
-                scans = list(pool.map(scan_file, paths))  # read back for the audit
+            reading = time.monotonic()
+            scans = scan_files(paths)  # read back for the audit
             scan_seconds = (time.monotonic() - reading) / len(summary)  # this task's, spread over its files
             columns = list(zip(*summary))
             yield pa.RecordBatch.from_arrays(
