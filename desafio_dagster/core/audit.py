@@ -105,15 +105,27 @@ def scan_file(path: Path | str) -> FileScan:
         return _scan(data, None)
 
 
-def scan_files(paths: list[Path]) -> list[FileScan]:
+def scan_files(paths: list[Path], batch_bytes: int = 16 << 20) -> list[FileScan]:
     """Read many client files back, parsing them in one pass where that is exact: a body without a
     quote has one record per line (the generator writes none that need quoting), so the records of
     the joined bodies split back into files by line counts. Files with quotes, a body not ending in
-    a newline, or a batch that does not parse, are read one by one."""
-    datas = [Path(p).read_bytes() for p in paths]
+    a newline, or a batch that does not parse, are read one by one. At most batch_bytes are held."""
+    scans: list[FileScan] = []
+    batch: list[bytes] = []
+    held = 0
+    for path in paths:
+        batch.append(Path(path).read_bytes())
+        held += len(batch[-1])
+        if held >= batch_bytes:
+            scans += _scan_batch(batch, paths[len(scans):])
+            batch, held = [], 0
+    return scans + _scan_batch(batch, paths[len(scans):]) if batch else scans
+
+
+def _scan_batch(datas: list[bytes], paths: list[Path]) -> list[FileScan]:
     bodies = [data.partition(b"\n")[2] for data in datas]
     simple = [i for i, body in enumerate(bodies) if b'"' not in body and body.endswith(b"\n")]
-    scans: list[FileScan | None] = [None] * len(paths)
+    scans: list[FileScan | None] = [None] * len(datas)
     try:
         values = _values(b"".join(bodies[i] for i in simple))
     except pa.ArrowInvalid:

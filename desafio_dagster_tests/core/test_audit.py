@@ -23,6 +23,7 @@ def test_the_one_pass_reader_agrees_with_reading_each_file(tmp_path):
     paths = [tmp_path / name for name in files]
     scans = scan_files(paths)
     assert scans == [scan_file(path) for path in paths]
+    assert scan_files(paths, batch_bytes=300) == scans, "in batches of a few files each"
     by_name = dict(zip(files, scans))
     assert (by_name["plain.csv"].rows, by_name["plain.csv"].total) == (2, Decimal("-9.40"))
     assert (by_name["header_only.csv"].rows, by_name["quoted.csv"].rows, by_name["no_final_newline.csv"].rows) == (0, 1, 1)
