@@ -52,7 +52,7 @@ run: java install $(DAGSTER_HOME)/dagster.yaml
 
 test: test-tools install-dev
 	$(BIN)/ruff check desafio_dagster desafio_dagster_tests bench
-	$(BIN)/python -W ignore -m dagster definitions validate --log-level warning -m desafio_dagster.definitions && echo "definitions valid"
+	env -u DAGSTER_HOME $(BIN)/python -W ignore -m dagster definitions validate --log-level warning -m desafio_dagster.definitions && echo "definitions valid"
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ui: java install $(DAGSTER_HOME)/dagster.yaml
