@@ -173,6 +173,30 @@ def test_a_lock_wait_names_the_holder_and_gives_up_after_the_timeout(populated_d
                      r"lock_timeout_seconds", str(raised.value))
 
 
+# Waits for the export's COPY of `movimento` inside Postgres (polling every millisecond), so the
+# watch never depends on this process's threads being scheduled while the export runs.
+TERMINATE_NEXT_COPY = """
+CREATE FUNCTION pg_temp.terminate_next_copy(done int[], patience interval) RETURNS int LANGUAGE plpgsql AS $$
+DECLARE
+    victim int;
+    deadline timestamptz := clock_timestamp() + patience;
+BEGIN
+    LOOP
+        PERFORM pg_stat_clear_snapshot();
+        SELECT pid INTO victim FROM pg_stat_activity
+        WHERE application_name = 'desafio_dagster export' AND state = 'active'
+          AND query LIKE 'COPY (SELECT%movimento%' AND NOT pid = ANY(done);
+        IF victim IS NOT NULL THEN
+            PERFORM pg_terminate_backend(victim);
+            RETURN victim;
+        END IF;
+        EXIT WHEN clock_timestamp() > deadline;
+        PERFORM pg_sleep(0.001);
+    END LOOP;
+    RETURN NULL;
+END $$"""
+
+
 class Terminator(threading.Thread):
     """Terminates the export's connection while it streams `movimento` out (COPY ... TO STDOUT):
     once, or on every attempt."""
@@ -187,15 +211,11 @@ class Terminator(threading.Thread):
 
     def run(self):
         with psycopg.connect(self.db.url, autocommit=True) as admin:
+            admin.execute(TERMINATE_NEXT_COPY)
             while not self.stop.is_set() and (self.every_attempt or not self.pids):
-                for (pid,) in admin.execute(
-                    "SELECT pid FROM pg_stat_activity WHERE application_name = 'desafio_dagster export' "
-                    "AND state = 'active' AND query LIKE 'COPY (SELECT%%movimento%%' AND NOT pid = ANY(%s)",
-                    (list(self.pids),),
-                ).fetchall():
-                    admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+                (pid,) = admin.execute("SELECT pg_temp.terminate_next_copy(%s, '0.5 s')", (list(self.pids),)).fetchone()
+                if pid is not None:
                     self.pids.add(pid)
-                time.sleep(0.002)
 
 
 @pytest.fixture
