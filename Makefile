@@ -6,7 +6,7 @@ export DESAFIO_HOME ?= $(CURDIR)/.desafio
 export DESAFIO_OUTPUT_DIR ?= $(CURDIR)/data
 export DAGSTER_HOME ?= $(DESAFIO_HOME)/dagster
 
-.PHONY: run test ui install install-dev bench stop-db clean screenshot java test-tools
+.PHONY: run test test-quick check ui install install-dev bench stop-db clean screenshot java test-tools
 
 # Behind a TLS-intercepting proxy: EXTRA_CA_BUNDLE=/path/to/proxy-ca.pem make run. pip then
 # trusts that bundle in addition to its own CA list (never instead of verification).
@@ -50,10 +50,23 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml  # the instance config of make run an
 run: java install $(DAGSTER_HOME)/dagster.yaml
 	@$(BIN)/python -m desafio_dagster.cli run
 
-test: test-tools install-dev
+# Lint, and load the definitions as Dagster's own tooling does (dg reads pyproject.toml's [tool.dg];
+# an ephemeral instance: a fresh clone has no DAGSTER_HOME folder).
+check: install-dev
 	$(BIN)/ruff check desafio_dagster desafio_dagster_tests bench
-	env -u DAGSTER_HOME $(BIN)/python -W ignore -m dagster definitions validate --log-level warning -m desafio_dagster.definitions && echo "definitions valid"
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	env -u DAGSTER_HOME VIRTUAL_ENV=$(abspath $(VENV)) PYTHONWARNINGS=ignore $(BIN)/dg check defs
+
+# The quick loop: every test that needs no Docker, browser or cluster, spread over 3 processes
+# (most of their time is spent waiting on Postgres, the JVM and subprocesses).
+QUICK = $(BIN)/python -m pytest -m "not system" -n 3
+
+test-quick: java check
+	$(QUICK) $(PYTEST_ARGS)
+
+# The whole suite: the quick loop, then the system tests (desafio_dagster_tests/system/) one at a time.
+test: test-tools check
+	$(QUICK) $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m system $(PYTEST_ARGS)
 
 ui: java install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dagster dev
@@ -69,4 +82,4 @@ clean: stop-db  # removes the embedded database, staging and the published outpu
 	rm -rf "$(DESAFIO_HOME)" "$(DESAFIO_OUTPUT_DIR)/movements_csv" "$(DESAFIO_OUTPUT_DIR)"/.movements_csv.*
 
 screenshot: test-tools install-dev  # refresh docs/asset-graph.png from a real dagster dev + Chromium
-	DESAFIO_UPDATE_SCREENSHOT=1 $(BIN)/python -m pytest desafio_dagster_tests/test_ui.py
+	DESAFIO_UPDATE_SCREENSHOT=1 $(BIN)/python -m pytest desafio_dagster_tests/system/test_ui.py

@@ -12,17 +12,14 @@ from desafio_dagster.defs.jobs import checks, etl, export, populate
 from desafio_dagster.defs.resources.postgres import PostgresResource
 from desafio_dagster.defs.resources.spark import SparkResource
 from desafio_dagster.defs.schedules import automation_conditions, daily_export
+from desafio_dagster.defs.utils import from_environment
 
-# Every setting that comes from the environment is a dg.EnvVar, so the UI's resource page names the
-# variable; unset variables take the README's defaults first.
-settings.apply_defaults()
-spark = SparkResource(master=dg.EnvVar("DESAFIO_SPARK_MASTER"), home=dg.EnvVar("DESAFIO_HOME"))
+spark = SparkResource(master=from_environment(settings.SPARK_MASTER), home=from_environment(settings.HOME))
 resources = {
-    "postgres": PostgresResource(
-        url=dg.EnvVar("DESAFIO_POSTGRES_URL"), home=dg.EnvVar("DESAFIO_HOME"), schema_name=dg.EnvVar("DESAFIO_SCHEMA")
-    ),
+    "postgres": PostgresResource(url=from_environment(settings.POSTGRES_URL), home=from_environment(settings.HOME),
+                                 schema_name=from_environment(settings.SCHEMA)),
     "spark": spark,
-    "csv_io_manager": PerClientCsvIOManager(spark=spark, base_dir=dg.EnvVar("DESAFIO_OUTPUT_DIR")),
+    "csv_io_manager": PerClientCsvIOManager(spark=spark, base_dir=from_environment(settings.OUTPUT_DIR)),
 }
 defs = dg.Definitions(
     assets=[source_database, movements_csv],

@@ -1,22 +1,15 @@
 """Fixtures: a real Postgres server (DESAFIO_POSTGRES_URL, or an embedded one) and a
 fresh database per test, dropped afterwards."""
 
-import contextlib
 import os
-import socket
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
-from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.conninfo import conninfo_to_dict
 
-from desafio_dagster.core.fakedata import GenerationSpec, generate
+from desafio_dagster.core.fakedata import generate
 from desafio_dagster.core.source_db import SourceDatabase, embedded_url, stop_embedded
-
-SMALL = GenerationSpec(clients=40, accounts_per_client=(1, 2), cards_per_account=(1, 2), movements_per_card=(1, 6), seed=7)
+from desafio_dagster_tests.helpers import SMALL, fresh_database
 
 
 @pytest.fixture(scope="session")
@@ -29,19 +22,6 @@ def server_url(tmp_path_factory):
     home = tmp_path_factory.mktemp("embedded-home")
     yield embedded_url(home)
     stop_embedded(home)
-
-
-@contextlib.contextmanager
-def fresh_database(server_url: str, prefix: str) -> Iterator[tuple[str, str]]:
-    """A new database on the server, dropped afterwards: (name, connection string)."""
-    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield name, make_conninfo(server_url, dbname=name)
-    finally:
-        with psycopg.connect(server_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 @pytest.fixture
@@ -72,36 +52,6 @@ def dagster_storage_url(server_url, monkeypatch):
         yield url
 
 
-def failure_message(result) -> str:
-    """The step failures of a Dagster run, each with its causes (after the retries a step is allowed,
-    Dagster's own message is "Exceeded max_retries", caused by the last attempt's error)."""
-    messages = []
-    for event in result.get_step_failure_events():
-        error = event.step_failure_data.error
-        while error is not None:
-            messages.append(error.message.strip())
-            error = error.cause
-    return "\n".join(messages)
-
-
-def graphql(url: str, query: str) -> dict:
-    """The data of a query to a Dagster webserver's GraphQL API at url; fails on errors."""
-    import requests
-
-    response = requests.post(f"{url}/graphql", json={"query": query}, timeout=30)
-    response.raise_for_status()
-    body = response.json()
-    assert "errors" not in body, body["errors"]
-    return body["data"]
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def source_db(database_url) -> SourceDatabase:
     return SourceDatabase(database_url, "sicooperative")
@@ -128,13 +78,3 @@ def spark_session():
     from desafio_dagster.core.spark_session import start_session
 
     return start_session("local[2]")
-
-
-@pytest.fixture(scope="session")
-def docker_engine():
-    """A private dockerd for the session (desafio_dagster_tests/docker_harness.py), stopped by pid
-    afterwards with its containers and networks removed."""
-    from desafio_dagster_tests.docker_harness import DockerEngine
-
-    with DockerEngine() as engine:
-        yield engine

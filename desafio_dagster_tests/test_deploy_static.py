@@ -14,7 +14,7 @@ import shutil
 import subprocess
 import uuid
 from functools import cache
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from urllib.parse import urlsplit
 
 import psycopg
@@ -22,12 +22,13 @@ import yaml
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-ROOT = Path(__file__).resolve().parents[1]
-COMPOSE = ROOT / "docker-compose.yml"
-DOCKERFILE = ROOT / "docker" / "Dockerfile"
-INIT_DIR = ROOT / "docker" / "postgres-init"
-ENV_EXAMPLE = ROOT / ".env.example"
-CI = ROOT / ".github" / "workflows" / "ci.yml"
+from desafio_dagster_tests.helpers import REPO
+
+COMPOSE = REPO / "docker-compose.yml"
+DOCKERFILE = REPO / "docker" / "Dockerfile"
+INIT_DIR = REPO / "docker" / "postgres-init"
+ENV_EXAMPLE = REPO / ".env.example"
+CI = REPO / ".github" / "workflows" / "ci.yml"
 DAGSTER_EXECUTABLES = {"dagster", "dagster-webserver", "dagster-daemon"}
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)((?::?[-?])([^}]*))?\}")
 
@@ -151,7 +152,7 @@ def copies(stage: dict) -> list[tuple[list[str], str, str | None]]:
 
 
 def dockerignore_patterns() -> list[str]:
-    lines = (ROOT / ".dockerignore").read_text().splitlines()
+    lines = (REPO / ".dockerignore").read_text().splitlines()
     return [line.strip().lstrip("/") for line in lines if line.strip() and not line.strip().startswith(("#", "!"))]
 
 
@@ -209,7 +210,7 @@ def test_no_sleep_anywhere_in_startup():
 
 
 def test_env_file_is_git_ignored_and_example_lists_every_variable():
-    ignored = {line.strip() for line in (ROOT / ".gitignore").read_text().splitlines()}
+    ignored = {line.strip() for line in (REPO / ".gitignore").read_text().splitlines()}
     assert ignored & {".env", "/.env"}
     used = set(m.group(1) for m in _VAR.finditer(COMPOSE.read_text().replace("$$", "")))
     assert used, "compose uses no ${VAR}"
@@ -245,7 +246,7 @@ def test_dockerignore_keeps_secrets_and_local_state_out_and_copied_files_in():
             for source in sources:
                 if "$" in source:  # a build arg, e.g. the optional EXTRA_CA_BUNDLE
                     continue
-                assert (ROOT / source).exists(), f"COPY {source}: not in the build context"
+                assert (REPO / source).exists(), f"COPY {source}: not in the build context"
                 assert not dockerignored(source), f"COPY {source}: excluded by .dockerignore"
 
 
@@ -338,7 +339,7 @@ def test_postgres_init_script_builds_separate_databases_and_the_schema(server_ur
         "DESAFIO_SCHEMA": "sicooperative",
         "DAGSTER_POSTGRES_PASSWORD": 'it\'s a "pass" word',
         "DESAFIO_POSTGRES_PASSWORD": uuid.uuid4().hex,
-        "DESAFIO_SCHEMA_SQL": str(ROOT / "desafio_dagster" / "sql" / "schema.sql"),
+        "DESAFIO_SCHEMA_SQL": str(REPO / "desafio_dagster" / "sql" / "schema.sql"),
     }
     try:
         done = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=60)

@@ -3,9 +3,8 @@
 import os
 import subprocess
 import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from desafio_dagster_tests.helpers import REPO
 
 
 def test_the_definitions_load_without_posix_only_modules():

@@ -149,7 +149,8 @@ class Finding:
     rule: str
     passed: bool
     detail: str  # e.g. "3 files: a.csv, b.csv, c.csv"
-    files: tuple[str, ...]
+    files: tuple[str, ...]  # the files that break the rule
+    violations: int  # files that break it; for total_rows_match_snapshot, rows too many or too few
 
 
 RULES = {
@@ -157,12 +158,13 @@ RULES = {
     "client_totals_match_snapshot": "Per client, row count and sum of vlr_transacao_movimento equal the snapshot's",
     "headers_match_contract": "Every file starts with the contract's header row",
     "card_numbers_masked": "With masking on, no field holds a run of 12 or more digits (an unmasked card number)",
+    "total_rows_match_snapshot": "Rows in all files equal the movements of the exported snapshot",
 }
 
 
 def _finding(rule: str, files: list[str], what: str) -> Finding:
     shown = ", ".join(files[:_SHOWN]) + (f" and {len(files) - _SHOWN} more" if len(files) > _SHOWN else "")
-    return Finding(rule, not files, f"{len(files)} {what}: {shown}" if files else "none", tuple(files))
+    return Finding(rule, not files, f"{len(files)} {what}: {shown}" if files else "none", tuple(files), len(files))
 
 
 def audit(scans: dict[str, FileScan], expected: dict[str, ClientFigures], masked: bool) -> list[Finding]:
@@ -171,6 +173,7 @@ def audit(scans: dict[str, FileScan], expected: dict[str, ClientFigures], masked
     unexpected = sorted(scans.keys() - expected.keys())
     mismatched = sorted(name for name in expected.keys() & scans.keys()
                         if (scans[name].rows, scans[name].total) != (expected[name].rows, expected[name].total))
+    rows, expected_rows = sum(s.rows or 0 for s in scans.values()), sum(f.rows for f in expected.values())
     return [
         _finding("one_file_per_client", [f"missing {n}" for n in missing] + [f"unexpected {n}" for n in unexpected],
                  "files missing or unexpected"),
@@ -179,6 +182,8 @@ def audit(scans: dict[str, FileScan], expected: dict[str, ClientFigures], masked
                  "files without the contract's header"),
         _finding("card_numbers_masked", sorted(n for n, s in scans.items() if masked and s.long_digit_run),
                  "files with a run of 12 or more digits while masking is on"),
+        Finding("total_rows_match_snapshot", rows == expected_rows,
+                f"{rows:,} rows in the files, {expected_rows:,} in the snapshot", (), abs(rows - expected_rows)),
     ]
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import io
-import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -22,6 +21,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 from faker import Faker
+
+from desafio_dagster.core.text import fold_ascii
 
 TABLES = ("associado", "conta", "cartao", "movimento")
 ACCOUNT_TYPES = ("corrente", "poupanca", "salario", "investimento")
@@ -124,11 +125,6 @@ class SourceChunk:
 
     def tables(self) -> dict[str, pa.Table]:
         return {name: getattr(self, name) for name in TABLES}
-
-
-def fold_ascii(text: str) -> str:
-    """'João Conceição' -> 'Joao Conceicao'."""
-    return unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
 
 
 def luhn_check_digit(payload: np.ndarray) -> np.ndarray:

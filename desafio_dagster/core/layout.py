@@ -1,7 +1,8 @@
 """The output contract of movements_csv: columns, header and file names. Pure: no Dagster."""
 
 import re
-import unicodedata
+
+from desafio_dagster.core.text import fold_ascii
 
 # column -> (type, source and text format), in the files' order: the 11 columns of the contract.
 CSV_CONTRACT = {
@@ -25,8 +26,7 @@ INDEX_COLUMNS = ("client_id", "nome_associado", "sobrenome_associado", "file", "
 
 def slug(text: str) -> str:
     """'João da Silva' -> 'joao-da-silva' (ASCII, lower case, accents folded, hyphen-separated)."""
-    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
-    return re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")[:80].rstrip("-")
+    return re.sub(r"[^a-z0-9]+", "-", fold_ascii(text).lower()).strip("-")[:80].rstrip("-")
 
 
 def client_file_name(client_id: int, nome: str, sobrenome: str) -> str:

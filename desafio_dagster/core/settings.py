@@ -1,35 +1,64 @@
-"""The project's environment variables and their defaults (the README's Environment table)."""
+"""The one reader of the project's settings (the README's Environment table).
+
+One rule for every setting: a value that is unset, empty or only spaces takes the default. A
+relative path is taken from the directory the process runs in. Reading never changes os.environ.
+"""
 
 import os
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
-DEFAULTS = {
-    "DESAFIO_POSTGRES_URL": "",  # empty: the embedded Postgres under DESAFIO_HOME/pgdata
-    "DESAFIO_SCHEMA": "sicooperative",
-    "DESAFIO_HOME": ".desafio",
-    "DESAFIO_OUTPUT_DIR": "data",
-    "DESAFIO_SPARK_MASTER": "local[*]",
-}
+
+@dataclass(frozen=True)
+class Variable:
+    name: str
+    default: str
+    meaning: str
+
+    def value(self, configured: str = "", environ: Mapping[str, str] | None = None) -> str:
+        """`configured` (a resource's own config) if it holds a value, else the environment's, else the default."""
+        for candidate in (configured, (os.environ if environ is None else environ).get(self.name, "")):
+            if candidate and candidate.strip():
+                return candidate
+        return self.default
+
+    def path(self, configured: str = "", environ: Mapping[str, str] | None = None) -> Path:
+        return Path(self.value(configured, environ)).absolute()
+
+    def describe(self) -> str:
+        """What it sets, the variable and the default, for a resource field's description in the UI."""
+        return f"{self.meaning}. Empty: ${self.name}, and where that is unset or empty: '{self.default}'"
 
 
-def apply_defaults() -> None:
-    """Give every unset variable its default, so the resources can take them all through dg.EnvVar
-    (the UI then shows which variable each setting comes from)."""
-    for name, default in DEFAULTS.items():
-        os.environ.setdefault(name, default)
+POSTGRES_URL = Variable("DESAFIO_POSTGRES_URL", "", "libpq URL of the source database (embedded: a Postgres "
+                        "under DESAFIO_HOME/pgdata)")
+SCHEMA = Variable("DESAFIO_SCHEMA", "sicooperative", "Schema of the four source tables")
+HOME = Variable("DESAFIO_HOME", ".desafio", "The project's working folder: the embedded Postgres, run logs, staging")
+OUTPUT_DIR = Variable("DESAFIO_OUTPUT_DIR", "data", "Output folder: movements_csv is published in it")
+SPARK_MASTER = Variable("DESAFIO_SPARK_MASTER", "local[*]", "Spark master URL: local[*], or spark://host:7077")
+VARIABLES = (POSTGRES_URL, SCHEMA, HOME, OUTPUT_DIR, SPARK_MASTER)
 
 
-def _get(name: str) -> str:
-    return os.environ.get(name) or DEFAULTS[name]
+@dataclass(frozen=True)
+class Settings:
+    postgres_url: str  # empty: the embedded Postgres under home/pgdata
+    schema: str
+    home: Path
+    output_dir: Path
+    spark_master: str
+
+    @property
+    def pgdata(self) -> Path:
+        return self.home / "pgdata"
 
 
-def home() -> Path:
-    return Path(_get("DESAFIO_HOME"))
-
-
-def output_dir() -> Path:
-    return Path(_get("DESAFIO_OUTPUT_DIR"))
-
-
-def schema() -> str:
-    return _get("DESAFIO_SCHEMA")
+def read(environ: Mapping[str, str] | None = None) -> Settings:
+    """The settings from the environment (os.environ unless given)."""
+    return Settings(
+        postgres_url=POSTGRES_URL.value(environ=environ),
+        schema=SCHEMA.value(environ=environ),
+        home=HOME.path(environ=environ),
+        output_dir=OUTPUT_DIR.path(environ=environ),
+        spark_master=SPARK_MASTER.value(environ=environ),
+    )

@@ -1,11 +1,13 @@
 """Small helpers shared by the Dagster layer."""
 
 import contextlib
+import os
 
 import dagster as dg
 import psycopg
 
 from desafio_dagster.core.errors import DesafioError, TransientError
+from desafio_dagster.core.settings import Variable
 
 # Transient faults (a dropped or refused connection, a lost executor) are retried with
 # backoff; explained errors (bad config, a failed audit, a missing table) never are.
@@ -36,3 +38,10 @@ def metadata_table(rows: list[dict], schema: dg.TableSchema) -> dg.TableMetadata
         return value if value is None or isinstance(value, (str, int, float, bool)) else str(value)
 
     return dg.MetadataValue.table([dg.TableRecord({k: cell(v) for k, v in row.items()}) for row in rows], schema=schema)
+
+
+def from_environment(variable: Variable) -> str:
+    """A resource field's value: dg.EnvVar when the variable holds a value as the definitions load
+    (the UI's resource page then names it), else empty. Either way the resource reads it through
+    desafio_dagster.core.settings, whose rule gives an empty value the default."""
+    return dg.EnvVar(variable.name) if os.environ.get(variable.name, "").strip() else ""

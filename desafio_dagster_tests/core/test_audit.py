@@ -2,7 +2,7 @@
 
 from decimal import Decimal
 
-from desafio_dagster.core.audit import scan_file, scan_files
+from desafio_dagster.core.audit import RULES, ClientFigures, FileScan, audit, scan_file, scan_files
 from desafio_dagster.core.layout import HEADER
 
 ROW = "Ana,Silva,33,{value},Compra,2023-01-01 10:00:00,************1234,ANA SILVA,2022-01-01 00:00:00,corrente,2021-01-01 00:00:00\n"
@@ -37,3 +37,24 @@ def test_a_file_that_does_not_parse_is_told_apart(tmp_path):
     bad.write_text(HEADER + "only,three,fields\n")
     scans = scan_files([good, bad])
     assert (scans[0].rows, scans[1].rows, scans[1].total) == (1, None, None)
+
+
+def test_every_rule_judges_the_files_against_the_snapshot():
+    expected = {name: ClientFigures(cid, name, rows, Decimal(total))
+                for cid, name, rows, total in [(1, "a.csv", 2, "3.00"), (2, "b.csv", 1, "1.00"), (3, "c.csv", 0, "0")]}
+    good = {"a.csv": FileScan(True, 2, Decimal("3.00"), False), "b.csv": FileScan(True, 1, Decimal("1.00"), False),
+            "c.csv": FileScan(True, 0, Decimal("0"), False)}
+    assert {f.rule for f in audit(good, expected, masked=True)} == set(RULES)
+    assert all(f.passed for f in audit(good, expected, masked=True))
+
+    bad = {"a.csv": FileScan(True, 3, Decimal("4.00"), True), "c.csv": FileScan(False, 0, Decimal("0"), False),
+           "x.csv": FileScan(True, 1, Decimal("0"), False)}
+    findings = {f.rule: f for f in audit(bad, expected, masked=True)}
+    assert {rule for rule, f in findings.items() if not f.passed} == set(RULES)
+    assert findings["one_file_per_client"].files == ("missing b.csv", "unexpected x.csv")
+    assert findings["client_totals_match_snapshot"].files == ("a.csv",)
+    assert findings["headers_match_contract"].files == ("c.csv",)
+    assert findings["card_numbers_masked"].files == ("a.csv",)
+    total = findings["total_rows_match_snapshot"]
+    assert (total.violations, total.detail) == (1, "4 rows in the files, 3 in the snapshot")
+    assert audit(bad, expected, masked=False)[3].passed, "long digit runs are fine when masking is off"

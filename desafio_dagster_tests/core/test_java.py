@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 
 from desafio_dagster.core.java import MODULE, JavaNotFound, find_java_home, problem
-
-REPO = Path(__file__).resolve().parents[2]
+from desafio_dagster_tests.helpers import REPO
 
 
 def fake_home(root: Path, modules: list[str]) -> Path:

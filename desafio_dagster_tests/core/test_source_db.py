@@ -18,7 +18,7 @@ from desafio_dagster.core.source_db import (
     validate_identifier,
 )
 from desafio_dagster.defs.resources.postgres import PostgresResource
-from desafio_dagster_tests.conftest import SMALL
+from desafio_dagster_tests.helpers import SMALL
 
 
 def _catalogue(db: SourceDatabase) -> tuple[list, list]:

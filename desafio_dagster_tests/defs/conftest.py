@@ -3,7 +3,7 @@
 import pytest
 
 from desafio_dagster.core.fakedata import generate
-from desafio_dagster_tests.defs.test_export import SPEC, output, run, snapshot
+from desafio_dagster_tests.helpers import SPEC, output, run, snapshot
 
 
 @pytest.fixture

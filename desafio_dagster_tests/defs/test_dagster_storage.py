@@ -4,8 +4,6 @@ events and its asset check executions read back from the storage database with S
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import dagster as dg
@@ -13,15 +11,10 @@ import psycopg
 import pytest
 import yaml
 
-from desafio_dagster.defs.assets.source_checks import RULES
+from desafio_dagster_tests.helpers import REPO, dagster_cli, declared_checks
 
-REPO = Path(__file__).resolve().parents[2]
 DEPLOYED_INSTANCE = REPO / "docker" / "dagster.yaml"
 RUN_CONFIG = {"ops": {"source_database": {"config": {"clients": 20, "movements_per_card": [0, 3], "seed": 5}}}}
-MOVEMENTS_CHECKS = {"total_rows_match_snapshot", "client_totals_match_snapshot", "one_file_per_client",
-                    "headers_match_contract", "card_numbers_masked", "source_unchanged_since_export"}
-EXPECTED_CHECKS = {(rule.asset, rule.name) for rule in RULES} | {("movements_csv", name) for name in MOVEMENTS_CHECKS}
-CHECKS = 17 + 6
 
 
 @pytest.fixture
@@ -41,13 +34,9 @@ def dagster_home(tmp_path) -> Path:
 def test_etl_run_and_its_checks_are_stored_in_postgres(database_url, env_home, dagster_storage_url, dagster_home, tmp_path):
     run_config = tmp_path / "run_config.yaml"
     run_config.write_text(yaml.safe_dump(RUN_CONFIG))
-    result = subprocess.run(
-        [sys.executable, "-m", "dagster", "job", "execute", "-m", "desafio_dagster.definitions", "-j", "etl",
-         "-c", str(run_config)],
-        env={**os.environ, "DAGSTER_HOME": str(dagster_home)}, cwd=tmp_path,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300,
-    )
-    assert result.returncode == 0, result.stdout[-4000:]
+    code, out = dagster_cli("etl", "-c", str(run_config), env={**os.environ, "DAGSTER_HOME": str(dagster_home)},
+                            cwd=tmp_path)
+    assert code == 0, out[-4000:]
 
     with psycopg.connect(dagster_storage_url) as conn:
         runs = conn.execute("SELECT run_id, pipeline_name, status FROM runs").fetchall()
@@ -65,11 +54,11 @@ def test_etl_run_and_its_checks_are_stored_in_postgres(database_url, env_home, d
 
     # Stored under Dagster's own names (a run's success is still "PIPELINE_SUCCESS" in the table).
     assert events[dg.DagsterEventType.RUN_SUCCESS.value] == 1
-    assert events[dg.DagsterEventType.ASSET_CHECK_EVALUATION.value] == CHECKS
+    assert events[dg.DagsterEventType.ASSET_CHECK_EVALUATION.value] == len(declared_checks())
     assert events[dg.DagsterEventType.ASSET_MATERIALIZATION.value] == 5
     assert materialized == {"raw_clients", "raw_accounts", "raw_cards", "raw_movements", "movements_csv"}
-    assert len(executions) == CHECKS
-    assert {(json.loads(key)[0], name) for key, name, _ in executions} == EXPECTED_CHECKS
+    assert len(executions) == len(declared_checks())
+    assert {(json.loads(key)[0], name) for key, name, _ in executions} == declared_checks()
     assert {status for _, _, status in executions} == {"SUCCEEDED"}
     # Nothing went to the default SQLite storage under DAGSTER_HOME.
     assert not list(dagster_home.rglob("*.db"))

@@ -5,9 +5,6 @@ refreshes movements_csv after its sources change, judged with Dagster's own eval
 import datetime
 import os
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -17,8 +14,8 @@ from desafio_dagster.core.extract import SOURCE_SCHEMAS
 from desafio_dagster.core.layout import HEADER
 from desafio_dagster.definitions import defs
 from desafio_dagster.defs.assets.source import RAW_TABLES
+from desafio_dagster_tests.helpers import REPO, dagster_cli, run
 
-REPO = Path(__file__).resolve().parents[2]
 MOVEMENTS_CSV = dg.AssetKey("movements_csv")
 # Dagster's automation tester selects with an argument that Dagster marks beta; not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore:Parameter `include_sources`:dagster.BetaWarning")
@@ -46,11 +43,6 @@ def test_every_asset_declares_its_columns_and_a_code_version():
     assert all(spec.code_version for spec in declared.values())
 
 
-def run(job: str, instance: dg.DagsterInstance, run_config: dict | None = None) -> dg.ExecuteInProcessResult:
-    return defs.resolve_job_def(job).execute_in_process(run_config=run_config or {}, instance=instance,
-                                                        raise_on_error=False)
-
-
 def test_the_daily_export_schedule_is_stopped_and_would_start_a_valid_export_run():
     schedule = defs.resolve_schedule_def("daily_export")
     assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
@@ -75,34 +67,26 @@ def test_movements_csv_is_refreshed_after_a_populate_once_the_source_checks_pass
         return {key for key in [*RAW_TABLES, MOVEMENTS_CSV] if result.get_num_requested(dg.AssetKey.from_coercible(key))}
 
     assert requested() == set(), "nothing to export from: the sources were never materialized"
-    assert run("populate", instance, POPULATE_CONFIG).success
+    assert run("populate", POPULATE_CONFIG, instance).success
     assert requested() == {MOVEMENTS_CSV}, "the sources changed and movements_csv was never made from them"
-    assert run("export", instance).success  # the run the daemon starts
+    assert run("export", instance=instance).success  # the run the daemon starts
     assert requested() == set(), "movements_csv is newer than its sources"
 
-    assert run("etl", instance, POPULATE_CONFIG).success
+    assert run("etl", POPULATE_CONFIG, instance).success
     assert requested() == set(), "a run that updated the sources and movements_csv together needs no refresh"
 
     # A populate whose data then fails a blocking check: no export until the checks pass again.
-    assert run("populate", instance, POPULATE_CONFIG).success
+    assert run("populate", POPULATE_CONFIG, instance).success
     with source_db.connect() as conn:
         conn.execute("UPDATE movimento SET des_transacao = ' ' WHERE id = (SELECT min(id) FROM movimento)")
-    assert not run("checks", instance).success
+    assert not run("checks", instance=instance).success
     assert requested() == set(), "a blocking check of a source failed"
     assert requested() == set()
     with source_db.connect() as conn:
         conn.execute("UPDATE movimento SET des_transacao = 'Compra' WHERE id = (SELECT min(id) FROM movimento)")
-    assert run("checks", instance).success
+    assert run("checks", instance=instance).success
     assert requested() == {MOVEMENTS_CSV}
     assert requested() == set(), "requested once, not on every tick"
-
-
-def dagster_cli(job: str, dagster_home: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "dagster", "job", "execute", "-m", "desafio_dagster.definitions", "-j", job, *args],
-        env={**os.environ, "DAGSTER_HOME": str(dagster_home)}, cwd=dagster_home,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300,
-    )
 
 
 def test_the_checks_job_from_the_cli_after_etl_passes_and_fails_on_a_tampered_output(database_url, env_home, tmp_path):
@@ -110,11 +94,12 @@ def test_the_checks_job_from_the_cli_after_etl_passes_and_fails_on_a_tampered_ou
     home.mkdir()
     shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")  # what make run and make ui use
     (home / "run_config.yaml").write_text(yaml.safe_dump(POPULATE_CONFIG))
-    etl = dagster_cli("etl", home, "-c", "run_config.yaml")
-    assert etl.returncode == 0, etl.stdout[-4000:]
+    env = {**os.environ, "DAGSTER_HOME": str(home)}
+    code, out = dagster_cli("etl", "-c", "run_config.yaml", env=env, cwd=home)
+    assert code == 0, out[-4000:]
 
-    checks = dagster_cli("checks", home)
-    assert checks.returncode == 0, checks.stdout[-4000:]
+    code, out = dagster_cli("checks", env=env, cwd=home)
+    assert code == 0, out[-4000:]
     with dg.DagsterInstance.from_config(str(home)) as instance:
         [latest] = instance.get_runs(limit=1)
         assert (latest.job_name, latest.status) == ("checks", dg.DagsterRunStatus.SUCCESS)
@@ -123,6 +108,6 @@ def test_the_checks_job_from_the_cli_after_etl_passes_and_fails_on_a_tampered_ou
 
     client_file = next(p for p in (env_home / "data" / "movements_csv").iterdir() if not p.name.startswith("_"))
     client_file.unlink()
-    checks = dagster_cli("checks", home)
-    assert checks.returncode != 0
-    assert "one_file_per_client" in checks.stdout
+    code, out = dagster_cli("checks", env=env, cwd=home)
+    assert code != 0
+    assert "one_file_per_client" in out

@@ -1,81 +1,32 @@
 """movements_csv end to end: the published files against an independent oracle (SQL in
 Postgres, read back with Python's csv module), atomic publication, bad input."""
 
+import contextlib
 import csv
 import os
 import re
 import signal
-import subprocess
-import sys
 import time
-import unicodedata
-from pathlib import Path
 
 import dagster as dg
 import pytest
 
 from desafio_dagster.core.fakedata import GenerationSpec, generate
-from desafio_dagster.core.layout import HEADER, INDEX_FILE
-from desafio_dagster.definitions import defs
-from desafio_dagster_tests.conftest import failure_message
-
-# Clients without movements included (movements_per_card starts at 0).
-SPEC = GenerationSpec(clients=60, accounts_per_client=(1, 2), cards_per_account=(1, 2), movements_per_card=(0, 5), seed=21)
-CONTRACT = HEADER.strip().split(",")
-
-ORACLE = """
-SELECT a.id, a.nome, a.sobrenome, a.idade::text, m.vlr_transacao::text, m.des_transacao,
-       to_char(m.data_movimento, 'YYYY-MM-DD HH24:MI:SS'),
-       CASE WHEN %(mask)s THEN repeat('*', length(k.num_cartao) - 4) || right(k.num_cartao, 4) ELSE k.num_cartao END,
-       k.nom_impresso, to_char(k.data_criacao, 'YYYY-MM-DD HH24:MI:SS'), c.tipo::text,
-       to_char(c.data_criacao, 'YYYY-MM-DD HH24:MI:SS')
-FROM movimento m
-JOIN cartao k ON k.id = m.id_cartao
-JOIN conta c ON c.id = k.id_conta
-JOIN associado a ON a.id = c.id_associado
-ORDER BY a.id, m.data_movimento, m.id"""
-
-
-def oracle_slug(nome: str, sobrenome: str) -> str:
-    text = unicodedata.normalize("NFKD", f"{nome} {sobrenome}").encode("ascii", "ignore").decode().lower()
-    return "-".join(re.findall(r"[a-z0-9]+", text))
-
-
-def expected_files(db, mask: bool) -> dict[str, list[list[str]]]:
-    with db.connect() as conn:
-        clients = conn.execute("SELECT id, nome, sobrenome FROM associado ORDER BY id").fetchall()
-        rows = conn.execute(ORACLE, {"mask": mask}).fetchall()
-    files = {f"{cid:08d}_{oracle_slug(nome, sobrenome)}.csv": [] for cid, nome, sobrenome in clients}
-    names = {cid: f"{cid:08d}_{oracle_slug(nome, sobrenome)}.csv" for cid, nome, sobrenome in clients}
-    for row in rows:
-        files[names[row[0]]].append(list(row[1:]))
-    return files
-
-
-def published_files(folder: Path) -> dict[str, list[list[str]]]:
-    files = {}
-    for path in sorted(folder.iterdir()):
-        if path.name.startswith("_"):  # _index.csv and _snapshot.csv
-            continue
-        with open(path, encoding="utf-8", newline="") as handle:
-            rows = list(csv.reader(handle))
-        assert rows[0] == CONTRACT, path.name
-        files[path.name] = rows[1:]
-    return files
-
-
-def snapshot(folder: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
-
-
-def run(job: str, run_config: dict | None = None, instance: dg.DagsterInstance | None = None) -> dg.ExecuteInProcessResult:
-    return defs.resolve_job_def(job).execute_in_process(
-        run_config=run_config or {}, instance=instance or dg.DagsterInstance.ephemeral(), raise_on_error=False
-    )
-
-
-def output(env_home: Path) -> Path:
-    return env_home / "data" / "movements_csv"
+from desafio_dagster.core.layout import INDEX_FILE
+from desafio_dagster_tests.helpers import (
+    CONTRACT,
+    SPEC,
+    assert_untouched,
+    expected_files,
+    export_checks,
+    failed_run_message,
+    output,
+    published_files,
+    run,
+    snapshot,
+    source_checks,
+    start_dagster_cli,
+)
 
 
 @pytest.mark.parametrize("mask", [True, False])
@@ -95,7 +46,8 @@ def test_published_files_equal_the_sql_oracle_row_by_row(source, env_home, mask)
     assert all(int(r["rows"]) == len(expected[r["file"]]) for r in index)
     assert index[0]["nome_associado"] == 'João "Jota"'
     evaluations = result.get_asset_check_evaluations()
-    assert len(evaluations) == 6 and all(e.passed for e in evaluations)
+    assert {(e.asset_key.to_user_string(), e.check_name) for e in evaluations} == export_checks()
+    assert all(e.passed for e in evaluations)
     metadata = result.asset_materializations_for_node("movements_csv")[0].metadata
     assert metadata["dagster/row_count"].value == sum(map(len, expected.values()))
     assert metadata["clients"].value == SPEC.clients
@@ -120,7 +72,8 @@ def test_etl_runs_populate_then_export(database_url, env_home, source_db):
     config = {"ops": {"source_database": {"config": {"clients": 25, "movements_per_card": [0, 3], "seed": 2}}}}
     result = run("etl", config)
     assert result.success
-    assert len(result.get_asset_check_evaluations()) == 17 + 6
+    evaluated = {(e.asset_key.to_user_string(), e.check_name) for e in result.get_asset_check_evaluations()}
+    assert evaluated == source_checks() | export_checks()
     assert published_files(output(env_home)) == expected_files(source_db, True)
 
 
@@ -142,11 +95,11 @@ def test_tampered_output_fails_each_check(source, env_home):
     with_rows[2].write_text(with_rows[2].read_text().replace("nome_associado", "nome", 1))
     result = run("checks", instance=instance)
     assert not result.success, "a failed blocking check fails the checks job"
-    source_checks = [e for e in result.get_asset_check_evaluations() if e.asset_key.path != ["movements_csv"]]
-    assert len(source_checks) == 17 and all(e.passed for e in source_checks), "the source itself is intact"
+    of_source = [e for e in result.get_asset_check_evaluations() if e.asset_key.path != ["movements_csv"]]
+    assert {(e.asset_key.to_user_string(), e.check_name) for e in of_source} == source_checks()
+    assert all(e.passed for e in of_source), "the source itself is intact"
     evaluations = {e.check_name: e for e in result.get_asset_check_evaluations() if e.asset_key.path == ["movements_csv"]}
-    assert set(evaluations) == {"total_rows_match_snapshot", "client_totals_match_snapshot", "one_file_per_client",
-                                "headers_match_contract", "card_numbers_masked", "source_unchanged_since_export"}
+    assert set(evaluations) == {name for _, name in export_checks()}
     failed = {name for name, e in evaluations.items() if not e.passed}
     assert failed == {"total_rows_match_snapshot", "client_totals_match_snapshot", "one_file_per_client",
                       "headers_match_contract"}
@@ -172,29 +125,17 @@ def test_io_manager_loads_the_published_files_as_a_spark_dataframe(source, env_h
     assert [first[c] for c in CONTRACT] == expected["00000001_joao-jota-conceicao-filho.csv"][0]
 
 
-def _failure(result: dg.ExecuteInProcessResult) -> str:
-    assert not result.success
-    return failure_message(result)
-
-
-def assert_untouched(published):
-    folder, files, version = published
-    assert folder.resolve() == version and snapshot(folder) == files
-    leftovers = [p.name for p in folder.parent.iterdir() if ".staging-" in p.name or ".link-" in p.name]
-    assert leftovers == []
-
-
 def test_empty_source_fails_clearly_and_keeps_the_output(published, source):
     with source.connect() as conn:
         conn.execute("TRUNCATE associado, conta, cartao, movimento")
-    assert "no clients" in _failure(run("export")) and "populate" in _failure(run("export"))
+    assert "no clients" in failed_run_message(run("export")) and "populate" in failed_run_message(run("export"))
     assert_untouched(published)
 
 
 def test_missing_table_fails_clearly_and_keeps_the_output(published, source):
     with source.connect() as conn:
         conn.execute("DROP TABLE movimento")
-    assert re.search(r"sicooperative\.movimento missing.*populate", _failure(run("export")))
+    assert re.search(r"sicooperative\.movimento missing.*populate", failed_run_message(run("export")))
     assert_untouched(published)
 
 
@@ -202,7 +143,7 @@ def test_unwritable_output_folder_fails_clearly(source, env_home, monkeypatch):
     blocker = env_home / "a-file"
     blocker.write_text("not a folder")
     monkeypatch.setenv("DESAFIO_OUTPUT_DIR", str(blocker / "out"))
-    message = _failure(run("export"))
+    message = failed_run_message(run("export"))
     assert f"output folder {blocker / 'out'} is not writable" in message and "DESAFIO_OUTPUT_DIR" in message
 
 
@@ -212,28 +153,21 @@ def test_unwritable_output_folder_fails_clearly(source, env_home, monkeypatch):
 )
 def test_bad_spark_master_fails_clearly_and_keeps_the_output(published, monkeypatch, master, expected):
     monkeypatch.setenv("DESAFIO_SPARK_MASTER", master)
-    message = _failure(run("export"))
+    message = failed_run_message(run("export"))
     assert expected in message and "DESAFIO_SPARK_MASTER" in message
     assert_untouched(published)
 
 
-def _cli(job: str, env: dict, **kwargs) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "dagster", "job", "execute", "-m", "desafio_dagster.definitions", "-j", job],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True, **kwargs,
-    )
-
-
 def test_missing_java_fails_clearly_and_keeps_the_output(published, tmp_path):
     env = {**os.environ, "JAVA_HOME": str(tmp_path / "no-java"), "DAGSTER_HOME": str(tmp_path)}
-    out, _ = _cli("export", env).communicate(timeout=300)
+    out, _ = start_dagster_cli("export", env=env).communicate(timeout=300)
     assert f"JAVA_HOME={tmp_path / 'no-java'} has no bin/java" in out
     assert_untouched(published)
 
 
 def test_killed_run_leaves_the_previous_output_and_the_next_run_cleans_up(published, tmp_path):
     folder = published[0]
-    process = _cli("export", {**os.environ, "DAGSTER_HOME": str(tmp_path)})
+    process = start_dagster_cli("export", env={**os.environ, "DAGSTER_HOME": str(tmp_path)})
     deadline = time.monotonic() + 240
     while not list(folder.parent.glob(".movements_csv.staging-*")):  # kill while files are being written
         assert process.poll() is None and time.monotonic() < deadline, "export ended before it could be killed"
@@ -246,14 +180,24 @@ def test_killed_run_leaves_the_previous_output_and_the_next_run_cleans_up(publis
     assert [p.name for p in folder.parent.iterdir() if ".staging-" in p.name] == []
 
 
+def _spark_python_workers(pid: int) -> list:
+    """The Python workers forked by the pyspark.daemon under process pid (not another test's)."""
+    import psutil
+
+    workers = []
+    for child in psutil.Process(pid).children(recursive=True):
+        with contextlib.suppress(psutil.Error):  # a process that ended meanwhile
+            if "pyspark.daemon" in " ".join(child.cmdline()):
+                workers += child.children()
+    return workers
+
+
 def test_a_killed_spark_task_is_retried_without_duplicate_rows(source_db, env_home, tmp_path):
     """Kill the Python workers of the writing stage mid-write: Spark retries the tasks
     (local[2,4] allows four attempts), and only the accepted attempts' files are published."""
-    import psutil
-
     source_db.replace(generate(GenerationSpec(clients=3_000, movements_per_card=(0, 40), seed=8)))
     env = {**os.environ, "DAGSTER_HOME": str(tmp_path), "DESAFIO_SPARK_MASTER": "local[2,4]"}
-    process = _cli("export", env)
+    process = start_dagster_cli("export", env=env)
     out_dir = env_home / "data"
     seen, killed = set(), 0
     deadline = time.monotonic() + 300
@@ -262,8 +206,7 @@ def test_a_killed_spark_task_is_retried_without_duplicate_rows(source_db, env_ho
             with_files = {p.name for p in staging.iterdir() if p.is_dir() and any(p.iterdir())}
             seen |= with_files
             if with_files and not killed:
-                workers = [c for p in psutil.process_iter(["cmdline"]) if "pyspark.daemon" in " ".join(p.info["cmdline"] or [])
-                           for c in p.children()]
+                workers = _spark_python_workers(process.pid)
                 for worker in workers:
                     worker.kill()
                 killed = len(workers)

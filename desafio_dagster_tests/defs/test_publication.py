@@ -2,8 +2,6 @@
 
 import os
 import re
-import subprocess
-import sys
 import threading
 import time
 from decimal import Decimal
@@ -22,18 +20,18 @@ from desafio_dagster.core.source_db import SourceDatabase, SourceDatabaseError
 from desafio_dagster.core.staging import Staging
 from desafio_dagster.core.transform import flat_view, read_snapshot
 from desafio_dagster.defs.utils import user_errors
-from desafio_dagster_tests.conftest import failure_message
-from desafio_dagster_tests.defs.test_export import (
-    _failure,
+from desafio_dagster_tests.helpers import (
+    REPO,
     assert_untouched,
     expected_files,
+    failed_run_message,
+    failure_message,
     output,
     published_files,
     run,
     snapshot,
+    start_dagster_cli,
 )
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def staged_view(db, spark, tmp_path, mask=True):
@@ -113,7 +111,7 @@ def test_a_populate_that_lands_mid_export_is_reported_not_failed(source_db, env_
     assert export.is_alive(), "the populate must land before the export's checks run"
     export.join()
     result = results["export"]
-    assert result.success, _failure(result)
+    assert result.success, failed_run_message(result)
     checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
     assert all(e.passed for name, e in checks.items() if name != "source_unchanged_since_export")
     warning = checks["source_unchanged_since_export"]
@@ -238,7 +236,7 @@ def test_a_dropped_connection_mid_extract_is_retried(published_large, source_db,
         terminator.join()
     attempts = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_RESTARTED]
     if not every_attempt:
-        assert result.success, _failure(result)
+        assert result.success, failed_run_message(result)
         assert terminator.terminated == 1 and len(attempts) == 1
         assert published_files(output(env_home)) == expected_files(source_db, True)
     else:
@@ -259,11 +257,9 @@ def test_the_pool_keeps_populate_and_export_from_overlapping(database_url, env_h
     env = {**os.environ, "DAGSTER_HOME": str(home)}
     config = tmp_path / "populate.yaml"
     config.write_text("ops: {source_database: {config: {clients: 4000, movements_per_card: [0, 30], seed: 5}}}")
-    command = [sys.executable, "-m", "dagster", "job", "execute", "-m", "desafio_dagster.definitions", "-j", "populate",
-               "-c", str(config)]
-    first = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    first = start_dagster_cli("populate", "-c", str(config), env=env)
     time.sleep(0.5)
-    second = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    second = start_dagster_cli("populate", "-c", str(config), env=env)
     outputs = [p.communicate(timeout=300)[0] for p in (first, second)]
     assert [p.returncode for p in (first, second)] == [0, 0], outputs[0][-2000:] + outputs[1][-2000:]
     assert any(re.search(r"blocked by .*source_database|pool source_database", out, re.I) for out in outputs), \

@@ -1,6 +1,4 @@
 import os
-import subprocess
-import sys
 
 import dagster as dg
 import pytest
@@ -9,7 +7,7 @@ import yaml
 from desafio_dagster.definitions import defs
 from desafio_dagster.defs.assets.source import COLUMN_SCHEMAS, RAW_TABLES
 from desafio_dagster.defs.assets.source_checks import RULES, evaluate
-from desafio_dagster_tests.conftest import failure_message
+from desafio_dagster_tests.helpers import dagster_cli, failure_message
 
 SMALL_CONFIG = {"clients": 30, "accounts_per_client": [1, 2], "cards_per_account": [1, 2], "movements_per_card": [1, 4], "seed": 5}
 
@@ -161,10 +159,7 @@ def test_a_failed_check_fails_the_dagster_check_step_and_blocks(populated_db):
 def test_populate_from_dagsters_cli(source_db, tmp_path):
     config = tmp_path / "cfg.yaml"
     config.write_text(yaml.safe_dump({"ops": {"source_database": {"config": SMALL_CONFIG}}}))
-    out = subprocess.run(
-        [sys.executable, "-m", "dagster", "job", "execute", "-m", "desafio_dagster.definitions", "-j", "populate", "-c", str(config)],
-        capture_output=True, text=True, env={**os.environ, "DAGSTER_HOME": str(tmp_path)},
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert "RUN_SUCCESS" in out.stderr + out.stdout
+    code, out = dagster_cli("populate", "-c", str(config), env={**os.environ, "DAGSTER_HOME": str(tmp_path)})
+    assert code == 0, out[-3000:]
+    assert "RUN_SUCCESS" in out
     assert source_db.row_counts()["associado"] == SMALL_CONFIG["clients"]

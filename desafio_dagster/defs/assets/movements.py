@@ -63,7 +63,7 @@ def movements_csv(
         def progress(table: str, rows: int, seconds: float) -> None:
             context.log.info(f"extracted {table}: {rows:,} rows, {rows / max(seconds, 1e-9):,.0f} rows/s")
 
-        context.log.info(f"starting Spark on {spark.master} while the source is staged at {staging.location}")
+        context.log.info(f"starting Spark on {spark.master_url} while the source is staged at {staging.location}")
         spark.prepare_environment()
         with ThreadPoolExecutor(max_workers=1) as background:
             session = background.submit(spark.session)  # the JVM starts while Postgres is read

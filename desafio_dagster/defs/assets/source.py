@@ -5,6 +5,7 @@ import dagster as dg
 from pydantic import Field
 
 from desafio_dagster.core.fakedata import GenerationSpec, InvalidSpec, generate
+from desafio_dagster.core.progress import rows_loaded
 from desafio_dagster.core.source_db import ddl_columns
 from desafio_dagster.defs.resources.postgres import PostgresResource
 from desafio_dagster.defs.utils import TRANSIENT_RETRY_POLICY, metadata_table, user_errors
@@ -80,7 +81,7 @@ def source_database(context: dg.AssetExecutionContext, config: SourceDatabaseCon
         context.log.info(f"generating {spec.clients:,} clients (seed {spec.seed}) into {db}")
 
         def progress(rows: int, seconds: float) -> None:
-            context.log.info(f"{rows:,} rows loaded, {rows / max(seconds, 1e-9):,.0f} rows/s")
+            context.log.info(rows_loaded(rows, seconds))
 
         counts = db.replace(generate(spec), on_progress=progress, on_wait=context.log.warning)
         with db.connect() as conn:

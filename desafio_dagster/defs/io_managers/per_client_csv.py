@@ -11,8 +11,10 @@ import dagster as dg
 from pydantic import Field
 from pyspark.sql import DataFrame
 
+from desafio_dagster.core import settings
 from desafio_dagster.core.audit import MANIFEST_FILE
 from desafio_dagster.core.extract import Snapshot
+from desafio_dagster.core.progress import tasks_done
 from desafio_dagster.core.publish import Published, publish_per_client, read_published
 from desafio_dagster.defs.resources.spark import SparkResource
 from desafio_dagster.defs.utils import metadata_table, user_errors
@@ -53,19 +55,19 @@ def file_sha256(path: Path) -> str:
 class PerClientCsvIOManager(dg.ConfigurableIOManager):
     """One CSV file per client (the output contract in the README) plus _index.csv and _snapshot.csv."""
 
-    base_dir: str = Field(description="Output folder: each asset is published in BASE_DIR/<asset name>")
+    base_dir: str = Field(default="", description=settings.OUTPUT_DIR.describe())
     spark: dg.ResourceDependency[SparkResource]
     top_clients: int = Field(default=10, description="Clients listed in the metadata, by rows")
 
     def folder(self, asset_name: str) -> Path:
         """Where an asset's files are published (a symlink to the current version)."""
-        return Path(self.base_dir) / asset_name
+        return settings.OUTPUT_DIR.path(self.base_dir) / asset_name
 
     def handle_output(self, context: dg.OutputContext, obj: ExportedView) -> None:
         folder = self.folder(context.asset_key.path[-1])
 
         def progress(done: int, tasks: int, seconds: float) -> None:
-            context.log.info(f"writing client files: {done}/{tasks} Spark tasks done after {seconds:.0f} s")
+            context.log.info(tasks_done(done, tasks, seconds))
 
         with user_errors():
             published = publish_per_client(obj.view, folder.parent, obj.snapshot.clients, folder.name,

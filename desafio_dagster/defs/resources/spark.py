@@ -8,6 +8,7 @@ from dagster_pyspark import LazyPySparkResource
 from pydantic import Field
 from pyspark.sql import SparkSession
 
+from desafio_dagster.core import settings
 from desafio_dagster.core.spark_session import DEFAULT_CONF, prepare_environment, start_session
 from desafio_dagster.core.staging import StagingArea
 
@@ -19,8 +20,8 @@ class SparkResource(LazyPySparkResource):
     spark_config: dict[str, Any] = Field(
         default_factory=lambda: dict(DEFAULT_CONF), description="spark.* settings of the session"
     )
-    master: str = Field(description="Spark master URL: local[*], or spark://host:7077 for a standalone cluster")
-    home: str = Field(description="The Parquet snapshot of the source is staged under HOME/staging")
+    master: str = Field(default="", description=settings.SPARK_MASTER.describe())
+    home: str = Field(default="", description=settings.HOME.describe() + ". The source is staged under HOME/staging")
     staging_dir: str = Field(
         default="",
         description="Where the Parquet snapshot goes instead (on a cluster, a path or URI every executor reads)",
@@ -32,18 +33,22 @@ class SparkResource(LazyPySparkResource):
 
     def _init_session(self) -> None:
         if self._spark_session is None:
-            self._spark_session = start_session(self.master, self.spark_config)
+            self._spark_session = start_session(self.master_url, self.spark_config)
 
     def prepare_environment(self) -> None:
         """Set Java and Python for Spark now, before a session starts in another thread."""
         prepare_environment()
+
+    @property
+    def master_url(self) -> str:
+        return settings.SPARK_MASTER.value(self.master)
 
     def session(self) -> SparkSession:
         return self.spark_session
 
     @property
     def staging_area(self) -> StagingArea:
-        return StagingArea(self.staging_dir or f"{self.home}/staging")
+        return StagingArea(self.staging_dir or str(settings.HOME.path(self.home) / "staging"))
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         if self._spark_session is not None:

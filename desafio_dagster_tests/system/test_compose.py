@@ -27,11 +27,9 @@ from dagster import DagsterRunStatus
 from dagster_graphql import DagsterGraphQLClient
 
 from desafio_dagster.definitions import defs
-from desafio_dagster_tests.conftest import free_port, graphql
-from desafio_dagster_tests.defs.test_export import CONTRACT, ORACLE, oracle_slug
-from desafio_dagster_tests.docker_harness import HOST_CA_BUNDLE, base_image
+from desafio_dagster_tests.helpers import CONTRACT, ORACLE, REPO, free_port, graphql, oracle_slug
+from desafio_dagster_tests.system.docker_harness import HOST_CA_BUNDLE, base_image
 
-ROOT = Path(__file__).resolve().parents[1]
 STAND_INS = Path(__file__).resolve().parent / "docker"
 PROJECT = "desafio-dagster"  # the compose file's name:
 IMAGE = "desafio-dagster:local"
@@ -103,10 +101,10 @@ class Stack:
 
 
 def _copy_repository(destination: Path) -> None:
-    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
                            capture_output=True, check=True).stdout.decode().split("\0")
     for name in filter(None, files):
-        source = ROOT / name
+        source = REPO / name
         if source.is_file():
             (destination / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, destination / name)
@@ -124,7 +122,7 @@ def stack(docker_engine, tmp_path_factory):
     (docker_config / "cli-plugins").mkdir(parents=True)
     (docker_config / "cli-plugins" / "docker-compose").symlink_to(compose_plugin())
     stack = Stack(docker_engine, folder, docker_config)
-    settings = dict(line.split("=", 1) for line in (ROOT / ".env.example").read_text().splitlines()
+    settings = dict(line.split("=", 1) for line in (REPO / ".env.example").read_text().splitlines()
                     if re.match(r"^[A-Z_]+=", line))
     settings.update({name: secrets.token_hex(16) for name in PASSWORDS})
     settings.update(PYTHON_IMAGE="desafio-stand-in-python:3.11", POSTGRES_IMAGE="desafio-stand-in-postgres:15",

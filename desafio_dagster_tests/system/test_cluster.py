@@ -23,7 +23,7 @@ from desafio_dagster.core.fakedata import GenerationSpec, generate
 from desafio_dagster.core.java import JavaNotFound, find_java_home
 from desafio_dagster.core.layout import INDEX_FILE
 from desafio_dagster.definitions import defs
-from desafio_dagster_tests.conftest import free_port
+from desafio_dagster_tests.helpers import dagster_cli, free_port, snapshot
 
 # A few hundred clients; movements_per_card starts at 0, so some clients have none.
 SPEC = GenerationSpec(clients=300, accounts_per_client=(1, 2), cards_per_account=(1, 2), movements_per_card=(0, 6), seed=31)
@@ -172,10 +172,6 @@ def spark_cluster(tmp_path):
         cluster.stop()
 
 
-def snapshot(folder: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
-
-
 def finished_tasks(event_log_dir: Path) -> list[tuple[str, str, str]]:
     """(stage name, executor id, host) of every finished task in the driver's event log."""
     stages, tasks = {}, []
@@ -187,19 +183,6 @@ def finished_tasks(event_log_dir: Path) -> list[tuple[str, str, str]]:
             elif event.get("Event") == "SparkListenerTaskEnd":
                 tasks.append((event["Stage ID"], event["Task Info"]["Executor ID"], event["Task Info"]["Host"]))
     return [(stages.get(stage, "?"), executor, host) for stage, executor, host in tasks]
-
-
-def export_in_subprocess(env: dict[str, str]) -> tuple[int, str]:
-    command = [sys.executable, "-m", "dagster", "job", "execute", "-m", "desafio_dagster.definitions", "-j", "export"]
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               stdin=subprocess.DEVNULL, start_new_session=True)
-    try:
-        out, _ = process.communicate(timeout=EXPORT_TIMEOUT)
-    finally:
-        if process.poll() is None:  # timed out or interrupted: the run and its Spark driver go
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-    return process.returncode, out
 
 
 def test_export_on_a_standalone_cluster_publishes_the_same_bytes_as_local_mode(
@@ -226,7 +209,7 @@ def test_export_on_a_standalone_cluster_publishes_the_same_bytes_as_local_mode(
         f"spark.eventLog.enabled true\nspark.eventLog.dir file://{events}\n"
         "spark.eventLog.compress false\nspark.eventLog.rolling.enabled true\n"
     )
-    returncode, out = export_in_subprocess({
+    returncode, out = dagster_cli("export", timeout=EXPORT_TIMEOUT, env={
         **os.environ,
         "DESAFIO_SPARK_MASTER": spark_cluster.url,
         "DESAFIO_OUTPUT_DIR": str(env_home / "cluster"),

@@ -19,9 +19,9 @@ from typing import TextIO
 
 import dagster as dg
 
+from desafio_dagster.cli.run_report import RunReport, Screen, seconds
 from desafio_dagster.core import settings
 from desafio_dagster.core.source_db import describe, stop_embedded
-from desafio_dagster.run_report import RunReport, Screen, seconds
 
 UI_URL = "http://127.0.0.1:3000"
 
@@ -48,14 +48,13 @@ def output_to(log: Path) -> Iterator[TextIO]:
             os.close(original)
 
 
-def _postgres_location() -> str:
-    url = os.environ.get("DESAFIO_POSTGRES_URL")
-    if url:
-        return describe(url)
-    return f"embedded, in {(settings.home() / 'pgdata').absolute()} (`make stop-db` stops it)"
+def _postgres_location(config: settings.Settings) -> str:
+    if config.postgres_url:
+        return describe(config.postgres_url)
+    return f"embedded, in {config.pgdata} (`make stop-db` stops it)"
 
 
-def _summary(report, job_name: str, elapsed: float, log: Path) -> list[str]:
+def _summary(report, config: settings.Settings, job_name: str, elapsed: float, log: Path) -> list[str]:
     from desafio_dagster.core.layout import INDEX_FILE
     from desafio_dagster.defs.assets.source import RAW_TABLES
 
@@ -65,11 +64,11 @@ def _summary(report, job_name: str, elapsed: float, log: Path) -> list[str]:
     table_rows = {table: report.metadata(asset).get("dagster/row_count", export.get(f"source_{table}_rows"))
                   for asset, table in RAW_TABLES.items()}
     if any(rows is not None for rows in table_rows.values()):
-        lines.append(f"  Postgres  {_postgres_location()}")
-        lines += [f"              {settings.schema()}.{table:<10} {rows:>12,} rows"
+        lines.append(f"  Postgres  {_postgres_location(config)}")
+        lines += [f"              {config.schema}.{table:<10} {rows:>12,} rows"
                   for table, rows in table_rows.items() if rows is not None]
     if export:
-        folder = Path(export.get("path") or settings.output_dir() / "movements_csv").absolute()
+        folder = Path(export.get("path") or config.output_dir / "movements_csv")
         lines.append(f"  CSV       {export['clients']:,} clients, one file each, and {INDEX_FILE}"
                      f" ({export['dagster/row_count']:,} rows), in")
         lines.append(f"              {folder}")
@@ -82,12 +81,13 @@ def run(job_name: str, clients: int | None = None) -> int:
     from desafio_dagster.definitions import defs  # imports Spark: not needed by stop-db
     from desafio_dagster.defs.assets.source import SourceDatabaseConfig
 
-    if not os.environ.get("DAGSTER_HOME"):  # as under make: runs are kept for the UI
-        os.environ["DAGSTER_HOME"] = str((settings.home() / "dagster").absolute())
+    config = settings.read()
+    if not os.environ.get("DAGSTER_HOME", "").strip():  # as under make: runs are kept for the UI
+        os.environ["DAGSTER_HOME"] = str(config.home / "dagster")
     os.makedirs(os.environ["DAGSTER_HOME"], exist_ok=True)
     job = defs.resolve_job_def(job_name)
     run_id = str(uuid.uuid4())
-    log = (settings.home() / "logs" / f"{run_id}.log").absolute()
+    log = config.home / "logs" / f"{run_id}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
 
     populates = job_name != "export"
@@ -117,7 +117,7 @@ def run(job_name: str, clients: int | None = None) -> int:
                 traceback.print_exc()  # into the log
                 crash = f"{type(error).__name__}: {error}"
         if result is not None and result.success:
-            for line in _summary(report, job_name, time.monotonic() - started, log):
+            for line in _summary(report, config, job_name, time.monotonic() - started, log):
                 screen.line(line)
             return 0
         report.not_run(node.name for node in job.nodes_in_topological_order)
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.clients and args.job == "export":
             parser.error("--clients sets the generation: it applies to the etl and populate jobs, not export")
         return run(args.job, args.clients)
-    stopped = stop_embedded(settings.home())
+    stopped = stop_embedded(settings.read().home)
     print("embedded Postgres stopped" if stopped else "embedded Postgres was not running")
     return 0
 

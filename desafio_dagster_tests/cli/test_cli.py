@@ -17,7 +17,7 @@ import psycopg
 
 from desafio_dagster.core.fakedata import GenerationSpec
 from desafio_dagster.core.source_db import embedded_url, stop_embedded
-from desafio_dagster_tests.conftest import free_port
+from desafio_dagster_tests.helpers import free_port
 
 CLI = [sys.executable, "-m", "desafio_dagster.cli"]
 SCREEN_ROWS, SCREEN_COLUMNS = 25, 100
@@ -29,8 +29,8 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
                   "DAGSTER_HOME": str(tmp_path / "dagster")} | extra
 
 
-def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run(CLI + args, env=env, capture_output=True, text=True, timeout=600)
+def _run(args: list[str], env: dict[str, str], cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(CLI + args, env=env, cwd=cwd, capture_output=True, text=True, timeout=600)
 
 
 def _run_in_terminal(args: list[str], env: dict[str, str], timeout: float = 600) -> tuple[int, str]:
@@ -161,3 +161,20 @@ def test_make_run_in_a_terminal_fits_one_screen_and_uses_the_embedded_postgres(t
         stop_embedded(home)
     stopped = _run(["stop-db"], env)
     assert "was not running" in stopped.stdout
+
+
+def test_empty_settings_take_the_defaults_under_the_working_directory(tmp_path, database_url):
+    """DESAFIO_HOME= and DESAFIO_OUTPUT_DIR= (set but empty) mean what unset means: ./.desafio and ./data."""
+    work = tmp_path / "work"
+    work.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"} | {
+        "DESAFIO_HOME": "", "DESAFIO_OUTPUT_DIR": " ", "DESAFIO_SPARK_MASTER": "", "DESAFIO_SCHEMA": "",
+        "DESAFIO_POSTGRES_URL": database_url}
+    done = _run(["run", "--clients", "12"], env, cwd=work)
+    assert done.returncode == 0, done.stdout + done.stderr
+    summary = _summary(done.stdout)
+    assert summary["log"].parent == work / ".desafio" / "logs"
+    assert summary["folder"] == work / "data" / "movements_csv"
+    assert summary["tables"]["associado"] == 12 and "sicooperative.associado" in done.stdout
+    assert (work / ".desafio" / "dagster").is_dir() and (work / ".desafio" / "staging").is_dir()
+    assert sorted(p.name for p in work.iterdir()) == [".desafio", "data"], "nothing written anywhere else"

@@ -1,6 +1,6 @@
 """The private Docker engine runs a container from the Debian base image, and removes it."""
 
-from desafio_dagster_tests.docker_harness import apt_mirror, base_image
+from desafio_dagster_tests.system.docker_harness import apt_mirror, base_image
 
 
 def test_a_container_from_the_base_image_runs(docker_engine):

@@ -27,10 +27,8 @@ from dagster_graphql import DagsterGraphQLClient
 from desafio_dagster.core.extract import SOURCE_SCHEMAS
 from desafio_dagster.core.layout import CSV_COLUMNS
 from desafio_dagster.defs.assets.source import RAW_TABLES
-from desafio_dagster.defs.assets.source_checks import RULES
-from desafio_dagster_tests.conftest import free_port, graphql
+from desafio_dagster_tests.helpers import REPO, declared_checks, free_port, graphql
 
-REPO = Path(__file__).resolve().parent.parent
 SCREENSHOTS = REPO / "docs" if os.environ.get("DESAFIO_UPDATE_SCREENSHOT") else Path(tempfile.gettempdir())
 SCREENSHOT = SCREENSHOTS / "asset-graph.png"
 ASSET_PAGE_SCREENSHOT = SCREENSHOTS / "asset-movements_csv.png"
@@ -39,9 +37,6 @@ CHROMIUM = os.environ.get("DESAFIO_CHROMIUM") or shutil.which("chromium") or "/u
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 ASSETS = ["raw_clients", "raw_accounts", "raw_cards", "raw_movements", "movements_csv"]
-MOVEMENTS_CHECKS = {"total_rows_match_snapshot", "client_totals_match_snapshot", "one_file_per_client",
-                    "headers_match_contract", "card_numbers_masked", "source_unchanged_since_export"}
-EXPECTED_CHECKS = {(rule.asset, rule.name) for rule in RULES} | {("movements_csv", name) for name in MOVEMENTS_CHECKS}
 # dagster-graphql's client calls gql with arguments gql 4 deprecates; not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore:Using variable_values and operation_name:DeprecationWarning")
 
@@ -241,7 +236,7 @@ def screenshot_asset_graph(server: Webserver, groups: list[str]) -> None:
             assert view["y"] <= box["y"] and box["y"] + box["height"] <= view["y"] + view["height"], name
         # Each node's summary of its checks, e.g. "6 / 6 Passed" on raw_cards.
         per_asset: dict[str, int] = {}
-        for asset, _ in EXPECTED_CHECKS:
+        for asset, _ in declared_checks():
             per_asset[asset] = per_asset.get(asset, 0) + 1
         for count in set(per_asset.values()):
             expect(page.get_by_text(f"{count} / {count} Passed", exact=True)).to_have_count(
@@ -266,8 +261,7 @@ def test_etl_from_the_graphql_api_and_the_asset_graph_in_a_browser(webserver, en
     assert status == DagsterRunStatus.SUCCESS, webserver.tail()
 
     results = latest_check_results(webserver)
-    assert set(results) == EXPECTED_CHECKS
-    assert len(results) == 17 + 6
+    assert set(results) == declared_checks()
     # Each check's latest execution is this run's, and it passed.
     assert {key: r for key, r in results.items() if r != {"runId": run_id, "status": "SUCCEEDED"}} == {}
 

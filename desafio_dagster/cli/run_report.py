@@ -6,7 +6,6 @@ throttled lines elsewhere (CI logs, pipes).
 """
 
 import os
-import re
 import threading
 import time
 import traceback
@@ -15,6 +14,8 @@ from typing import TextIO
 
 from dagster import DagsterEventType, EventLogEntry, MetadataValue
 
+from desafio_dagster.core import progress
+
 # Step keys of the jobs, as a person names them; other steps show their key.
 STEP_LABELS = {
     "source_database": "populate",
@@ -22,8 +23,6 @@ STEP_LABELS = {
     "movements_csv": "export",
     "movements_csv_checks": "check export",
 }
-_ROWS_LOADED = re.compile(r"^([\d,]+) rows loaded")  # source_database's progress
-_SPARK_TASKS = re.compile(r"^writing client files: (\d+)/(\d+) Spark tasks")  # the CSV IO manager's
 _TEXT = 44  # width of a step line's text: the line fits 80 columns
 
 
@@ -193,14 +192,15 @@ class RunReport:
             self.run_error = error_text(data.error) if data and data.error else entry.message
 
     def _progress_text(self, message: str) -> str:
-        loaded = _ROWS_LOADED.match(message)
-        if loaded and self.expected_rows:
-            rows = int(loaded.group(1).replace(",", ""))
+        """A progress bar for the messages of desafio_dagster.core.progress; any other message as it is."""
+        found = progress.parse(message)
+        if found is None:
+            return message
+        if found.unit == "rows" and self.expected_rows:
+            rows = found.done
             return f"{bar(min(rows / self.expected_rows, 0.99))} {rows:,} of ~{self.expected_rows:,} rows"
-        tasks = _SPARK_TASKS.match(message)
-        if tasks:
-            done, total = int(tasks.group(1)), int(tasks.group(2))
-            return f"{bar(done / max(total, 1))} {done}/{total} Spark tasks writing files"
+        if found.unit == "tasks":
+            return f"{bar(found.done / max(found.total, 1))} {found.done}/{found.total} Spark tasks writing files"
         return message
 
     def _draw_progress(self) -> None:

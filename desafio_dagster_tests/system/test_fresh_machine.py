@@ -14,17 +14,12 @@ import re
 import subprocess
 import threading
 import time
-from pathlib import Path
 
-from desafio_dagster_tests.docker_harness import DockerEngine, base_image, extra_ca_args
+from desafio_dagster_tests.helpers import CONTRACT, REPO
+from desafio_dagster_tests.system.docker_harness import DockerEngine, base_image, extra_ca_args
 
-REPO = Path(__file__).resolve().parent.parent
 SYSTEM_PACKAGES = "python3 python3-venv make git ca-certificates"
 MAKE_RUN_TIMEOUT = 900
-CSV_COLUMNS = [  # the output contract (docs/design.md)
-    "nome_associado", "sobrenome_associado", "idade_associado", "vlr_transacao_movimento", "des_transacao_movimento",
-    "data_movimento", "numero_cartao", "nome_impresso_cartao", "data_criacao_cartao", "tipo_conta", "data_criacao_conta",
-]
 
 # Runs in the container's .venv after make run: every client of Postgres against its file.
 CHECK = r"""
@@ -105,7 +100,7 @@ def test_make_run_on_a_fresh_debian_machine(docker_engine, tmp_path):
 
         pip_ca = "test -s .venv/ca-bundle.pem && " if extra_ca_args() else ""  # EXTRA_CA_BUNDLE reached pip
         summary = json.loads(shell(docker_engine, box, f"cd /src && {pip_ca}.venv/bin/python -", input=CHECK))
-        assert summary["headers"] == [CSV_COLUMNS]
+        assert summary["headers"] == [CONTRACT]
         assert summary["mismatched"] == [], f"clients whose file differs from Postgres (rows, value sum): {summary}"
         assert summary["files"] == summary["clients"] > 0 and summary["rows"] == summary["movements"] > 0
         assert summary["unmasked"] == 0

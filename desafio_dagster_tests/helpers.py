@@ -1,0 +1,196 @@
+"""What the tests share besides fixtures: the repository root, fresh databases, running a job (in
+process or through Dagster's CLI), the checks the definitions declare, and the output's oracle."""
+
+import contextlib
+import csv
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import unicodedata
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+
+from desafio_dagster.core.fakedata import GenerationSpec
+from desafio_dagster.core.layout import HEADER
+
+REPO = Path(__file__).resolve().parents[1]
+
+# A small source (the source_db tests), and one with clients without movements (the export tests).
+SMALL = GenerationSpec(clients=40, accounts_per_client=(1, 2), cards_per_account=(1, 2), movements_per_card=(1, 6), seed=7)
+SPEC = GenerationSpec(clients=60, accounts_per_client=(1, 2), cards_per_account=(1, 2), movements_per_card=(0, 5), seed=21)
+
+
+# --- servers -----------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def fresh_database(server_url: str, prefix: str) -> Iterator[tuple[str, str]]:
+    """A new database on the server, dropped afterwards: (name, connection string)."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield name, make_conninfo(server_url, dbname=name)
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def graphql(url: str, query: str) -> dict:
+    """The data of a query to a Dagster webserver's GraphQL API at url; fails on errors."""
+    import requests
+
+    response = requests.post(f"{url}/graphql", json={"query": query}, timeout=30)
+    response.raise_for_status()
+    body = response.json()
+    assert "errors" not in body, body["errors"]
+    return body["data"]
+
+
+# --- running jobs ------------------------------------------------------------------------
+
+
+def run(job: str, run_config: dict | None = None, instance: dg.DagsterInstance | None = None) -> dg.ExecuteInProcessResult:
+    """A job of the project's definitions, in this process (an ephemeral instance unless given)."""
+    from desafio_dagster.definitions import defs
+
+    return defs.resolve_job_def(job).execute_in_process(
+        run_config=run_config or {}, instance=instance or dg.DagsterInstance.ephemeral(), raise_on_error=False
+    )
+
+
+def start_dagster_cli(job: str, *args: str, env: dict[str, str], cwd: Path | None = None) -> subprocess.Popen:
+    """`dagster job execute -m desafio_dagster.definitions -j job *args` in its own process group
+    (os.killpg stops it with its Spark driver); stdout and stderr together."""
+    command = [sys.executable, "-m", "dagster", "job", "execute", "-m", "desafio_dagster.definitions", "-j", job, *args]
+    return subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, text=True, start_new_session=True)
+
+
+def dagster_cli(job: str, *args: str, env: dict[str, str], cwd: Path | None = None,
+                timeout: float = 300) -> tuple[int, str]:
+    """start_dagster_cli to its end: (exit code, output)."""
+    process = start_dagster_cli(job, *args, env=env, cwd=cwd)
+    try:
+        out, _ = process.communicate(timeout=timeout)
+    finally:
+        if process.poll() is None:  # timed out or interrupted: the run and its Spark driver go
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    return process.returncode, out
+
+
+def failure_message(result) -> str:
+    """The step failures of a Dagster run, each with its causes (after the retries a step is allowed,
+    Dagster's own message is "Exceeded max_retries", caused by the last attempt's error)."""
+    messages = []
+    for event in result.get_step_failure_events():
+        error = event.step_failure_data.error
+        while error is not None:
+            messages.append(error.message.strip())
+            error = error.cause
+    return "\n".join(messages)
+
+
+def failed_run_message(result: dg.ExecuteInProcessResult) -> str:
+    """failure_message of a run that must have failed."""
+    assert not result.success
+    return failure_message(result)
+
+
+def declared_checks() -> set[tuple[str, str]]:
+    """(asset, check name) of every asset check the definitions declare."""
+    from desafio_dagster.definitions import defs
+
+    return {(key.asset_key.to_user_string(), key.name) for key in defs.resolve_asset_graph().asset_check_keys}
+
+
+def source_checks() -> set[tuple[str, str]]:
+    return {(asset, name) for asset, name in declared_checks() if asset != "movements_csv"}
+
+
+def export_checks() -> set[tuple[str, str]]:
+    return declared_checks() - source_checks()
+
+
+# --- the published output and its oracle -------------------------------------------------
+
+CONTRACT = HEADER.strip().split(",")
+
+ORACLE = """
+SELECT a.id, a.nome, a.sobrenome, a.idade::text, m.vlr_transacao::text, m.des_transacao,
+       to_char(m.data_movimento, 'YYYY-MM-DD HH24:MI:SS'),
+       CASE WHEN %(mask)s THEN repeat('*', length(k.num_cartao) - 4) || right(k.num_cartao, 4) ELSE k.num_cartao END,
+       k.nom_impresso, to_char(k.data_criacao, 'YYYY-MM-DD HH24:MI:SS'), c.tipo::text,
+       to_char(c.data_criacao, 'YYYY-MM-DD HH24:MI:SS')
+FROM movimento m
+JOIN cartao k ON k.id = m.id_cartao
+JOIN conta c ON c.id = k.id_conta
+JOIN associado a ON a.id = c.id_associado
+ORDER BY a.id, m.data_movimento, m.id"""
+
+
+def oracle_slug(nome: str, sobrenome: str) -> str:
+    """The contract's slug, written independently of desafio_dagster.core.layout."""
+    text = unicodedata.normalize("NFKD", f"{nome} {sobrenome}").encode("ascii", "ignore").decode().lower()
+    return "-".join(re.findall(r"[a-z0-9]+", text))
+
+
+def expected_files(db, mask: bool) -> dict[str, list[list[str]]]:
+    """File name -> rows, computed by SQL in Postgres from what the source holds now."""
+    with db.connect() as conn:
+        clients = conn.execute("SELECT id, nome, sobrenome FROM associado ORDER BY id").fetchall()
+        rows = conn.execute(ORACLE, {"mask": mask}).fetchall()
+    names = {cid: f"{cid:08d}_{oracle_slug(nome, sobrenome)}.csv" for cid, nome, sobrenome in clients}
+    files = {name: [] for name in names.values()}
+    for row in rows:
+        files[names[row[0]]].append(list(row[1:]))
+    return files
+
+
+def published_files(folder: Path) -> dict[str, list[list[str]]]:
+    """File name -> rows of the client files in folder, read with Python's csv module."""
+    files = {}
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith("_"):  # _index.csv and _snapshot.csv
+            continue
+        with open(path, encoding="utf-8", newline="") as handle:
+            rows = list(csv.reader(handle))
+        assert rows[0] == CONTRACT, path.name
+        files[path.name] = rows[1:]
+    return files
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file of folder, by name, with its bytes."""
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def output(env_home: Path) -> Path:
+    """The published movements_csv under the env_home fixture's DESAFIO_OUTPUT_DIR."""
+    return env_home / "data" / "movements_csv"
+
+
+def assert_untouched(published) -> None:
+    """The output published before (the `published` fixture) is still the live one, and no run left
+    a staging or link behind."""
+    folder, files, version = published
+    assert folder.resolve() == version and snapshot(folder) == files
+    leftovers = [p.name for p in folder.parent.iterdir() if ".staging-" in p.name or ".link-" in p.name]
+    assert leftovers == []
