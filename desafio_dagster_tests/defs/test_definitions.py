@@ -3,8 +3,12 @@ the checks job (from Dagster's CLI, as CI runs it), the daily schedule and the a
 refreshes movements_csv after its sources change, judged with Dagster's own evaluators."""
 
 import datetime
+import json
 import os
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -111,3 +115,26 @@ def test_the_checks_job_from_the_cli_after_etl_passes_and_fails_on_a_tampered_ou
     code, out = dagster_cli("checks", env=env, cwd=home)
     assert code != 0
     assert "one_file_per_client" in out
+
+
+def _dg(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """Dagster's `dg` CLI in the repository root, where pyproject.toml's [tool.dg] declares the code location."""
+    dg_cli = Path(sys.executable).parent / "dg"
+    return subprocess.run([str(dg_cli), *args], cwd=REPO, env=env | {"VIRTUAL_ENV": sys.prefix},
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_dg_lists_checks_and_launches_the_definitions_from_the_repo_root(database_url, env_home, tmp_path):
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path)}
+    listed = _dg("list", "defs", "--json", env=env)
+    assert listed.returncode == 0, listed.stderr[-3000:]
+    assert {asset["asset_key"] for asset in json.loads(listed.stdout)["assets"]} == {*RAW_TABLES, "movements_csv"}
+    checked = _dg("check", "defs", env=env)
+    assert checked.returncode == 0 and "All definitions loaded successfully" in checked.stdout + checked.stderr
+
+    launched = _dg("launch", "--job", "etl", "--config-json", json.dumps(POPULATE_CONFIG), env=env)
+    assert launched.returncode == 0, (launched.stdout + launched.stderr)[-4000:]
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        [latest] = instance.get_runs(limit=1)
+        assert (latest.job_name, latest.status) == ("etl", dg.DagsterRunStatus.SUCCESS)
+    assert len(list((env_home / "data" / "movements_csv").glob("0*.csv"))) == 20

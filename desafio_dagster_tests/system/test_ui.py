@@ -57,7 +57,7 @@ AUTOMATION_QUERY = """{ repositoriesOrError { ... on RepositoryConnection { node
   schedules { name cronSchedule scheduleState { status } } sensors { name sensorState { status } } } } } }"""
 # The resources page: each setting's value, or the environment variable it comes from.
 RESOURCES_QUERY = """{ repositoriesOrError { ... on RepositoryConnection { nodes {
-  allTopLevelResourceDetails { name configuredValues { key value type } } } } } }"""
+  allTopLevelResourceDetails { name configuredValues { key value type } configFields { name description } } } } } }"""
 
 
 class Webserver:
@@ -295,18 +295,21 @@ def test_etl_from_the_graphql_api_and_the_asset_graph_in_a_browser(webserver, en
     assert [(s["name"], s["sensorState"]["status"]) for s in repository["sensors"]] == [
         ("automation_conditions", "RUNNING")]
 
-    # Settings from the environment show as the variables' names, never as None or as a secret's value.
+    # Each setting names its variable: a variable set where the webserver runs shows as its name (never
+    # its value: a secret), an unset one as an empty value whose field description names it.
     [resources] = webserver.graphql(RESOURCES_QUERY)["repositoriesOrError"]["nodes"]
-    configured = {(r["name"], v["key"]): (v["type"], v["value"])
-                  for r in resources["allTopLevelResourceDetails"] for v in r["configuredValues"]}
-    assert {key: value for key, value in configured.items() if value[0] == "ENV_VAR"} == {
-        ("postgres", "url"): ("ENV_VAR", "DESAFIO_POSTGRES_URL"),
-        ("postgres", "home"): ("ENV_VAR", "DESAFIO_HOME"),
-        ("postgres", "schema_name"): ("ENV_VAR", "DESAFIO_SCHEMA"),
-        ("spark", "master"): ("ENV_VAR", "DESAFIO_SPARK_MASTER"),
-        ("spark", "home"): ("ENV_VAR", "DESAFIO_HOME"),
-        ("csv_io_manager", "base_dir"): ("ENV_VAR", "DESAFIO_OUTPUT_DIR"),
-    }
+    details = resources["allTopLevelResourceDetails"]
+    configured = {(r["name"], v["key"]): (v["type"], v["value"]) for r in details for v in r["configuredValues"]}
+    described = {(r["name"], f["name"]): f["description"] for r in details for f in r["configFields"]}
+    settings = {("postgres", "url"): "DESAFIO_POSTGRES_URL", ("postgres", "home"): "DESAFIO_HOME",
+                ("postgres", "schema_name"): "DESAFIO_SCHEMA", ("spark", "master"): "DESAFIO_SPARK_MASTER",
+                ("spark", "home"): "DESAFIO_HOME", ("csv_io_manager", "base_dir"): "DESAFIO_OUTPUT_DIR"}
+    for key, variable in settings.items():
+        expected = ("ENV_VAR", variable) if os.environ.get(variable, "").strip() else ("VALUE", '""')
+        assert configured[key] == expected, (key, configured[key])
+        assert f"${variable}" in described[key], described[key]
+    assert {variable for key, variable in settings.items() if configured[key][0] == "ENV_VAR"} >= {
+        "DESAFIO_POSTGRES_URL", "DESAFIO_HOME", "DESAFIO_OUTPUT_DIR"}, "the test sets these three"
     assert "None" not in {value for _, value in configured.values()}
     assert os.environ["DESAFIO_POSTGRES_URL"] not in {value for _, value in configured.values()}
 
