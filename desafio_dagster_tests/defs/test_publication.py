@@ -246,9 +246,10 @@ def test_a_dropped_connection_mid_extract_is_retried(published_large, source_db,
         assert_untouched(published_large)
 
 
-def test_the_pool_keeps_populate_and_export_from_overlapping(database_url, env_home, tmp_path):
+def test_the_pool_keeps_populate_and_export_from_overlapping(populated_db, database_url, env_home, tmp_path):
     """Under the shipped instance config, a second run started while one holds the source database
-    waits for the pool (Dagster says so in its log) instead of running alongside."""
+    waits for the pool (Dagster says so in its log) instead of running alongside. The first run holds
+    the pool for as long as this test holds a table lock it waits for: no race on who comes first."""
     home = tmp_path / "dagster-home"
     home.mkdir()
     (home / "dagster.yaml").write_text((REPO / "dagster.yaml").read_text())
@@ -256,11 +257,24 @@ def test_the_pool_keeps_populate_and_export_from_overlapping(database_url, env_h
         assert instance.event_log_storage.get_pool_config().default_pool_limit == 1
     env = {**os.environ, "DAGSTER_HOME": str(home)}
     config = tmp_path / "populate.yaml"
-    config.write_text("ops: {source_database: {config: {clients: 4000, movements_per_card: [0, 30], seed: 5}}}")
-    first = start_dagster_cli("populate", "-c", str(config), env=env)
-    time.sleep(0.5)
-    second = start_dagster_cli("populate", "-c", str(config), env=env)
+    config.write_text("ops: {source_database: {config: {clients: 200, movements_per_card: [0, 5], seed: 5}}}")
+
+    def wait_for(condition, processes) -> None:
+        deadline = time.monotonic() + 180
+        while not condition():
+            assert all(p.poll() is None for p in processes), "a run ended before the pool was contended"
+            assert time.monotonic() < deadline, "the pool was never contended"
+            time.sleep(0.2)
+
+    with dg.DagsterInstance.from_config(str(home)) as instance, psycopg.connect(database_url) as blocker:
+        pool = lambda: instance.event_log_storage.get_concurrency_info("source_database")  # noqa: E731
+        blocker.execute("LOCK TABLE sicooperative.associado IN ACCESS EXCLUSIVE MODE")
+        first = start_dagster_cli("populate", "-c", str(config), env=env)
+        wait_for(lambda: pool().active_slot_count == 1, [first])
+        second = start_dagster_cli("populate", "-c", str(config), env=env)
+        wait_for(lambda: pool().pending_step_count == 1, [first, second])
+    # The lock is released: the first run loads, then the second takes the pool.
     outputs = [p.communicate(timeout=300)[0] for p in (first, second)]
     assert [p.returncode for p in (first, second)] == [0, 0], outputs[0][-2000:] + outputs[1][-2000:]
-    assert any(re.search(r"blocked by .*source_database|pool source_database", out, re.I) for out in outputs), \
-        "one run waited for the pool"
+    assert re.search(r"blocked by .*source_database|pool source_database", outputs[1], re.I), \
+        "the second run waited for the pool"
