@@ -14,7 +14,7 @@ from desafio_dagster.defs.resources.spark import SparkResource
 from desafio_dagster.defs.schedules import automation_conditions, daily_export
 from desafio_dagster.defs.utils import from_environment
 
-spark = SparkResource(master=from_environment(settings.SPARK_MASTER), home=from_environment(settings.HOME))
+spark = SparkResource(master=from_environment(settings.SPARK_MASTER))
 resources = {
     "postgres": PostgresResource(url=from_environment(settings.POSTGRES_URL), home=from_environment(settings.HOME),
                                  schema_name=from_environment(settings.SCHEMA)),

@@ -96,6 +96,21 @@ def dagster_cli(job: str, *args: str, env: dict[str, str], cwd: Path | None = No
     return process.returncode, out
 
 
+@contextlib.contextmanager
+def exported_view(db, spark, mask: bool = True, parts: int = 2):
+    """(the flat view, its snapshot) as the export reads them: Spark tasks reading the exported snapshot,
+    which stays open until the block ends."""
+    from desafio_dagster.core.extract import ExportedSnapshot, read_tables
+    from desafio_dagster.core.transform import flat_view
+
+    exported = ExportedSnapshot.open(db)
+    try:
+        snap = exported.snapshot
+        yield flat_view(read_tables(spark, exported, snap.client_ranges(parts)), snap.without_movements(), mask), snap
+    finally:
+        exported.close()
+
+
 def failure_message(result) -> str:
     """The step failures of a Dagster run, each with its causes (after the retries a step is allowed,
     Dagster's own message is "Exceeded max_retries", caused by the last attempt's error)."""

@@ -1,27 +1,38 @@
-"""Snapshot the source tables into Parquet for Spark, without JDBC. Pure: no Dagster.
+"""The source, read by the Spark tasks themselves from one snapshot. Pure: no Dagster.
 
-Each table leaves Postgres through `COPY ... TO STDOUT`, is parsed by Arrow's
-streaming CSV reader with exact types (numeric(10,2) stays decimal, timestamps
-stay timestamps without time zone) and written to Parquet in bounded batches.
-All four tables are read in one REPEATABLE READ transaction: one consistent snapshot.
+The export's own transaction (`ExportedSnapshot`, on the driver) waits for a populate in progress,
+takes ACCESS SHARE on the four tables, exports its snapshot (`pg_export_snapshot()`), computes the
+audit figures and the fingerprint in it, and stays open until the Spark job has finished.
+
+Each Spark task reads through `SnapshotSource`, a Python data source: it opens its own connection,
+imports that snapshot (`SET TRANSACTION SNAPSHOT`, REPEATABLE READ, read only), locks the tables
+NOWAIT and streams its range of clients with `COPY ... TO STDOUT`, parsed into Arrow record batches
+with exact types. As with pg_dump's workers, NOWAIT keeps a task from queueing behind a populate
+that itself waits for the exporter: the task fails at once and the step retries from a fresh
+snapshot. No JDBC driver, no staging folder, nothing shared between driver and executors but the
+options of the read (no password: libpq takes it from PGPASSWORD, set as an executor environment
+variable, which Spark redacts).
 """
 
 from __future__ import annotations
 
 import io
+import json
+import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
+import psycopg
 import pyarrow as pa
 import pyarrow.csv as pa_csv
-import pyarrow.fs as pa_fs
-import pyarrow.parquet as pq
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from pyspark.sql.datasource import DataSource, DataSourceReader, InputPartition
 
 from desafio_dagster.core.audit import ClientFigures, expected_figures
-from desafio_dagster.core.source_db import SourceDatabase, SourceDatabaseError, identifiers
-from desafio_dagster.core.staging import Staging
+from desafio_dagster.core.errors import TransientError
+from desafio_dagster.core.source_db import TABLES, SourceDatabase, SourceDatabaseError, describe, identifiers
 
 _TIMESTAMP = pa.timestamp("us")
 SOURCE_SCHEMAS = {
@@ -34,6 +45,13 @@ SOURCE_SCHEMAS = {
     "movimento": pa.schema([("id", pa.int64()), ("vlr_transacao", pa.decimal128(10, 2)), ("des_transacao", pa.string()),
                             ("data_movimento", _TIMESTAMP), ("id_cartao", pa.int64())]),
 }
+# Each table's rows of the clients first..last (the client is associado.id).
+_CLIENT_RANGE = {
+    "associado": "id BETWEEN {first} AND {last}",
+    "conta": "id_associado BETWEEN {first} AND {last}",
+    "cartao": "id_associado BETWEEN {first} AND {last}",
+    "movimento": "id_cartao IN (SELECT id FROM cartao WHERE id_associado BETWEEN {first} AND {last})",
+}
 # What each client's file must hold, from the tables themselves rather than the flat view's join.
 _CLIENT_FIGURES = """
 WITH per_card AS (SELECT id_cartao, count(*) AS movements, sum(vlr_transacao) AS total FROM movimento GROUP BY id_cartao)
@@ -43,8 +61,174 @@ LEFT JOIN conta c ON c.id_associado = a.id
 LEFT JOIN cartao k ON k.id_conta = c.id
 LEFT JOIN per_card p ON p.id_cartao = k.id
 GROUP BY a.id ORDER BY a.id"""
-ROWS_PER_FILE = 250_000
+ROWS_PER_PARTITION = 500_000  # movements one Spark task reads and writes, about
 _BLOCK_BYTES = 8 << 20
+SOURCE_NAME = "desafio_snapshot"
+
+
+class SourceReadError(TransientError):
+    """A task could not read the export's snapshot (a populate waits for the tables, the snapshot is
+    gone, the connection failed): the step starts again from a fresh snapshot."""
+
+
+def spark_ddl(schema: pa.Schema) -> str:
+    """The Spark schema whose rows are exactly these Arrow batches."""
+    types = {pa.int64(): "bigint", pa.int32(): "int", pa.string(): "string", _TIMESTAMP: "timestamp_ntz",
+             pa.decimal128(10, 2): "decimal(10,2)"}
+    return ", ".join(f"`{field.name}` {types[field.type]}" for field in schema)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What one export reads, all from one transaction."""
+
+    id: str  # pg_export_snapshot(): the tasks import it
+    counts: dict[str, int]  # rows per table
+    clients: dict[str, ClientFigures]  # by file name: what each client's file must hold
+    fingerprint: dict[str, list[int]]  # see SourceDatabase.fingerprint
+    figures_seconds: float  # the time the two took to compute
+
+    def client_ranges(self, parts: int) -> list[tuple[int, int]]:
+        """At most `parts` contiguous ranges (first, last) of client ids, about equal in movements
+        (a client weighs one movement at least: it has a file to write)."""
+        figures = sorted(self.clients.values(), key=lambda f: f.client_id)
+        weights = [max(f.rows, 1) for f in figures]
+        share, ranges, first, done = sum(weights) / max(parts, 1), [], 0, 0
+        for index, weight in enumerate(weights):
+            done += weight
+            if done >= share * (len(ranges) + 1) or index == len(figures) - 1:
+                ranges.append((figures[first].client_id, figures[index].client_id))
+                first = index + 1
+        return ranges
+
+    def without_movements(self) -> list[int]:
+        return sorted(f.client_id for f in self.clients.values() if f.rows == 0)
+
+
+def partitions_for(snapshot: Snapshot, task_slots: int, max_connections: int = 0) -> int:
+    """Movement partitions sized by the data (ROWS_PER_PARTITION each, about). Each running task holds
+    one connection, so at most min(task slots, partitions) are open at once; with max_connections
+    below the task slots, the partitions are fewer (and larger) instead."""
+    parts = max(1, math.ceil(snapshot.counts["movimento"] / ROWS_PER_PARTITION))
+    if 0 < max_connections < task_slots:
+        parts = min(parts, max_connections)
+    return parts
+
+
+class ExportedSnapshot:
+    """The export's transaction, open from `open` to `close`: while it is open, its snapshot can be
+    imported by the tasks (the tables stay share-locked, so no populate can replace them meanwhile)."""
+
+    def __init__(self, db: SourceDatabase, conn: psycopg.Connection, snapshot: Snapshot):
+        self.db, self._conn, self.snapshot = db, conn, snapshot
+
+    @classmethod
+    def open(cls, db: SourceDatabase, on_wait: Callable[[str], None] | None = None) -> ExportedSnapshot:
+        context = db.connect(purpose="export")
+        conn = context.__enter__()
+        try:
+            db.require_tables(conn)
+            # The session idles in its transaction while Spark reads: it must not be ended for that.
+            conn.execute("SET idle_in_transaction_session_timeout = 0")
+            conn.commit()
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            # Wait for a populate in progress before the snapshot is taken (at the first query),
+            # so the snapshot is the old database or the new one, never empty tables.
+            db.lock_tables(conn, "ACCESS SHARE", on_wait)
+            started = time.monotonic()
+            snapshot_id = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
+            clients = expected_figures(conn.execute(_CLIENT_FIGURES))
+            fingerprint = db.fingerprint(conn)
+            counts = {table: rows for table, (rows, _, _) in fingerprint.items()}
+            snapshot = Snapshot(snapshot_id, counts, clients, fingerprint, time.monotonic() - started)
+        except BaseException:
+            context.__exit__(None, None, None)
+            raise
+        if counts["associado"] == 0:
+            context.__exit__(None, None, None)
+            raise SourceDatabaseError(
+                f"the source database {db} has no clients (associado is empty): run the populate job first")
+        exported = cls(db, conn, snapshot)
+        exported._context = context
+        return exported
+
+    def check_connections(self, wanted: int) -> None:
+        """Fail clearly, before any task connects, if the server has fewer free connections than wanted."""
+        limit, reserved, used = self._conn.execute(
+            """SELECT current_setting('max_connections')::int,
+                      current_setting('superuser_reserved_connections')::int
+                      + coalesce(current_setting('reserved_connections', true)::int, 0),
+                      (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')""").fetchone()
+        free = limit - reserved - used
+        if wanted > free:
+            raise SourceDatabaseError(
+                f"the export's Spark tasks would open up to {wanted} connections at once to {describe(self.db.url)}, "
+                f"but the server has {max(free, 0)} free (max_connections={limit}, {used} in use): raise "
+                f"max_connections, or set the postgres resource's max_export_connections to {max(free, 1)} or less")
+
+    def read_options(self, table: str, ranges: list[tuple[int, int]] | None = None) -> dict[str, str]:
+        """The options of a SnapshotSource read of table: the client ranges (one partition each; None:
+        the whole table in one), and where and how to connect, without the password."""
+        params = {k: v for k, v in conninfo_to_dict(self.db.url).items() if k != "password"}
+        return {"conninfo": make_conninfo(**params), "schema": self.db.schema, "snapshot": self.snapshot.id,
+                "table": table, "ranges": json.dumps(ranges or [])}
+
+    def close(self) -> None:
+        """End the transaction: the snapshot can no longer be imported, and a waiting populate proceeds."""
+        context, self._context = getattr(self, "_context", None), None
+        if context is not None:
+            context.__exit__(None, None, None)
+
+
+def read_snapshot_rows(options: dict[str, str], client_range: tuple[int, int] | None) -> Iterator[pa.RecordBatch]:
+    """The rows of options["table"] (of the clients in client_range, or all) as the export's snapshot
+    holds them, in Arrow batches of SOURCE_SCHEMAS' types. Runs in a Spark task."""
+    table, schema = options["table"], SOURCE_SCHEMAS[options["table"]]
+    where = sql.SQL("")
+    if client_range is not None:
+        where = sql.SQL(" WHERE " + _CLIENT_RANGE[table]).format(first=sql.Literal(client_range[0]),
+                                                                 last=sql.Literal(client_range[1]))
+    try:
+        conn = psycopg.connect(options["conninfo"], connect_timeout=10, client_encoding="utf8",
+                               application_name="desafio_dagster export task")
+    except psycopg.Error as error:
+        raise SourceReadError(f"a Spark task cannot connect to Postgres: {_first_line(error)}; check that the "
+                              f"executors reach the server and that PGPASSWORD reaches them") from None
+    with conn:
+        try:
+            conn.isolation_level, conn.read_only = psycopg.IsolationLevel.REPEATABLE_READ, True
+            conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(options["snapshot"])))
+            conn.execute(sql.SQL("SET LOCAL search_path TO {}").format(sql.Identifier(options["schema"])))
+            conn.execute("SET LOCAL DateStyle = 'ISO, YMD'")
+            conn.execute(sql.SQL("LOCK TABLE {} IN ACCESS SHARE MODE NOWAIT").format(identifiers(TABLES)))
+        except psycopg.errors.LockNotAvailable:
+            raise SourceReadError("a populate is waiting to replace the source tables: the export gives way and "
+                                  "starts again from a fresh snapshot once the populate is done") from None
+        except psycopg.errors.InvalidParameterValue as error:
+            raise SourceReadError(f"the export's snapshot is gone ({_first_line(error)}): its transaction ended "
+                                  f"before the Spark job did") from None
+        statement = sql.SQL("COPY (SELECT {} FROM {}{}) TO STDOUT (FORMAT csv)").format(
+            identifiers(schema.names), sql.Identifier(table), where)
+        try:
+            with conn.cursor() as cur, cur.copy(statement) as copy:
+                stream = io.BufferedReader(_CopyStream(copy), _BLOCK_BYTES)
+                if not stream.peek(1):
+                    return
+                yield from pa_csv.open_csv(
+                    stream,
+                    read_options=pa_csv.ReadOptions(column_names=schema.names, block_size=_BLOCK_BYTES),
+                    parse_options=pa_csv.ParseOptions(newlines_in_values=True),
+                    convert_options=pa_csv.ConvertOptions(column_types=schema, strings_can_be_null=False,
+                                                          quoted_strings_can_be_null=False),
+                )
+        except psycopg.OperationalError as error:
+            raise SourceReadError(f"connection to Postgres lost in a Spark task reading {table}: "
+                                  f"{_first_line(error)}") from None
+
+
+def _first_line(error: Exception) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
 
 
 class _CopyStream(io.RawIOBase):
@@ -69,80 +253,38 @@ class _CopyStream(io.RawIOBase):
         return n
 
 
-@dataclass(frozen=True)
-class Snapshot:
-    """What one export read, all from one transaction."""
+class SnapshotSource(DataSource):
+    """`spark.read.format("desafio_snapshot")`: a table of the export's snapshot, one partition per
+    client range of the option `ranges` (JSON; empty: the whole table in one partition)."""
 
-    counts: dict[str, int]  # rows per table
-    clients: dict[str, ClientFigures]  # by file name: what each client's file must hold
-    fingerprint: dict[str, list[int]]  # see SourceDatabase.fingerprint
-    figures_seconds: float  # the time the two took to compute
+    @classmethod
+    def name(cls) -> str:
+        return SOURCE_NAME
 
+    def schema(self) -> str:
+        return spark_ddl(SOURCE_SCHEMAS[self.options["table"]])
 
-def snapshot_to_parquet(
-    db: SourceDatabase,
-    staging: Staging,
-    on_progress: Callable[[str, int, float], None] | None = None,
-    on_wait: Callable[[str], None] | None = None,
-) -> Snapshot:
-    """Write the four tables as Parquet under staging/<table>/ (replacing what is there) and
-    return the snapshot's figures."""
-    staging.remove()  # a retried attempt starts from a fresh staging
-    fs, root = staging.filesystem()
-    fs.create_dir(root, recursive=True)
-    counts: dict[str, int] = {}
-    with db.connect(purpose="export") as conn:
-        db.require_tables(conn)
-        conn.commit()
-        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        # Wait for a populate in progress before the snapshot is taken (at the first query),
-        # so the snapshot is the old database or the new one, never empty tables.
-        db.lock_tables(conn, "ACCESS SHARE", on_wait)
-        conn.execute("SET LOCAL DateStyle = 'ISO, YMD'")
-        with conn.cursor() as cur:
-            for table, schema in SOURCE_SCHEMAS.items():
-                started = time.monotonic()
-                statement = sql.SQL("COPY (SELECT {} FROM {}) TO STDOUT (FORMAT csv)").format(
-                    identifiers(schema.names), sql.Identifier(table)
-                )
-                fs.create_dir(f"{root}/{table}", recursive=True)
-                with cur.copy(statement) as copy:
-                    counts[table] = _write_parquet(io.BufferedReader(_CopyStream(copy), _BLOCK_BYTES), schema, fs, f"{root}/{table}")
-                if on_progress:
-                    on_progress(table, counts[table], time.monotonic() - started)
-        started = time.monotonic()
-        clients = expected_figures(conn.execute(_CLIENT_FIGURES))
-        fingerprint = db.fingerprint(conn)
-        figures_seconds = time.monotonic() - started
-    if counts["associado"] == 0:
-        raise SourceDatabaseError(
-            f"the source database {db} has no clients (associado is empty): run the populate job first"
-        )
-    return Snapshot(counts, clients, fingerprint, figures_seconds)
+    def reader(self, schema) -> DataSourceReader:
+        return _SnapshotReader(dict(self.options))
 
 
-def _write_parquet(stream: io.BufferedReader, schema: pa.Schema, fs: pa_fs.FileSystem, folder: str) -> int:
-    if not stream.peek(1):  # an empty table: one empty file, so Spark still knows its schema
-        pq.ParquetWriter(f"{folder}/part-00000.parquet", schema, filesystem=fs).close()
-        return 0
-    reader = pa_csv.open_csv(
-        stream,
-        read_options=pa_csv.ReadOptions(column_names=schema.names, block_size=_BLOCK_BYTES),
-        parse_options=pa_csv.ParseOptions(newlines_in_values=True),
-        convert_options=pa_csv.ConvertOptions(column_types=schema, strings_can_be_null=False, quoted_strings_can_be_null=False),
-    )
-    rows, part, writer, in_file = 0, 0, None, 0
-    try:
-        for batch in reader:
-            if writer is None or in_file >= ROWS_PER_FILE:
-                if writer is not None:
-                    writer.close()
-                writer = pq.ParquetWriter(f"{folder}/part-{part:05d}.parquet", schema, filesystem=fs)
-                part, in_file = part + 1, 0
-            writer.write_batch(batch)
-            rows += batch.num_rows
-            in_file += batch.num_rows
-    finally:
-        if writer is not None:
-            writer.close()
-    return rows
+class _SnapshotReader(DataSourceReader):
+    def __init__(self, options: dict[str, str]):
+        self.options = options
+
+    def partitions(self) -> list[InputPartition]:
+        ranges = [tuple(r) for r in json.loads(self.options["ranges"])]
+        return [InputPartition(r) for r in ranges] or [InputPartition(None)]
+
+    def read(self, partition: InputPartition) -> Iterator[pa.RecordBatch]:
+        return read_snapshot_rows(self.options, partition.value)
+
+
+def read_tables(spark, exported: ExportedSnapshot, movement_ranges: Iterable[tuple[int, int]]) -> dict:
+    """The four tables as Spark DataFrames read by the tasks from the exported snapshot: movimento
+    in one partition per client range, the three small tables in one partition each."""
+    spark.dataSource.register(SnapshotSource)
+    ranges = {"movimento": list(movement_ranges)}
+    return {table: spark.read.format(SOURCE_NAME).schema(spark_ddl(schema))
+            .options(**exported.read_options(table, ranges.get(table))).load()
+            for table, schema in SOURCE_SCHEMAS.items()}

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import os
+import re
 import shutil
 import threading
 import time
@@ -50,6 +51,7 @@ from desafio_dagster.core.audit import (
     write_manifest,
 )
 from desafio_dagster.core.errors import DesafioError, TransientError
+from desafio_dagster.core.extract import SourceReadError
 from desafio_dagster.core.layout import CSV_COLUMNS, HEADER, INDEX_COLUMNS, INDEX_FILE, client_file_name
 from desafio_dagster.core.transform import KEY_COLUMNS
 
@@ -286,11 +288,14 @@ def publish_per_client(
     expected: dict[str, ClientFigures],
     name: str = "movements_csv",
     masked: bool = True,
-    partitions: int | None = None,
+    by_client: bool = False,
     on_progress: Callable[[int, int, float], None] | None = None,
 ) -> Published:
     """Write view (see transform.flat_view) as output_dir/name/<client>.csv plus _index.csv, audit it
     against expected (the source snapshot's figures, audit.expected_figures) and publish it.
+
+    by_client: the view already holds each client's rows in one partition (a view of the tables as
+    extract.read_tables reads them), so it is sorted where it is instead of shuffled by client first.
 
     A failed audit raises AuditError, keeps the rejected version at output_dir/.<name>.rejected-* and
     publishes nothing. on_progress(tasks done, tasks, seconds) is called every few seconds while Spark writes."""
@@ -302,17 +307,18 @@ def publish_per_client(
         token = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
         staging = output_dir / f".{name}.staging-{token}"
         version = output_dir / f".{name}.v-{token}"
-        partitions = partitions or max(2, view.sparkSession.sparkContext.defaultParallelism * 2)
-        prepared = (
-            view.select(*KEY_COLUMNS, *CSV_COLUMNS)
-            .repartition(partitions, "client_id")
-            .sortWithinPartitions("client_id", "movement_time", "movement_id")
-        )
+        prepared = view.select(*KEY_COLUMNS, *CSV_COLUMNS)
+        if not by_client:
+            prepared = prepared.repartition(max(2, view.sparkSession.sparkContext.defaultParallelism * 2), "client_id")
+        prepared = prepared.sortWithinPartitions("client_id", "movement_time", "movement_id")
         try:
             with _reporting(view.sparkSession.sparkContext, on_progress):
                 try:
                     summaries = prepared.mapInArrow(_task_writer(str(staging)), _SUMMARY_SCHEMA).collect()
                 except Exception as error:  # Py4J and PySpark raise many kinds
+                    read_error = re.search(r"SourceReadError: (.+)", str(error))
+                    if read_error:  # a task could not read the source: explained in the task
+                        raise SourceReadError(f"{read_error.group(1).strip()}; nothing was published") from None
                     raise SparkWriteError(
                         f"the Spark job writing the client files failed: {_first_line(error)}; "
                         f"the previous output is untouched (Spark's log above has the details)"

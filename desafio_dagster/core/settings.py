@@ -34,7 +34,7 @@ class Variable:
 POSTGRES_URL = Variable("DESAFIO_POSTGRES_URL", "", "libpq URL of the source database (embedded: a Postgres "
                         "under DESAFIO_HOME/pgdata)")
 SCHEMA = Variable("DESAFIO_SCHEMA", "sicooperative", "Schema of the four source tables")
-HOME = Variable("DESAFIO_HOME", ".desafio", "The project's working folder: the embedded Postgres, run logs, staging")
+HOME = Variable("DESAFIO_HOME", ".desafio", "The project's working folder: the embedded Postgres and run logs")
 OUTPUT_DIR = Variable("DESAFIO_OUTPUT_DIR", "data", "Output folder: movements_csv is published in it")
 SPARK_MASTER = Variable("DESAFIO_SPARK_MASTER", "local[*]", "Spark master URL: local[*], or spark://host:7077")
 VARIABLES = (POSTGRES_URL, SCHEMA, HOME, OUTPUT_DIR, SPARK_MASTER)

@@ -157,6 +157,12 @@ class SourceDatabase:
     def __repr__(self) -> str:
         return f"SourceDatabase({describe(self.url)}, schema={self.schema})"
 
+    def task_environment(self) -> dict[str, str]:
+        """What a Spark task needs besides the connection options to log in: the password (from the
+        URL, else the PGPASSWORD this process has), as libpq's PGPASSWORD."""
+        password = _password(self.url) or os.environ.get("PGPASSWORD")
+        return {"PGPASSWORD": password} if password else {}
+
     @contextlib.contextmanager
     def connect(self, autocommit: bool = False, purpose: str = "") -> Iterator[psycopg.Connection]:
         """A connection whose search_path is the schema; errors name host and port, never the password.

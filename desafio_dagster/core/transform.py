@@ -3,23 +3,23 @@
 One row per movement, joined movimento -> cartao -> conta -> associado, every
 contract column already in its exact text format. Clients without movements keep
 one row whose movement columns are null, so every client reaches the output.
+
+The three small tables are broadcast, so the movements are never shuffled: when they
+are read one partition per range of clients (extract.read_tables), the view keeps that
+partitioning, and each client's rows stay in one partition.
 """
 
 from __future__ import annotations
 
-from pyspark.sql import DataFrame, SparkSession
+from collections.abc import Sequence
+
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from desafio_dagster.core.extract import SOURCE_SCHEMAS
 from desafio_dagster.core.layout import CSV_COLUMNS
-from desafio_dagster.core.staging import Staging
 
 KEY_COLUMNS = ("client_id", "movement_id", "movement_time")
 _TIMESTAMP_FORMAT = "yyyy-MM-dd HH:mm:ss"
-
-
-def read_snapshot(spark: SparkSession, staging: Staging) -> dict[str, DataFrame]:
-    return {table: spark.read.parquet(staging.uri(table)) for table in SOURCE_SCHEMAS}
 
 
 def masked(card_number):
@@ -27,8 +27,9 @@ def masked(card_number):
     return F.concat(F.repeat(F.lit("*"), F.greatest(F.length(card_number) - 4, F.lit(0))), F.substring(card_number, -4, 4))
 
 
-def flat_view(tables: dict[str, DataFrame], mask_card_numbers: bool = True) -> DataFrame:
-    """KEY_COLUMNS (movement_id and movement_time null for a client without movements), then CSV_COLUMNS as text."""
+def flat_view(tables: dict[str, DataFrame], without_movements: Sequence[int], mask_card_numbers: bool = True) -> DataFrame:
+    """KEY_COLUMNS (movement_id and movement_time null for a client without movements), then CSV_COLUMNS
+    as text. without_movements: the ids of the clients that have no movement (from the snapshot's figures)."""
     # Format the small tables before the join, so each card's and account's text is
     # computed once, not once per movement.
     clients = tables["associado"].select(
@@ -59,14 +60,14 @@ def flat_view(tables: dict[str, DataFrame], mask_card_numbers: bool = True) -> D
         F.date_format("data_movimento", _TIMESTAMP_FORMAT).alias("data_movimento"),
         F.col("data_movimento").alias("movement_time"),  # orders rows to the microsecond
     )
-    # Inner joins from the big side: below Spark's broadcast threshold the small tables are
-    # broadcast and the movements are not shuffled for the join.
-    with_movements = movements.join(cards, "card_id").join(accounts, "account_id").join(clients, "client_id")
-    without_movements = clients.join(with_movements.select("client_id").distinct(), "client_id", "left_anti").select(
+    # Inner joins from the big side, the small tables broadcast: the movements are not shuffled.
+    with_movements = (movements.join(F.broadcast(cards), "card_id").join(F.broadcast(accounts), "account_id")
+                      .join(F.broadcast(clients), "client_id"))
+    header_only = clients.filter(F.col("client_id").isin(list(without_movements))).select(
         "client_id",
         F.lit(None).cast("long").alias("movement_id"),
         F.lit(None).cast("timestamp_ntz").alias("movement_time"),
         *CSV_COLUMNS[:3],
         *[F.lit(None).cast("string").alias(name) for name in CSV_COLUMNS[3:]],
     )
-    return with_movements.select(*KEY_COLUMNS, *CSV_COLUMNS).unionByName(without_movements)
+    return with_movements.select(*KEY_COLUMNS, *CSV_COLUMNS).unionByName(header_only)

@@ -176,5 +176,5 @@ def test_empty_settings_take_the_defaults_under_the_working_directory(tmp_path, 
     assert summary["log"].parent == work / ".desafio" / "logs"
     assert summary["folder"] == work / "data" / "movements_csv"
     assert summary["tables"]["associado"] == 12 and "sicooperative.associado" in done.stdout
-    assert (work / ".desafio" / "dagster").is_dir() and (work / ".desafio" / "staging").is_dir()
+    assert (work / ".desafio" / "dagster").is_dir()
     assert sorted(p.name for p in work.iterdir()) == [".desafio", "data"], "nothing written anywhere else"

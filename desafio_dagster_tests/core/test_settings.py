@@ -4,7 +4,6 @@ are taken from the working directory; nothing changes os.environ."""
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -45,7 +44,7 @@ def test_the_resources_follow_the_same_rule(tmp_path, monkeypatch, home):
     monkeypatch.setenv("DESAFIO_OUTPUT_DIR", "")
     monkeypatch.setenv("DESAFIO_SPARK_MASTER", " ")
     spark = SparkResource()  # fields left empty: the environment, else the defaults
-    assert Path(spark.staging_area.root) == tmp_path / (home or ".desafio") / "staging"
+    assert settings.HOME.path() == tmp_path / (home or ".desafio")
     assert spark.master_url == "local[*]"
     assert PerClientCsvIOManager(spark=spark).folder("movements_csv") == tmp_path / "data" / "movements_csv"
 

@@ -146,8 +146,7 @@ def test_a_snapshot_taken_during_a_replace_waits_and_sees_the_new_data(populated
     import threading
     import time
 
-    from desafio_dagster.core.extract import snapshot_to_parquet
-    from desafio_dagster.core.staging import Staging
+    from desafio_dagster.core.extract import ExportedSnapshot
 
     loading = threading.Event()
 
@@ -160,7 +159,9 @@ def test_a_snapshot_taken_during_a_replace_waits_and_sees_the_new_data(populated
     replace = threading.Thread(target=lambda: populated_db.replace(slow_chunks()))
     replace.start()
     assert loading.wait(30)
-    counts = snapshot_to_parquet(populated_db, Staging(str(tmp_path / "staging"))).counts
+    exported = ExportedSnapshot.open(populated_db)
+    exported.close()
+    counts = exported.snapshot.counts
     replace.join()
     assert counts["associado"] == 30 and counts == populated_db.row_counts()
 

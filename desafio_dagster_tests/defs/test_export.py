@@ -1,17 +1,16 @@
 """movements_csv end to end: the published files against an independent oracle (SQL in
 Postgres, read back with Python's csv module), atomic publication, bad input."""
 
-import contextlib
 import csv
 import os
 import re
 import signal
 import time
+from pathlib import Path
 
 import dagster as dg
 import pytest
 
-from desafio_dagster.core.fakedata import GenerationSpec, generate
 from desafio_dagster.core.layout import INDEX_FILE
 from desafio_dagster_tests.helpers import (
     CONTRACT,
@@ -19,6 +18,7 @@ from desafio_dagster_tests.helpers import (
     assert_untouched,
     expected_files,
     export_checks,
+    exported_view,
     failed_run_message,
     output,
     published_files,
@@ -51,7 +51,6 @@ def test_published_files_equal_the_sql_oracle_row_by_row(source, env_home, mask)
     metadata = result.asset_materializations_for_node("movements_csv")[0].metadata
     assert metadata["dagster/row_count"].value == sum(map(len, expected.values()))
     assert metadata["clients"].value == SPEC.clients
-    assert not list((env_home / "home" / "staging").iterdir()), "staging removed after a successful run"
 
 
 def test_rerun_replaces_the_output_atomically_without_duplicates(source, env_home):
@@ -112,7 +111,7 @@ def test_io_manager_loads_the_published_files_as_a_spark_dataframe(source, env_h
     from desafio_dagster.defs.io_managers.per_client_csv import PerClientCsvIOManager
     from desafio_dagster.defs.resources.spark import SparkResource
 
-    manager = PerClientCsvIOManager(spark=SparkResource(master="local[2]", home=str(env_home / "home")),
+    manager = PerClientCsvIOManager(spark=SparkResource(master="local[2]"),
                                     base_dir=str(env_home / "data"))
     context = dg.build_input_context(asset_key=dg.AssetKey("movements_csv"),
                                      upstream_output=dg.build_output_context(asset_key=dg.AssetKey("movements_csv")))
@@ -180,62 +179,71 @@ def test_killed_run_leaves_the_previous_output_and_the_next_run_cleans_up(publis
     assert [p.name for p in folder.parent.iterdir() if ".staging-" in p.name] == []
 
 
-def _spark_python_workers(pid: int) -> list:
-    """The Python workers forked by the pyspark.daemon under process pid (not another test's)."""
-    import psutil
+def _failing_first_attempts(task_writer, marker: Path):
+    """The publisher's task writer, except that each task's first attempt fails once it has written
+    the files of its first three batches (and says how many files in marker)."""
+    from pyspark import TaskContext
 
-    workers = []
-    for child in psutil.Process(pid).children(recursive=True):
-        with contextlib.suppress(psutil.Error):  # a process that ended meanwhile
-            if "pyspark.daemon" in " ".join(child.cmdline()):
-                workers += child.children()
-    return workers
+    def writer(staging: str):
+        write = task_writer(staging)
+
+        def write_or_fail(batches):
+            context = TaskContext.get()
+            if context.attemptNumber() > 0:
+                yield from write(batches)
+                return
+
+            def three_batches_then_fail():
+                for number, batch in enumerate(batches):
+                    if number == 3:
+                        written = list(Path(staging).glob(f"part-*-attempt-{context.taskAttemptId()}/*"))
+                        marker.write_text(str(len(written)))
+                        raise RuntimeError("the first attempt fails")
+                    yield batch
+
+            yield from write(three_batches_then_fail())
+
+        return write_or_fail
+
+    return writer
 
 
-def test_a_killed_spark_task_is_retried_without_duplicate_rows(source_db, env_home, tmp_path):
-    """Kill the Python workers of the writing stage mid-write: Spark retries the tasks
-    (local[2,4] allows four attempts), and only the accepted attempts' files are published."""
-    source_db.replace(generate(GenerationSpec(clients=3_000, movements_per_card=(0, 40), seed=8)))
-    env = {**os.environ, "DAGSTER_HOME": str(tmp_path), "DESAFIO_SPARK_MASTER": "local[2,4]"}
-    process = start_dagster_cli("export", env=env)
-    out_dir = env_home / "data"
-    seen, killed = set(), 0
-    deadline = time.monotonic() + 300
-    while process.poll() is None and time.monotonic() < deadline:
-        for staging in out_dir.glob(".movements_csv.staging-*"):
-            with_files = {p.name for p in staging.iterdir() if p.is_dir() and any(p.iterdir())}
-            seen |= with_files
-            if with_files and not killed:
-                workers = _spark_python_workers(process.pid)
-                for worker in workers:
-                    worker.kill()
-                killed = len(workers)
-        time.sleep(0.02)
-    out, _ = process.communicate(timeout=60)
-    assert process.returncode == 0, out[-3000:]
-    assert killed, "no writer task was caught while writing"
-    partitions = {name.split("-attempt-")[0] for name in seen}
-    assert len(seen) > len(partitions), f"a partition was attempted twice: {sorted(seen)}"
-    assert published_files(output(env_home)) == expected_files(source_db, True)
+def test_a_failed_task_attempt_is_retried_without_duplicate_rows(published, source, tmp_path, monkeypatch):
+    """A task attempt fails after it has written some client files: Spark retries the task (local[2,4]
+    allows four attempts), the retry re-reads the same snapshot, and only the accepted attempt's files
+    are published."""
+    from pyspark.sql import SparkSession
+
+    from desafio_dagster.core import publish
+    from desafio_dagster.core.spark_session import start_session
+
+    folder = published[0]
+    marker = tmp_path / "failed-attempt"
+    monkeypatch.setattr(publish, "_task_writer", _failing_first_attempts(publish._task_writer, marker))
+    if (active := SparkSession.getActiveSession()) is not None:
+        active.stop()
+    spark = start_session("local[2,4]", {"spark.sql.execution.arrow.maxRecordsPerBatch": "20"})  # many batches
+    try:
+        with exported_view(source, spark) as (view, snap):
+            publish.publish_per_client(view, folder.parent, snap.clients, by_client=True)
+    finally:
+        spark.stop()
+    assert int(marker.read_text()) > 0, "the failed attempt had written files"
+    assert published_files(folder) == expected_files(source, True)
 
 
 def test_a_failing_spark_job_fails_clearly_and_keeps_the_output(published, source, spark_session):
     """A Spark job that fails for good (here, one row raises) leaves the published output."""
     from pyspark.sql import functions as F
 
-    from desafio_dagster.core.extract import snapshot_to_parquet
     from desafio_dagster.core.publish import PublishError, publish_per_client
-    from desafio_dagster.core.staging import Staging
-    from desafio_dagster.core.transform import flat_view, read_snapshot
 
     folder = published[0]
-    staging = Staging(str(folder.parent.parent / "failing-staging"))
-    snapshot = snapshot_to_parquet(source, staging)
-    view = flat_view(read_snapshot(spark_session, staging))
-    broken = view.withColumn(
-        "des_transacao_movimento",
-        F.when(F.col("client_id") == 7, F.raise_error(F.lit("boom in client 7"))).otherwise(F.col("des_transacao_movimento")),
-    )
-    with pytest.raises(PublishError, match="Spark job writing the client files failed.*boom in client 7"):
-        publish_per_client(broken, folder.parent, snapshot.clients)
+    with exported_view(source, spark_session) as (view, snapshot):
+        broken = view.withColumn(
+            "des_transacao_movimento",
+            F.when(F.col("client_id") == 7, F.raise_error(F.lit("boom in client 7"))).otherwise(F.col("des_transacao_movimento")),
+        )
+        with pytest.raises(PublishError, match="Spark job writing the client files failed.*boom in client 7"):
+            publish_per_client(broken, folder.parent, snapshot.clients, by_client=True)
     assert_untouched(published)

@@ -13,17 +13,16 @@ import pytest
 from pyspark.sql import functions as F
 
 from desafio_dagster.core.audit import AuditError
-from desafio_dagster.core.extract import snapshot_to_parquet
+from desafio_dagster.core.extract import ExportedSnapshot
 from desafio_dagster.core.fakedata import TABLES, GenerationSpec, generate
 from desafio_dagster.core.publish import publish_per_client
 from desafio_dagster.core.source_db import SourceDatabase, SourceDatabaseError
-from desafio_dagster.core.staging import Staging
-from desafio_dagster.core.transform import flat_view, read_snapshot
 from desafio_dagster.defs.utils import user_errors
 from desafio_dagster_tests.helpers import (
     REPO,
     assert_untouched,
     expected_files,
+    exported_view,
     failed_run_message,
     failure_message,
     output,
@@ -34,20 +33,18 @@ from desafio_dagster_tests.helpers import (
 )
 
 
-def staged_view(db, spark, tmp_path, mask=True):
-    staging = Staging(str(tmp_path / "audit-staging"))
-    exported = snapshot_to_parquet(db, staging)
-    return flat_view(read_snapshot(spark, staging), mask), exported
-
-
 def rejected_versions(folder: Path) -> list[Path]:
     return sorted(folder.parent.glob(".movements_csv.rejected-*"))
 
 
 @pytest.mark.parametrize("fault", ["lost rows", "duplicated rows"])
-def test_a_view_that_loses_or_duplicates_a_clients_rows_is_rejected(published, source_db, spark_session, tmp_path, fault):
+def test_a_view_that_loses_or_duplicates_a_clients_rows_is_rejected(published, source_db, spark_session, fault):
+    with exported_view(source_db, spark_session) as (view, exported):
+        _reject_broken_view(published, view, exported, fault)
+
+
+def _reject_broken_view(published, view, exported, fault):
     folder = published[0]
-    view, exported = staged_view(source_db, spark_session, tmp_path)
     victim = view.filter("movement_id IS NOT NULL").agg(F.min("client_id")).first()[0]
     if fault == "lost rows":
         first_movement = view.filter(F.col("client_id") == victim).agg(F.min("movement_id")).first()[0]
@@ -70,15 +67,15 @@ def test_a_view_that_loses_or_duplicates_a_clients_rows_is_rejected(published, s
     assert_untouched(published)
 
 
-def test_unmasked_card_numbers_are_rejected_while_masking_is_on(published, source_db, spark_session, tmp_path):
+def test_unmasked_card_numbers_are_rejected_while_masking_is_on(published, source_db, spark_session):
     folder = published[0]
-    view, exported = staged_view(source_db, spark_session, tmp_path, mask=False)
-    with pytest.raises(AuditError, match=r"card_numbers_masked failed, \d+ files with a run of 12 or more digits"):
-        publish_per_client(view, folder.parent, exported.clients, masked=True)
-    assert_untouched(published)
-    # The same files are what a run with masking off publishes.
-    assert publish_per_client(view, folder.parent, exported.clients, masked=False).rows == sum(
-        f.rows for f in exported.clients.values())
+    with exported_view(source_db, spark_session, mask=False) as (view, exported):
+        with pytest.raises(AuditError, match=r"card_numbers_masked failed, \d+ files with a run of 12 or more digits"):
+            publish_per_client(view, folder.parent, exported.clients, masked=True, by_client=True)
+        assert_untouched(published)
+        # The same files are what a run with masking off publishes.
+        assert publish_per_client(view, folder.parent, exported.clients, masked=False, by_client=True).rows == sum(
+            f.rows for f in exported.clients.values())
 
 
 def test_audit_failures_and_explained_errors_are_never_retried_but_lost_connections_are():
@@ -94,32 +91,63 @@ def test_audit_failures_and_explained_errors_are_never_retried_but_lost_connecti
     assert lost.allow_retries is not False and "connection to Postgres lost" in lost.description
 
 
-def test_a_populate_that_lands_mid_export_is_reported_not_failed(source_db, env_home):
-    """The export reads one snapshot; a populate with another seed lands while Spark writes. The export
-    publishes the old snapshot, its checks pass against it, and the warning says the source changed."""
-    older = GenerationSpec(clients=50, movements_per_card=(0, 4), seed=31)
+def _wait_for_backend(db, application: str, condition: str, alive) -> None:
+    """Until a connection of that application meets the condition on pg_stat_activity (as Postgres reports it)."""
+    deadline = time.monotonic() + 120
+    query = f"SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND application_name = %s AND {condition}"
+    with psycopg.connect(db.url, autocommit=True) as admin:
+        while not admin.execute(query, (application,)).fetchone():
+            assert alive() and time.monotonic() < deadline, f"no {application} connection with {condition}"
+            time.sleep(0.01)
+
+
+def test_a_populate_queued_behind_the_snapshot_makes_the_tasks_give_way(published, source_db, spark_session):
+    """pg_dump's rule: a populate that waits for the exporter's lock would hold every later reader
+    back, the tasks included, while the exporter waits for the tasks. The tasks lock NOWAIT and fail
+    at once with a transient error; once the exporter closes, the populate goes on."""
+    from desafio_dagster.core.extract import SourceReadError
+
+    folder = published[0]
+    with exported_view(source_db, spark_session) as (view, snap):
+        populate = threading.Thread(target=lambda: source_db.replace(generate(GenerationSpec(clients=70, seed=32))))
+        populate.start()
+        _wait_for_backend(source_db, "desafio_dagster populate", "wait_event_type = 'Lock'", populate.is_alive)  # queued behind us
+        started = time.monotonic()
+        with pytest.raises(SourceReadError, match="a populate is waiting to replace the source tables"):
+            publish_per_client(view, folder.parent, snap.clients, by_client=True)
+        assert time.monotonic() - started < 60 and populate.is_alive()
+    populate.join(120)
+    assert not populate.is_alive() and source_db.row_counts()["associado"] == 70
+    assert_untouched(published)
+
+
+def test_a_populate_that_arrives_mid_export_never_hangs_it(source_db, env_home):
+    """A populate with another seed arrives while the export holds its snapshot. The export ends
+    either on its snapshot (the populate waits for it; the warning says the source changed) or, if the
+    populate queued before its tasks locked the tables, by retrying from a fresh snapshot."""
+    older, newer = (GenerationSpec(clients=n, movements_per_card=(0, 4), seed=s) for n, s in ((50, 31), (70, 32)))
     source_db.replace(generate(older))
-    staging = env_home / "home" / "staging"
     results = {}
     export = threading.Thread(target=lambda: results.setdefault("export", run("export")))
     export.start()
-    deadline = time.monotonic() + 120
-    while not list(staging.glob("*/associado")):  # the snapshot is fixed once the first table is read
-        assert export.is_alive() and time.monotonic() < deadline
-        time.sleep(0.01)
-    source_db.replace(generate(GenerationSpec(clients=70, movements_per_card=(0, 4), seed=32)))  # waits for the extract
-    assert export.is_alive(), "the populate must land before the export's checks run"
-    export.join()
+    _wait_for_backend(source_db, "desafio_dagster export", "state = 'idle in transaction'", export.is_alive)
+    source_db.replace(generate(newer))  # waits for the export's snapshot to close
+    export.join(300)
+    assert not export.is_alive(), "the export hangs"
     result = results["export"]
     assert result.success, failed_run_message(result)
+    retried = any(e.event_type == dg.DagsterEventType.STEP_RESTARTED for e in result.all_events)
     checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
     assert all(e.passed for name, e in checks.items() if name != "source_unchanged_since_export")
-    warning = checks["source_unchanged_since_export"]
-    assert not warning.passed and warning.severity == dg.AssetCheckSeverity.WARN
-    assert "the output is older than the source" in warning.description
     published = published_files(output(env_home))
-    source_db.replace(generate(older))  # the older snapshot again, to compare row by row
-    assert published == expected_files(source_db, True)
+    if retried:  # the second attempt read the new source
+        assert published == expected_files(source_db, True)
+    else:
+        warning = checks["source_unchanged_since_export"]
+        assert not warning.passed and warning.severity == dg.AssetCheckSeverity.WARN
+        assert "the output is older than the source" in warning.description
+        source_db.replace(generate(older))  # the older snapshot again, to compare row by row
+        assert published == expected_files(source_db, True)
 
 
 def spec_fingerprint(spec: GenerationSpec) -> tuple[dict[str, int], Decimal]:
@@ -164,7 +192,7 @@ def test_a_lock_wait_names_the_holder_and_gives_up_after_the_timeout(populated_d
         impatient = SourceDatabase(populated_db.url, populated_db.schema, lock_timeout=2)
         started = time.monotonic()
         with pytest.raises(SourceDatabaseError) as raised:
-            snapshot_to_parquet(impatient, Staging(str(tmp_path / "staging")), on_wait=waits.append)
+            ExportedSnapshot.open(impatient, on_wait=waits.append)
         assert 1.5 < time.monotonic() - started < 10
     assert [w for w in waits if f"pid {pid} (desafio_dagster test holder" in w]
     assert re.search(rf"gave up after 2 s waiting for .*held by pid {pid} \(desafio_dagster test holder.*"
@@ -182,7 +210,7 @@ BEGIN
     LOOP
         PERFORM pg_stat_clear_snapshot();
         SELECT pid INTO victim FROM pg_stat_activity
-        WHERE application_name = 'desafio_dagster export' AND state = 'active'
+        WHERE application_name = 'desafio_dagster export task' AND state = 'active' AND datname = current_database()
           AND query LIKE 'COPY (SELECT%movimento%' AND NOT pid = ANY(done);
         IF victim IS NOT NULL THEN
             PERFORM pg_terminate_backend(victim);
@@ -196,7 +224,7 @@ END $$"""
 
 
 class Terminator(threading.Thread):
-    """Terminates the export's connection while it streams `movimento` out (COPY ... TO STDOUT):
+    """Terminates the connection of the Spark task that streams `movimento` out (COPY ... TO STDOUT):
     once, or on every attempt."""
 
     def __init__(self, db: SourceDatabase, every_attempt: bool):

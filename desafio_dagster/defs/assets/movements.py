@@ -5,9 +5,9 @@ from concurrent.futures import ThreadPoolExecutor
 import dagster as dg
 from pydantic import Field
 
-from desafio_dagster.core.extract import snapshot_to_parquet
+from desafio_dagster.core.extract import ExportedSnapshot, partitions_for, read_tables
 from desafio_dagster.core.layout import CSV_CONTRACT
-from desafio_dagster.core.transform import flat_view, read_snapshot
+from desafio_dagster.core.transform import flat_view
 from desafio_dagster.defs.assets.source import RAW_TABLES, SOURCE_DATABASE_POOL
 from desafio_dagster.defs.io_managers.per_client_csv import ExportedView
 from desafio_dagster.defs.resources.postgres import PostgresResource
@@ -25,18 +25,12 @@ class MovementsCsvConfig(dg.Config):
 COLUMN_SCHEMA = dg.TableSchema(columns=[dg.TableColumn(name, type_, description=source)
                                         for name, (type_, source) in CSV_CONTRACT.items()])
 # Bump when the extract, the flat view or the publication changes the files for the same source.
-CODE_VERSION = "1"
+CODE_VERSION = "1"  # the same bytes as before the tasks read the source themselves
 # Refreshed by the automation sensor when a run that did not materialize it (a populate) has
 # updated a source table, once that run has finished and the sources' blocking checks passed;
 # never while an export is queued or running. The pool `source_database` keeps it from overlapping
 # a populate that starts later.
 AFTER_SOURCE_CHANGES = dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed()
-
-
-def _run_finished(instance: dg.DagsterInstance, run_id: str) -> bool | None:
-    """Whether a run has ended; None for a run this instance does not know."""
-    run = instance.get_run_by_id(run_id)
-    return None if run is None else run.is_finished
 
 
 @dg.asset(
@@ -56,18 +50,25 @@ def movements_csv(
     """One row per card movement with its card, account and client; one CSV file per client,
     published only once it matches the figures of the source snapshot it was read from."""
     with user_errors():
-        spark.staging_area.remove_stale(context.run.run_id, lambda run_id: _run_finished(context.instance, run_id))
         db = postgres.database()
-        staging = spark.staging_area.for_run(context.run.run_id)
-
-        def progress(table: str, rows: int, seconds: float) -> None:
-            context.log.info(f"extracted {table}: {rows:,} rows, {rows / max(seconds, 1e-9):,.0f} rows/s")
-
-        context.log.info(f"starting Spark on {spark.master_url} while the source is staged at {staging.location}")
+        context.log.info(f"starting Spark on {spark.master_url} while the export's snapshot is taken")
         spark.prepare_environment()
         with ThreadPoolExecutor(max_workers=1) as background:
-            session = background.submit(spark.session)  # the JVM starts while Postgres is read
-            snapshot = snapshot_to_parquet(db, staging, on_progress=progress, on_wait=context.log.warning)
-            view = flat_view(read_snapshot(session.result(), staging), config.mask_card_numbers)
+            # The JVM starts while Postgres computes the snapshot's figures.
+            session = background.submit(spark.session, db.task_environment())
+            exported = ExportedSnapshot.open(db, on_wait=context.log.warning)
+            try:
+                snapshot = exported.snapshot
+                slots = session.result().sparkContext.defaultParallelism
+                parts = partitions_for(snapshot, slots, postgres.max_export_connections)
+                exported.check_connections(min(parts + 3, slots))  # one per running task at most
+                ranges = snapshot.client_ranges(parts)
+                context.log.info(f"snapshot {snapshot.id}: {snapshot.counts['associado']:,} clients, "
+                                 f"{snapshot.counts['movimento']:,} movements, read by {len(ranges)} Spark tasks")
+                view = flat_view(read_tables(session.result(), exported, ranges), snapshot.without_movements(),
+                                 config.mask_card_numbers)
+            except BaseException:
+                exported.close()
+                raise
     context.add_output_metadata({f"source_{table}_rows": rows for table, rows in snapshot.counts.items()})
-    return ExportedView(view, snapshot, config.mask_card_numbers)
+    return ExportedView(view, exported, config.mask_card_numbers)

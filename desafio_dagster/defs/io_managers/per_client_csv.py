@@ -13,7 +13,7 @@ from pyspark.sql import DataFrame
 
 from desafio_dagster.core import settings
 from desafio_dagster.core.audit import MANIFEST_FILE
-from desafio_dagster.core.extract import Snapshot
+from desafio_dagster.core.extract import ExportedSnapshot, Snapshot
 from desafio_dagster.core.progress import tasks_done
 from desafio_dagster.core.publish import Published, publish_per_client, read_published
 from desafio_dagster.defs.resources.spark import SparkResource
@@ -31,12 +31,16 @@ TOP_CLIENTS_SCHEMA = dg.TableSchema(columns=[
 
 @dataclass(frozen=True)
 class ExportedView:
-    """What movements_csv hands to the IO manager: the flat view and the snapshot it was read from,
-    whose figures the written files must match before they are published."""
+    """What movements_csv hands to the IO manager: the flat view and the export's open snapshot it is
+    read from, whose figures the written files must match before they are published."""
 
     view: DataFrame
-    snapshot: Snapshot
+    exported: ExportedSnapshot  # closed by the IO manager once the files are written
     masked: bool
+
+    @property
+    def snapshot(self) -> Snapshot:
+        return self.exported.snapshot
 
 
 def rows_histogram(published: Published) -> list[dict]:
@@ -70,9 +74,11 @@ class PerClientCsvIOManager(dg.ConfigurableIOManager):
             context.log.info(tasks_done(done, tasks, seconds))
 
         with user_errors():
-            published = publish_per_client(obj.view, folder.parent, obj.snapshot.clients, folder.name,
-                                           masked=obj.masked, on_progress=progress)
-        self.spark.staging_area.for_run(context.run_id).remove()  # the view's Parquet input is no longer needed
+            try:
+                published = publish_per_client(obj.view, folder.parent, obj.snapshot.clients, folder.name,
+                                               masked=obj.masked, by_client=True, on_progress=progress)
+            finally:
+                obj.exported.close()  # the tasks have read the snapshot: a waiting populate may go on
         top = sorted(published.files, key=lambda f: (-f.rows, f.client_id))[: self.top_clients]
         context.add_output_metadata({
             "path": dg.MetadataValue.path(str(published.path.absolute())),

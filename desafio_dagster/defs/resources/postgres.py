@@ -19,6 +19,11 @@ class PostgresResource(dg.ConfigurableResource):
         default=DEFAULT_LOCK_TIMEOUT,
         description="How long a populate or export waits for another one holding the tables before it fails",
     )
+    max_export_connections: int = Field(
+        default=0, ge=0,
+        description="Most connections the export's Spark tasks open at once (one per running task); 0: one per "
+                    "executor core",
+    )
 
     def database(self) -> SourceDatabase:
         url = settings.POSTGRES_URL.value(self.url) or embedded_url(settings.HOME.path(self.home))

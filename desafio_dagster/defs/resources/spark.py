@@ -10,7 +10,6 @@ from pyspark.sql import SparkSession
 
 from desafio_dagster.core import settings
 from desafio_dagster.core.spark_session import DEFAULT_CONF, prepare_environment, start_session
-from desafio_dagster.core.staging import StagingArea
 
 
 class SparkResource(LazyPySparkResource):
@@ -21,19 +20,13 @@ class SparkResource(LazyPySparkResource):
         default_factory=lambda: dict(DEFAULT_CONF), description="spark.* settings of the session"
     )
     master: str = Field(default="", description=settings.SPARK_MASTER.describe())
-    home: str = Field(default="", description=settings.HOME.describe() + ". The source is staged under HOME/staging")
-    staging_dir: str = Field(
-        default="",
-        description="Where the Parquet snapshot goes instead (on a cluster, a path or URI every executor reads)",
-    )
 
     @classmethod
     def _is_dagster_maintained(cls) -> bool:
         return False  # this subclass is the project's own
 
     def _init_session(self) -> None:
-        if self._spark_session is None:
-            self._spark_session = start_session(self.master_url, self.spark_config)
+        self.session()
 
     def prepare_environment(self) -> None:
         """Set Java and Python for Spark now, before a session starts in another thread."""
@@ -43,12 +36,13 @@ class SparkResource(LazyPySparkResource):
     def master_url(self) -> str:
         return settings.SPARK_MASTER.value(self.master)
 
-    def session(self) -> SparkSession:
-        return self.spark_session
-
-    @property
-    def staging_area(self) -> StagingArea:
-        return StagingArea(self.staging_dir or str(settings.HOME.path(self.home) / "staging"))
+    def session(self, executor_env: dict[str, str] | None = None) -> SparkSession:
+        """The run's session, started on first use with executor_env in the executors' (and their Python
+        workers') environment: spark.executorEnv.*, whose values Spark redacts in its UI and event log."""
+        if self._spark_session is None:
+            env = {f"spark.executorEnv.{name}": value for name, value in (executor_env or {}).items()}
+            self._spark_session = start_session(self.master_url, {**self.spark_config, **env})
+        return self._spark_session
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         if self._spark_session is not None:
