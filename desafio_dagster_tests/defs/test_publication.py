@@ -182,7 +182,7 @@ BEGIN
     LOOP
         PERFORM pg_stat_clear_snapshot();
         SELECT pid INTO victim FROM pg_stat_activity
-        WHERE application_name = 'desafio_dagster export' AND state = 'active'
+        WHERE application_name = 'desafio_dagster export' AND state = 'active' AND datname = current_database()
           AND query LIKE 'COPY (SELECT%movimento%' AND NOT pid = ANY(done);
         IF victim IS NOT NULL THEN
             PERFORM pg_terminate_backend(victim);
