@@ -74,6 +74,7 @@ ui: java install $(DAGSTER_HOME)/dagster.yaml
 bench: java install-dev
 	$(BIN)/python bench/bench_populate.py
 	$(BIN)/python bench/bench_export.py
+	$(BIN)/python bench/bench_read.py
 
 stop-db: install
 	$(BIN)/python -m desafio_dagster.cli stop-db

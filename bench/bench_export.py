@@ -70,7 +70,7 @@ def main() -> None:
           f"peak memory {mib(job_peak)}, {files:,} client files")
     print(f"  DuckDB extract -> join -> one CSV per client:                     {duck_seconds:6.2f} s, "
           f"peak memory {mib(duck_peak)}, {duck_files:,} client files (clients with movements)")
-    print(f"  ratio export job / DuckDB:                                         {job_seconds / duck_seconds:6.2f} (target <= 2)")
+    print(f"  ratio export job / DuckDB:                                         {job_seconds / duck_seconds:6.2f} (target <= 1.0)")
     audit = {part: sorted(a[part] for a in audits)[len(audits) // 2] for part in audits[0]}
     spent = sum(audit.values())
     print("  audit before publication (median of each part): "

@@ -190,6 +190,18 @@ def test_published_ports_bind_to_loopback_only():
             assert host_ip == "127.0.0.1", f"{name} publishes {entry} beyond 127.0.0.1"
 
 
+def test_the_spark_services_get_what_their_tasks_need_and_nothing_more():
+    """The executors read the source from Postgres over the network (the password comes from the
+    driver as a redacted executor variable) and write the output: no secret, no home, no storage."""
+    stack = services()
+    for name in ("spark-master", "spark-worker"):
+        env = raw_env(stack[name])
+        assert not [k for k in env if k.startswith(("DAGSTER_", "DESAFIO_", "PG"))], (name, env)
+    assert stack["spark-master"].get("volumes") is None
+    assert stack["spark-worker"]["volumes"] == ["desafio-output:/var/lib/desafio/data"]
+    assert service_env(stack["user-code"])["DESAFIO_OUTPUT_DIR"] == "/var/lib/desafio/data"
+
+
 def test_postgres_healthcheck_waits_for_tcp_after_init():
     argv = healthcheck_argv(services()["postgres"])
     assert argv[0] == "pg_isready"
