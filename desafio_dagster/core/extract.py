@@ -4,8 +4,8 @@ The export's own transaction (`ExportedSnapshot`, on the driver) waits for a pop
 takes ACCESS SHARE on the four tables, exports its snapshot (`pg_export_snapshot()`), computes the
 audit figures and the fingerprint in it, and stays open until the Spark job has finished.
 
-Each Spark task reads through `SnapshotSource`, a Python data source: it opens its own connection,
-imports that snapshot (`SET TRANSACTION SNAPSHOT`, REPEATABLE READ, read only), locks the tables
+Each Spark task reads its part (`read_tables`: mapInArrow over one number per partition): it opens
+its own connection, imports that snapshot (`SET TRANSACTION SNAPSHOT`, REPEATABLE READ, read only), locks the tables
 NOWAIT and streams its range of clients with `COPY ... TO STDOUT`, parsed into Arrow record batches
 with exact types. As with pg_dump's workers, NOWAIT keeps a task from queueing behind a populate
 that itself waits for the exporter: the task fails at once and the step retries from a fresh
@@ -17,7 +17,6 @@ variable, which Spark redacts).
 from __future__ import annotations
 
 import io
-import json
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -28,7 +27,6 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
-from pyspark.sql.datasource import DataSource, DataSourceReader, InputPartition
 
 from desafio_dagster.core.audit import ClientFigures, expected_figures
 from desafio_dagster.core.errors import TransientError
@@ -63,7 +61,6 @@ LEFT JOIN per_card p ON p.id_cartao = k.id
 GROUP BY a.id ORDER BY a.id"""
 ROWS_PER_PARTITION = 500_000  # movements one Spark task reads and writes, about
 _BLOCK_BYTES = 8 << 20
-SOURCE_NAME = "desafio_snapshot"
 
 
 class SourceReadError(TransientError):
@@ -166,12 +163,12 @@ class ExportedSnapshot:
                 f"but the server has {max(free, 0)} free (max_connections={limit}, {used} in use): raise "
                 f"max_connections, or set the postgres resource's max_export_connections to {max(free, 1)} or less")
 
-    def read_options(self, table: str, ranges: list[tuple[int, int]] | None = None) -> dict[str, str]:
-        """The options of a SnapshotSource read of table: the client ranges (one partition each; None:
-        the whole table in one), and where and how to connect, without the password."""
+    def read_options(self, table: str) -> dict[str, str]:
+        """What a task needs to read table from this snapshot: where and how to connect, without the
+        password (libpq takes it from PGPASSWORD in the task's environment)."""
         params = {k: v for k, v in conninfo_to_dict(self.db.url).items() if k != "password"}
         return {"conninfo": make_conninfo(**params), "schema": self.db.schema, "snapshot": self.snapshot.id,
-                "table": table, "ranges": json.dumps(ranges or [])}
+                "table": table}
 
     def close(self) -> None:
         """End the transaction: the snapshot can no longer be imported, and a waiting populate proceeds."""
@@ -253,38 +250,29 @@ class _CopyStream(io.RawIOBase):
         return n
 
 
-class SnapshotSource(DataSource):
-    """`spark.read.format("desafio_snapshot")`: a table of the export's snapshot, one partition per
-    client range of the option `ranges` (JSON; empty: the whole table in one partition)."""
+def _partition_reader(options: dict[str, str], ranges: list[tuple[int, int] | None]):
+    """mapInArrow function over spark.range(len(ranges)): partition i reads ranges[i] of the table."""
 
-    @classmethod
-    def name(cls) -> str:
-        return SOURCE_NAME
+    def read(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            for index in batch.column(0).to_pylist():
+                yield from read_snapshot_rows(options, ranges[index])
 
-    def schema(self) -> str:
-        return spark_ddl(SOURCE_SCHEMAS[self.options["table"]])
-
-    def reader(self, schema) -> DataSourceReader:
-        return _SnapshotReader(dict(self.options))
-
-
-class _SnapshotReader(DataSourceReader):
-    def __init__(self, options: dict[str, str]):
-        self.options = options
-
-    def partitions(self) -> list[InputPartition]:
-        ranges = [tuple(r) for r in json.loads(self.options["ranges"])]
-        return [InputPartition(r) for r in ranges] or [InputPartition(None)]
-
-    def read(self, partition: InputPartition) -> Iterator[pa.RecordBatch]:
-        return read_snapshot_rows(self.options, partition.value)
+    read.__name__ = f"read_{options['table']}_from_snapshot"  # what the plan shows
+    return read
 
 
 def read_tables(spark, exported: ExportedSnapshot, movement_ranges: Iterable[tuple[int, int]]) -> dict:
-    """The four tables as Spark DataFrames read by the tasks from the exported snapshot: movimento
-    in one partition per client range, the three small tables in one partition each."""
-    spark.dataSource.register(SnapshotSource)
+    """The four tables as Spark DataFrames read by the tasks from the exported snapshot: movimento in
+    one partition per client range, the three small tables in one partition each.
+
+    Each is spark.range(partitions).mapInArrow(read): a partition holds one number, the index of the
+    range its task reads. A Python data source would do the same, but Spark plans it by starting a
+    Python process on the driver for each scan (about a second each here); these need none."""
     ranges = {"movimento": list(movement_ranges)}
-    return {table: spark.read.format(SOURCE_NAME).schema(spark_ddl(schema))
-            .options(**exported.read_options(table, ranges.get(table))).load()
-            for table, schema in SOURCE_SCHEMAS.items()}
+    tables = {}
+    for table, schema in SOURCE_SCHEMAS.items():
+        parts = ranges.get(table) or [None]
+        reader = _partition_reader(exported.read_options(table), parts)
+        tables[table] = spark.range(0, len(parts), 1, len(parts)).mapInArrow(reader, spark_ddl(schema))
+    return tables

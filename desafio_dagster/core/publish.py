@@ -262,24 +262,30 @@ def _reporting(spark_context, on_progress: Callable[[int, int, float], None] | N
     if on_progress is None:
         yield
         return
-    stop, started = threading.Event(), time.monotonic()
+    stop, started, tracker = threading.Event(), time.monotonic(), spark_context.statusTracker()
+    first_job = max(tracker.getJobIdsForGroup(None) or [-1]) + 1
 
-    def report():
+    def report(stage_ids) -> None:
+        stages = [s for s in map(tracker.getStageInfo, stage_ids) if s is not None]
+        if stages:
+            on_progress(sum(s.numCompletedTasks for s in stages), sum(s.numTasks for s in stages),
+                        time.monotonic() - started)
+
+    def every_few_seconds():
         while not stop.wait(every):
-            tracker = spark_context.statusTracker()
-            stages = [tracker.getStageInfo(i) for i in tracker.getActiveStageIds()]
-            stages = [s for s in stages if s is not None]
-            if stages:
-                on_progress(sum(s.numCompletedTasks for s in stages), sum(s.numTasks for s in stages),
-                            time.monotonic() - started)
+            report(tracker.getActiveStageIds())
 
-    thread = threading.Thread(target=report, daemon=True)
+    thread = threading.Thread(target=every_few_seconds, daemon=True)
     thread.start()
     try:
         yield
     finally:
         stop.set()
         thread.join()
+    # Once more at the end, whatever the body's length: the last job's stages, all done.
+    jobs = [job for job in tracker.getJobIdsForGroup(None) if job >= first_job]
+    if jobs and (info := tracker.getJobInfo(max(jobs))) is not None:
+        report(info.stageIds)
 
 
 def publish_per_client(

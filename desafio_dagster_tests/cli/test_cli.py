@@ -120,7 +120,7 @@ def test_run_summary_matches_postgres_and_the_files_and_the_log_has_every_event(
     assert str(summary["log"]) in lines[1], "the log's path is printed when the run starts"
     log = summary["log"].read_text()
     assert " - DEBUG - " in log and "STEP_START" in log and "ASSET_CHECK_EVALUATION" in log, "the full event log"
-    assert "rows loaded" in log and "extracted movimento" in log, "the assets' progress messages"
+    assert "rows loaded" in log and "Spark tasks done" in log, "the assets' progress messages"
     with dg.DagsterInstance.from_config(str(tmp_path / "dagster")) as instance:  # what `make ui` shows
         run = instance.get_run_by_id(summary["log"].stem)
         assert run is not None and run.job_name == "etl" and run.status == dg.DagsterRunStatus.SUCCESS

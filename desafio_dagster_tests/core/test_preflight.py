@@ -13,6 +13,8 @@ def test_both_logins_ok_and_a_missing_schema_is_fine_when_it_can_be_created(data
     import os
 
     monkeypatch.setenv("DAGSTER_POSTGRES_PASSWORD", "any")  # this server trusts the login
+    if not os.environ["DAGSTER_POSTGRES_HOST"]:  # the embedded server: a socket folder, as libpq takes it
+        monkeypatch.setenv("DAGSTER_POSTGRES_HOST", os.environ["PGHOST"])
     assert preflight.main(os.environ) == 0
     assert "login ok, schema sicooperative missing (populate creates it)" in preflight.check_source(os.environ)
     params = conninfo_to_dict(dagster_storage_url)
