@@ -53,6 +53,17 @@ def dagster_storage_url(server_url, monkeypatch):
 
 
 @pytest.fixture
+def private_server(tmp_path):
+    """(home, superuser URL) of an embedded Postgres of the test's own, whose settings the test may
+    change (pg_hba.conf, max_connections); stopped afterwards."""
+    home = tmp_path / "private-pg"
+    try:
+        yield home, embedded_url(home)
+    finally:
+        stop_embedded(home)
+
+
+@pytest.fixture
 def source_db(database_url) -> SourceDatabase:
     return SourceDatabase(database_url, "sicooperative")
 

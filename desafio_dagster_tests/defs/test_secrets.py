@@ -16,25 +16,22 @@ import pytest
 from psycopg.conninfo import make_conninfo
 
 from desafio_dagster.core.fakedata import generate
-from desafio_dagster.core.source_db import SourceDatabase, embedded_url, stop_embedded
+from desafio_dagster.core.source_db import SourceDatabase
 from desafio_dagster_tests.helpers import SMALL, dagster_cli, published_files
 
 
 @pytest.fixture
-def password_only_url(tmp_path):
+def password_only_url(private_server):
     """A database owned by a role that must log in with its password; (url, password)."""
-    home, password = tmp_path / "pg", secrets.token_hex(16)
-    superuser = embedded_url(home)
-    try:
-        with psycopg.connect(superuser, autocommit=True) as admin:
-            admin.execute(f"CREATE ROLE exporter LOGIN PASSWORD '{password}'")
-            admin.execute("CREATE DATABASE secret_source OWNER exporter")
-            hba = Path(admin.execute("SHOW hba_file").fetchone()[0])
-            hba.write_text("local all postgres trust\nlocal all all scram-sha-256\n")
-            admin.execute("SELECT pg_reload_conf()")
-        yield make_conninfo(superuser, user="exporter", password=password, dbname="secret_source"), password
-    finally:
-        stop_embedded(home)
+    password = secrets.token_hex(16)
+    superuser = private_server[1]
+    with psycopg.connect(superuser, autocommit=True) as admin:
+        admin.execute(f"CREATE ROLE exporter LOGIN PASSWORD '{password}'")
+        admin.execute("CREATE DATABASE secret_source OWNER exporter")
+        hba = Path(admin.execute("SHOW hba_file").fetchone()[0])
+        hba.write_text("local all postgres trust\nlocal all all scram-sha-256\n")
+        admin.execute("SELECT pg_reload_conf()")
+    return make_conninfo(superuser, user="exporter", password=password, dbname="secret_source"), password
 
 
 def test_the_password_reaches_the_tasks_and_appears_nowhere_else(password_only_url, env_home, tmp_path):

@@ -241,3 +241,6 @@ def test_export_on_a_standalone_cluster_publishes_the_same_bytes_as_local_mode(
     off_cluster = [t for t in tasks if t[1] not in executor_ids or t[2] != "127.0.0.1"]
     assert not off_cluster, f"tasks that did not run on the worker's executors: {off_cluster[:5]}"
     assert any("publish.py" in stage for stage, _, _ in tasks), sorted({stage for stage, _, _ in tasks})
+    # The source side shares no folder: the executors read Postgres themselves, and the driver
+    # staged nothing under its DESAFIO_HOME (the output folder is still shared: see the README).
+    assert not list((env_home / "home").rglob("*")), "nothing staged by the driver"
