@@ -303,7 +303,7 @@ def test_etl_from_the_graphql_api_and_the_asset_graph_in_a_browser(webserver, en
     described = {(r["name"], f["name"]): f["description"] for r in details for f in r["configFields"]}
     settings = {("postgres", "url"): "DESAFIO_POSTGRES_URL", ("postgres", "home"): "DESAFIO_HOME",
                 ("postgres", "schema_name"): "DESAFIO_SCHEMA", ("spark", "master"): "DESAFIO_SPARK_MASTER",
-                ("spark", "home"): "DESAFIO_HOME", ("csv_io_manager", "base_dir"): "DESAFIO_OUTPUT_DIR"}
+                ("csv_io_manager", "base_dir"): "DESAFIO_OUTPUT_DIR"}
     for key, variable in settings.items():
         expected = ("ENV_VAR", variable) if os.environ.get(variable, "").strip() else ("VALUE", '""')
         assert configured[key] == expected, (key, configured[key])
