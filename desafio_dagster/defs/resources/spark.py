@@ -9,7 +9,7 @@ from pydantic import Field
 from pyspark.sql import SparkSession
 
 from desafio_dagster.core import settings
-from desafio_dagster.core.spark_session import DEFAULT_CONF, prepare_environment, start_session
+from desafio_dagster.core.spark_session import DEFAULT_CONF, SHORT_JOB_ROWS, prepare_environment, start_session
 
 
 class SparkResource(LazyPySparkResource):
@@ -36,12 +36,14 @@ class SparkResource(LazyPySparkResource):
     def master_url(self) -> str:
         return settings.SPARK_MASTER.value(self.master)
 
-    def session(self, executor_env: dict[str, str] | None = None) -> SparkSession:
+    def session(self, executor_env: dict[str, str] | None = None, rows: int = 0) -> SparkSession:
         """The run's session, started on first use with executor_env in the executors' (and their Python
-        workers') environment: spark.executorEnv.*, whose values Spark redacts in its UI and event log."""
+        workers') environment: spark.executorEnv.*, whose values Spark redacts in its UI and event log.
+        rows: about how many rows the run's job handles (it tunes the local JVM's compiler)."""
         if self._spark_session is None:
             env = {f"spark.executorEnv.{name}": value for name, value in (executor_env or {}).items()}
-            self._spark_session = start_session(self.master_url, {**self.spark_config, **env})
+            self._spark_session = start_session(self.master_url, {**self.spark_config, **env},
+                                                short=rows < SHORT_JOB_ROWS)
         return self._spark_session
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
