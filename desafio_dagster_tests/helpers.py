@@ -100,13 +100,12 @@ def dagster_cli(job: str, *args: str, env: dict[str, str], cwd: Path | None = No
 def exported_view(db, spark, mask: bool = True, parts: int = 2):
     """(the flat view, its snapshot) as the export reads them: Spark tasks reading the exported snapshot,
     which stays open until the block ends."""
-    from desafio_dagster.core.extract import ExportedSnapshot, read_tables
-    from desafio_dagster.core.transform import flat_view
+    from desafio_dagster.core.extract import ExportedSnapshot
+    from desafio_dagster.core.transform import snapshot_view
 
     exported = ExportedSnapshot.open(db)
     try:
-        snap = exported.snapshot
-        yield flat_view(read_tables(spark, exported, snap.client_ranges(parts)), snap.without_movements(), mask), snap
+        yield snapshot_view(spark, exported, parts, mask), exported.snapshot
     finally:
         exported.close()
 

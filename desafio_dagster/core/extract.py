@@ -16,6 +16,7 @@ variable, which Spark redacts).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import time
@@ -29,7 +30,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from desafio_dagster.core.audit import ClientFigures, expected_figures
-from desafio_dagster.core.errors import TransientError
+from desafio_dagster.core.errors import TransientError, first_line
 from desafio_dagster.core.source_db import TABLES, SourceDatabase, SourceDatabaseError, describe, identifiers
 
 _TIMESTAMP = pa.timestamp("us")
@@ -116,14 +117,13 @@ class ExportedSnapshot:
     """The export's transaction, open from `open` to `close`: while it is open, its snapshot can be
     imported by the tasks (the tables stay share-locked, so no populate can replace them meanwhile)."""
 
-    def __init__(self, db: SourceDatabase, conn: psycopg.Connection, snapshot: Snapshot):
-        self.db, self._conn, self.snapshot = db, conn, snapshot
+    def __init__(self, db: SourceDatabase, conn: psycopg.Connection, snapshot: Snapshot, closing: contextlib.ExitStack):
+        self.db, self._conn, self.snapshot, self._closing = db, conn, snapshot, closing
 
     @classmethod
     def open(cls, db: SourceDatabase, on_wait: Callable[[str], None] | None = None) -> ExportedSnapshot:
-        context = db.connect(purpose="export")
-        conn = context.__enter__()
-        try:
+        with contextlib.ExitStack() as closing:
+            conn = closing.enter_context(db.connect(purpose="export"))
             db.require_tables(conn)
             # The session idles in its transaction while Spark reads: it must not be ended for that.
             conn.execute("SET idle_in_transaction_session_timeout = 0")
@@ -137,20 +137,16 @@ class ExportedSnapshot:
             clients = expected_figures(conn.execute(_CLIENT_FIGURES))
             fingerprint = db.fingerprint(conn)
             counts = {table: rows for table, (rows, _, _) in fingerprint.items()}
+            if counts["associado"] == 0:
+                raise SourceDatabaseError(
+                    f"the source database {db} has no clients (associado is empty): run the populate job first")
             snapshot = Snapshot(snapshot_id, counts, clients, fingerprint, time.monotonic() - started)
-        except BaseException:
-            context.__exit__(None, None, None)
-            raise
-        if counts["associado"] == 0:
-            context.__exit__(None, None, None)
-            raise SourceDatabaseError(
-                f"the source database {db} has no clients (associado is empty): run the populate job first")
-        exported = cls(db, conn, snapshot)
-        exported._context = context
-        return exported
+            return cls(db, conn, snapshot, closing.pop_all())  # open until close()
 
-    def check_connections(self, wanted: int) -> None:
-        """Fail clearly, before any task connects, if the server has fewer free connections than wanted."""
+    def check_connections(self, movement_parts: int, task_slots: int) -> None:
+        """Fail clearly, before any task connects, if the server has fewer free connections than the
+        reads of read_tables need at once: one per running task, at most one per task slot."""
+        wanted = min(movement_parts + len(SOURCE_SCHEMAS) - 1, task_slots)
         limit, reserved, used = self._conn.execute(
             """SELECT current_setting('max_connections')::int,
                       current_setting('superuser_reserved_connections')::int
@@ -172,9 +168,7 @@ class ExportedSnapshot:
 
     def close(self) -> None:
         """End the transaction: the snapshot can no longer be imported, and a waiting populate proceeds."""
-        context, self._context = getattr(self, "_context", None), None
-        if context is not None:
-            context.__exit__(None, None, None)
+        self._closing.close()
 
 
 def read_snapshot_rows(options: dict[str, str], client_range: tuple[int, int] | None) -> Iterator[pa.RecordBatch]:
@@ -185,24 +179,22 @@ def read_snapshot_rows(options: dict[str, str], client_range: tuple[int, int] | 
     if client_range is not None:
         where = sql.SQL(" WHERE " + _CLIENT_RANGE[table]).format(first=sql.Literal(client_range[0]),
                                                                  last=sql.Literal(client_range[1]))
-    try:
-        conn = psycopg.connect(options["conninfo"], connect_timeout=10, client_encoding="utf8",
-                               application_name="desafio_dagster export task")
-    except psycopg.Error as error:
-        raise SourceReadError(f"a Spark task cannot connect to Postgres: {_first_line(error)}; check that the "
-                              f"executors reach the server and that PGPASSWORD reaches them") from None
-    with conn:
+    with contextlib.ExitStack() as stack:
+        try:
+            conn = stack.enter_context(SourceDatabase(options["conninfo"], options["schema"]).connect(purpose="export task"))
+        except SourceDatabaseError as error:  # refused, unreachable, or the login failed
+            raise SourceReadError(f"a Spark task: {error} (the executors must reach the server; the password "
+                                  f"reaches them as PGPASSWORD)") from None
         try:
             conn.isolation_level, conn.read_only = psycopg.IsolationLevel.REPEATABLE_READ, True
             conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(options["snapshot"])))
-            conn.execute(sql.SQL("SET LOCAL search_path TO {}").format(sql.Identifier(options["schema"])))
             conn.execute("SET LOCAL DateStyle = 'ISO, YMD'")
             conn.execute(sql.SQL("LOCK TABLE {} IN ACCESS SHARE MODE NOWAIT").format(identifiers(TABLES)))
         except psycopg.errors.LockNotAvailable:
             raise SourceReadError("a populate is waiting to replace the source tables: the export gives way and "
                                   "starts again from a fresh snapshot once the populate is done") from None
         except psycopg.errors.InvalidParameterValue as error:
-            raise SourceReadError(f"the export's snapshot is gone ({_first_line(error)}): its transaction ended "
+            raise SourceReadError(f"the export's snapshot is gone ({first_line(error)}): its transaction ended "
                                   f"before the Spark job did") from None
         statement = sql.SQL("COPY (SELECT {} FROM {}{}) TO STDOUT (FORMAT csv)").format(
             identifiers(schema.names), sql.Identifier(table), where)
@@ -220,12 +212,7 @@ def read_snapshot_rows(options: dict[str, str], client_range: tuple[int, int] | 
                 )
         except psycopg.OperationalError as error:
             raise SourceReadError(f"connection to Postgres lost in a Spark task reading {table}: "
-                                  f"{_first_line(error)}") from None
-
-
-def _first_line(error: Exception) -> str:
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return lines[0] if lines else type(error).__name__
+                                  f"{first_line(error)}") from None
 
 
 class _CopyStream(io.RawIOBase):

@@ -50,7 +50,7 @@ from desafio_dagster.core.audit import (
     scan_files,
     write_manifest,
 )
-from desafio_dagster.core.errors import DesafioError, TransientError
+from desafio_dagster.core.errors import DesafioError, TransientError, first_line
 from desafio_dagster.core.extract import SourceReadError
 from desafio_dagster.core.layout import CSV_COLUMNS, HEADER, INDEX_COLUMNS, INDEX_FILE, client_file_name
 from desafio_dagster.core.transform import KEY_COLUMNS
@@ -187,11 +187,6 @@ def _fsync(path: Path) -> None:
 
 
 
-def _first_line(error: Exception) -> str:
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return lines[0] if lines else type(error).__name__
-
-
 @contextlib.contextmanager
 def _exclusive(lock_file: Path):
     """One publisher at a time per output folder (POSIX flock; elsewhere, no lock)."""
@@ -326,7 +321,7 @@ def publish_per_client(
                     if read_error:  # a task could not read the source: explained in the task
                         raise SourceReadError(f"{read_error.group(1).strip()}; nothing was published") from None
                     raise SparkWriteError(
-                        f"the Spark job writing the client files failed: {_first_line(error)}; "
+                        f"the Spark job writing the client files failed: {first_line(error)}; "
                         f"the previous output is untouched (Spark's log above has the details)"
                     ) from error
             version.mkdir()

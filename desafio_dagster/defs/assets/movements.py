@@ -3,9 +3,9 @@
 import dagster as dg
 from pydantic import Field
 
-from desafio_dagster.core.extract import ExportedSnapshot, partitions_for, read_tables
+from desafio_dagster.core.extract import ExportedSnapshot, partitions_for
 from desafio_dagster.core.layout import CSV_CONTRACT
-from desafio_dagster.core.transform import flat_view
+from desafio_dagster.core.transform import snapshot_view
 from desafio_dagster.defs.assets.source import RAW_TABLES, SOURCE_DATABASE_POOL
 from desafio_dagster.defs.io_managers.per_client_csv import ExportedView
 from desafio_dagster.defs.resources.postgres import PostgresResource
@@ -23,7 +23,7 @@ class MovementsCsvConfig(dg.Config):
 COLUMN_SCHEMA = dg.TableSchema(columns=[dg.TableColumn(name, type_, description=source)
                                         for name, (type_, source) in CSV_CONTRACT.items()])
 # Bump when the extract, the flat view or the publication changes the files for the same source.
-CODE_VERSION = "1"  # the same bytes as before the tasks read the source themselves
+CODE_VERSION = "1"
 # Refreshed by the automation sensor when a run that did not materialize it (a populate) has
 # updated a source table, once that run has finished and the sources' blocking checks passed;
 # never while an export is queued or running. The pool `source_database` keeps it from overlapping
@@ -49,7 +49,6 @@ def movements_csv(
     published only once it matches the figures of the source snapshot it was read from."""
     with user_errors():
         db = postgres.database()
-        spark.prepare_environment()
         exported = ExportedSnapshot.open(db, on_wait=context.log.warning)
         try:
             snapshot = exported.snapshot
@@ -60,11 +59,9 @@ def movements_csv(
             session = spark.session(db.task_environment(), rows=snapshot.counts["movimento"])
             slots = session.sparkContext.defaultParallelism
             parts = partitions_for(snapshot, slots, postgres.max_export_connections)
-            exported.check_connections(min(parts + 3, slots))  # one per running task at most
-            ranges = snapshot.client_ranges(parts)
-            context.log.info(f"{len(ranges)} Spark tasks read the movements, a range of clients each")
-            view = flat_view(read_tables(session, exported, ranges), snapshot.without_movements(),
-                             config.mask_card_numbers)
+            exported.check_connections(parts, slots)
+            context.log.info(f"up to {parts} Spark tasks read the movements, a range of clients each")
+            view = snapshot_view(session, exported, parts, config.mask_card_numbers)
         except BaseException:
             exported.close()
             raise

@@ -9,7 +9,7 @@ from pydantic import Field
 from pyspark.sql import SparkSession
 
 from desafio_dagster.core import settings
-from desafio_dagster.core.spark_session import DEFAULT_CONF, SHORT_JOB_ROWS, prepare_environment, start_session
+from desafio_dagster.core.spark_session import DEFAULT_CONF, SHORT_JOB_ROWS, start_session
 
 
 class SparkResource(LazyPySparkResource):
@@ -27,10 +27,6 @@ class SparkResource(LazyPySparkResource):
 
     def _init_session(self) -> None:
         self.session()
-
-    def prepare_environment(self) -> None:
-        """Set Java and Python for Spark now, before a session starts in another thread."""
-        prepare_environment()
 
     @property
     def master_url(self) -> str:
