@@ -10,6 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
+def _holds_value(text: str) -> bool:
+    return bool(text and text.strip())
+
+
 @dataclass(frozen=True)
 class Variable:
     name: str
@@ -18,10 +22,14 @@ class Variable:
 
     def value(self, configured: str = "", environ: Mapping[str, str] | None = None) -> str:
         """`configured` (a resource's own config) if it holds a value, else the environment's, else the default."""
-        for candidate in (configured, (os.environ if environ is None else environ).get(self.name, "")):
-            if candidate and candidate.strip():
-                return candidate
-        return self.default
+        if _holds_value(configured):
+            return configured
+        return self.environment(environ) or self.default
+
+    def environment(self, environ: Mapping[str, str] | None = None) -> str:
+        """The variable's value in the environment; empty where it is unset, empty or blank."""
+        value = (os.environ if environ is None else environ).get(self.name, "")
+        return value if _holds_value(value) else ""
 
     def path(self, configured: str = "", environ: Mapping[str, str] | None = None) -> Path:
         return Path(self.value(configured, environ)).absolute()

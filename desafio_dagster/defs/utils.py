@@ -1,7 +1,6 @@
 """Small helpers shared by the Dagster layer."""
 
 import contextlib
-import os
 
 import dagster as dg
 import psycopg
@@ -44,4 +43,4 @@ def from_environment(variable: Variable) -> str:
     """A resource field's value: dg.EnvVar when the variable holds a value as the definitions load
     (the UI's resource page then names it), else empty. Either way the resource reads it through
     desafio_dagster.core.settings, whose rule gives an empty value the default."""
-    return dg.EnvVar(variable.name) if os.environ.get(variable.name, "").strip() else ""
+    return dg.EnvVar(variable.name) if variable.environment() else ""
