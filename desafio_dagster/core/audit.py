@@ -9,9 +9,7 @@ actual figures come from reading the written files back.
 from __future__ import annotations
 
 import csv
-import os
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from decimal import Decimal
 from itertools import accumulate
@@ -140,15 +138,10 @@ def _scan_batch(datas: list[bytes], paths: list[Path]) -> list[FileScan]:
     return [scan or scan_file(path) for scan, path in zip(scans, paths)]
 
 
-def scan_folder(folder: Path, threads: int | None = None) -> dict[str, FileScan]:
-    """Every client file of a version folder (the files whose names do not start with '_'), read in
-    slices by a few threads (reading and Arrow's parsing release the GIL)."""
+def scan_folder(folder: Path) -> dict[str, FileScan]:
+    """Every client file of a version folder (the files whose names do not start with '_')."""
     paths = sorted(p for p in folder.iterdir() if not p.name.startswith("_"))
-    threads = threads or min(8, (os.cpu_count() or 1) * 2)
-    size = max(1, -(-len(paths) // threads))
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        slices = pool.map(scan_files, [paths[i:i + size] for i in range(0, len(paths), size)])
-    return dict(zip((p.name for p in paths), (scan for part in slices for scan in part)))
+    return dict(zip((p.name for p in paths), scan_files(paths)))
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Progress:
-    """`done` of `total` units (`total` None: unknown), and the rest of the message."""
+    """`done` of `total` units (`total` None: unknown) of a step's work."""
 
     unit: str
     done: int
