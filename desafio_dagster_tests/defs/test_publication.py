@@ -130,7 +130,10 @@ def test_a_populate_that_arrives_mid_export_never_hangs_it(source_db, env_home):
     results = {}
     export = threading.Thread(target=lambda: results.setdefault("export", run("export")))
     export.start()
-    _wait_for_backend(source_db, "desafio_dagster export", "state = 'idle in transaction'", export.is_alive)
+    # Its snapshot taken (it holds an xmin from then on; the share locks come before it), not merely
+    # idle between the statements that open the transaction.
+    _wait_for_backend(source_db, "desafio_dagster export", "state = 'idle in transaction' AND backend_xmin IS NOT NULL",
+                      export.is_alive)
     source_db.replace(generate(newer))  # waits for the export's snapshot to close
     export.join(300)
     assert not export.is_alive(), "the export hangs"
