@@ -3,6 +3,7 @@ process or through Dagster's CLI), the checks the definitions declare, and the o
 
 import contextlib
 import csv
+import json
 import os
 import re
 import signal
@@ -20,6 +21,7 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from desafio_dagster.core.fakedata import GenerationSpec
+from desafio_dagster.core.incremental import READBACK_FILE
 from desafio_dagster.core.layout import HEADER
 
 REPO = Path(__file__).resolve().parents[1]
@@ -73,6 +75,17 @@ def run(job: str, run_config: dict | None = None, instance: dg.DagsterInstance |
     return defs.resolve_job_def(job).execute_in_process(
         run_config=run_config or {}, instance=instance or dg.DagsterInstance.ephemeral(), raise_on_error=False
     )
+
+
+# The export's run config that rewrites every file, even when nothing changed since the last export.
+FULL_REFRESH = {"ops": {"movements_csv": {"config": {"full_refresh": True}}}}
+
+
+def full_refresh_file(folder: Path) -> str:
+    """FULL_REFRESH as a run config file in folder, for `dagster job execute -c`."""
+    path = folder / "full_refresh.yaml"
+    path.write_text(json.dumps(FULL_REFRESH))  # JSON is YAML
+    return str(path)
 
 
 def start_dagster_cli(job: str, *args: str, env: dict[str, str], cwd: Path | None = None) -> subprocess.Popen:
@@ -192,8 +205,9 @@ def published_files(folder: Path) -> dict[str, list[list[str]]]:
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
-    """Every file of folder, by name, with its bytes."""
-    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+    """Every file of a version folder, by name, with its bytes; but _readback.csv, which records when
+    each file was written (its mtime, the version that wrote it), so two writes of the same bytes differ."""
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.name != READBACK_FILE}
 
 
 def output(env_home: Path) -> Path:

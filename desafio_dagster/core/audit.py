@@ -23,7 +23,7 @@ from desafio_dagster.core.errors import DesafioError
 from desafio_dagster.core.layout import CSV_COLUMNS, HEADER, client_file_name
 
 MANIFEST_FILE = "_snapshot.csv"  # in each version: what the source snapshot held, per client
-MANIFEST_COLUMNS = ("client_id", "file", "rows", "vlr_transacao_total")
+MANIFEST_COLUMNS = ("client_id", "file", "rows", "vlr_transacao_total", "fingerprint")
 _SHOWN = 5  # clients named in a message
 _LONG_DIGIT_RUN = b"0" * 12  # an unmasked card number, once every digit is mapped to "0"
 _DIGITS_TO_ZERO = bytes(48 if 48 <= b <= 57 else 32 for b in range(256))
@@ -36,18 +36,20 @@ class AuditError(DesafioError):
 
 @dataclass(frozen=True)
 class ClientFigures:
-    """What a client's file must hold: its rows and the sum of their vlr_transacao."""
+    """What a client's file must hold: its rows and the sum of their vlr_transacao; and the fingerprint
+    of the client's rows in the four tables (extract._CLIENT_FIGURES), which changes with any of them."""
 
     client_id: int
     file: str
     rows: int
     total: Decimal
+    fingerprint: int = 0
 
 
-def expected_figures(rows: Iterable[tuple[int, str, str, int, Decimal]]) -> dict[str, ClientFigures]:
-    """(client id, nome, sobrenome, movements, sum of values) of every client -> figures by file name."""
-    figures = (ClientFigures(cid, client_file_name(cid, nome, sobrenome), n, Decimal(total))
-               for cid, nome, sobrenome, n, total in rows)
+def expected_figures(rows: Iterable[tuple[int, str, str, int, Decimal, int]]) -> dict[str, ClientFigures]:
+    """(client id, nome, sobrenome, movements, sum of values, fingerprint) of every client -> figures by file name."""
+    figures = (ClientFigures(cid, client_file_name(cid, nome, sobrenome), n, Decimal(total), fingerprint)
+               for cid, nome, sobrenome, n, total, fingerprint in rows)
     return {f.file: f for f in figures}
 
 
@@ -55,13 +57,13 @@ def write_manifest(path: Path, expected: dict[str, ClientFigures]) -> None:
     with open(path, "w", encoding="utf-8", newline="") as handle:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(MANIFEST_COLUMNS)
-        writer.writerows((f.client_id, f.file, f.rows, f"{f.total:.2f}") for f in expected.values())
+        writer.writerows((f.client_id, f.file, f.rows, f"{f.total:.2f}", f.fingerprint) for f in expected.values())
 
 
 def read_manifest(path: Path) -> dict[str, ClientFigures]:
     with open(path, encoding="utf-8", newline="") as handle:
         return {row["file"]: ClientFigures(int(row["client_id"]), row["file"], int(row["rows"]),
-                                           Decimal(row["vlr_transacao_total"]))
+                                           Decimal(row["vlr_transacao_total"]), int(row.get("fingerprint") or 0))
                 for row in csv.DictReader(handle)}
 
 
@@ -136,12 +138,6 @@ def _scan_batch(datas: list[bytes], paths: list[Path]) -> list[FileScan]:
             for i, start, end in zip(simple, [0, *ends], ends):
                 scans[i] = _scan(datas[i], values.slice(start, end - start))
     return [scan or scan_file(path) for scan, path in zip(scans, paths)]
-
-
-def scan_folder(folder: Path) -> dict[str, FileScan]:
-    """Every client file of a version folder (the files whose names do not start with '_')."""
-    paths = sorted(p for p in folder.iterdir() if not p.name.startswith("_"))
-    return dict(zip((p.name for p in paths), scan_files(paths)))
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,9 @@
 """The output contract of movements_csv: columns, header and file names. Pure: no Dagster."""
 
+import csv
 import re
+from dataclasses import dataclass
+from pathlib import Path
 
 from desafio_dagster.core.text import fold_ascii
 
@@ -31,3 +34,28 @@ def slug(text: str) -> str:
 
 def client_file_name(client_id: int, nome: str, sobrenome: str) -> str:
     return f"{client_id:08d}_{slug(f'{nome} {sobrenome}') or 'sem-nome'}.csv"
+
+
+@dataclass(frozen=True)
+class ClientFile:
+    """One row of _index.csv: a client and its file."""
+
+    client_id: int
+    nome: str
+    sobrenome: str
+    file: str
+    rows: int
+
+
+def write_index(path: Path, files: list[ClientFile]) -> None:
+    with open(path, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(INDEX_COLUMNS)
+        writer.writerows((f.client_id, f.nome, f.sobrenome, f.file, f.rows) for f in files)
+
+
+def read_index(path: Path) -> dict[str, ClientFile]:
+    """_index.csv by file name."""
+    with open(path, encoding="utf-8", newline="") as handle:
+        return {row["file"]: ClientFile(int(row["client_id"]), row["nome_associado"], row["sobrenome_associado"],
+                                        row["file"], int(row["rows"])) for row in csv.DictReader(handle)}

@@ -18,7 +18,6 @@ published one.
 from __future__ import annotations
 
 import contextlib
-import csv
 import os
 import re
 import shutil
@@ -52,7 +51,24 @@ from desafio_dagster.core.audit import (
 )
 from desafio_dagster.core.errors import DesafioError, TransientError, first_line
 from desafio_dagster.core.extract import SourceReadError
-from desafio_dagster.core.layout import CSV_COLUMNS, HEADER, INDEX_COLUMNS, INDEX_FILE, client_file_name
+from desafio_dagster.core.incremental import (
+    FORMAT_FILE,
+    READBACK_FILE,
+    Plan,
+    ReadBack,
+    file_format,
+    write_format,
+    write_readback,
+)
+from desafio_dagster.core.layout import (
+    CSV_COLUMNS,
+    HEADER,
+    INDEX_FILE,
+    ClientFile,
+    client_file_name,
+    read_index,
+    write_index,
+)
 from desafio_dagster.core.transform import KEY_COLUMNS
 
 _HEADER_BYTES = HEADER.encode()
@@ -68,13 +84,8 @@ class SparkWriteError(PublishError, TransientError):
     """The Spark job writing the files failed (e.g. an executor was lost): worth another attempt."""
 
 
-@dataclass(frozen=True)
-class ClientFile:
-    client_id: int
-    nome: str
-    sobrenome: str
-    file: str
-    rows: int
+class PublishedVersionChanged(PublishError, TransientError):
+    """Another export published while this one ran: its plan no longer holds, so it starts again."""
 
 
 @dataclass(frozen=True)
@@ -85,6 +96,9 @@ class Published:
     audit: list[Finding]
     audit_seconds: float  # the driver's share: listing the version and comparing with the snapshot
     readback_seconds: float  # the tasks' share, summed over tasks: reading their files back
+    rewritten: int = 0  # client files written by this export
+    carried: int = 0  # client files linked from the previous version
+    removed: int = 0  # client files of the previous version not in this one
 
     @property
     def rows(self) -> int:
@@ -284,64 +298,66 @@ def _reporting(spark_context, on_progress: Callable[[int, int, float], None] | N
 
 
 def publish_per_client(
-    view: DataFrame,
+    view: DataFrame | None,
     output_dir: Path | str,
     expected: dict[str, ClientFigures],
     name: str = "movements_csv",
     masked: bool = True,
     by_client: bool = False,
     on_progress: Callable[[int, int, float], None] | None = None,
+    plan: Plan | None = None,
 ) -> Published:
     """Write view (see transform.flat_view) as output_dir/name/<client>.csv plus _index.csv, audit it
     against expected (the source snapshot's figures, audit.expected_figures) and publish it.
 
     by_client: the view already holds each client's rows in one partition (a view of the tables as
     extract.read_tables reads them), so it is sorted where it is instead of shuffled by client first.
+    plan: an incremental export (incremental.plan_export): view holds the rewritten clients only (None
+    if there are none) and plan.carry's files are linked from the published version, which must still
+    be plan.published; plan.format is recorded in the version's _format.json.
 
     A failed audit raises AuditError, keeps the rejected version at output_dir/.<name>.rejected-* and
     publishes nothing. on_progress(tasks done, tasks, seconds) is called every few seconds while Spark writes."""
     output_dir = _writable_output(Path(output_dir))
     link = output_dir / name
+    carry = plan.carry if plan else {}
+    fmt = plan.format if plan else file_format("", masked)
     with _exclusive(output_dir / f".{name}.lock"):
         current = link.resolve() if link.is_symlink() else None
+        if carry and current != plan.published:
+            raise PublishedVersionChanged(f"{link} was published again while this export ran (it points at {current}, "
+                                          f"not {plan.published}): the export starts again from a fresh plan")
         _remove_leftovers(output_dir, name, keep={current} if current else set())
         token = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
         staging = output_dir / f".{name}.staging-{token}"
         version = output_dir / f".{name}.v-{token}"
-        prepared = view.select(*KEY_COLUMNS, *CSV_COLUMNS)
-        if not by_client:
-            prepared = prepared.repartition(max(2, view.sparkSession.sparkContext.defaultParallelism * 2), "client_id")
-        prepared = prepared.sortWithinPartitions("client_id", "movement_time", "movement_id")
         try:
-            with _reporting(view.sparkSession.sparkContext, on_progress):
-                try:
-                    summaries = prepared.mapInArrow(_task_writer(str(staging)), _SUMMARY_SCHEMA).collect()
-                except Exception as error:  # Py4J and PySpark raise many kinds
-                    read_error = re.search(r"SourceReadError: (.+)", str(error))
-                    if read_error:  # a task could not read the source: explained in the task
-                        raise SourceReadError(f"{read_error.group(1).strip()}; nothing was published") from None
-                    raise SparkWriteError(
-                        f"the Spark job writing the client files failed: {first_line(error)}; "
-                        f"the previous output is untouched (Spark's log above has the details)"
-                    ) from error
+            summaries = [] if view is None else _write(view, str(staging), by_client, on_progress)
             version.mkdir()
-            files, scans = [], {}
-            for row in sorted(summaries, key=lambda r: r.client_id):
-                if files and files[-1].client_id == row.client_id:
-                    raise PublishError(f"client {row.client_id} was written by two tasks: the view is not one row set per client")
+            files, scans, records = [], {}, {}
+            for row in summaries:
                 os.rename(Path(row.attempt_dir) / row.file, version / row.file)
                 files.append(ClientFile(row.client_id, row.nome, row.sobrenome, row.file, row.rows))
                 total = None if row.scanned_total is None else Decimal(row.scanned_total)
                 scans[row.file] = FileScan(row.header_ok, row.scanned_rows, total, row.long_digit_run)
+                records[row.file] = ReadBack.of(version / row.file, scans[row.file], version.name)
+            for file, carried in carry.items():  # the same inode: audited when it was written
+                os.link(carried.source, version / file)
+                files.append(carried.entry)
+                scans[file], records[file] = carried.record.scan, carried.record
+            files.sort(key=lambda f: f.client_id)
+            twice = [a.client_id for a, b in zip(files, files[1:]) if a.client_id == b.client_id]
+            if twice:
+                raise PublishError(f"client {twice[0]} was written twice: the view is not one row set per client")
             if not files:
                 raise PublishError("the view has no clients: nothing to publish; the previous output is untouched")
-            with open(version / INDEX_FILE, "w", encoding="utf-8", newline="") as handle:
-                writer = csv.writer(handle, lineterminator="\n")
-                writer.writerow(INDEX_COLUMNS)
-                writer.writerows((f.client_id, f.nome, f.sobrenome, f.file, f.rows) for f in files)
+            write_index(version / INDEX_FILE, files)
             audit_started = time.monotonic()
             write_manifest(version / MANIFEST_FILE, expected)
-            for path in (version / INDEX_FILE, version / MANIFEST_FILE, version):
+            write_format(version / FORMAT_FILE, fmt)
+            write_readback(version / READBACK_FILE, records)
+            for path in (version / INDEX_FILE, version / MANIFEST_FILE, version / FORMAT_FILE, version / READBACK_FILE,
+                         version):
                 _fsync(path)
             # The client set from the folder itself: a file the summaries missed is still judged.
             listed = {p.name for p in version.iterdir() if not p.name.startswith("_")}
@@ -361,7 +377,37 @@ def publish_per_client(
             shutil.rmtree(staging, ignore_errors=True)
         _remove_leftovers(output_dir, name, keep={version.resolve(), previous.resolve() if previous else None})
     return Published(path=link, version=version, files=files, audit=findings, audit_seconds=audit_seconds,
-                     readback_seconds=sum(row.scan_seconds for row in summaries))
+                     readback_seconds=sum(row.scan_seconds for row in summaries), rewritten=len(summaries),
+                     carried=len(carry), removed=len(plan.removed) if plan else 0)
+
+
+def published_as_is(link: Path, plan: Plan) -> Published:
+    """The version published at link, kept as it is because plan found nothing to change."""
+    version = link.resolve()
+    if version != plan.published:
+        raise PublishedVersionChanged(f"{link} was published again while this export ran: the export starts again")
+    files = sorted(read_index(version / INDEX_FILE).values(), key=lambda f: f.client_id)
+    return Published(path=link, version=version, files=files, audit=[], audit_seconds=0.0, readback_seconds=0.0,
+                     carried=len(files))
+
+
+def _write(view: DataFrame, staging: str, by_client: bool, on_progress) -> list:
+    """Run the Spark job that writes the view's clients into staging: one summary row per client file."""
+    prepared = view.select(*KEY_COLUMNS, *CSV_COLUMNS)
+    if not by_client:
+        prepared = prepared.repartition(max(2, view.sparkSession.sparkContext.defaultParallelism * 2), "client_id")
+    prepared = prepared.sortWithinPartitions("client_id", "movement_time", "movement_id")
+    with _reporting(view.sparkSession.sparkContext, on_progress):
+        try:
+            return sorted(prepared.mapInArrow(_task_writer(staging), _SUMMARY_SCHEMA).collect(), key=lambda r: r.client_id)
+        except Exception as error:  # Py4J and PySpark raise many kinds
+            read_error = re.search(r"SourceReadError: (.+)", str(error))
+            if read_error:  # a task could not read the source: explained in the task
+                raise SourceReadError(f"{read_error.group(1).strip()}; nothing was published") from None
+            raise SparkWriteError(
+                f"the Spark job writing the client files failed: {first_line(error)}; "
+                f"the previous output is untouched (Spark's log above has the details)"
+            ) from error
 
 
 def _reject(output_dir: Path, name: str, version: Path, token: str) -> Path:

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from desafio_dagster.core.extract import ExportedSnapshot, read_tables
+from desafio_dagster.core.extract import Clients, ExportedSnapshot, read_tables
 from desafio_dagster.core.layout import CSV_COLUMNS
 
 KEY_COLUMNS = ("client_id", "movement_id", "movement_time")
@@ -74,9 +74,12 @@ def flat_view(tables: dict[str, DataFrame], without_movements: Sequence[int], ma
     return with_movements.select(*KEY_COLUMNS, *CSV_COLUMNS).unionByName(header_only)
 
 
-def snapshot_view(spark, exported: ExportedSnapshot, parts: int, mask_card_numbers: bool = True) -> DataFrame:
-    """The flat view of the export's snapshot, its movements read in at most `parts` ranges of clients."""
+def snapshot_view(spark, exported: ExportedSnapshot, parts: int, mask_card_numbers: bool = True,
+                  only: set[int] | None = None) -> DataFrame:
+    """The flat view of the export's snapshot (of the clients in `only`, if given), its movements read
+    in at most `parts` ranges of clients. Nothing else is read."""
     snapshot = exported.snapshot
-    tables = read_tables(spark, exported, snapshot.client_ranges(parts))
-    return flat_view(tables, snapshot.without_movements(), mask_card_numbers)
+    selected = None if only is None else Clients(min(only), max(only), tuple(sorted(only)))
+    tables = read_tables(spark, exported, snapshot.client_ranges(parts, only), selected)
+    return flat_view(tables, snapshot.without_movements(only), mask_card_numbers)
 

@@ -14,12 +14,14 @@ import pytest
 from desafio_dagster.core.layout import INDEX_FILE
 from desafio_dagster_tests.helpers import (
     CONTRACT,
+    FULL_REFRESH,
     SPEC,
     assert_untouched,
     expected_files,
     export_checks,
     exported_view,
     failed_run_message,
+    full_refresh_file,
     output,
     published_files,
     run,
@@ -59,10 +61,10 @@ def test_rerun_replaces_the_output_atomically_without_duplicates(source, env_hom
     first = snapshot(folder)
     first_version = folder.resolve()
     assert folder.is_symlink()
-    assert run("export").success
+    assert run("export", FULL_REFRESH).success
     assert snapshot(folder) == first, "same source, same bytes; never appended"
     assert folder.resolve() != first_version
-    assert run("export").success
+    assert run("export", FULL_REFRESH).success
     versions = sorted(p.name for p in folder.parent.iterdir() if p.name.startswith(".movements_csv.v-"))
     assert len(versions) == 2, "the current and the previous version only"
 
@@ -152,21 +154,21 @@ def test_unwritable_output_folder_fails_clearly(source, env_home, monkeypatch):
 )
 def test_bad_spark_master_fails_clearly_and_keeps_the_output(published, monkeypatch, master, expected):
     monkeypatch.setenv("DESAFIO_SPARK_MASTER", master)
-    message = failed_run_message(run("export"))
+    message = failed_run_message(run("export", FULL_REFRESH))
     assert expected in message and "DESAFIO_SPARK_MASTER" in message
     assert_untouched(published)
 
 
 def test_missing_java_fails_clearly_and_keeps_the_output(published, tmp_path):
     env = {**os.environ, "JAVA_HOME": str(tmp_path / "no-java"), "DAGSTER_HOME": str(tmp_path)}
-    out, _ = start_dagster_cli("export", env=env).communicate(timeout=300)
+    out, _ = start_dagster_cli("export", "-c", full_refresh_file(tmp_path), env=env).communicate(timeout=300)
     assert f"JAVA_HOME={tmp_path / 'no-java'} has no bin/java" in out
     assert_untouched(published)
 
 
 def test_killed_run_leaves_the_previous_output_and_the_next_run_cleans_up(published, tmp_path):
     folder = published[0]
-    process = start_dagster_cli("export", env={**os.environ, "DAGSTER_HOME": str(tmp_path)})
+    process = start_dagster_cli("export", "-c", full_refresh_file(tmp_path), env={**os.environ, "DAGSTER_HOME": str(tmp_path)})
     deadline = time.monotonic() + 240
     while not list(folder.parent.glob(".movements_csv.staging-*")):  # kill while files are being written
         assert process.poll() is None and time.monotonic() < deadline, "export ended before it could be killed"
@@ -174,7 +176,7 @@ def test_killed_run_leaves_the_previous_output_and_the_next_run_cleans_up(publis
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     assert folder.resolve() == published[2] and snapshot(folder) == published[1]
-    assert run("export").success
+    assert run("export", FULL_REFRESH).success
     assert snapshot(folder) == published[1]
     assert [p.name for p in folder.parent.iterdir() if ".staging-" in p.name] == []
 

@@ -19,6 +19,7 @@ from desafio_dagster.core.publish import publish_per_client
 from desafio_dagster.core.source_db import SourceDatabase, SourceDatabaseError
 from desafio_dagster.defs.utils import user_errors
 from desafio_dagster_tests.helpers import (
+    FULL_REFRESH,
     REPO,
     assert_untouched,
     expected_files,
@@ -261,7 +262,7 @@ def test_a_dropped_connection_mid_extract_is_retried(published_large, source_db,
     terminator = Terminator(source_db, every_attempt)
     terminator.start()
     try:
-        result = run("export")
+        result = run("export", FULL_REFRESH)
     finally:
         terminator.stop.set()
         terminator.join()

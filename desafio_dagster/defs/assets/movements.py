@@ -4,10 +4,11 @@ import dagster as dg
 from pydantic import Field
 
 from desafio_dagster.core.extract import ExportedSnapshot, partitions_for
+from desafio_dagster.core.incremental import file_format, plan_export
 from desafio_dagster.core.layout import CSV_CONTRACT
 from desafio_dagster.core.transform import snapshot_view
 from desafio_dagster.defs.assets.source import RAW_TABLES, SOURCE_DATABASE_POOL
-from desafio_dagster.defs.io_managers.per_client_csv import ExportedView
+from desafio_dagster.defs.io_managers.per_client_csv import ExportedView, PerClientCsvIOManager
 from desafio_dagster.defs.resources.postgres import PostgresResource
 from desafio_dagster.defs.resources.spark import SparkResource
 from desafio_dagster.defs.utils import TRANSIENT_RETRY_POLICY, user_errors
@@ -17,12 +18,19 @@ class MovementsCsvConfig(dg.Config):
     mask_card_numbers: bool = Field(
         default=True, description="Write card numbers as ************1234; false writes them in full"
     )
+    full_refresh: bool = Field(
+        default=False, description="Rewrite every client's file. By default only new or changed clients are "
+                                   "rewritten and the other files are carried from the published version")
+    clients: list[int] = Field(
+        default=[], description="Client ids (associado.id) to rewrite whatever changed, e.g. [42, 7]; the "
+                                "others are carried or rewritten as usual")
 
 
 # The 11 columns of every client file (the output contract), shown in the UI before any run.
 COLUMN_SCHEMA = dg.TableSchema(columns=[dg.TableColumn(name, type_, description=source)
                                         for name, (type_, source) in CSV_CONTRACT.items()])
-# Bump when the extract, the flat view or the publication changes the files for the same source.
+# Bump when the extract, the flat view or the publication changes the files for the same source: the
+# next export then rewrites every file (it is recorded in each version's _format.json).
 CODE_VERSION = "1"
 # Refreshed by the automation sensor when a run that did not materialize it (a populate) has
 # updated a source table, once that run has finished and the sources' blocking checks passed;
@@ -43,27 +51,45 @@ AFTER_SOURCE_CHANGES = dg.AutomationCondition.eager() & dg.AutomationCondition.a
     retry_policy=TRANSIENT_RETRY_POLICY,
 )
 def movements_csv(
-    context: dg.AssetExecutionContext, config: MovementsCsvConfig, postgres: PostgresResource, spark: SparkResource
+    context: dg.AssetExecutionContext,
+    config: MovementsCsvConfig,
+    postgres: PostgresResource,
+    spark: SparkResource,
+    csv_io_manager: dg.ResourceParam[PerClientCsvIOManager],
 ) -> ExportedView:
     """One row per card movement with its card, account and client; one CSV file per client,
-    published only once it matches the figures of the source snapshot it was read from."""
+    published only once it matches the figures of the source snapshot it was read from. Only the
+    clients that changed since the published version are read and written; the other files are
+    carried over (see core/incremental.py)."""
     with user_errors():
         db = postgres.database()
         exported = ExportedSnapshot.open(db, on_wait=context.log.warning)
         try:
             snapshot = exported.snapshot
-            context.log.info(f"starting Spark on {spark.master_url} for snapshot {snapshot.id}: "
-                             f"{snapshot.counts['associado']:,} clients, {snapshot.counts['movimento']:,} movements")
-            # The snapshot's size decides the local JVM's compiler (see start_session), so Spark starts
-            # after it: the figures take 0.3 s at 1M movements.
-            session = spark.session(db.task_environment(), rows=snapshot.counts["movimento"])
-            slots = session.sparkContext.defaultParallelism
-            parts = partitions_for(snapshot, slots, postgres.max_export_connections)
-            exported.check_connections(parts, slots)
-            context.log.info(f"up to {parts} Spark tasks read the movements, a range of clients each")
-            view = snapshot_view(session, exported, parts, config.mask_card_numbers)
+            plan = plan_export(csv_io_manager.folder(context.asset_key.path[-1]), snapshot.clients,
+                               file_format(CODE_VERSION, config.mask_card_numbers), config.full_refresh, config.clients)
+            context.log.info(f"snapshot {snapshot.id}: {snapshot.counts['associado']:,} clients, "
+                             f"{snapshot.counts['movimento']:,} movements; {plan.mode} export ({plan.reason}): "
+                             f"{len(plan.rewrite):,} clients to write, {len(plan.carry):,} to carry, "
+                             f"{len(plan.removed):,} to remove")
+            if plan.modified:
+                context.log.warning(f"{len(plan.modified):,} published files changed since they were written "
+                                    f"(e.g. {plan.modified[0]}): they are rewritten")
+            view = None
+            if plan.rewrite:  # else no Spark at all
+                only = None if plan.mode == "full" else plan.rewrite
+                movements = snapshot.movements(only)
+                # The export's size decides the local JVM's compiler (see start_session), so Spark
+                # starts after the snapshot: its figures take 0.3 s at 1M movements.
+                session = spark.session(db.task_environment(), rows=movements)
+                slots = session.sparkContext.defaultParallelism
+                parts = partitions_for(movements, slots, postgres.max_export_connections)
+                exported.check_connections(parts, slots)
+                context.log.info(f"Spark on {spark.master_url}: up to {parts} tasks read {movements:,} movements, "
+                                 f"a range of clients each")
+                view = snapshot_view(session, exported, parts, config.mask_card_numbers, only)
         except BaseException:
             exported.close()
             raise
     context.add_output_metadata({f"source_{table}_rows": rows for table, rows in snapshot.counts.items()})
-    return ExportedView(view, exported, config.mask_card_numbers)
+    return ExportedView(view, exported, config.mask_card_numbers, plan)

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import dagster as dg
 
-from desafio_dagster.core.audit import MANIFEST_FILE, RULES, audit, read_manifest, scan_folder
+from desafio_dagster.core.audit import MANIFEST_FILE, RULES, audit, read_manifest
 from desafio_dagster.core.errors import DesafioError
+from desafio_dagster.core.incremental import verified_scans
 from desafio_dagster.defs.io_managers.per_client_csv import PerClientCsvIOManager, file_sha256
 from desafio_dagster.defs.resources.postgres import PostgresResource
 
@@ -53,10 +54,12 @@ def movements_csv_checks(
             yield dg.AssetCheckResult(check_name=name, passed=False, description=str(error))
     else:
         expected = read_manifest(version / MANIFEST_FILE)
-        scans = scan_folder(version)
+        # The files this run wrote, and any changed since it was read back, are read again.
+        scans, read = verified_scans(version, metadata.get("written_in", version.name))
         for finding in audit(scans, expected, metadata["masked_card_numbers"]):
             yield dg.AssetCheckResult(check_name=finding.rule, passed=finding.passed,
-                                      metadata={"violations": finding.violations, "detail": finding.detail})
+                                      metadata={"violations": finding.violations, "detail": finding.detail,
+                                                "files_read": read, "files_as_read_back_before": len(scans) - read})
         yield _source_unchanged(postgres, metadata.get("source_fingerprint") or {})
         return
     yield dg.AssetCheckResult(check_name="source_unchanged_since_export", passed=False,

@@ -14,8 +14,9 @@ from pyspark.sql import DataFrame
 from desafio_dagster.core import settings
 from desafio_dagster.core.audit import MANIFEST_FILE
 from desafio_dagster.core.extract import ExportedSnapshot, Snapshot
+from desafio_dagster.core.incremental import Plan
 from desafio_dagster.core.progress import tasks_done
-from desafio_dagster.core.publish import Published, publish_per_client, read_published
+from desafio_dagster.core.publish import Published, publish_per_client, published_as_is, read_published
 from desafio_dagster.defs.resources.spark import SparkResource
 from desafio_dagster.defs.utils import metadata_table, user_errors
 
@@ -34,9 +35,10 @@ class ExportedView:
     """What movements_csv hands to the IO manager: the flat view and the export's open snapshot it is
     read from, whose figures the written files must match before they are published."""
 
-    view: DataFrame
+    view: DataFrame | None  # of the clients to rewrite; None if there are none
     exported: ExportedSnapshot  # closed by the IO manager once the files are written
     masked: bool
+    plan: Plan  # what to rewrite, carry and remove (core/incremental.py)
 
     @property
     def snapshot(self) -> Snapshot:
@@ -73,10 +75,14 @@ class PerClientCsvIOManager(dg.ConfigurableIOManager):
         def progress(done: int, tasks: int, seconds: float) -> None:
             context.log.info(tasks_done(done, tasks, seconds))
 
+        plan = obj.plan
         with user_errors():
             try:
-                published = publish_per_client(obj.view, folder.parent, obj.snapshot.clients, folder.name,
-                                               masked=obj.masked, by_client=True, on_progress=progress)
+                if plan.mode == "unchanged":  # nothing to write: no new version, no Spark
+                    published = published_as_is(folder, plan)
+                else:
+                    published = publish_per_client(obj.view, folder.parent, obj.snapshot.clients, folder.name,
+                                                   masked=obj.masked, by_client=True, on_progress=progress, plan=plan)
             finally:
                 obj.exported.close()  # the tasks have read the snapshot: a waiting populate may go on
         top = sorted(published.files, key=lambda f: (-f.rows, f.client_id))[: self.top_clients]
@@ -84,6 +90,14 @@ class PerClientCsvIOManager(dg.ConfigurableIOManager):
             "path": dg.MetadataValue.path(str(published.path.absolute())),
             "version": dg.MetadataValue.path(str(published.version.absolute())),
             "dagster/row_count": published.rows,
+            # What this export did: "full", "incremental", or "unchanged" (nothing new was published).
+            "export_mode": plan.mode,
+            "export_reason": plan.reason,
+            "clients_rewritten": published.rewritten,
+            "clients_carried": published.carried,
+            "clients_removed": published.removed,
+            # The version whose files this run wrote: the checks read those back ("" when none).
+            "written_in": published.version.name if published.rewritten else "",
             "clients": len(published.files),  # one file each
             "clients_without_movements": sum(1 for f in published.files if f.rows == 0),
             "top_clients_by_rows": metadata_table(
@@ -93,16 +107,21 @@ class PerClientCsvIOManager(dg.ConfigurableIOManager):
             "masked_card_numbers": obj.masked,
             "snapshot_manifest_sha256": file_sha256(published.version / MANIFEST_FILE),
             "source_fingerprint": dg.MetadataValue.json(obj.snapshot.fingerprint),
-            "audit": dg.MetadataValue.json({f.rule: f.detail if not f.passed else "passed" for f in published.audit}),
+            "audit": dg.MetadataValue.json({f.rule: f.detail if not f.passed else "passed" for f in published.audit}
+                                           if published.audit else "nothing published: no client changed"),
             # What the audit cost: the snapshot's figures in SQL, the tasks' read-back (summed over
             # tasks, which run in parallel) and the driver's comparison.
             "audit_seconds": dg.MetadataValue.json({
-                "snapshot_figures": round(obj.snapshot.figures_seconds, 3),
+                "snapshot_figures": round(obj.snapshot.figures_seconds, 3),  # with the clients' fingerprints
                 "readback_in_tasks": round(published.readback_seconds, 3),
                 "comparison": round(published.audit_seconds, 3)}),
         })
-        context.log.info(f"audited and published {published.rows:,} rows in {len(published.files):,} files at "
-                         f"{published.path}")
+        if plan.mode == "unchanged":
+            context.log.info(f"no client changed: {published.path} stays as it was ({published.version.name})")
+        else:
+            context.log.info(f"audited and published {published.rows:,} rows in {len(published.files):,} files at "
+                             f"{published.path}: {published.rewritten:,} written, {published.carried:,} carried, "
+                             f"{published.removed:,} removed")
 
     def load_input(self, context: dg.InputContext) -> DataFrame:
         with user_errors():

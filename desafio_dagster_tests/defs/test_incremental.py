@@ -1,0 +1,120 @@
+"""Incremental export end to end: only new or changed clients go through Spark, the other files are
+carried by hard link, and the result is byte-identical to a full export of the same snapshot."""
+
+import dagster as dg
+import pytest
+
+from desafio_dagster.core.incremental import READBACK_FILE, read_readback
+from desafio_dagster.core.layout import INDEX_FILE, read_index
+from desafio_dagster_tests.helpers import (
+    FULL_REFRESH,
+    SPEC,
+    assert_untouched,
+    expected_files,
+    failed_run_message,
+    published_files,
+    run,
+    snapshot,
+)
+
+
+def _export(run_config: dict | None = None, instance=None) -> tuple[dg.ExecuteInProcessResult, dict]:
+    result = run("export", run_config, instance)
+    assert result.success, failed_run_message(result) if not result.success else ""
+    metadata = result.asset_materializations_for_node("movements_csv")[0].metadata
+    return result, {key: value.value for key, value in metadata.items()}
+
+
+def _written(folder) -> set[str]:
+    """The client files the published version's own export wrote (the others were carried)."""
+    version = folder.resolve()
+    return {name for name, record in read_readback(version / READBACK_FILE).items() if record.written_in == version.name}
+
+
+def _files_of(folder, *clients: int) -> set[str]:
+    return {f.file for f in read_index(folder / INDEX_FILE).values() if f.client_id in clients}
+
+
+def test_only_changed_clients_are_rewritten_and_the_result_equals_a_full_export(published, source, env_home):
+    folder, _, first = published
+    before = {p.name: p.stat().st_ino for p in first.iterdir() if not p.name.startswith("_")}
+    with source.connect() as conn:
+        conn.execute("INSERT INTO movimento SELECT max(id) + 1, -9.99, 'nova', '2025-12-31 09:00', "
+                     "(SELECT min(k.id) FROM cartao k JOIN conta c ON c.id = k.id_conta WHERE c.id_associado = 3) "
+                     "FROM movimento")
+        conn.execute("UPDATE associado SET nome = 'Renomeada' WHERE id = 12")
+        conn.execute("INSERT INTO associado VALUES (61, 'Nova', 'Cliente', 30, 'nova@example.com')")
+        for table, column in (("movimento", "id_cartao IN (SELECT id FROM cartao WHERE id_associado = 13)"),
+                              ("cartao", "id_associado = 13"), ("conta", "id_associado = 13"), ("associado", "id = 13")):
+            conn.execute(f"DELETE FROM {table} WHERE {column}")
+
+    result, metadata = _export()
+    assert (metadata["export_mode"], metadata["clients_rewritten"], metadata["clients_carried"],
+            metadata["clients_removed"]) == ("incremental", 3, SPEC.clients - 3, 1)
+    assert _written(folder) == _files_of(folder, 3, 12, 61)
+    version = folder.resolve()
+    carried = {p.name for p in version.iterdir() if not p.name.startswith("_")} - _written(folder)
+    assert carried and all(before[name] == (version / name).stat().st_ino for name in carried), "hard links, not copies"
+    assert not any(name.startswith("00000013_") for name in published_files(folder))
+    assert published_files(folder) == expected_files(source, True)
+    checks = result.get_asset_check_evaluations()
+    assert checks and all(c.passed for c in checks)
+    assert {c.metadata["files_read"].value for c in checks if "files_read" in c.metadata} == {3}
+
+    incremental = snapshot(folder)
+    _, full = _export(FULL_REFRESH)
+    assert (full["export_mode"], full["clients_rewritten"]) == ("full", SPEC.clients)
+    assert folder.resolve() != version
+    assert snapshot(folder) == incremental, "byte-identical to a full export of the same snapshot"
+
+
+def test_nothing_changed_publishes_nothing_and_starts_no_spark(published, env_home, monkeypatch):
+    monkeypatch.setenv("DESAFIO_SPARK_MASTER", "spark://127.0.0.1:1")  # Spark could not start
+    result, metadata = _export()
+    assert (metadata["export_mode"], metadata["clients_rewritten"], metadata["clients_carried"]) == (
+        "unchanged", 0, SPEC.clients)
+    assert metadata["version"] == str(published[2])
+    assert_untouched(published)
+    assert all(c.passed for c in result.get_asset_check_evaluations())
+
+
+def test_named_clients_are_rewritten_and_the_rest_carried(published, env_home):
+    folder = published[0]
+    _, metadata = _export({"ops": {"movements_csv": {"config": {"clients": [5, 7]}}}})
+    assert (metadata["export_mode"], metadata["clients_rewritten"]) == ("incremental", 2)
+    assert _written(folder) == _files_of(folder, 5, 7)
+    assert snapshot(folder) == published[1]
+
+
+def test_unknown_clients_fail_clearly_and_publish_nothing(published, env_home):
+    message = failed_run_message(run("export", {"ops": {"movements_csv": {"config": {"clients": [5, 99999]}}}}))
+    assert "clients 99999 are not in the source snapshot" in message
+    assert_untouched(published)
+
+
+@pytest.mark.parametrize("change", ["masking", "code version"])
+def test_what_changes_a_file_for_the_same_rows_rewrites_every_file(published, env_home, monkeypatch, change):
+    config = {}
+    if change == "masking":
+        config = {"ops": {"movements_csv": {"config": {"mask_card_numbers": False}}}}
+    else:
+        from desafio_dagster.defs.assets import movements
+
+        monkeypatch.setattr(movements, "CODE_VERSION", "a later one")
+    _, metadata = _export(config)
+    assert (metadata["export_mode"], metadata["clients_rewritten"]) == ("full", SPEC.clients)
+    assert ("masked" if change == "masking" else "code_version") in metadata["export_reason"]
+
+
+def test_a_published_file_edited_by_hand_is_rewritten(published, source, env_home):
+    folder = published[0]
+    victim = sorted(_files_of(folder, 9))[0]
+    with open(folder / victim, "a", encoding="utf-8") as handle:
+        handle.write("not,a,row\n")
+    instance = dg.DagsterInstance.ephemeral()
+    result, metadata = _export(instance=instance)
+    assert (metadata["export_mode"], metadata["clients_rewritten"]) == ("incremental", 1)
+    assert _written(folder) == {victim}
+    assert published_files(folder) == expected_files(source, True)
+    said = [e.user_message for e in instance.all_logs(result.run_id) if "changed since they were written" in e.user_message]
+    assert said and victim in said[0], "the run says which published file it found changed"
