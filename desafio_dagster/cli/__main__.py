@@ -72,12 +72,23 @@ def _summary(report, config: settings.Settings, job_name: str, elapsed: float, l
         lines.append(f"  CSV       {export['clients']:,} clients, one file each, and {INDEX_FILE}"
                      f" ({export['dagster/row_count']:,} rows), in")
         lines.append(f"              {folder}")
+        lines.append(f"  Export    {_export_line(export)}")
     lines.append(f"  Log       {log}")
     lines.append(f"  UI        `make ui`, then open {UI_URL} (runs, assets, checks)")
     return lines
 
 
-def run(job_name: str, clients: int | None = None) -> int:
+def _export_line(export: dict) -> str:
+    """What the export wrote, carried and removed (see core/incremental.py)."""
+    mode = export.get("export_mode")
+    if mode == "unchanged":
+        return "nothing changed since the last export: the published version stays, Spark did not start"
+    figures = (f"{export.get('clients_rewritten', 0):,} files written, {export.get('clients_carried', 0):,} carried, "
+               f"{export.get('clients_removed', 0):,} removed")
+    return f"{mode} ({export.get('export_reason')}): {figures}" if mode == "full" else f"{mode}: {figures}"
+
+
+def run(job_name: str, clients: int | None = None, full_refresh: bool = False) -> int:
     from desafio_dagster.definitions import defs  # imports Spark: not needed by stop-db
     from desafio_dagster.defs.assets.source import SourceDatabaseConfig
 
@@ -93,6 +104,8 @@ def run(job_name: str, clients: int | None = None) -> int:
     populates = job_name != "export"
     generation = {"clients": clients} if clients else {}
     run_config = {"ops": {"source_database": {"config": generation}}} if generation else {}
+    if full_refresh:
+        run_config.setdefault("ops", {})["movements_csv"] = {"config": {"full_refresh": True}}
     spec = SourceDatabaseConfig(**generation).to_spec() if populates else None
     if spec:
         intro = f"{job_name}: {spec.clients:,} clients (seed {spec.seed}) into Postgres" + (
@@ -140,12 +153,16 @@ def main(argv: list[str] | None = None) -> int:
     run_parser = commands.add_parser("run", help="run a job with the default config and report where the output is")
     run_parser.add_argument("--job", default="etl", choices=["etl", "populate", "export"])
     run_parser.add_argument("--clients", type=_positive, help="clients to generate (default: the run config's default)")
+    run_parser.add_argument("--full-refresh", action="store_true",
+                            help="rewrite every client file (by default the export rewrites only what changed)")
     commands.add_parser("stop-db", help="stop the embedded Postgres under DESAFIO_HOME")
     args = parser.parse_args(argv)
     if args.command == "run":
         if args.clients and args.job == "export":
             parser.error("--clients sets the generation: it applies to the etl and populate jobs, not export")
-        return run(args.job, args.clients)
+        if args.full_refresh and args.job == "populate":
+            parser.error("--full-refresh applies to the export: use it with --job etl or --job export")
+        return run(args.job, args.clients, args.full_refresh)
     stopped = stop_embedded(settings.read().home)
     print("embedded Postgres stopped" if stopped else "embedded Postgres was not running")
     return 0

@@ -124,6 +124,14 @@ def test_run_summary_matches_postgres_and_the_files_and_the_log_has_every_event(
     with dg.DagsterInstance.from_config(str(tmp_path / "dagster")) as instance:  # what `make ui` shows
         run = instance.get_run_by_id(summary["log"].stem)
         assert run is not None and run.job_name == "etl" and run.status == dg.DagsterRunStatus.SUCCESS
+    assert re.search(r"^  Export +full \(first export: nothing is published yet\): 60 files written, 0 carried, 0 removed$",
+                     done.stdout, re.M), done.stdout
+
+    again = _run(["run", "--job", "export"], _env(tmp_path, DESAFIO_POSTGRES_URL=database_url))
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "  Export    nothing changed since the last export: the published version stays, Spark did not start" \
+        in again.stdout
+    assert _summary(again.stdout)["folder"] == summary["folder"]
 
 
 def test_a_failed_run_prints_the_error_and_the_log_path_and_exits_non_zero(tmp_path):
