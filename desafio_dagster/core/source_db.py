@@ -1,4 +1,4 @@
-"""The operational Postgres database: connection, schema, snapshot replacement. Pure: no Dagster.
+"""The operational Postgres database: connection, schema, snapshot replacement and growth. Pure: no Dagster.
 
 Identifiers from configuration are validated and quoted with psycopg's `sql`
 module; values always travel as parameters. URLs are redacted before they reach
@@ -8,6 +8,7 @@ a message.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import os
 import re
 import time
@@ -17,12 +18,23 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
 import psycopg
+import pyarrow as pa
+import pyarrow.csv as pa_csv
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 from desafio_dagster.core.errors import DesafioError, TransientError
-from desafio_dagster.core.fakedata import TABLES, SourceChunk, to_copy_csv
+from desafio_dagster.core.fakedata import (
+    TABLES,
+    GrowthSpec,
+    SourceChunk,
+    SourceState,
+    card_number_offset,
+    grow,
+    to_copy_csv,
+)
 
 SCHEMA_SQL = resources.files("desafio_dagster").joinpath("sql/schema.sql").read_text()
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -311,11 +323,7 @@ class SourceDatabase:
         counts = dict.fromkeys(TABLES, 0)
         started = time.monotonic()
         with self.connect(purpose="populate") as conn, conn.transaction():
-            # One populate at a time per schema, before any DDL: two populates that both ran the
-            # schema's CREATE INDEX (a SHARE lock) before LOCK TABLE would deadlock.
-            populate_lock = sql.SQL("SELECT pg_advisory_xact_lock(hashtext({}))").format(
-                sql.Literal(f"desafio_dagster populate {self.schema}"))
-            self._wait_for_lock(conn, populate_lock, "another populate of this schema", on_wait)
+            self._populate_lock(conn, on_wait)
             self.apply_schema(conn)
             self.lock_tables(conn, "ACCESS EXCLUSIVE", on_wait)
             conn.execute("SET LOCAL maintenance_work_mem = '256MB'")
@@ -329,13 +337,8 @@ class SourceDatabase:
             conn.execute(sql.SQL("TRUNCATE {}").format(identifiers(TABLES)))
             with conn.cursor() as cur:
                 for chunk in chunks:
-                    for name, table in chunk.tables().items():
-                        statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
-                            sql.Identifier(name), identifiers(table.column_names)
-                        )
-                        with cur.copy(statement) as copy:
-                            copy.write(to_copy_csv(table))
-                        counts[name] += table.num_rows
+                    for name, rows in self._copy_chunk(cur, chunk).items():
+                        counts[name] += rows
                     if on_progress:
                         on_progress(sum(counts.values()), time.monotonic() - started)
             for _, definition in indexes:
@@ -345,9 +348,111 @@ class SourceDatabase:
                     sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} ").format(sql.Identifier(table), sql.Identifier(name))
                     + sql.SQL(definition)
                 )
-        with self.connect(autocommit=True, purpose="populate") as conn:
-            conn.execute(sql.SQL("ANALYZE {}").format(identifiers(TABLES)))
+        self._analyze("populate")
         return counts
+
+    def grow(
+        self,
+        spec: GrowthSpec,
+        on_progress: Callable[[int, float], None] | None = None,
+        on_wait: Callable[[str], None] | None = None,
+        on_day: Callable[[dt.date, dict[str, int]], None] | None = None,
+    ) -> dict[str, int]:
+        """Add spec.days days of activity after the source's last day, in one transaction; the rows
+        added per table. on_day(day, rows added that day per table) follows each day's load.
+
+        Takes the populate's advisory lock (growths and populates of a schema take turns), then the
+        four tables in EXCLUSIVE mode: readers such as an export go on reading the snapshot they
+        have, no other session writes. The rows go in with COPY, indexes and foreign keys in place
+        (a day is small). Raises SourceDatabaseError if the tables are missing or empty, InvalidSpec
+        if a day would not be before today; either way nothing changes.
+        """
+        counts = dict.fromkeys(TABLES, 0)
+        started = time.monotonic()
+        with self.connect(purpose="growth") as conn, conn.transaction():
+            self._populate_lock(conn, on_wait)
+            self.require_tables(conn)
+            self.lock_tables(conn, "EXCLUSIVE", on_wait)
+            state = self.growth_state(conn)
+            with conn.cursor() as cur:
+                for day_number, chunk in enumerate(grow(spec, state), 1):
+                    added = self._copy_chunk(cur, chunk)
+                    for name, rows in added.items():
+                        counts[name] += rows
+                    if on_day:
+                        on_day(state.last_day + dt.timedelta(days=day_number), added)
+                    if on_progress:
+                        on_progress(sum(counts.values()), time.monotonic() - started)
+        self._analyze("growth")
+        return counts
+
+    def growth_state(self, conn: psycopg.Connection) -> SourceState:
+        """The source as growth needs it (fakedata.SourceState), read in three statements: next ids and
+        last day, then the clients and the cards with COPY. Call it with the tables locked."""
+        maxima = sql.SQL(", ").join(
+            sql.SQL("(SELECT coalesce(max(id), 0) + 1 FROM {})").format(sql.Identifier(name)) for name in TABLES)
+        *next_ids, clients, last = conn.execute(
+            sql.SQL("SELECT {}, (SELECT count(*) FROM associado), greatest("
+                    "(SELECT max(data_criacao) FROM conta), (SELECT max(data_criacao) FROM cartao), "
+                    "(SELECT max(data_movimento) FROM movimento))::date").format(maxima)
+        ).fetchone()
+        if clients == 0 or last is None:
+            raise SourceDatabaseError(
+                f"the source tables in {describe(self.url)} (schema {self.schema}) are empty: there is nothing to grow; "
+                f"run the populate job first (make run, or dagster job execute -m desafio_dagster.definitions -j populate)"
+            )
+        client_ids = self._copy_columns(conn, "SELECT id FROM associado ORDER BY id", ["id"])["id"]
+        cards = self._copy_columns(
+            conn,
+            """SELECT k.id, c.id_associado, extract(epoch FROM k.data_criacao)::bigint,
+                       CASE WHEN k.num_cartao ~ '^[0-9]{16}$' THEN substr(k.num_cartao, 7, 9)::bigint ELSE -1 END
+                FROM cartao k JOIN conta c ON c.id = k.id_conta ORDER BY k.id""",
+            ["id", "owner", "created", "unique_part"],
+        )
+        offset = card_number_offset(cards["id"], cards["unique_part"])
+        if offset is None and len(cards["id"]):
+            raise SourceDatabaseError(
+                f"the card numbers in {self.schema}.cartao were not all made by the populate's generator (its "
+                f"numbering tells each card's number from its id): new cards could repeat a number. Run the populate "
+                f"job to replace the source, then grow it"
+            )
+        return SourceState(next_id=dict(zip(TABLES, next_ids)), last_day=last, client_ids=client_ids,
+                           card_ids=cards["id"], card_owners=cards["owner"], card_created=cards["created"],
+                           card_offset=offset)
+
+    @staticmethod
+    def _copy_columns(conn: psycopg.Connection, query: str, names: list[str]) -> dict[str, np.ndarray]:
+        """The integer columns of a query, read with COPY ... TO STDOUT (CSV) into numpy arrays."""
+        data = bytearray()
+        statement = sql.SQL("COPY ({}) TO STDOUT (FORMAT csv)").format(sql.SQL(query))
+        with conn.cursor() as cur, cur.copy(statement) as copy:
+            for block in copy:
+                data += block
+        types = {name: pa.int64() for name in names}
+        table = pa_csv.read_csv(pa.py_buffer(bytes(data)), pa_csv.ReadOptions(column_names=names),
+                                convert_options=pa_csv.ConvertOptions(column_types=types))
+        return {name: table[name].to_numpy() for name in names}
+
+    @staticmethod
+    def _copy_chunk(cur: psycopg.Cursor, chunk: SourceChunk) -> dict[str, int]:
+        """COPY the chunk's rows into the four tables, parents first; rows per table."""
+        for name, table in chunk.tables().items():
+            statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
+                sql.Identifier(name), identifiers(table.column_names))
+            with cur.copy(statement) as copy:
+                copy.write(to_copy_csv(table))
+        return {name: table.num_rows for name, table in chunk.tables().items()}
+
+    def _populate_lock(self, conn: psycopg.Connection, on_wait: Callable[[str], None] | None) -> None:
+        """One populate (or growth) at a time per schema, taken before any DDL or table lock: two
+        populates that both ran the schema's CREATE INDEX (a SHARE lock) before LOCK TABLE would deadlock."""
+        populate_lock = sql.SQL("SELECT pg_advisory_xact_lock(hashtext({}))").format(
+            sql.Literal(f"desafio_dagster populate {self.schema}"))
+        self._wait_for_lock(conn, populate_lock, "another populate of this schema", on_wait)
+
+    def _analyze(self, purpose: str) -> None:
+        with self.connect(autocommit=True, purpose=purpose) as conn:
+            conn.execute(sql.SQL("ANALYZE {}").format(identifiers(TABLES)))
 
     def _secondary_definitions(self, conn: psycopg.Connection):
         """Foreign keys (table, name, definition) and non-constraint indexes (name, CREATE INDEX ...)."""
