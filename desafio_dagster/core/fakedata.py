@@ -287,13 +287,13 @@ class SourceState:
     card_ids: np.ndarray  # int64
     card_owners: np.ndarray  # int64: the owner of the card's account, per card
     card_created: np.ndarray  # int64: epoch seconds, per card
-    card_offset: int | None  # the cards' number offset (card_number_offset); None: no cards
+    card_offset: int | None  # the card numbering's offset (card_number_offset); None: the seed's
 
 
 def card_number_offset(card_ids: np.ndarray, unique_parts: np.ndarray) -> int | None:
-    """The offset the source's card numbers were made with, from each card's id and the 9 digits
-    after its 6-digit prefix (-1 where the number is not a generated one); None if there are no cards
-    or they do not share one offset (numbers not made by this generator: new ones could collide)."""
+    """The offset the cards' numbers were made with, from each card's id and the 9 digits after its 6-digit
+    prefix (-1 where the number is not a generated one); None if there are no cards or they do not share one
+    offset. New cards numbered with the offset of the source's never repeat one of its generated numbers."""
     if len(card_ids) == 0 or (unique_parts < 0).any():
         return None
     offsets = np.unique((unique_parts - card_ids % _CARD_ID_SPACE * _CARD_ID_MULTIPLIER) % _CARD_ID_SPACE)
@@ -319,8 +319,6 @@ def grow(spec: GrowthSpec, state: SourceState) -> Iterator[SourceChunk]:
             f"days: {spec.days} day(s) after the source's last day {state.last_day} would reach {last}, but every "
             f"day must be before today ({today}, UTC): at most {possible} more day(s) are possible"
         )
-    if state.card_offset is None and len(state.card_ids):
-        raise ValueError("the source's card numbers do not share the generator's numbering: new ones could collide")
     return _grow(spec, state)
 
 

@@ -20,8 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import psycopg
-import pyarrow as pa
-import pyarrow.csv as pa_csv
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
@@ -374,7 +372,7 @@ class SourceDatabase:
             self.require_tables(conn)
             self.lock_tables(conn, "EXCLUSIVE", on_wait)
             state = self.growth_state(conn)
-            with conn.cursor() as cur:
+            with conn.cursor() as cur, self._explained_duplicates():
                 for day_number, chunk in enumerate(grow(spec, state), 1):
                     added = self._copy_chunk(cur, chunk)
                     for name, rows in added.items():
@@ -386,52 +384,59 @@ class SourceDatabase:
         self._analyze("growth")
         return counts
 
+    @contextlib.contextmanager
+    def _explained_duplicates(self) -> Iterator[None]:
+        """A new card number or e-mail equal to one already in the source (possible only when the source's rows
+        were not made by the generator, whose numbering derives both from the ids) fails the growth clearly."""
+        try:
+            yield
+        except psycopg.errors.UniqueViolation as error:
+            raise SourceDatabaseError(
+                f"growth stopped, nothing added: a new row repeats a unique value already in {self.schema} "
+                f"({error.diag.constraint_name}: {error.diag.message_detail}). The source's card numbers or e-mails "
+                f"were not all made by the populate's generator; run the populate job to replace the source, then grow it"
+            ) from None
+
     def growth_state(self, conn: psycopg.Connection) -> SourceState:
-        """The source as growth needs it (fakedata.SourceState), read in three statements: next ids and
-        last day, then the clients and the cards with COPY. Call it with the tables locked."""
-        maxima = sql.SQL(", ").join(
-            sql.SQL("(SELECT coalesce(max(id), 0) + 1 FROM {})").format(sql.Identifier(name)) for name in TABLES)
-        *next_ids, clients, last = conn.execute(
-            sql.SQL("SELECT {}, (SELECT count(*) FROM associado), greatest("
-                    "(SELECT max(data_criacao) FROM conta), (SELECT max(data_criacao) FROM cartao), "
-                    "(SELECT max(data_movimento) FROM movimento))::date").format(maxima)
-        ).fetchone()
+        """The source as growth needs it (fakedata.SourceState): the next ids, the client count and the last day
+        in one statement; the newest card (its number gives the numbering's offset); then the clients, and the
+        cards with their accounts' owners, each column as one binary array. Call it with the tables locked."""
+        *next_ids, clients, last, newest_card, newest_number = self._state_head(conn)
         if clients == 0 or last is None:
             raise SourceDatabaseError(
                 f"the source tables in {describe(self.url)} (schema {self.schema}) are empty: there is nothing to grow; "
                 f"run the populate job first (make run, or dagster job execute -m desafio_dagster.definitions -j populate)"
             )
-        client_ids = self._copy_columns(conn, "SELECT id FROM associado ORDER BY id", ["id"])["id"]
-        cards = self._copy_columns(
-            conn,
-            """SELECT k.id, c.id_associado, extract(epoch FROM k.data_criacao)::bigint,
-                       CASE WHEN k.num_cartao ~ '^[0-9]{16}$' THEN substr(k.num_cartao, 7, 9)::bigint ELSE -1 END
-                FROM cartao k JOIN conta c ON c.id = k.id_conta ORDER BY k.id""",
-            ["id", "owner", "created", "unique_part"],
-        )
-        offset = card_number_offset(cards["id"], cards["unique_part"])
-        if offset is None and len(cards["id"]):
-            raise SourceDatabaseError(
-                f"the card numbers in {self.schema}.cartao were not all made by the populate's generator (its "
-                f"numbering tells each card's number from its id): new cards could repeat a number. Run the populate "
-                f"job to replace the source, then grow it"
-            )
+        (client_ids,) = self._int_arrays(conn, "SELECT {} FROM associado", ["id"])
+        card_ids, owners, created = self._int_arrays(
+            conn, "SELECT {} FROM cartao k JOIN conta c ON c.id = k.id_conta",
+            ["k.id", "c.id_associado", "date_part('epoch', k.data_criacao)::bigint"])
+        offset = None
+        if newest_number is not None and len(newest_number) == 16:
+            offset = card_number_offset(np.array([newest_card]), np.array([int(newest_number[6:15])]))
         return SourceState(next_id=dict(zip(TABLES, next_ids)), last_day=last, client_ids=client_ids,
-                           card_ids=cards["id"], card_owners=cards["owner"], card_created=cards["created"],
-                           card_offset=offset)
+                           card_ids=card_ids, card_owners=owners, card_created=created, card_offset=offset)
 
     @staticmethod
-    def _copy_columns(conn: psycopg.Connection, query: str, names: list[str]) -> dict[str, np.ndarray]:
-        """The integer columns of a query, read with COPY ... TO STDOUT (CSV) into numpy arrays."""
-        data = bytearray()
-        statement = sql.SQL("COPY ({}) TO STDOUT (FORMAT csv)").format(sql.SQL(query))
-        with conn.cursor() as cur, cur.copy(statement) as copy:
-            for block in copy:
-                data += block
-        types = {name: pa.int64() for name in names}
-        table = pa_csv.read_csv(pa.py_buffer(bytes(data)), pa_csv.ReadOptions(column_names=names),
-                                convert_options=pa_csv.ConvertOptions(column_types=types))
-        return {name: table[name].to_numpy() for name in names}
+    def _state_head(conn: psycopg.Connection) -> tuple:
+        """(next id per table..., clients, last day, newest card's id, its number)."""
+        maxima = sql.SQL(", ").join(
+            sql.SQL("(SELECT coalesce(max(id), 0) + 1 FROM {})").format(sql.Identifier(name)) for name in TABLES)
+        row = conn.execute(
+            sql.SQL("SELECT {}, (SELECT count(*) FROM associado), greatest("
+                    "(SELECT max(data_criacao) FROM conta), (SELECT max(data_criacao) FROM cartao), "
+                    "(SELECT max(data_movimento) FROM movimento))::date").format(maxima)).fetchone()
+        newest = conn.execute("SELECT id, num_cartao FROM cartao ORDER BY id DESC LIMIT 1").fetchone() or (None, None)
+        return (*row, *newest)
+
+    @staticmethod
+    def _int_arrays(conn: psycopg.Connection, query: str, expressions: list[str]) -> list[np.ndarray]:
+        """Each bigint expression of query (its select list a {} placeholder) over all its rows, aggregated
+        by the server into one binary array (array_send): no per-row cost on this side."""
+        columns = sql.SQL(", ").join(sql.SQL("array_send(array_agg({}))").format(sql.SQL(e)) for e in expressions)
+        with conn.cursor(binary=True) as cur:
+            row = cur.execute(sql.SQL(query).format(columns)).fetchone()
+        return [_int8_array(value) for value in row]
 
     @staticmethod
     def _copy_chunk(cur: psycopg.Cursor, chunk: SourceChunk) -> dict[str, int]:
@@ -471,6 +476,14 @@ class SourceDatabase:
             (self.schema, list(TABLES), self.schema),
         ).fetchall()
         return foreign_keys, indexes
+
+
+def _int8_array(data: bytes | None) -> np.ndarray:
+    """A bigint[] in Postgres's binary array format (one dimension, no NULLs) as a numpy array."""
+    if data is None or int.from_bytes(data[0:4], "big") == 0:  # array_agg of no rows, or an empty array
+        return np.empty(0, np.int64)
+    count = int.from_bytes(data[12:16], "big")  # header: ndim, has-nulls flag, element oid, then size, lower bound
+    return np.frombuffer(data, np.dtype([("length", ">i4"), ("value", ">i8")]), count=count, offset=20)["value"].astype(np.int64)
 
 
 def mask_card_number(number: str) -> str:
