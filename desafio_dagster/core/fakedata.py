@@ -279,14 +279,15 @@ class GrowthSpec:
 @dataclass(frozen=True)
 class SourceState:
     """What growth needs to know of the source as it is: the next id of each table, the source's last
-    calendar day (UTC), its clients, and its cards with their owners and creation instants."""
+    calendar day (UTC), its clients, and its cards with their owners. No card creation instant: last_day
+    is the latest day of every timestamp, card creations included, so a movement within a later day always
+    comes after its card's creation."""
 
     next_id: dict[str, int]
     last_day: dt.date
     client_ids: np.ndarray  # int64, ascending
     card_ids: np.ndarray  # int64
-    card_owners: np.ndarray  # int64: the owner of the card's account, per card
-    card_created: np.ndarray  # int64: epoch seconds, per card
+    card_owners: np.ndarray  # int64: the owner of the card (and of its account), per card
     card_offset: int | None  # the card numbering's offset (card_number_offset); None: the seed's
 
 
@@ -332,7 +333,6 @@ def _grow(spec: GrowthSpec, state: SourceState) -> Iterator[SourceChunk]:
     order = np.lexsort((state.card_ids, state.card_owners))
     card_ids = np.asarray(state.card_ids, dtype=np.int64)[order]
     owners = np.asarray(state.card_owners, dtype=np.int64)[order]
-    created = np.asarray(state.card_created, dtype=np.int64)[order]
     max_cards_per_client = spec.accounts_per_client[1] * spec.cards_per_account[1]
     for day_number in range(1, spec.days + 1):
         day = state.last_day + dt.timedelta(days=day_number)
@@ -347,7 +347,7 @@ def _grow(spec: GrowthSpec, state: SourceState) -> Iterator[SourceChunk]:
         cards_held = np.searchsorted(owners, active, "right") - first_card
         picked = first_card + (rng.random(n_active) * cards_held).astype(np.int64)
         per_card = _counts(rng, n_active, spec.movements_per_card)
-        activity = _movements(rng, pools, card_ids[picked], np.maximum(created[picked], start), end, per_card,
+        activity = _movements(rng, pools, card_ids[picked], np.full(n_active, start, dtype=np.int64), end, per_card,
                               next_id["movimento"])
         next_id["movimento"] += activity.num_rows
 
@@ -361,7 +361,6 @@ def _grow(spec: GrowthSpec, state: SourceState) -> Iterator[SourceChunk]:
         clients = np.concatenate([clients, joined.associado["id"].to_numpy()])
         card_ids = np.concatenate([card_ids, joined.cartao["id"].to_numpy()])
         owners = np.concatenate([owners, joined.cartao["id_associado"].to_numpy()])
-        created = np.concatenate([created, joined.cartao["data_criacao"].cast(pa.int64()).to_numpy()])
         yield SourceChunk(joined.associado, joined.conta, joined.cartao, pa.concat_tables([activity, joined.movimento]))
 
 

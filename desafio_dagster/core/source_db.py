@@ -400,7 +400,7 @@ class SourceDatabase:
     def growth_state(self, conn: psycopg.Connection) -> SourceState:
         """The source as growth needs it (fakedata.SourceState): the next ids, the client count and the last day
         in one statement; the newest card (its number gives the numbering's offset); then the clients, and the
-        cards with their accounts' owners, each column as one binary array. Call it with the tables locked."""
+        cards with their owners, each column as one binary array. Call it with the tables locked."""
         *next_ids, clients, last, newest_card, newest_number = self._state_head(conn)
         if clients == 0 or last is None:
             raise SourceDatabaseError(
@@ -408,14 +408,14 @@ class SourceDatabase:
                 f"run the populate job first (make run, or dagster job execute -m desafio_dagster.definitions -j populate)"
             )
         (client_ids,) = self._int_arrays(conn, "SELECT {} FROM associado", ["id"])
-        card_ids, owners, created = self._int_arrays(
-            conn, "SELECT {} FROM cartao k JOIN conta c ON c.id = k.id_conta",
-            ["k.id", "c.id_associado", "date_part('epoch', k.data_criacao)::bigint"])
+        # cartao.id_associado is the owner of the card's account (the contract's invariant, a blocking check):
+        # read from cartao alone, without a join of the cards with the accounts (about twice as fast at 300,000).
+        card_ids, owners = self._int_arrays(conn, "SELECT {} FROM cartao", ["id", "id_associado"])
         offset = None
         if newest_number is not None and len(newest_number) == 16:
             offset = card_number_offset(np.array([newest_card]), np.array([int(newest_number[6:15])]))
         return SourceState(next_id=dict(zip(TABLES, next_ids)), last_day=last, client_ids=client_ids,
-                           card_ids=card_ids, card_owners=owners, card_created=created, card_offset=offset)
+                           card_ids=card_ids, card_owners=owners, card_offset=offset)
 
     @staticmethod
     def _state_head(conn: psycopg.Connection) -> tuple:

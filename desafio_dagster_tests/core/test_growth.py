@@ -156,3 +156,17 @@ def test_card_numbers_not_made_by_the_generator_that_collide_fail_the_growth_cle
 def test_invalid_growth_spec_names_the_field(changes, field):
     with pytest.raises(InvalidSpec, match=field):
         GrowthSpec(**changes)
+
+
+def test_a_reader_holding_the_tables_does_not_stop_a_growth_and_keeps_its_snapshot(server_url, stack):
+    db = _populated(server_url, stack)
+    before = db.row_counts()
+    with db.connect(purpose="export") as reader:  # as the export's transaction: share-locked, one snapshot
+        reader.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        reader.execute("LOCK TABLE associado, conta, cartao, movimento IN ACCESS SHARE MODE")
+        assert db.row_counts(reader) == before
+        db.lock_timeout = 2.0
+        added = db.grow(GROWTH)  # EXCLUSIVE does not wait for ACCESS SHARE
+        assert db.row_counts(reader) == before, "the reader's snapshot is unchanged"
+        reader.execute("COMMIT")
+    assert db.row_counts() == {table: before[table] + added[table] for table in TABLES}
