@@ -8,7 +8,7 @@ from desafio_dagster.defs.assets.movements_checks import movements_csv_checks
 from desafio_dagster.defs.assets.source import source_database
 from desafio_dagster.defs.assets.source_checks import source_database_checks
 from desafio_dagster.defs.io_managers.per_client_csv import PerClientCsvIOManager
-from desafio_dagster.defs.jobs import checks, etl, export, populate
+from desafio_dagster.defs.jobs import checks, etl, export, grow, populate
 from desafio_dagster.defs.resources.postgres import PostgresResource
 from desafio_dagster.defs.resources.spark import SparkResource
 from desafio_dagster.defs.schedules import automation_conditions, daily_export
@@ -24,7 +24,7 @@ resources = {
 defs = dg.Definitions(
     assets=[source_database, movements_csv],
     asset_checks=[source_database_checks, movements_csv_checks],
-    jobs=[populate, export, etl, checks],
+    jobs=[populate, grow, export, etl, checks],
     schedules=[daily_export],
     sensors=[automation_conditions],
     resources=resources,

@@ -1,4 +1,5 @@
-"""`python -m desafio_dagster.cli run | stop-db`: what `make run` and `make stop-db` call.
+"""`python -m desafio_dagster.cli run | stop-db`: what `make run` and `make stop-db` call
+(`run --job grow [--days N]` adds days of activity to the source instead of replacing it).
 
 `run` executes a job in this process with the DagsterInstance under DAGSTER_HOME (so the UI
 shows the run). The terminal gets one line per step and a summary; everything else written to
@@ -59,13 +60,20 @@ def _summary(report, config: settings.Settings, job_name: str, elapsed: float, l
     from desafio_dagster.defs.assets.source import RAW_TABLES
 
     lines = ["", f"{job_name} succeeded in {seconds(elapsed)}."]
+    growth = report.metadata("raw_clients").get("growth")
+    if growth:
+        added = sum(report.metadata(asset).get("rows_added", 0) for asset in RAW_TABLES)
+        span = growth["first_day"] if growth["first_day"] == growth["last_day"] else f"{growth['first_day']} to {growth['last_day']}"
+        lines.append(f"  Growth    {growth['add_days']} day(s), {span}: {added:,} rows added")
     export = report.metadata("movements_csv")
     # Rows the run loaded, else (export alone) the rows of the snapshot it exported.
     table_rows = {table: report.metadata(asset).get("dagster/row_count", export.get(f"source_{table}_rows"))
                   for asset, table in RAW_TABLES.items()}
     if any(rows is not None for rows in table_rows.values()):
         lines.append(f"  Postgres  {_postgres_location(config)}")
+        added = {table: report.metadata(asset).get("rows_added") for asset, table in RAW_TABLES.items()}
         lines += [f"              {config.schema}.{table:<10} {rows:>12,} rows"
+                  + (f" (+{added[table]:,})" if growth and added[table] is not None else "")
                   for table, rows in table_rows.items() if rows is not None]
     if export:
         folder = Path(export.get("path") or config.output_dir / "movements_csv")
@@ -88,7 +96,7 @@ def _export_line(export: dict) -> str:
     return f"{mode} ({export.get('export_reason')}): {figures}" if mode == "full" else f"{mode}: {figures}"
 
 
-def run(job_name: str, clients: int | None = None, full_refresh: bool = False) -> int:
+def run(job_name: str, clients: int | None = None, days: int | None = None, full_refresh: bool = False) -> int:
     from desafio_dagster.definitions import defs  # imports Spark: not needed by stop-db
     from desafio_dagster.defs.assets.source import SourceDatabaseConfig
 
@@ -101,17 +109,23 @@ def run(job_name: str, clients: int | None = None, full_refresh: bool = False) -
     log = config.home / "logs" / f"{run_id}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
 
-    populates = job_name != "export"
+    populates = job_name in ("etl", "populate")
     generation = {"clients": clients} if clients else {}
+    if job_name == "grow":
+        generation = {"add_days": days or 1}
     run_config = {"ops": {"source_database": {"config": generation}}} if generation else {}
     if full_refresh:
         run_config.setdefault("ops", {})["movements_csv"] = {"config": {"full_refresh": True}}
     spec = SourceDatabaseConfig(**generation).to_spec() if populates else None
-    if spec:
+    if job_name == "grow":
+        growth = SourceDatabaseConfig(**generation).to_growth()
+        intro = (f"grow: {growth.days} day(s) of activity after the source's last day (seed {growth.seed}; each day "
+                 f"{growth.active_clients:.2%} of the clients active, {growth.new_clients:.2%} new) into Postgres")
+    elif spec:
         intro = f"{job_name}: {spec.clients:,} clients (seed {spec.seed}) into Postgres" + (
             ", then one CSV per client with Spark" if job_name == "etl" else "")
     else:
-        intro = f"{job_name}: one CSV per client with Spark, from what Postgres holds now"
+        intro = f"{job_name}: one CSV per client with Spark (those that changed since the last export), from what Postgres holds now"
     print(f"{intro}\nfull log: {log}", flush=True)
 
     started, result, crash = time.monotonic(), None, None
@@ -151,18 +165,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m desafio_dagster.cli")
     commands = parser.add_subparsers(dest="command", required=True)
     run_parser = commands.add_parser("run", help="run a job with the default config and report where the output is")
-    run_parser.add_argument("--job", default="etl", choices=["etl", "populate", "export"])
+    run_parser.add_argument("--job", default="etl", choices=["etl", "populate", "grow", "export"])
     run_parser.add_argument("--clients", type=_positive, help="clients to generate (default: the run config's default)")
+    run_parser.add_argument("--days", type=_positive,
+                            help="with --job grow: days of activity to add after the source's last day (default 1)")
     run_parser.add_argument("--full-refresh", action="store_true",
                             help="rewrite every client file (by default the export rewrites only what changed)")
     commands.add_parser("stop-db", help="stop the embedded Postgres under DESAFIO_HOME")
     args = parser.parse_args(argv)
     if args.command == "run":
-        if args.clients and args.job == "export":
-            parser.error("--clients sets the generation: it applies to the etl and populate jobs, not export")
-        if args.full_refresh and args.job == "populate":
+        if args.clients and args.job not in ("etl", "populate"):
+            parser.error(f"--clients sets the generation: it applies to the etl and populate jobs, not {args.job}")
+        if args.days and args.job != "grow":
+            parser.error("--days sets the days a growth adds: it applies to the grow job only (--job grow)")
+        if args.full_refresh and args.job not in ("etl", "export"):
             parser.error("--full-refresh applies to the export: use it with --job etl or --job export")
-        return run(args.job, args.clients, args.full_refresh)
+        return run(args.job, args.clients, args.days, args.full_refresh)
     stopped = stop_embedded(settings.read().home)
     print("embedded Postgres stopped" if stopped else "embedded Postgres was not running")
     return 0

@@ -102,6 +102,9 @@ class Step:
         clients = sum(metadata.get("clients", 0) for metadata in self.assets.values())
         if clients:
             return f"{rows:,} rows in {clients:,} client files"
+        if any("growth" in metadata for metadata in self.assets.values()):
+            added = sum(metadata.get("rows_added", 0) for metadata in self.assets.values())
+            return f"{added:,} rows added, {rows:,} in {len(self.assets)} tables"
         if self.assets:
             return f"{rows:,} rows in {len(self.assets)} table{'s' if len(self.assets) > 1 else ''}"
         return "failed: see below" if self.outcome == "FAILED" else ""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -238,13 +239,140 @@ def generate(spec: GenerationSpec) -> Iterator[SourceChunk]:
     for chunk_number, first_client in enumerate(range(0, spec.clients, spec.clients_per_chunk)):
         rng = np.random.default_rng([spec.seed, chunk_number])
         n_clients = min(spec.clients_per_chunk, spec.clients - first_client)
-        chunk = _chunk(rng, spec, pools, next_id, n_clients, start, end)
+        chunk = _chunk(rng, spec, pools, next_id, n_clients, start, end, _card_offset(spec.seed))
         for name, table in chunk.tables().items():
             next_id[name] += table.num_rows
         yield chunk
 
 
-def _chunk(rng, spec: GenerationSpec, pools: _Pools, next_id: dict[str, int], n_clients: int, start: int, end: int) -> SourceChunk:
+@dataclass(frozen=True)
+class GrowthSpec:
+    """Days of activity to add after the source's last day. Validated on construction: bad values raise
+    InvalidSpec. Each day, round(active_clients x clients) existing clients get movements_per_card new
+    movements on one of their cards, and round(new_clients x clients) new clients join, with
+    accounts_per_client accounts, cards_per_account cards per account and movements_per_card movements
+    per card, all dated that day ("clients": those in the source at the start of the day)."""
+
+    days: int = 1
+    active_clients: float = 0.01
+    new_clients: float = 0.001
+    movements_per_card: tuple[int, int] = (1, 5)
+    accounts_per_client: tuple[int, int] = GenerationSpec.accounts_per_client
+    cards_per_account: tuple[int, int] = GenerationSpec.cards_per_account
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        if isinstance(self.days, bool) or not isinstance(self.days, int) or self.days < 1:
+            raise InvalidSpec(f"days must be an integer >= 1, got {self.days!r}")
+        if not 0 < self.active_clients <= 1:  # also refuses NaN
+            raise InvalidSpec(f"active_clients must be a share in (0, 1], got {self.active_clients!r}")
+        if not (0 <= self.new_clients < math.inf):
+            raise InvalidSpec(f"new_clients must be a share >= 0, got {self.new_clients!r}")
+        set_ = object.__setattr__
+        set_(self, "movements_per_card", _range("movements_per_card", self.movements_per_card, 1))
+        set_(self, "accounts_per_client", _range("accounts_per_client", self.accounts_per_client, 1))
+        set_(self, "cards_per_account", _range("cards_per_account", self.cards_per_account, 1))
+        if self.seed < 0:
+            raise InvalidSpec(f"seed must be >= 0, got {self.seed}")
+
+
+@dataclass(frozen=True)
+class SourceState:
+    """What growth needs to know of the source as it is: the next id of each table, the source's last
+    calendar day (UTC), its clients, and its cards with their owners. No card creation instant: last_day
+    is the latest day of every timestamp, card creations included, so a movement within a later day always
+    comes after its card's creation."""
+
+    next_id: dict[str, int]
+    last_day: dt.date
+    client_ids: np.ndarray  # int64, ascending
+    card_ids: np.ndarray  # int64
+    card_owners: np.ndarray  # int64: the owner of the card (and of its account), per card
+    card_offset: int | None  # the card numbering's offset (card_number_offset); None: the seed's
+
+
+def card_number_offset(card_ids: np.ndarray, unique_parts: np.ndarray) -> int | None:
+    """The offset the cards' numbers were made with, from each card's id and the 9 digits after its 6-digit
+    prefix (-1 where the number is not a generated one); None if there are no cards or they do not share one
+    offset. New cards numbered with the offset of the source's never repeat one of its generated numbers."""
+    if len(card_ids) == 0 or (unique_parts < 0).any():
+        return None
+    offsets = np.unique((unique_parts - card_ids % _CARD_ID_SPACE * _CARD_ID_MULTIPLIER) % _CARD_ID_SPACE)
+    return int(offsets[0]) if len(offsets) == 1 else None
+
+
+# Tags the day generators of growth, so none of them is a generator of generate() ([seed, chunk]).
+_GROWTH_TAG = 0x67726F77  # "grow"
+
+
+def grow(spec: GrowthSpec, state: SourceState) -> Iterator[SourceChunk]:
+    """One chunk per day after state.last_day: that day's new movements of active clients, and its new
+    clients with their accounts, cards and movements. Ids continue from state.next_id. Each day is drawn
+    from its own generator, seeded by (seed, a constant tag, the day), on the state as the previous days
+    left it: the same state and spec give the same bytes, and growing d days, then e days, gives what
+    growing d + e days at once gives. Raises InvalidSpec at once (before any chunk) if a day would not
+    be before today (UTC)."""
+    today = dt.datetime.now(dt.UTC).date()
+    last = state.last_day + dt.timedelta(days=spec.days)
+    if last >= today:  # a day's timestamps run to 23:59:59 (UTC)
+        possible = max(0, (today - state.last_day).days - 1)
+        raise InvalidSpec(
+            f"days: {spec.days} day(s) after the source's last day {state.last_day} would reach {last}, but every "
+            f"day must be before today ({today}, UTC): at most {possible} more day(s) are possible"
+        )
+    return _grow(spec, state)
+
+
+def _grow(spec: GrowthSpec, state: SourceState) -> Iterator[SourceChunk]:
+    pools = _Pools.draw(spec.seed)
+    card_offset = _card_offset(spec.seed) if state.card_offset is None else state.card_offset
+    next_id = dict(state.next_id)
+    clients = np.asarray(state.client_ids, dtype=np.int64)
+    # Cards ordered by owner, then id: a client's cards are one slice. New clients' cards keep the
+    # order when appended (their owners' ids are above every existing one, in ascending order).
+    order = np.lexsort((state.card_ids, state.card_owners))
+    card_ids = np.asarray(state.card_ids, dtype=np.int64)[order]
+    owners = np.asarray(state.card_owners, dtype=np.int64)[order]
+    max_cards_per_client = spec.accounts_per_client[1] * spec.cards_per_account[1]
+    for day_number in range(1, spec.days + 1):
+        day = state.last_day + dt.timedelta(days=day_number)
+        start, end = _seconds(day), _seconds(day) + 86_399
+        rng = np.random.default_rng([spec.seed, _GROWTH_TAG, day.toordinal()])
+
+        # active clients: one card each, its new movements within the day
+        holders = np.unique(owners)  # clients with a card
+        n_active = min(round(spec.active_clients * len(clients)), len(holders))
+        active = holders[np.sort(rng.choice(len(holders), size=n_active, replace=False))]
+        first_card = np.searchsorted(owners, active, "left")
+        cards_held = np.searchsorted(owners, active, "right") - first_card
+        picked = first_card + (rng.random(n_active) * cards_held).astype(np.int64)
+        per_card = _counts(rng, n_active, spec.movements_per_card)
+        activity = _movements(rng, pools, card_ids[picked], np.full(n_active, start, dtype=np.int64), end, per_card,
+                              next_id["movimento"])
+        next_id["movimento"] += activity.num_rows
+
+        # new clients, everything of theirs dated within the day
+        n_new = round(spec.new_clients * len(clients))
+        if next_id["cartao"] + n_new * max_cards_per_client >= _CARD_ID_SPACE:
+            raise InvalidSpec(f"new_clients: day {day} could take card ids past {_CARD_ID_SPACE} (unique card numbers)")
+        joined = _chunk(rng, spec, pools, next_id, n_new, start, end, card_offset)
+        for name, table in joined.tables().items():
+            next_id[name] += table.num_rows
+        clients = np.concatenate([clients, joined.associado["id"].to_numpy()])
+        card_ids = np.concatenate([card_ids, joined.cartao["id"].to_numpy()])
+        owners = np.concatenate([owners, joined.cartao["id_associado"].to_numpy()])
+        yield SourceChunk(joined.associado, joined.conta, joined.cartao, pa.concat_tables([activity, joined.movimento]))
+
+
+def _card_offset(seed: int) -> int:
+    """The generation's card-number offset: the 9 digits unique per card are (id x multiplier + offset) mod 10**9."""
+    return (seed * 7_919) % _CARD_ID_SPACE
+
+
+def _chunk(rng, spec, pools: _Pools, next_id: dict[str, int], n_clients: int, start: int, end: int,
+           card_offset: int) -> SourceChunk:
+    """n_clients new clients with their accounts, cards and movements, dated in [start, end] (epoch
+    seconds). spec gives accounts_per_client, cards_per_account and movements_per_card ([min, max])."""
     # associado
     client_ids = np.arange(next_id["associado"], next_id["associado"] + n_clients, dtype=np.int64)
     first = rng.integers(0, len(pools.first_names), n_clients)
@@ -285,15 +413,14 @@ def _chunk(rng, spec: GenerationSpec, pools: _Pools, next_id: dict[str, int], n_
     card_account_row = np.repeat(np.arange(n_accounts), per_account)
     card_owner_row = account_owner_row[card_account_row]
     card_created = _later(rng, account_created[card_account_row], end)
-    offset = (spec.seed * 7_919) % _CARD_ID_SPACE
-    unique_part = (card_ids * _CARD_ID_MULTIPLIER + offset) % _CARD_ID_SPACE
+    unique_part = (card_ids * _CARD_ID_MULTIPLIER + card_offset) % _CARD_ID_SPACE
     payload = _CARD_PREFIXES[rng.integers(0, len(_CARD_PREFIXES), n_cards)] * _CARD_ID_SPACE + unique_part
     card_numbers = payload * 10 + luhn_check_digit(payload)
     printed = pc.utf8_upper(pc.binary_join_element_wise(nome.take(card_owner_row), sobrenome.take(card_owner_row), " "))
     cartao = pa.table({
         "id": card_ids,
         "num_cartao": pa.array(card_numbers).cast(pa.string()),
-        "nom_impresso": pa.array([fold_ascii(name) for name in printed.to_pylist()]),  # embossed: ASCII
+        "nom_impresso": pa.array([fold_ascii(name) for name in printed.to_pylist()], pa.string()),  # embossed: ASCII
         "data_criacao": _timestamps(card_created),
         "id_conta": account_ids[card_account_row],
         "id_associado": client_ids[card_owner_row],
@@ -301,8 +428,16 @@ def _chunk(rng, spec: GenerationSpec, pools: _Pools, next_id: dict[str, int], n_
 
     # movimento: 0..N per card, between the card's creation and the end date
     per_card = _counts(rng, n_cards, spec.movements_per_card)
+    movimento = _movements(rng, pools, card_ids, card_created, end, per_card, next_id["movimento"])
+    return SourceChunk(associado, conta, cartao, movimento)
+
+
+def _movements(rng, pools: _Pools, card_ids: np.ndarray, card_created: np.ndarray, end: int, per_card: np.ndarray,
+               first_id: int) -> pa.Table:
+    """per_card[i] movements on card card_ids[i], each between card_created[i] and end (epoch seconds),
+    with ids from first_id: debits mostly, some credits, log-normal amounts."""
     n_movements = int(per_card.sum())
-    movement_card_row = np.repeat(np.arange(n_cards), per_card)
+    movement_card_row = np.repeat(np.arange(len(card_ids)), per_card)
     is_credit = rng.random(n_movements) < 0.12
     description = np.where(
         is_credit,
@@ -310,14 +445,13 @@ def _chunk(rng, spec: GenerationSpec, pools: _Pools, next_id: dict[str, int], n_
         pools.debit_indexes[rng.integers(0, len(pools.debit_indexes), n_movements)],
     )
     cents = np.clip(np.round(np.exp(rng.normal(np.log(8_000), 1.1, n_movements))), 100, 5_000_000).astype(np.int64)
-    movimento = pa.table({
-        "id": np.arange(next_id["movimento"], next_id["movimento"] + n_movements, dtype=np.int64),
+    return pa.table({
+        "id": np.arange(first_id, first_id + n_movements, dtype=np.int64),
         "vlr_transacao": _money(np.where(is_credit, cents, -cents)),
         "des_transacao": pools.descriptions.take(description),
         "data_movimento": _timestamps(_later(rng, card_created[movement_card_row], end)),
         "id_cartao": card_ids[movement_card_row],
     })
-    return SourceChunk(associado, conta, cartao, movimento)
 
 
 def to_copy_csv(table: pa.Table) -> bytes:

@@ -1,4 +1,5 @@
-"""The jobs: populate, export, etl (both, in order) and checks (the asset checks alone)."""
+"""The jobs: populate, grow (populate's assets, adding days instead of replacing), export, etl (populate
+and export, in order) and checks (the asset checks alone)."""
 
 import dagster as dg
 
@@ -9,6 +10,14 @@ populate = dg.define_asset_job(
     "populate",
     selection=dg.AssetSelection.assets(*RAW_TABLES),
     description="Generate the source database (the raw_* assets) and check it.",
+)
+grow = dg.define_asset_job(
+    "grow",
+    selection=dg.AssetSelection.assets(*RAW_TABLES),
+    description="Add days of activity to the source database after its last day (default: 1 day), keeping every "
+    "row it holds, and check it. The populate with add_days > 0: set add_days, seed, active_clients_per_day and "
+    "new_clients_per_day in the launchpad.",
+    config={"ops": {"source_database": {"config": {"add_days": 1}}}},
 )
 export = dg.define_asset_job(
     "export",

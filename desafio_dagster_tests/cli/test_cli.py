@@ -14,8 +14,9 @@ from pathlib import Path
 
 import dagster as dg
 import psycopg
+import pytest
 
-from desafio_dagster.core.fakedata import GenerationSpec
+from desafio_dagster.core.fakedata import GenerationSpec, generate
 from desafio_dagster.core.source_db import embedded_url, stop_embedded
 from desafio_dagster_tests.helpers import free_port
 
@@ -186,3 +187,39 @@ def test_empty_settings_take_the_defaults_under_the_working_directory(tmp_path, 
     assert summary["tables"]["associado"] == 12 and "sicooperative.associado" in done.stdout
     assert (work / ".desafio" / "dagster").is_dir()
     assert sorted(p.name for p in work.iterdir()) == [".desafio", "data"], "nothing written anywhere else"
+
+
+def test_run_grow_adds_the_days_and_says_what_it_added(tmp_path, source_db):
+    source_db.replace(generate(GenerationSpec(clients=1_000, accounts_per_client=(1, 2), cards_per_account=(1, 2),
+                                              movements_per_card=(0, 3), seed=3)))
+    before = _postgres_counts(source_db.url)
+    done = _run(["run", "--job", "grow", "--days", "2"], _env(tmp_path, DESAFIO_POSTGRES_URL=source_db.url))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stderr == ""
+    after = _postgres_counts(source_db.url)
+    added = {table: after[table] - before[table] for table in after}
+    assert added["associado"] == 2 and added["movimento"] > 0  # 1,000 then 1,001 clients: 0.1% new a day
+    assert done.stdout.startswith("grow: 2 day(s) of activity after the source's last day (seed 42; each day "
+                                  "1.00% of the clients active, 0.10% new) into Postgres\n"), done.stdout
+    assert re.search(rf"^  ok +populate +{sum(added.values()):,} rows added, {sum(after.values()):,} in 4 tables",
+                     done.stdout, re.M), done.stdout
+    assert re.search(r"^  ok +check source +17 of 17 checks passed", done.stdout, re.M), done.stdout
+    assert re.search(rf"^grow succeeded in .*\n  Growth +2 day\(s\), 2026-01-01 to 2026-01-02: {sum(added.values()):,} "
+                     r"rows added$", done.stdout, re.M), done.stdout
+    shown = {m[1]: (int(m[2].replace(",", "")), int(m[3].replace(",", "")))
+             for m in re.finditer(r"^ +\w+\.(\w+) +([\d,]+) rows \(\+([\d,]+)\)$", done.stdout, re.M)}
+    assert shown == {table: (after[table], added[table]) for table in after}
+    assert "  CSV " not in done.stdout, "a growth exports nothing"
+
+
+def test_days_is_refused_outside_the_grow_job(capsys):
+    from desafio_dagster.cli.__main__ import main
+
+    for argv in (["run", "--job", "populate", "--days", "2"], ["run", "--days", "2"], ["run", "--job", "grow", "--days", "0"],
+                 ["run", "--job", "grow", "--clients", "5"]):
+        with pytest.raises(SystemExit) as exited:
+            main(argv)
+        assert exited.value.code == 2, argv
+    errors = capsys.readouterr().err
+    assert "--days sets the days a growth adds: it applies to the grow job only" in errors
+    assert "must be >= 1, got 0" in errors and "not grow" in errors
