@@ -62,9 +62,11 @@ def write_manifest(path: Path, expected: dict[str, ClientFigures]) -> None:
 
 def read_manifest(path: Path) -> dict[str, ClientFigures]:
     with open(path, encoding="utf-8", newline="") as handle:
-        return {row["file"]: ClientFigures(int(row["client_id"]), row["file"], int(row["rows"]),
-                                           Decimal(row["vlr_transacao_total"]), int(row.get("fingerprint") or 0))
-                for row in csv.DictReader(handle)}
+        rows = csv.reader(handle)
+        columns = next(rows)
+        fingerprint = columns.index("fingerprint") if "fingerprint" in columns else None
+        return {row[1]: ClientFigures(int(row[0]), row[1], int(row[2]), Decimal(row[3]),
+                                      0 if fingerprint is None else int(row[fingerprint])) for row in rows}
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -61,13 +62,9 @@ class ReadBack:
         stat = path.stat()
         return cls(scan, stat.st_size, stat.st_mtime_ns, written_in)
 
-    def unmodified(self, path: Path) -> bool:
-        """The file is as it was read back (same size and mtime)."""
-        try:
-            stat = path.stat()
-        except FileNotFoundError:
-            return False
-        return (stat.st_size, stat.st_mtime_ns) == (self.bytes, self.mtime_ns)
+    def unmodified(self, stat: os.stat_result | None) -> bool:
+        """A file whose stat this is (None: no such file) is as it was read back (same size and mtime)."""
+        return stat is not None and (stat.st_size, stat.st_mtime_ns) == (self.bytes, self.mtime_ns)
 
 
 def write_readback(path: Path, records: dict[str, ReadBack]) -> None:
@@ -86,11 +83,12 @@ def read_readback(path: Path) -> dict[str, ReadBack]:
     if not path.exists():
         return {}
     with open(path, encoding="utf-8", newline="") as handle:
-        return {row["file"]: ReadBack(
-            FileScan(row["header_ok"] == "1", int(row["rows"]) if row["rows"] else None,
-                     Decimal(row["vlr_transacao_total"]) if row["vlr_transacao_total"] else None,
-                     row["long_digit_run"] == "1"),
-            int(row["bytes"]), int(row["mtime_ns"]), row["written_in"]) for row in csv.DictReader(handle)}
+        rows = csv.reader(handle)
+        next(rows)  # READBACK_COLUMNS
+        return {file: ReadBack(FileScan(header_ok == "1", int(count) if count else None,
+                                        Decimal(total) if total else None, digits == "1"),
+                               int(size), int(mtime_ns), written_in)
+                for file, size, mtime_ns, written_in, header_ok, count, total, digits in rows}
 
 
 @dataclass(frozen=True)
@@ -141,12 +139,12 @@ def plan_export(folder: Path, expected: dict[str, ClientFigures], fmt: dict, ful
         changed = sorted(key for key in fmt.keys() | before.keys() if fmt.get(key) != before.get(key))
         return full_plan(expected, fmt, f"{', '.join(changed)} changed since the published version", published)
     manifest, index = read_manifest(published / MANIFEST_FILE), read_index(published / INDEX_FILE)
-    records = read_readback(published / READBACK_FILE)
+    records, stats = read_readback(published / READBACK_FILE), client_file_stats(published)
     carry, modified = {}, []
     for name, figures in expected.items():
         if figures.client_id in targeted or manifest.get(name) != figures or name not in index or name not in records:
             continue
-        if not records[name].unmodified(published / name):
+        if not records[name].unmodified(stats.get(name)):
             modified.append(name)
             continue
         carry[name] = Carried(published / name, index[name], records[name])
@@ -159,14 +157,20 @@ def plan_export(folder: Path, expected: dict[str, ClientFigures], fmt: dict, ful
     return Plan("incremental", what, fmt, rewrite, carry, removed, modified, published)
 
 
+def client_file_stats(version: Path) -> dict[str, os.stat_result]:
+    """The stat of every client file of a version (names not starting with '_'), in one listing."""
+    with os.scandir(version) as entries:
+        return {e.name: e.stat(follow_symlinks=False) for e in entries if not e.name.startswith("_")}
+
+
 def verified_scans(version: Path, written_in: str) -> tuple[dict[str, FileScan], int]:
     """The scan of every client file of a version, for the checks: files written by written_in (the
     version the checked run wrote) and files modified since they were read back are read again; the
     others keep the scan recorded when they were read back. Returns (scans by file name, files read)."""
-    records = read_readback(version / READBACK_FILE)
-    names = sorted(p.name for p in version.iterdir() if not p.name.startswith("_"))
+    records, stats = read_readback(version / READBACK_FILE), client_file_stats(version)
+    names = sorted(stats)
     to_read = [n for n in names if n not in records or records[n].written_in == written_in
-               or not records[n].unmodified(version / n)]
+               or not records[n].unmodified(stats[n])]
     scans = {n: records[n].scan for n in names if n in records}
     scans |= dict(zip(to_read, scan_files([version / n for n in to_read])))
     return scans, len(to_read)

@@ -57,5 +57,7 @@ def write_index(path: Path, files: list[ClientFile]) -> None:
 def read_index(path: Path) -> dict[str, ClientFile]:
     """_index.csv by file name."""
     with open(path, encoding="utf-8", newline="") as handle:
-        return {row["file"]: ClientFile(int(row["client_id"]), row["nome_associado"], row["sobrenome_associado"],
-                                        row["file"], int(row["rows"])) for row in csv.DictReader(handle)}
+        rows = csv.reader(handle)
+        next(rows)  # INDEX_COLUMNS
+        return {file: ClientFile(int(client_id), nome, sobrenome, file, int(count))
+                for client_id, nome, sobrenome, file, count in rows}
