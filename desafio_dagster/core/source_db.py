@@ -318,8 +318,6 @@ class SourceDatabase:
         Foreign keys and secondary indexes are dropped for the load and rebuilt from
         their catalogue definitions: one validating scan instead of a trigger per row.
         """
-        counts = dict.fromkeys(TABLES, 0)
-        started = time.monotonic()
         with self.connect(purpose="populate") as conn, conn.transaction():
             self._populate_lock(conn, on_wait)
             self.apply_schema(conn)
@@ -333,12 +331,7 @@ class SourceDatabase:
             for name, _ in indexes:
                 conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(name)))
             conn.execute(sql.SQL("TRUNCATE {}").format(identifiers(TABLES)))
-            with conn.cursor() as cur:
-                for chunk in chunks:
-                    for name, rows in self._copy_chunk(cur, chunk).items():
-                        counts[name] += rows
-                    if on_progress:
-                        on_progress(sum(counts.values()), time.monotonic() - started)
+            counts = self._copy_chunks(conn, chunks, on_progress)
             for _, definition in indexes:
                 conn.execute(definition)
             for table, name, definition in foreign_keys:
@@ -365,22 +358,17 @@ class SourceDatabase:
         (a day is small). Raises SourceDatabaseError if the tables are missing or empty, InvalidSpec
         if a day would not be before today; either way nothing changes.
         """
-        counts = dict.fromkeys(TABLES, 0)
-        started = time.monotonic()
         with self.connect(purpose="growth") as conn, conn.transaction():
             self._populate_lock(conn, on_wait)
             self.require_tables(conn)
             self.lock_tables(conn, "EXCLUSIVE", on_wait)
             state = self.growth_state(conn)
-            with conn.cursor() as cur, self._explained_duplicates():
-                for day_number, chunk in enumerate(grow(spec, state), 1):
-                    added = self._copy_chunk(cur, chunk)
-                    for name, rows in added.items():
-                        counts[name] += rows
-                    if on_day:
-                        on_day(state.last_day + dt.timedelta(days=day_number), added)
-                    if on_progress:
-                        on_progress(sum(counts.values()), time.monotonic() - started)
+            def day_loaded(day_number: int, added: dict[str, int]) -> None:
+                if on_day:
+                    on_day(state.last_day + dt.timedelta(days=day_number), added)
+
+            with self._explained_duplicates():
+                counts = self._copy_chunks(conn, grow(spec, state), on_progress, day_loaded)
         self._analyze("growth")
         return counts
 
@@ -437,6 +425,22 @@ class SourceDatabase:
         with conn.cursor(binary=True) as cur:
             row = cur.execute(sql.SQL(query).format(columns)).fetchone()
         return [_int8_array(value) for value in row]
+
+    def _copy_chunks(self, conn: psycopg.Connection, chunks: Iterable[SourceChunk],
+                     on_progress: Callable[[int, float], None] | None = None,
+                     on_chunk: Callable[[int, dict[str, int]], None] | None = None) -> dict[str, int]:
+        """COPY every chunk in; rows per table. on_chunk(chunk number from 1, its rows per table)."""
+        counts, started = dict.fromkeys(TABLES, 0), time.monotonic()
+        with conn.cursor() as cur:
+            for number, chunk in enumerate(chunks, 1):
+                added = self._copy_chunk(cur, chunk)
+                for name, rows in added.items():
+                    counts[name] += rows
+                if on_chunk:
+                    on_chunk(number, added)
+                if on_progress:
+                    on_progress(sum(counts.values()), time.monotonic() - started)
+        return counts
 
     @staticmethod
     def _copy_chunk(cur: psycopg.Cursor, chunk: SourceChunk) -> dict[str, int]:
