@@ -153,6 +153,9 @@ def plan_export(folder: Path, expected: dict[str, ClientFigures], fmt: dict, ful
     removed = sorted(name for name, f in manifest.items() if f.client_id not in ids)
     if not rewrite and not removed:
         return Plan("unchanged", "no client changed", fmt, set(), carry, published=published)
+    if not carry:  # e.g. after a populate: read everything, by ranges of clients
+        return Plan("full", "every client changed since the published version", fmt, rewrite, {}, removed, modified,
+                    published)
     what = f"{len(rewrite):,} clients new, changed or asked for"
     return Plan("incremental", what, fmt, rewrite, carry, removed, modified, published)
 
