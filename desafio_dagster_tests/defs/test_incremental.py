@@ -4,6 +4,7 @@ carried by hard link, and the result is byte-identical to a full export of the s
 import dagster as dg
 import pytest
 
+from desafio_dagster.core.fakedata import generate
 from desafio_dagster.core.incremental import READBACK_FILE, read_readback
 from desafio_dagster.core.layout import INDEX_FILE, read_index
 from desafio_dagster_tests.helpers import (
@@ -12,6 +13,7 @@ from desafio_dagster_tests.helpers import (
     assert_untouched,
     expected_files,
     failed_run_message,
+    output,
     published_files,
     run,
     snapshot,
@@ -118,3 +120,12 @@ def test_a_published_file_edited_by_hand_is_rewritten(published, source, env_hom
     assert published_files(folder) == expected_files(source, True)
     said = [e.user_message for e in instance.all_logs(result.run_id) if "changed since they were written" in e.user_message]
     assert said and victim in said[0], "the run says which published file it found changed"
+
+
+def test_after_a_populate_every_file_is_rewritten(published, source, env_home):
+    source.replace(generate(SPEC))  # the same rows, each a new row version
+    _, metadata = _export()
+    assert (metadata["export_mode"], metadata["clients_rewritten"], metadata["clients_carried"]) == (
+        "full", SPEC.clients, 0)
+    assert "every client changed" in metadata["export_reason"]
+    assert published_files(output(env_home)) == expected_files(source, True)
