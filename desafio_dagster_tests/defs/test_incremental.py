@@ -13,6 +13,7 @@ from desafio_dagster_tests.helpers import (
     assert_untouched,
     expected_files,
     failed_run_message,
+    failure_message,
     output,
     published_files,
     run,
@@ -22,7 +23,7 @@ from desafio_dagster_tests.helpers import (
 
 def _export(run_config: dict | None = None, instance=None) -> tuple[dg.ExecuteInProcessResult, dict]:
     result = run("export", run_config, instance)
-    assert result.success, failed_run_message(result) if not result.success else ""
+    assert result.success, failure_message(result)
     metadata = result.asset_materializations_for_node("movements_csv")[0].metadata
     return result, {key: value.value for key, value in metadata.items()}
 
