@@ -101,6 +101,11 @@ def run(job_name: str, clients: int | None = None, days: int | None = None, full
     from desafio_dagster.defs.assets.source import SourceDatabaseConfig
 
     config = settings.read()
+    try:
+        settings.output_location()  # before anything is written: not a folder named "s3:" or "gs:"
+    except settings.SettingError as error:
+        print(f"{job_name} did not start: {error}", file=sys.stderr)
+        return 2
     if not os.environ.get("DAGSTER_HOME", "").strip():  # as under make: runs are kept for the UI
         os.environ["DAGSTER_HOME"] = str(config.home / "dagster")
     os.makedirs(os.environ["DAGSTER_HOME"], exist_ok=True)

@@ -62,11 +62,12 @@ def movements_csv(
     clients that changed since the published version are read and written; the other files are
     carried over (see core/incremental.py)."""
     with user_errors():
+        folder = csv_io_manager.folder(context.asset_key.path[-1])  # refuses an unsupported location first
         db = postgres.database()
         exported = ExportedSnapshot.open(db, on_wait=context.log.warning)
         try:
             snapshot = exported.snapshot
-            plan = plan_export(csv_io_manager.folder(context.asset_key.path[-1]), snapshot.clients,
+            plan = plan_export(folder, snapshot.clients,
                                file_format(CODE_VERSION, config.mask_card_numbers), config.full_refresh, config.clients)
             context.log.info(f"snapshot {snapshot.id}: {snapshot.counts['associado']:,} clients, "
                              f"{snapshot.counts['movimento']:,} movements; {plan.mode} export ({plan.reason}): "

@@ -66,11 +66,17 @@ class PerClientCsvIOManager(dg.ConfigurableIOManager):
     top_clients: int = Field(default=10, description="Clients listed in the metadata, by rows")
 
     def folder(self, asset_name: str) -> Path:
-        """Where an asset's files are published (a symlink to the current version)."""
-        return settings.OUTPUT_DIR.path(self.base_dir) / asset_name
+        """Where an asset's files are published (a symlink to the current version). Raises SettingError
+        for an output location that is not supported, before anything is written."""
+        return settings.output_location(self.base_dir).path / asset_name
 
     def handle_output(self, context: dg.OutputContext, obj: ExportedView) -> None:
-        folder = self.folder(context.asset_key.path[-1])
+        try:
+            with user_errors():
+                folder = self.folder(context.asset_key.path[-1])
+        except BaseException:
+            obj.exported.close()
+            raise
 
         def progress(done: int, tasks: int, seconds: float) -> None:
             context.log.info(tasks_done(done, tasks, seconds))
