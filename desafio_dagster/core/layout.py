@@ -1,6 +1,7 @@
 """The output contract of movements_csv: columns, header and file names. Pure: no Dagster."""
 
 import csv
+import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,15 +48,26 @@ class ClientFile:
     rows: int
 
 
+def index_bytes(files: list[ClientFile]) -> bytes:
+    """_index.csv's bytes."""
+    text = io.StringIO(newline="")
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(INDEX_COLUMNS)
+    writer.writerows((f.client_id, f.nome, f.sobrenome, f.file, f.rows) for f in files)
+    return text.getvalue().encode("utf-8")
+
+
+def parse_index(data: bytes) -> dict[str, ClientFile]:
+    """_index.csv by file name."""
+    return {row["file"]: ClientFile(int(row["client_id"]), row["nome_associado"], row["sobrenome_associado"],
+                                    row["file"], int(row["rows"]))
+            for row in csv.DictReader(io.StringIO(data.decode("utf-8"), newline=""))}
+
+
 def write_index(path: Path, files: list[ClientFile]) -> None:
-    with open(path, "w", encoding="utf-8", newline="") as handle:
-        writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(INDEX_COLUMNS)
-        writer.writerows((f.client_id, f.nome, f.sobrenome, f.file, f.rows) for f in files)
+    Path(path).write_bytes(index_bytes(files))
 
 
 def read_index(path: Path) -> dict[str, ClientFile]:
     """_index.csv by file name."""
-    with open(path, encoding="utf-8", newline="") as handle:
-        return {row["file"]: ClientFile(int(row["client_id"]), row["nome_associado"], row["sobrenome_associado"],
-                                        row["file"], int(row["rows"])) for row in csv.DictReader(handle)}
+    return parse_index(Path(path).read_bytes())

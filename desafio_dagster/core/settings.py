@@ -116,8 +116,7 @@ def output_location(configured: str = "", environ: Mapping[str, str] | None = No
     elif kind == "s3":
         s3 = _S3.match(value)
         if s3:
-            raise SettingError(f"{OUTPUT_DIR.name}={value!r}: S3 output is not supported yet; use a local folder "
-                               f"(e.g. ./data); nothing was written")
+            return OutputLocation(bucket=s3.group(1), prefix=(s3.group(2) or "").strip("/"))
     raise SettingError(
         f"{OUTPUT_DIR.name}={value!r} is not a supported output location: use {OUTPUT_FORMS}"
         + (" (a bucket name is 3 to 63 lower-case letters, digits, dots and hyphens)" if kind == "s3" else "")

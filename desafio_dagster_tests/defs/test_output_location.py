@@ -31,6 +31,13 @@ def test_local_forms_are_accepted(tmp_path, monkeypatch):
     assert read(environ={"DESAFIO_OUTPUT_DIR": "./odd:name"}).path == tmp_path / "odd:name"
 
 
+def test_s3_forms_are_accepted():
+    read = settings.output_location
+    assert read(environ={"DESAFIO_OUTPUT_DIR": "s3://my-bucket/a/b/"}) == settings.OutputLocation(
+        bucket="my-bucket", prefix="a/b")
+    assert read(environ={"DESAFIO_OUTPUT_DIR": "s3://my.bucket"}).uri == "s3://my.bucket"
+
+
 def _nothing_written(cwd: Path) -> None:
     assert [p.name for p in cwd.iterdir()] == [], "nothing is written under the working directory"
 
