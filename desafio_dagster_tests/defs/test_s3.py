@@ -5,6 +5,8 @@ readers resolve the pointer once. Read back here with boto3, not with the projec
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -227,3 +229,16 @@ def test_a_missing_bucket_fails_clearly_and_writes_nothing(on_s3, source, env_ho
     assert "s3://no-such-bucket/exports/movements_csv" in message and "bucket no-such-bucket does not exist" in message
     assert on_s3.secret not in message
     _nothing_local(env_home)
+
+
+def test_the_cli_summary_prints_the_s3_version_and_how_to_read_it(on_s3, source, env_home, tmp_path):
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "dagster")}
+    done = subprocess.run([sys.executable, "-m", "desafio_dagster.cli", "run", "--job", "export"], env=env,
+                          cwd=env_home / "cwd", capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    version = on_s3.published()
+    assert f"{on_s3.output_dir}/movements_csv/{version}" in done.stdout
+    assert f"the version named in {on_s3.output_dir}/movements_csv/_published" in done.stdout
+    assert on_s3.secret not in done.stdout + done.stderr
+    assert on_s3.published_files() == expected_files(source, True)
+    assert list((env_home / "cwd").iterdir()) == []
