@@ -178,5 +178,6 @@ def verified_scans(store: Store, version: str, written_in: str) -> tuple[dict[st
     to_read = [n for n in names if n not in records or records[n].written_in == written_in
                or not records[n].unmodified(listed[n])]
     scans = {n: records[n].scan for n in names if n in records}
-    scans |= dict(zip(to_read, scan_files(to_read, read=lambda n: store.read(version, n))))
+    datas = store.read_many(version, to_read)
+    scans |= dict(zip(to_read, scan_files(to_read, read=lambda _: next(datas))))
     return scans, len(to_read)

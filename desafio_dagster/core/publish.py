@@ -170,11 +170,14 @@ def _task_writer(target: str):
         finally:
             if handle:
                 handle.close()
+            if not summary:
+                attempt.finish([])
         if summary:
             files = [row[3] for row in summary]
             attempt.finish(files)  # durable before the driver takes them in
             reading = time.monotonic()
-            scans = scan_files(files, read=attempt.read)  # read back for the audit
+            datas = attempt.read_many(files)
+            scans = scan_files(files, read=lambda _: next(datas))  # read back, in order, for the audit
             scan_seconds = (time.monotonic() - reading) / len(summary)  # this task's, spread over its files
             columns = list(zip(*summary))
             yield pa.RecordBatch.from_arrays(

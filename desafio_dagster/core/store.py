@@ -6,8 +6,9 @@ incremental.py the one plan; a Store holds only what differs between the two bac
 | operation               | LocalStore (DESAFIO_OUTPUT_DIR=/a/folder)     | S3Store (DESAFIO_OUTPUT_DIR=s3://bucket/prefix)   |
 |-------------------------|-----------------------------------------------|---------------------------------------------------|
 | a version               | folder OUTPUT/.<name>.v-<token>/              | keys  prefix/<name>/.v-<token>/...                |
-| a task writes a file    | into its attempt's staging folder, fsynced;   | straight into the version (one PUT per file; a    |
-|                         | the driver renames the accepted ones in       | retried attempt rewrites the same bytes)          |
+| a task writes a file    | into its attempt's staging folder, fsynced;   | straight into the version, one PUT per complete   |
+|                         | the driver renames the accepted ones in       | file (a retried attempt PUTs the same bytes; a    |
+|                         |                                               | failed one's unfinished file is never sent)       |
 | stat (for _readback)    | size and mtime_ns                              | size and LastModified, from one LIST              |
 | carry an unchanged file | hard link                                      | server-side copy (CopyObject)                      |
 | publish                 | symlink OUTPUT/<name> swapped by one rename    | pointer object prefix/<name>/_published holding   |
@@ -23,10 +24,12 @@ once and reads only that version.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import shutil
 import uuid
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,6 +102,10 @@ class Store(ABC):
     @abstractmethod
     def read(self, version: str, file: str) -> bytes:
         """A version's file."""
+
+    def read_many(self, version: str, files: list[str]) -> Iterator[bytes]:
+        """The files' bytes, in order (S3: several requests in flight, a bounded number held)."""
+        return (self.read(version, file) for file in files)
 
     @abstractmethod
     def write(self, version: str, file: str, data: bytes) -> None: ...
@@ -384,6 +391,9 @@ class S3Store(Store):
     def read(self, version: str, file: str) -> bytes:
         return _s3_read(self.fs, self._path(version, file))
 
+    def read_many(self, version: str, files: list[str]) -> Iterator[bytes]:
+        return _prefetch(lambda file: self.read(version, file), files)
+
     def write(self, version: str, file: str, data: bytes) -> None:
         with self.fs.open_output_stream(self._path(version, file)) as out:
             out.write(data)
@@ -432,10 +442,20 @@ def _s3_read(filesystem, path: str) -> bytes:
         return handle.read()
 
 
+_IN_FLIGHT = 8  # S3 requests a process keeps in flight: each waits on the network, not the GIL
+
+
+def _prefetch(read: Callable[[str], bytes], files: list[str], ahead: int = 64) -> Iterator[bytes]:
+    """read(file) of each file, in order, with _IN_FLIGHT reads at a time and at most `ahead` files held."""
+    with ThreadPoolExecutor(max_workers=_IN_FLIGHT) as pool:
+        for start in range(0, len(files), ahead):
+            yield from pool.map(read, files[start : start + ahead])
+
+
 # --- what a Spark task attempt writes to -------------------------------------------------------
 
 
-class _LocalAttempt:
+class _LocalAttempt:  # the Spark task's side of LocalStore
     """A folder of the attempt's own in the staging folder; the driver renames the accepted files in."""
 
     def __init__(self, staging: str, partition: int, attempt: int):
@@ -453,27 +473,42 @@ class _LocalAttempt:
         with ThreadPoolExecutor(max_workers=8) as pool:  # fsync waits on the disk, not the GIL
             list(pool.map(fsync, [*(self.folder / f for f in files), self.folder]))  # before the driver links them
 
-    def read(self, file: str) -> bytes:
-        return (self.folder / file).read_bytes()
+    def read_many(self, files: list[str]) -> Iterator[bytes]:
+        return ((self.folder / file).read_bytes() for file in files)
 
 
-class _S3Attempt:
-    """Straight into the version's prefix: each file is one PUT when its handle closes."""
+class _S3Attempt:  # the Spark task's side of S3Store
+    """Straight into the version's prefix: each file is one PUT when its handle closes, _IN_FLIGHT at a time."""
 
     def __init__(self, uri: str):
         self.location, self.path, self.fs = uri, uri.removeprefix("s3://"), s3_filesystem()
+        self.pool, self.pending = ThreadPoolExecutor(max_workers=_IN_FLIGHT), []
 
     def open(self, file: str):
-        return self.fs.open_output_stream(f"{self.path}/{file}")
+        # In memory until complete: a failed attempt's half-written file is dropped, never uploaded
+        # (closing, or just dropping, a pyarrow S3 stream would upload what it holds).
+        return io.BytesIO()
 
     def close(self, file: str, handle) -> None:
-        handle.close()  # the PUT
+        if len(self.pending) >= 4 * _IN_FLIGHT:  # bounded: each holds its file's bytes until sent
+            self.pending.pop(0).result()
+        self.pending.append(self.pool.submit(self._put, file, handle.getvalue()))
+        handle.close()
+
+    def _put(self, file: str, data: bytes) -> None:
+        with self.fs.open_output_stream(f"{self.path}/{file}") as out:
+            out.write(data)
 
     def finish(self, files: list[str]) -> None:
-        pass
+        try:
+            for put in self.pending:
+                put.result()
+        finally:
+            self.pending.clear()
+            self.pool.shutdown()
 
-    def read(self, file: str) -> bytes:
-        return _s3_read(self.fs, f"{self.path}/{file}")
+    def read_many(self, files: list[str]) -> Iterator[bytes]:
+        return _prefetch(lambda file: _s3_read(self.fs, f"{self.path}/{file}"), files)
 
 
 def open_attempt(target: str, partition: int, attempt: int):
