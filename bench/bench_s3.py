@@ -13,6 +13,7 @@ import argparse
 import collections
 import logging
 import os
+import re
 import statistics
 import sys
 import tempfile
@@ -47,7 +48,7 @@ class RequestCounter(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         line = str(record.args[0]) if record.args else record.getMessage()
-        parts = line.split()
+        parts = re.sub(r"\x1b\[[0-9;]*m", "", line).split()  # werkzeug colours some lines (206, 404)
         if len(parts) >= 2 and parts[0] in ("GET", "PUT", "POST", "HEAD", "DELETE"):
             path = parts[1].split("?")[0]
             kind = "client file" if "/.v-" in path and path.rsplit("/", 1)[-1][:1].isdigit() else "other"
