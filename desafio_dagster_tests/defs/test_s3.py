@@ -36,7 +36,13 @@ from desafio_dagster_tests.helpers import (
 
 @pytest.fixture
 def on_s3(s3, env_home, monkeypatch):
-    """DESAFIO_OUTPUT_DIR=s3://bucket/exports, from a working directory that must stay empty."""
+    """DESAFIO_OUTPUT_DIR=s3://bucket/exports, from a working directory that must stay empty. A Spark
+    session an earlier test left active is stopped: getOrCreate would reuse its SparkContext, whose
+    executor environment (spark.executorEnv.*) predates this test's AWS variables."""
+    from pyspark.sql import SparkSession
+
+    if (active := SparkSession.getActiveSession()) is not None:
+        active.stop()
     monkeypatch.setenv("DESAFIO_OUTPUT_DIR", s3.output_dir)
     cwd = env_home / "cwd"
     cwd.mkdir()
