@@ -2,6 +2,7 @@
 fresh database per test, dropped afterwards."""
 
 import os
+import uuid
 from pathlib import Path
 
 import pytest
@@ -89,3 +90,31 @@ def spark_session():
     from desafio_dagster.core.spark_session import start_session
 
     return start_session("local[2]")
+
+
+@pytest.fixture
+def s3(monkeypatch):
+    """A real S3 server (moto's) on loopback with an empty bucket, and the standard AWS variables pointing
+    at it (fake keys) in this process's environment; stopped afterwards. DESAFIO_OUTPUT_DIR is not set."""
+    import requests
+    from moto.server import ThreadedMotoServer
+
+    from desafio_dagster.core.store import AWS_VARIABLES
+    from desafio_dagster_tests.helpers import S3, free_port
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        for name in AWS_VARIABLES:
+            monkeypatch.delenv(name, raising=False)
+        # moto keeps its buckets per process, whichever server serves them: a bucket of the test's own.
+        s3 = S3(endpoint=f"http://127.0.0.1:{port}", bucket=f"desafio-{uuid.uuid4().hex[:12]}",
+                secret=f"fake-secret-{uuid.uuid4().hex}")
+        for name, value in s3.environment.items():
+            monkeypatch.setenv(name, value)
+        s3.client().create_bucket(Bucket=s3.bucket)
+        yield s3
+        requests.post(f"{s3.endpoint}/moto-api/reset", timeout=10)  # forget every bucket
+    finally:
+        server.stop()

@@ -3,6 +3,7 @@ process or through Dagster's CLI), the checks the definitions declare, and the o
 
 import contextlib
 import csv
+import io
 import json
 import os
 import re
@@ -13,6 +14,7 @@ import sys
 import unicodedata
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
@@ -222,3 +224,66 @@ def assert_untouched(published) -> None:
     assert folder.resolve() == version and snapshot(folder) == files
     leftovers = [p.name for p in folder.parent.iterdir() if ".staging-" in p.name or ".link-" in p.name]
     assert leftovers == []
+
+
+# --- an S3 server on loopback (the s3 fixture) -------------------------------------------
+
+
+@dataclass(frozen=True)
+class S3:
+    """The s3 fixture's server and bucket. Read with boto3, not with the project's store."""
+
+    endpoint: str
+    bucket: str
+    secret: str  # the fake secret key: must appear nowhere but in the environment
+    prefix: str = "exports"
+
+    @property
+    def environment(self) -> dict[str, str]:
+        return {"AWS_ACCESS_KEY_ID": "testing-key-id", "AWS_SECRET_ACCESS_KEY": self.secret,
+                "AWS_REGION": "us-east-1", "AWS_ENDPOINT_URL": self.endpoint}
+
+    @property
+    def output_dir(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}"
+
+    def client(self):
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1",
+                            aws_access_key_id="testing-key-id", aws_secret_access_key=self.secret)
+
+    def get(self, key: str) -> bytes | None:
+        try:
+            return self.client().get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        except self.client().exceptions.NoSuchKey:
+            return None
+
+    def keys(self, prefix: str = "") -> list[str]:
+        pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+        return sorted(item["Key"] for page in pages for item in page.get("Contents", []))
+
+    def published(self, name: str = "movements_csv") -> str | None:
+        """The published version's name, from the pointer object."""
+        pointer = self.get(f"{self.prefix}/{name}/_published")
+        return pointer.decode().strip() if pointer is not None else None
+
+    def version_files(self, version: str, name: str = "movements_csv") -> dict[str, bytes]:
+        """Every object of a version, by file name, with its bytes."""
+        base = f"{self.prefix}/{name}/{version}/"
+        return {key.removeprefix(base): self.get(key) for key in self.keys(base)}
+
+    def snapshot(self, name: str = "movements_csv") -> dict[str, bytes]:
+        """helpers.snapshot of the published version: its files' bytes but _readback.csv."""
+        return {n: data for n, data in self.version_files(self.published(name), name).items() if n != READBACK_FILE}
+
+    def published_files(self, name: str = "movements_csv") -> dict[str, list[list[str]]]:
+        """helpers.published_files of the published version, read with Python's csv module."""
+        files = {}
+        for file, data in sorted(self.version_files(self.published(name), name).items()):
+            if file.startswith("_"):
+                continue
+            rows = list(csv.reader(io.StringIO(data.decode("utf-8"), newline="")))
+            assert rows[0] == CONTRACT, file
+            files[file] = rows[1:]
+        return files

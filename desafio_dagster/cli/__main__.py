@@ -76,10 +76,15 @@ def _summary(report, config: settings.Settings, job_name: str, elapsed: float, l
                   + (f" (+{added[table]:,})" if growth and added[table] is not None else "")
                   for table, rows in table_rows.items() if rows is not None]
     if export:
-        folder = Path(export.get("path") or config.output_dir / "movements_csv")
+        where = str(export.get("path") or config.output_dir / "movements_csv")
         lines.append(f"  CSV       {export['clients']:,} clients, one file each, and {INDEX_FILE}"
                      f" ({export['dagster/row_count']:,} rows), in")
-        lines.append(f"              {folder}")
+        if where.startswith("s3://"):  # no folder to open: the version, and how a reader finds it
+            lines.append(f"              {export.get('version', where)}")
+            lines.append(f"  Read      the version named in {where}/_published (read it once), then its files: "
+                         f"README, \"Reading the output from S3\"")
+        else:
+            lines.append(f"              {Path(where)}")
         lines.append(f"  Export    {_export_line(export)}")
     lines.append(f"  Log       {log}")
     lines.append(f"  UI        `make ui`, then open {UI_URL} (runs, assets, checks)")
@@ -101,6 +106,11 @@ def run(job_name: str, clients: int | None = None, days: int | None = None, full
     from desafio_dagster.defs.assets.source import SourceDatabaseConfig
 
     config = settings.read()
+    try:
+        settings.output_location()  # before anything is written: not a folder named "s3:" or "gs:"
+    except settings.SettingError as error:
+        print(f"{job_name} did not start: {error}", file=sys.stderr)
+        return 2
     if not os.environ.get("DAGSTER_HOME", "").strip():  # as under make: runs are kept for the UI
         os.environ["DAGSTER_HOME"] = str(config.home / "dagster")
     os.makedirs(os.environ["DAGSTER_HOME"], exist_ok=True)

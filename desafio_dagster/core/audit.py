@@ -9,7 +9,8 @@ actual figures come from reading the written files back.
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterable
+import io
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from itertools import accumulate
@@ -53,20 +54,29 @@ def expected_figures(rows: Iterable[tuple[int, str, str, int, Decimal, int]]) ->
     return {f.file: f for f in figures}
 
 
+def manifest_bytes(expected: dict[str, ClientFigures]) -> bytes:
+    """_snapshot.csv's bytes."""
+    text = io.StringIO(newline="")
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(MANIFEST_COLUMNS)
+    writer.writerows((f.client_id, f.file, f.rows, f"{f.total:.2f}", f.fingerprint) for f in expected.values())
+    return text.getvalue().encode("utf-8")
+
+
+def parse_manifest(data: bytes) -> dict[str, ClientFigures]:
+    rows = csv.reader(io.StringIO(data.decode("utf-8"), newline=""))
+    columns = next(rows)
+    fingerprint = columns.index("fingerprint") if "fingerprint" in columns else None
+    return {row[1]: ClientFigures(int(row[0]), row[1], int(row[2]), Decimal(row[3]),
+                                  0 if fingerprint is None else int(row[fingerprint])) for row in rows}
+
+
 def write_manifest(path: Path, expected: dict[str, ClientFigures]) -> None:
-    with open(path, "w", encoding="utf-8", newline="") as handle:
-        writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(MANIFEST_COLUMNS)
-        writer.writerows((f.client_id, f.file, f.rows, f"{f.total:.2f}", f.fingerprint) for f in expected.values())
+    Path(path).write_bytes(manifest_bytes(expected))
 
 
 def read_manifest(path: Path) -> dict[str, ClientFigures]:
-    with open(path, encoding="utf-8", newline="") as handle:
-        rows = csv.reader(handle)
-        columns = next(rows)
-        fingerprint = columns.index("fingerprint") if "fingerprint" in columns else None
-        return {row[1]: ClientFigures(int(row[0]), row[1], int(row[2]), Decimal(row[3]),
-                                      0 if fingerprint is None else int(row[fingerprint])) for row in rows}
+    return parse_manifest(Path(path).read_bytes())
 
 
 @dataclass(frozen=True)
@@ -102,31 +112,37 @@ def _scan(data: bytes, values: pa.Array | None) -> FileScan:
 
 def scan_file(path: Path | str) -> FileScan:
     """Read one client file back."""
-    data = Path(path).read_bytes()
+    return scan_bytes(Path(path).read_bytes())
+
+
+def scan_bytes(data: bytes) -> FileScan:
+    """One client file's bytes, read back."""
     try:
         return _scan(data, _values(data.partition(b"\n")[2]))
     except pa.ArrowInvalid:
         return _scan(data, None)
 
 
-def scan_files(paths: list[Path], batch_bytes: int = 16 << 20) -> list[FileScan]:
+def scan_files(paths: list, batch_bytes: int = 16 << 20, read: Callable[[object], bytes] | None = None) -> list[FileScan]:
     """Read many client files back, parsing them in one pass where that is exact: a body without a
     quote has one record per line (the generator writes none that need quoting), so the records of
     the joined bodies split back into files by line counts. Files with quotes, a body not ending in
-    a newline, or a batch that does not parse, are read one by one. At most batch_bytes are held."""
+    a newline, or a batch that does not parse, are read one by one. At most batch_bytes are held.
+    read: how to get a file's bytes (default: paths are local files)."""
+    read = read or (lambda path: Path(path).read_bytes())
     scans: list[FileScan] = []
     batch: list[bytes] = []
     held = 0
     for path in paths:
-        batch.append(Path(path).read_bytes())
+        batch.append(read(path))
         held += len(batch[-1])
         if held >= batch_bytes:
-            scans += _scan_batch(batch, paths[len(scans):])
+            scans += _scan_batch(batch)
             batch, held = [], 0
-    return scans + _scan_batch(batch, paths[len(scans):]) if batch else scans
+    return scans + _scan_batch(batch) if batch else scans
 
 
-def _scan_batch(datas: list[bytes], paths: list[Path]) -> list[FileScan]:
+def _scan_batch(datas: list[bytes]) -> list[FileScan]:
     bodies = [data.partition(b"\n")[2] for data in datas]
     simple = [i for i, body in enumerate(bodies) if b'"' not in body and body.endswith(b"\n")]
     scans: list[FileScan | None] = [None] * len(datas)
@@ -139,7 +155,7 @@ def _scan_batch(datas: list[bytes], paths: list[Path]) -> list[FileScan]:
         if not ends or ends[-1] == len(values):
             for i, start, end in zip(simple, [0, *ends], ends):
                 scans[i] = _scan(datas[i], values.slice(start, end - start))
-    return [scan or scan_file(path) for scan, path in zip(scans, paths)]
+    return [scan or scan_bytes(data) for scan, data in zip(scans, datas)]
 
 
 @dataclass(frozen=True)

@@ -8,25 +8,27 @@ Each version holds, beside the client files and _index.csv:
 - _readback.csv: each file as it was read back after it was written (its scan, for the audit), its size
   and mtime then, and the version that wrote it.
 
-A client's file is carried into the next version (a hard link, not a copy) when the format is the same,
-the client's figures and fingerprint are the same, and the file is unmodified since it was read back
-(same size and mtime); it keeps its read-back record. Every other client of the snapshot is rewritten;
+A client's file is carried into the next version (a hard link locally, a server-side copy on S3: see
+store.py) when the format is the same, the client's figures and fingerprint are the same, and the file is
+unmodified since it was read back (same size and mtime, from one listing of the version); it keeps its
+read-back scan. Every other client of the snapshot is rewritten;
 clients no longer in the snapshot lose their file.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 
-from desafio_dagster.core.audit import MANIFEST_FILE, ClientFigures, FileScan, read_manifest, scan_files
+from desafio_dagster.core.audit import MANIFEST_FILE, ClientFigures, FileScan, parse_manifest, scan_files
 from desafio_dagster.core.errors import DesafioError
-from desafio_dagster.core.layout import CSV_COLUMNS, INDEX_FILE, ClientFile, read_index
+from desafio_dagster.core.layout import CSV_COLUMNS, INDEX_FILE, ClientFile, parse_index
+from desafio_dagster.core.store import Stat, Store
 
 FORMAT_FILE = "_format.json"
 READBACK_FILE = "_readback.csv"
@@ -43,14 +45,15 @@ def file_format(code_version: str, masked: bool) -> dict:
     return {"code_version": code_version, "columns": list(CSV_COLUMNS), "masked": masked}
 
 
-def write_format(path: Path, fmt: dict) -> None:
-    path.write_text(json.dumps(fmt, sort_keys=True) + "\n", encoding="utf-8")
+def format_bytes(fmt: dict) -> bytes:
+    """_format.json's bytes."""
+    return (json.dumps(fmt, sort_keys=True) + "\n").encode("utf-8")
 
 
 @dataclass(frozen=True)
 class ReadBack:
-    """A client file as it was read back once written: its scan, its size and mtime then, and the
-    version folder that wrote it."""
+    """A client file as it was read back once written: its scan, its size and mtime then (its Stat in the
+    store), and the version that wrote it."""
 
     scan: FileScan
     bytes: int
@@ -58,44 +61,50 @@ class ReadBack:
     written_in: str
 
     @classmethod
-    def of(cls, path: Path, scan: FileScan, written_in: str) -> ReadBack:
-        stat = path.stat()
-        return cls(scan, stat.st_size, stat.st_mtime_ns, written_in)
+    def of(cls, stat: Stat, scan: FileScan, written_in: str) -> ReadBack:
+        return cls(scan, stat.size, stat.mtime_ns, written_in)
 
-    def unmodified(self, stat: os.stat_result | None) -> bool:
-        """A file whose stat this is (None: no such file) is as it was read back (same size and mtime)."""
-        return stat is not None and (stat.st_size, stat.st_mtime_ns) == (self.bytes, self.mtime_ns)
+    def unmodified(self, stat: Stat | None) -> bool:
+        """The file (its Stat now; None if it is gone) is as it was read back (same size and mtime)."""
+        return stat is not None and (stat.size, stat.mtime_ns) == (self.bytes, self.mtime_ns)
 
 
-def write_readback(path: Path, records: dict[str, ReadBack]) -> None:
-    with open(path, "w", encoding="utf-8", newline="") as handle:
-        writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(READBACK_COLUMNS)
-        for name in sorted(records):
-            r = records[name]
-            writer.writerow((name, r.bytes, r.mtime_ns, r.written_in, int(r.scan.header_ok),
-                             "" if r.scan.rows is None else r.scan.rows,
-                             "" if r.scan.total is None else f"{r.scan.total:.2f}", int(r.scan.long_digit_run)))
+def readback_bytes(records: dict[str, ReadBack]) -> bytes:
+    """_readback.csv's bytes."""
+    text = io.StringIO(newline="")
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(READBACK_COLUMNS)
+    for name in sorted(records):
+        r = records[name]
+        writer.writerow((name, r.bytes, r.mtime_ns, r.written_in, int(r.scan.header_ok),
+                         "" if r.scan.rows is None else r.scan.rows,
+                         "" if r.scan.total is None else f"{r.scan.total:.2f}", int(r.scan.long_digit_run)))
+    return text.getvalue().encode("utf-8")
+
+
+def parse_readback(data: bytes) -> dict[str, ReadBack]:
+    rows = csv.reader(io.StringIO(data.decode("utf-8"), newline=""))
+    next(rows)  # READBACK_COLUMNS
+    return {file: ReadBack(FileScan(header_ok == "1", int(count) if count else None,
+                                    Decimal(total) if total else None, digits == "1"),
+                           int(size), int(mtime_ns), written_in)
+            for file, size, mtime_ns, written_in, header_ok, count, total, digits in rows}
 
 
 def read_readback(path: Path) -> dict[str, ReadBack]:
     """_readback.csv by file name; empty if the version has none."""
-    if not path.exists():
-        return {}
-    with open(path, encoding="utf-8", newline="") as handle:
-        rows = csv.reader(handle)
-        next(rows)  # READBACK_COLUMNS
-        return {file: ReadBack(FileScan(header_ok == "1", int(count) if count else None,
-                                        Decimal(total) if total else None, digits == "1"),
-                               int(size), int(mtime_ns), written_in)
-                for file, size, mtime_ns, written_in, header_ok, count, total, digits in rows}
+    return parse_readback(path.read_bytes()) if path.exists() else {}
+
+
+def _readback_of(store: Store, version: str, listed: dict[str, Stat]) -> dict[str, ReadBack]:
+    return parse_readback(store.read(version, READBACK_FILE)) if READBACK_FILE in listed else {}
 
 
 @dataclass(frozen=True)
 class Carried:
-    """A file of the published version that the new version links instead of rewriting."""
+    """A file of the published version that the new version carries (links or copies) instead of rewriting."""
 
-    source: Path
+    file: str
     entry: ClientFile  # its row of _index.csv
     record: ReadBack
 
@@ -111,43 +120,45 @@ class Plan:
     carry: dict[str, Carried] = field(default_factory=dict)
     removed: list[str] = field(default_factory=list)  # files of clients no longer in the snapshot
     modified: list[str] = field(default_factory=list)  # published files changed since read back: rewritten
-    published: Path | None = None  # the version the files are carried from
+    published: str | None = None  # the version the files are carried from (its name in the store)
 
 
-def full_plan(expected: dict[str, ClientFigures], fmt: dict, reason: str = "", published: Path | None = None) -> Plan:
+def full_plan(expected: dict[str, ClientFigures], fmt: dict, reason: str = "", published: str | None = None) -> Plan:
     return Plan("full", reason, fmt, {f.client_id for f in expected.values()}, published=published)
 
 
-def plan_export(folder: Path, expected: dict[str, ClientFigures], fmt: dict, full_refresh: bool = False,
+def plan_export(store: Store, expected: dict[str, ClientFigures], fmt: dict, full_refresh: bool = False,
                 targeted: Iterable[int] = ()) -> Plan:
-    """Compare the snapshot's figures (expected) with the version published at folder (a symlink).
+    """Compare the snapshot's figures (expected) with the version the store publishes (resolved once).
     targeted: client ids rewritten whatever their fingerprint."""
     targeted = set(targeted)
     unknown = sorted(targeted - {f.client_id for f in expected.values()})
     if unknown:
         shown = ", ".join(map(str, unknown[:10])) + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else "")
         raise PlanError(f"clients {shown} are not in the source snapshot: name clients that exist (associado.id)")
-    published = folder.resolve() if folder.is_symlink() else None
+    published = store.published()
     if full_refresh:
         return full_plan(expected, fmt, "full_refresh was asked", published)
-    if published is None or not (published / INDEX_FILE).exists():
+    listed = store.files(published) if published else {}  # one listing: which files, their size and mtime
+    if INDEX_FILE not in listed:
         return full_plan(expected, fmt, "first export: nothing is published yet", published)
-    if not (published / FORMAT_FILE).exists():
+    if FORMAT_FILE not in listed:
         return full_plan(expected, fmt, "the published version predates incremental export", published)
-    before = json.loads((published / FORMAT_FILE).read_text(encoding="utf-8"))
+    before = json.loads(store.read(published, FORMAT_FILE).decode("utf-8"))
     if before != fmt:
         changed = sorted(key for key in fmt.keys() | before.keys() if fmt.get(key) != before.get(key))
         return full_plan(expected, fmt, f"{', '.join(changed)} changed since the published version", published)
-    manifest, index = read_manifest(published / MANIFEST_FILE), read_index(published / INDEX_FILE)
-    records, stats = read_readback(published / READBACK_FILE), client_file_stats(published)
+    manifest = parse_manifest(store.read(published, MANIFEST_FILE))
+    index = parse_index(store.read(published, INDEX_FILE))
+    records = _readback_of(store, published, listed)
     carry, modified = {}, []
     for name, figures in expected.items():
         if figures.client_id in targeted or manifest.get(name) != figures or name not in index or name not in records:
             continue
-        if not records[name].unmodified(stats.get(name)):
+        if not records[name].unmodified(listed.get(name)):
             modified.append(name)
             continue
-        carry[name] = Carried(published / name, index[name], records[name])
+        carry[name] = Carried(name, index[name], records[name])
     rewrite = {f.client_id for name, f in expected.items() if name not in carry}
     ids = {f.client_id for f in expected.values()}
     removed = sorted(name for name, f in manifest.items() if f.client_id not in ids)
@@ -160,20 +171,16 @@ def plan_export(folder: Path, expected: dict[str, ClientFigures], fmt: dict, ful
     return Plan("incremental", what, fmt, rewrite, carry, removed, modified, published)
 
 
-def client_file_stats(version: Path) -> dict[str, os.stat_result]:
-    """The stat of every client file of a version (names not starting with '_'), in one listing."""
-    with os.scandir(version) as entries:
-        return {e.name: e.stat(follow_symlinks=False) for e in entries if not e.name.startswith("_")}
-
-
-def verified_scans(version: Path, written_in: str) -> tuple[dict[str, FileScan], int]:
+def verified_scans(store: Store, version: str, written_in: str) -> tuple[dict[str, FileScan], int]:
     """The scan of every client file of a version, for the checks: files written by written_in (the
     version the checked run wrote) and files modified since they were read back are read again; the
     others keep the scan recorded when they were read back. Returns (scans by file name, files read)."""
-    records, stats = read_readback(version / READBACK_FILE), client_file_stats(version)
-    names = sorted(stats)
+    listed = store.files(version)
+    records = _readback_of(store, version, listed)
+    names = sorted(name for name in listed if not name.startswith("_"))
     to_read = [n for n in names if n not in records or records[n].written_in == written_in
-               or not records[n].unmodified(stats[n])]
+               or not records[n].unmodified(listed[n])]
     scans = {n: records[n].scan for n in names if n in records}
-    scans |= dict(zip(to_read, scan_files([version / n for n in to_read])))
+    datas = store.read_many(version, to_read)
+    scans |= dict(zip(to_read, scan_files(to_read, read=lambda _: next(datas))))
     return scans, len(to_read)

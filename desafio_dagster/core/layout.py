@@ -1,6 +1,7 @@
 """The output contract of movements_csv: columns, header and file names. Pure: no Dagster."""
 
 import csv
+import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,17 +48,27 @@ class ClientFile:
     rows: int
 
 
+def index_bytes(files: list[ClientFile]) -> bytes:
+    """_index.csv's bytes."""
+    text = io.StringIO(newline="")
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(INDEX_COLUMNS)
+    writer.writerows((f.client_id, f.nome, f.sobrenome, f.file, f.rows) for f in files)
+    return text.getvalue().encode("utf-8")
+
+
+def parse_index(data: bytes) -> dict[str, ClientFile]:
+    """_index.csv by file name."""
+    rows = csv.reader(io.StringIO(data.decode("utf-8"), newline=""))
+    next(rows)  # INDEX_COLUMNS
+    return {file: ClientFile(int(client_id), nome, sobrenome, file, int(count))
+            for client_id, nome, sobrenome, file, count in rows}
+
+
 def write_index(path: Path, files: list[ClientFile]) -> None:
-    with open(path, "w", encoding="utf-8", newline="") as handle:
-        writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(INDEX_COLUMNS)
-        writer.writerows((f.client_id, f.nome, f.sobrenome, f.file, f.rows) for f in files)
+    Path(path).write_bytes(index_bytes(files))
 
 
 def read_index(path: Path) -> dict[str, ClientFile]:
     """_index.csv by file name."""
-    with open(path, encoding="utf-8", newline="") as handle:
-        rows = csv.reader(handle)
-        next(rows)  # INDEX_COLUMNS
-        return {file: ClientFile(int(client_id), nome, sobrenome, file, int(count))
-                for client_id, nome, sobrenome, file, count in rows}
+    return parse_index(Path(path).read_bytes())

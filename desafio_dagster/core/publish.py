@@ -6,10 +6,12 @@ batches (mapInArrow). Every task attempt writes into a folder of its own; the
 driver keeps only the files of the attempts whose results Spark accepted, so
 retries and speculative attempts never duplicate a row.
 
-Publication is write–audit–publish: the files go into a new hidden version folder,
-each task reads its files back and syncs them (file and folder) to disk, the driver
-audits the version against the source snapshot's own figures (audit.py), and only
-then swaps the symlink OUTPUT/<name> to it with one rename. Readers see the old
+Publication is write–audit–publish: the files go into a new hidden version (a folder,
+or an S3 key prefix: store.py holds what differs between the two), each task reads its
+files back (and syncs them to a local disk), the driver audits the version against the
+source snapshot's own figures (audit.py), and only then publishes it: locally the
+symlink OUTPUT/<name> is swapped to it with one rename, on S3 a pointer object naming
+it is written last. Readers see the old
 complete output or the new audited one; a failed audit keeps the rejected version
 (the last one only) for inspection, and a failed or killed run never touches the
 published one.
@@ -18,14 +20,11 @@ published one.
 from __future__ import annotations
 
 import contextlib
-import os
 import re
-import shutil
 import threading
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -45,11 +44,11 @@ from desafio_dagster.core.audit import (
     Finding,
     audit,
     failures,
-    scan_file,
+    manifest_bytes,
+    scan_bytes,
     scan_files,
-    write_manifest,
 )
-from desafio_dagster.core.errors import DesafioError, TransientError, first_line
+from desafio_dagster.core.errors import TransientError, first_line
 from desafio_dagster.core.extract import SourceReadError
 from desafio_dagster.core.incremental import (
     FORMAT_FILE,
@@ -57,8 +56,8 @@ from desafio_dagster.core.incremental import (
     Plan,
     ReadBack,
     file_format,
-    write_format,
-    write_readback,
+    format_bytes,
+    readback_bytes,
 )
 from desafio_dagster.core.layout import (
     CSV_COLUMNS,
@@ -66,18 +65,15 @@ from desafio_dagster.core.layout import (
     INDEX_FILE,
     ClientFile,
     client_file_name,
-    read_index,
-    write_index,
+    index_bytes,
+    parse_index,
 )
+from desafio_dagster.core.store import PublishError, Store, open_attempt, open_store, read_s3_files
 from desafio_dagster.core.transform import KEY_COLUMNS
 
 _HEADER_BYTES = HEADER.encode()
 _SUMMARY_SCHEMA = ("client_id long, nome string, sobrenome string, file string, rows long, attempt_dir string, "
                    "header_ok boolean, scanned_rows long, scanned_total string, long_digit_run boolean, scan_seconds double")
-
-
-class PublishError(DesafioError):
-    """The output could not be published; the previous output is untouched."""
 
 
 class SparkWriteError(PublishError, TransientError):
@@ -90,14 +86,15 @@ class PublishedVersionChanged(PublishError, TransientError):
 
 @dataclass(frozen=True)
 class Published:
-    path: Path  # the published folder (a symlink to the version folder)
-    version: Path
+    path: str  # where readers look: the published folder (a symlink to the version folder), or s3://…/<name>
+    version: str  # the version's folder, or s3://…/<name>/.v-<token>
+    version_name: str  # its name in the store (Store.published())
     files: list[ClientFile]
     audit: list[Finding]
     audit_seconds: float  # the driver's share: listing the version and comparing with the snapshot
     readback_seconds: float  # the tasks' share, summed over tasks: reading their files back
     rewritten: int = 0  # client files written by this export
-    carried: int = 0  # client files linked from the previous version
+    carried: int = 0  # client files carried (linked or copied) from the previous version
     removed: int = 0  # client files of the previous version not in this one
 
     @property
@@ -136,13 +133,13 @@ def _line_bytes(lines: pa.Array) -> tuple[np.ndarray, np.ndarray, memoryview]:
     return offsets, counted, memoryview(data if data is not None else b"")
 
 
-def _task_writer(staging: str):
-    """mapInArrow function: write this partition's clients (rows sorted by client) to files."""
+def _task_writer(target: str):
+    """mapInArrow function: write this partition's clients (rows sorted by client) to files at target
+    (Store.task_target: an attempt folder of its own under a local staging folder, or the S3 version)."""
 
     def write(batches):
         context = TaskContext.get()
-        folder = Path(staging) / f"part-{context.partitionId():05d}-attempt-{context.taskAttemptId()}"
-        folder.mkdir(parents=True, exist_ok=True)
+        attempt = open_attempt(target, context.partitionId(), context.taskAttemptId())
         summary: list[list] = []
         handle = None
         try:
@@ -158,23 +155,29 @@ def _task_writer(staging: str):
                     client_id = int(ids[start])
                     if not summary or summary[-1][0] != client_id:
                         if handle:
-                            handle.close()
+                            attempt.close(summary[-1][3], handle)
+                            handle = None
                         nome, sobrenome = names[start].as_py(), surnames[start].as_py()
                         name = client_file_name(client_id, nome, sobrenome)
-                        handle = open(folder / name, "wb")
+                        handle = attempt.open(name)
                         handle.write(_HEADER_BYTES)
-                        summary.append([client_id, nome, sobrenome, name, 0, str(folder)])
+                        summary.append([client_id, nome, sobrenome, name, 0, attempt.location])
                     handle.write(data[offsets[start] : offsets[end]])
                     summary[-1][4] += int(counted[end] - counted[start])
+            if handle:
+                attempt.close(summary[-1][3], handle)
+                handle = None
         finally:
             if handle:
                 handle.close()
+            if not summary:
+                attempt.finish([])
         if summary:
-            paths = [folder / row[3] for row in summary]
-            with ThreadPoolExecutor(max_workers=8) as pool:  # fsync waits on the disk, not the GIL
-                list(pool.map(_fsync, [*paths, folder]))  # on disk before the driver links them in
+            files = [row[3] for row in summary]
+            attempt.finish(files)  # durable before the driver takes them in
             reading = time.monotonic()
-            scans = scan_files(paths)  # read back for the audit
+            datas = attempt.read_many(files)
+            scans = scan_files(files, read=lambda _: next(datas))  # read back, in order, for the audit
             scan_seconds = (time.monotonic() - reading) / len(summary)  # this task's, spread over its files
             columns = list(zip(*summary))
             yield pa.RecordBatch.from_arrays(
@@ -188,81 +191,6 @@ def _task_writer(staging: str):
             )
 
     return write
-
-
-def _fsync(path: Path) -> None:
-    """Flush a file, or a folder's entries, to disk (where the process that wrote it runs)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-
-
-@contextlib.contextmanager
-def _exclusive(lock_file: Path):
-    """One publisher at a time per output folder (POSIX flock; elsewhere, no lock)."""
-    try:
-        import fcntl
-    except ImportError:
-        yield
-        return
-    with open(lock_file, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _writable_output(output_dir: Path) -> Path:
-    output_dir = output_dir.resolve()
-    try:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        probe = output_dir / f".write-probe-{uuid.uuid4().hex}"
-        probe.touch()
-        probe.unlink()
-    except OSError as error:
-        raise PublishError(
-            f"output folder {output_dir} is not writable ({error.strerror or error}): fix its permissions "
-            f"or set DESAFIO_OUTPUT_DIR to a writable folder; the previous output is untouched"
-        ) from None
-    return output_dir
-
-
-def _swap(link: Path, target_name: str) -> Path | None:
-    """Point link at target_name with one atomic rename; return the previous target."""
-    temporary = link.parent / f".{link.name}.link-{uuid.uuid4().hex[:8]}"
-    try:
-        temporary.symlink_to(target_name)
-        previous = None
-        if link.is_symlink():
-            previous = link.parent / os.readlink(link)
-        elif link.exists():  # a real folder from elsewhere: keep it as the previous version
-            previous = link.parent / f".{link.name}.v-replaced-{uuid.uuid4().hex[:8]}"
-            link.rename(previous)
-        os.replace(temporary, link)
-    except OSError as error:
-        temporary.unlink(missing_ok=True)
-        raise PublishError(
-            f"could not publish {link} ({error.strerror or error}): the output folder must allow symlinks "
-            f"and renames; the previous output is untouched"
-        ) from None
-    return previous
-
-
-def _remove_leftovers(output_dir: Path, name: str, keep: set[Path]) -> None:
-    """Staging folders of killed runs and versions older than the previous one (the last
-    rejected version stays for inspection)."""
-    for path in output_dir.glob(f".{name}.*"):
-        if path.resolve() in keep or path.name.endswith(".lock") or path.name.startswith(f".{name}.rejected-"):
-            continue
-        if path.is_symlink() or path.is_file():
-            path.unlink()
-        else:
-            shutil.rmtree(path, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -299,7 +227,7 @@ def _reporting(spark_context, on_progress: Callable[[int, int, float], None] | N
 
 def publish_per_client(
     view: DataFrame | None,
-    output_dir: Path | str,
+    output: Path | str | Store,
     expected: dict[str, ClientFigures],
     name: str = "movements_csv",
     masked: bool = True,
@@ -307,99 +235,101 @@ def publish_per_client(
     on_progress: Callable[[int, int, float], None] | None = None,
     plan: Plan | None = None,
 ) -> Published:
-    """Write view (see transform.flat_view) as output_dir/name/<client>.csv plus _index.csv, audit it
-    against expected (the source snapshot's figures, audit.expected_figures) and publish it.
+    """Write view (see transform.flat_view) as a new version of name's per-client files plus _index.csv
+    in output (a local folder, or a Store: store.py), audit it against expected (the source snapshot's
+    figures, audit.expected_figures) and publish it.
 
     by_client: the view already holds each client's rows in one partition (a view of the tables as
     extract.read_tables reads them), so it is sorted where it is instead of shuffled by client first.
     plan: an incremental export (incremental.plan_export): view holds the rewritten clients only (None
-    if there are none) and plan.carry's files are linked from the published version, which must still
+    if there are none) and plan.carry's files are carried from the published version, which must still
     be plan.published; plan.format is recorded in the version's _format.json.
 
-    A failed audit raises AuditError, keeps the rejected version at output_dir/.<name>.rejected-* and
-    publishes nothing. on_progress(tasks done, tasks, seconds) is called every few seconds while Spark writes."""
-    output_dir = _writable_output(Path(output_dir))
-    link = output_dir / name
+    A failed audit raises AuditError, keeps the rejected version (locally at output/.<name>.rejected-*)
+    and publishes nothing. on_progress(tasks done, tasks, seconds) is called every few seconds while Spark writes."""
+    store = output if isinstance(output, Store) else open_store(output, name)
+    store.check_writable()
     carry = plan.carry if plan else {}
     fmt = plan.format if plan else file_format("", masked)
-    with _exclusive(output_dir / f".{name}.lock"):
-        current = link.resolve() if link.is_symlink() else None
+    with store.exclusive():
+        current = store.published()
         if carry and current != plan.published:
-            raise PublishedVersionChanged(f"{link} was published again while this export ran (it points at {current}, "
-                                          f"not {plan.published}): the export starts again from a fresh plan")
-        _remove_leftovers(output_dir, name, keep={current} if current else set())
+            raise PublishedVersionChanged(f"{store.uri()} was published again while this export ran (it points at "
+                                          f"{current}, not {plan.published}): the export starts again from a fresh plan")
+        store.remove_leftovers(keep={current} if current else set())
         token = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
-        staging = output_dir / f".{name}.staging-{token}"
-        version = output_dir / f".{name}.v-{token}"
+        version = store.version_name(token)
         try:
-            summaries = [] if view is None else _write(view, str(staging), by_client, on_progress)
-            version.mkdir()
-            files, scans, records = [], {}, {}
+            store.open_version(version)
+            summaries = [] if view is None else _write(view, store.task_target(version, token), by_client, on_progress)
+            files, scans, written_in = [], {}, {}
             for row in summaries:
-                os.rename(Path(row.attempt_dir) / row.file, version / row.file)
+                store.adopt(row.attempt_dir, row.file, version)
                 files.append(ClientFile(row.client_id, row.nome, row.sobrenome, row.file, row.rows))
                 total = None if row.scanned_total is None else Decimal(row.scanned_total)
                 scans[row.file] = FileScan(row.header_ok, row.scanned_rows, total, row.long_digit_run)
-                records[row.file] = ReadBack.of(version / row.file, scans[row.file], version.name)
-            for file, carried in carry.items():  # the same inode: audited when it was written
-                os.link(carried.source, version / file)
+                written_in[row.file] = version
+            for file, carried in carry.items():  # the same bytes: audited when they were written
+                store.carry(plan.published, file, version)
                 files.append(carried.entry)
-                scans[file], records[file] = carried.record.scan, carried.record
+                scans[file], written_in[file] = carried.record.scan, carried.record.written_in
             files.sort(key=lambda f: f.client_id)
             twice = [a.client_id for a, b in zip(files, files[1:]) if a.client_id == b.client_id]
             if twice:
                 raise PublishError(f"client {twice[0]} was written twice: the view is not one row set per client")
             if not files:
                 raise PublishError("the view has no clients: nothing to publish; the previous output is untouched")
-            write_index(version / INDEX_FILE, files)
+            store.write(version, INDEX_FILE, index_bytes(files))
             audit_started = time.monotonic()
-            write_manifest(version / MANIFEST_FILE, expected)
-            write_format(version / FORMAT_FILE, fmt)
-            write_readback(version / READBACK_FILE, records)
-            for path in (version / INDEX_FILE, version / MANIFEST_FILE, version / FORMAT_FILE, version / READBACK_FILE,
-                         version):
-                _fsync(path)
-            # The client set from the folder itself: a file the summaries missed is still judged.
-            listed = {p.name for p in version.iterdir() if not p.name.startswith("_")}
-            scans |= {n: scan_file(version / n) for n in listed - scans.keys()}
-            findings = audit({n: scans[n] for n in listed}, expected, masked)
+            store.write(version, MANIFEST_FILE, manifest_bytes(expected))
+            store.write(version, FORMAT_FILE, format_bytes(fmt))
+            # The client set from the version itself (one listing, which also gives each file's size and
+            # mtime for _readback.csv): a file the summaries missed is still judged.
+            listed = store.files(version)
+            clients = {n: stat for n, stat in listed.items() if not n.startswith("_")}
+            scans |= {n: scan_bytes(store.read(version, n)) for n in clients.keys() - scans.keys()}
+            records = {n: ReadBack.of(clients[n], scans[n], written_in[n]) for n in written_in.keys() & clients.keys()}
+            store.write(version, READBACK_FILE, readback_bytes(records))
+            store.sync(version, [INDEX_FILE, MANIFEST_FILE, FORMAT_FILE, READBACK_FILE])
+            findings = audit({n: scans[n] for n in clients}, expected, masked)
             audit_seconds = time.monotonic() - audit_started
             if failures(findings):
-                rejected = _reject(output_dir, name, version, token)
+                rejected = store.reject(version, token)
                 raise AuditError(f"{failures(findings)}. Nothing was published; the previous output is untouched; "
                                  f"the rejected version is kept for inspection at {rejected}")
-            previous = _swap(link, version.name)
-            _fsync(output_dir)
+            previous = store.publish(version)
+        except AuditError:
+            raise
         except BaseException:
-            shutil.rmtree(version, ignore_errors=True)
+            store.discard(version)
             raise
         finally:
-            shutil.rmtree(staging, ignore_errors=True)
-        _remove_leftovers(output_dir, name, keep={version.resolve(), previous.resolve() if previous else None})
-    return Published(path=link, version=version, files=files, audit=findings, audit_seconds=audit_seconds,
-                     readback_seconds=sum(row.scan_seconds for row in summaries), rewritten=len(summaries),
-                     carried=len(carry), removed=len(plan.removed) if plan else 0)
+            store.end_staging(token)
+        store.remove_leftovers(keep={version, previous} - {None})
+    return Published(path=store.uri(), version=store.uri(version), version_name=version, files=files, audit=findings,
+                     audit_seconds=audit_seconds, readback_seconds=sum(row.scan_seconds for row in summaries),
+                     rewritten=len(summaries), carried=len(carry), removed=len(plan.removed) if plan else 0)
 
 
-def published_as_is(link: Path, plan: Plan) -> Published:
-    """The version published at link, kept as it is because plan found nothing to change."""
-    version = link.resolve()
+def published_as_is(store: Store, plan: Plan) -> Published:
+    """The version the store publishes, kept as it is because plan found nothing to change."""
+    version = store.published()
     if version != plan.published:
-        raise PublishedVersionChanged(f"{link} was published again while this export ran: the export starts again")
-    files = sorted(read_index(version / INDEX_FILE).values(), key=lambda f: f.client_id)
-    return Published(path=link, version=version, files=files, audit=[], audit_seconds=0.0, readback_seconds=0.0,
-                     carried=len(files))
+        raise PublishedVersionChanged(f"{store.uri()} was published again while this export ran: the export starts again")
+    files = sorted(parse_index(store.read(version, INDEX_FILE)).values(), key=lambda f: f.client_id)
+    return Published(path=store.uri(), version=store.uri(version), version_name=version, files=files, audit=[],
+                     audit_seconds=0.0, readback_seconds=0.0, carried=len(files))
 
 
-def _write(view: DataFrame, staging: str, by_client: bool, on_progress) -> list:
-    """Run the Spark job that writes the view's clients into staging: one summary row per client file."""
+def _write(view: DataFrame, target: str, by_client: bool, on_progress) -> list:
+    """Run the Spark job that writes the view's clients to target: one summary row per client file."""
     prepared = view.select(*KEY_COLUMNS, *CSV_COLUMNS)
     if not by_client:
         prepared = prepared.repartition(max(2, view.sparkSession.sparkContext.defaultParallelism * 2), "client_id")
     prepared = prepared.sortWithinPartitions("client_id", "movement_time", "movement_id")
     with _reporting(view.sparkSession.sparkContext, on_progress):
         try:
-            return sorted(prepared.mapInArrow(_task_writer(staging), _SUMMARY_SCHEMA).collect(), key=lambda r: r.client_id)
+            return sorted(prepared.mapInArrow(_task_writer(target), _SUMMARY_SCHEMA).collect(), key=lambda r: r.client_id)
         except Exception as error:  # Py4J and PySpark raise many kinds
             read_error = re.search(r"SourceReadError: (.+)", str(error))
             if read_error:  # a task could not read the source: explained in the task
@@ -410,26 +340,56 @@ def _write(view: DataFrame, staging: str, by_client: bool, on_progress) -> list:
             ) from error
 
 
-def _reject(output_dir: Path, name: str, version: Path, token: str) -> Path:
-    """Keep a version that failed its audit, beside the output, in place of the previous rejected one."""
-    for old in output_dir.glob(f".{name}.rejected-*"):
-        shutil.rmtree(old, ignore_errors=True)
-    rejected = output_dir / f".{name}.rejected-{token}"
-    version.rename(rejected)
-    return rejected
+_PUBLISHED_SCHEMA = "client_id long, " + ", ".join(f"`{name}` string" for name in CSV_COLUMNS)
 
 
-def read_published(spark, folder: Path | str) -> DataFrame:
+def _file_reader(uri: str):
+    """mapInArrow function: the rows of the (file, size) batches' client files under uri, as text."""
+
+    def read(batches):
+        import pyarrow.csv as pa_csv
+
+        options = dict(
+            read_options=pa_csv.ReadOptions(column_names=list(CSV_COLUMNS), skip_rows=1, use_threads=False),
+            parse_options=pa_csv.ParseOptions(newlines_in_values=True),
+            convert_options=pa_csv.ConvertOptions(column_types={c: pa.string() for c in CSV_COLUMNS},
+                                                  strings_can_be_null=True, null_values=[""]))
+        for batch in batches:
+            files = batch.column("file").to_pylist()
+            for file, data in zip(files, read_s3_files(uri, files)):
+                table = pa_csv.read_csv(pa.py_buffer(data), **options) if data.count(b"\n") > 1 or not data.endswith(b"\n") \
+                    else pa.table({c: pa.array([], pa.string()) for c in CSV_COLUMNS})
+                ids = pa.array([int(file[:8])] * table.num_rows, pa.int64())
+                yield pa.RecordBatch.from_arrays([ids, *(table.column(c).combine_chunks() for c in CSV_COLUMNS)],
+                                                 names=["client_id", *CSV_COLUMNS])
+
+    return read
+
+
+def read_published(spark, output: Path | str | Store, name: str | None = None) -> DataFrame:
     """The published per-client files as one DataFrame: client_id, then CSV_COLUMNS as text.
 
-    The folder's symlink is resolved once, so the reader sees one complete version.
-    """
-    version = Path(folder).resolve()
-    if not (version / INDEX_FILE).exists():
-        raise PublishError(f"no published output at {folder}: run the export job first")
+    output: the published folder (a symlink), or a Store. The published version is resolved once, so
+    the reader sees one complete version. Spark reads a local version itself; an S3 version (Spark has
+    no S3 connector here) is read by the tasks with pyarrow (mapInArrow over the version's file list)."""
+    if isinstance(output, Store):
+        store = output
+    else:
+        folder = Path(output)
+        store = open_store(folder.parent, name or folder.name)
+    version = store.published()
+    listed = store.files(version) if version else {}
+    if INDEX_FILE not in listed:
+        raise PublishError(f"no published output at {store.uri()}: run the export job first")
+    local = store.local_folder(version)
+    if local is None:
+        files = sorted((n,) for n in listed if not n.startswith("_"))
+        names = spark.createDataFrame(files, "file string")
+        names = names.repartition(max(1, min(len(files) // 200, spark.sparkContext.defaultParallelism * 2)))
+        return names.mapInArrow(_file_reader(store.uri(version)), _PUBLISHED_SCHEMA)
     schema = ", ".join(f"`{name}` string" for name in CSV_COLUMNS)
     frame = spark.read.csv(  # the folder, not a glob: Spark skips _index.csv and lists 10,000 files fast
-        f"file://{version}", schema=schema, header=True, quote='"', escape='"', multiLine=True, encoding="UTF-8"
+        f"file://{local}", schema=schema, header=True, quote='"', escape='"', multiLine=True, encoding="UTF-8"
     )
     client_id = F.regexp_extract(F.input_file_name(), r"/(\d+)_[^/]*\.csv$", 1).cast("long")
     return frame.select(client_id.alias("client_id"), *CSV_COLUMNS)

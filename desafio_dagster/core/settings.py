@@ -5,9 +5,13 @@ relative path is taken from the directory the process runs in. Reading never cha
 """
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from desafio_dagster.core.errors import DesafioError
 
 
 def _holds_value(text: str) -> bool:
@@ -43,7 +47,8 @@ POSTGRES_URL = Variable("DESAFIO_POSTGRES_URL", "", "libpq URL of the source dat
                         "under DESAFIO_HOME/pgdata)")
 SCHEMA = Variable("DESAFIO_SCHEMA", "sicooperative", "Schema of the four source tables")
 HOME = Variable("DESAFIO_HOME", ".desafio", "The project's working folder: the embedded Postgres and run logs")
-OUTPUT_DIR = Variable("DESAFIO_OUTPUT_DIR", "data", "Output folder: movements_csv is published in it")
+OUTPUT_DIR = Variable("DESAFIO_OUTPUT_DIR", "data", "Where movements_csv is published: a local folder, or "
+                      "s3://bucket/prefix (credentials and endpoint from the standard AWS_* variables)")
 SPARK_MASTER = Variable("DESAFIO_SPARK_MASTER", "local[*]", "Spark master URL: local[*], or spark://host:7077")
 VARIABLES = (POSTGRES_URL, SCHEMA, HOME, OUTPUT_DIR, SPARK_MASTER)
 
@@ -69,4 +74,52 @@ def read(environ: Mapping[str, str] | None = None) -> Settings:
         home=HOME.path(environ=environ),
         output_dir=OUTPUT_DIR.path(environ=environ),
         spark_master=SPARK_MASTER.value(environ=environ),
+    )
+
+
+class SettingError(DesafioError):
+    """A setting holds a value the project cannot use."""
+
+
+OUTPUT_FORMS = "a local folder (e.g. ./data or /srv/exports, or file:///srv/exports) or s3://bucket/prefix"
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
+_S3 = re.compile(r"^s3://([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(/[^?#]*)?$")
+
+
+@dataclass(frozen=True)
+class OutputLocation:
+    """Where the output goes: a local folder (path), or an S3 bucket and key prefix."""
+
+    path: Path | None = None
+    bucket: str = ""
+    prefix: str = ""  # no leading or trailing slash; may be empty
+
+    @property
+    def uri(self) -> str:
+        if self.path is not None:
+            return str(self.path)
+        return f"s3://{self.bucket}/{self.prefix}".rstrip("/")
+
+
+def output_location(configured: str = "", environ: Mapping[str, str] | None = None) -> OutputLocation:
+    """DESAFIO_OUTPUT_DIR (or a resource's configured value) checked before anything is written: a local
+    path, file:///path, or s3://bucket/prefix. Any other scheme is refused, never taken as a folder name."""
+    value = OUTPUT_DIR.value(configured, environ).strip()
+    scheme = _SCHEME.match(value)
+    if scheme is None:
+        return OutputLocation(path=Path(value).absolute())
+    kind = scheme.group(1).lower()
+    if kind == "file":
+        parts = urlsplit(value)
+        if value.startswith("file://") and parts.netloc in ("", "localhost") and parts.path.startswith("/"):
+            return OutputLocation(path=Path(unquote(parts.path)))
+    elif kind == "s3":
+        s3 = _S3.match(value)
+        if s3:
+            return OutputLocation(bucket=s3.group(1), prefix=(s3.group(2) or "").strip("/"))
+    raise SettingError(
+        f"{OUTPUT_DIR.name}={value!r} is not a supported output location: use {OUTPUT_FORMS}"
+        + (" (a bucket name is 3 to 63 lower-case letters, digits, dots and hyphens)" if kind == "s3" else "")
+        + (f" (for a local folder whose name holds a colon, write ./{value})" if kind not in ("s3", "file") else "")
+        + "; nothing was written"
     )

@@ -62,11 +62,12 @@ def movements_csv(
     clients that changed since the published version are read and written; the other files are
     carried over (see core/incremental.py)."""
     with user_errors():
+        store = csv_io_manager.store(context.asset_key.path[-1])  # refuses an unsupported location first
         db = postgres.database()
         exported = ExportedSnapshot.open(db, on_wait=context.log.warning)
         try:
             snapshot = exported.snapshot
-            plan = plan_export(csv_io_manager.folder(context.asset_key.path[-1]), snapshot.clients,
+            plan = plan_export(store, snapshot.clients,
                                file_format(CODE_VERSION, config.mask_card_numbers), config.full_refresh, config.clients)
             context.log.info(f"snapshot {snapshot.id}: {snapshot.counts['associado']:,} clients, "
                              f"{snapshot.counts['movimento']:,} movements; {plan.mode} export ({plan.reason}): "
@@ -81,7 +82,7 @@ def movements_csv(
                 movements = snapshot.movements(only)
                 # The export's size decides the local JVM's compiler (see start_session), so Spark
                 # starts after the snapshot: its figures take 0.3 s at 1M movements.
-                session = spark.session(db.task_environment(), rows=movements)
+                session = spark.session({**db.task_environment(), **store.task_environment()}, rows=movements)
                 slots = session.sparkContext.defaultParallelism
                 parts = partitions_for(movements, slots, postgres.max_export_connections)
                 exported.check_connections(parts, slots)

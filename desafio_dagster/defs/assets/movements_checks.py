@@ -2,14 +2,13 @@
 (recorded with the materialization), never against live tables another run may have replaced;
 and a warning when the source has changed since."""
 
-from pathlib import Path
-
 import dagster as dg
 
-from desafio_dagster.core.audit import MANIFEST_FILE, RULES, audit, read_manifest
+from desafio_dagster.core.audit import MANIFEST_FILE, RULES, audit, parse_manifest
 from desafio_dagster.core.errors import DesafioError
 from desafio_dagster.core.incremental import verified_scans
-from desafio_dagster.defs.io_managers.per_client_csv import PerClientCsvIOManager, file_sha256
+from desafio_dagster.core.store import Store
+from desafio_dagster.defs.io_managers.per_client_csv import PerClientCsvIOManager, sha256
 from desafio_dagster.defs.resources.postgres import PostgresResource
 
 ASSET = dg.AssetKey("movements_csv")
@@ -25,19 +24,22 @@ class _NoEvidence(DesafioError):
     """The published version cannot be tied to a materialization's snapshot."""
 
 
-def _published_version(instance: dg.DagsterInstance, folder: Path) -> tuple[Path, dict]:
-    """The version folder the latest materialization recorded, checked against what is published."""
+def _published_version(instance: dg.DagsterInstance, store: Store) -> tuple[str, bytes, dict]:
+    """The version the latest materialization recorded, checked against what is published (resolved
+    once): its name, its _snapshot.csv, and the materialization's metadata."""
     event = instance.get_latest_materialization_event(ASSET)
     if event is None or event.asset_materialization is None:
         raise _NoEvidence("movements_csv has never been materialized here: run the export job")
     metadata = {key: value.value for key, value in event.asset_materialization.metadata.items()}
-    version = Path(metadata["version"])
-    if folder.resolve() != version.resolve():
-        raise _NoEvidence(f"{folder} points at {folder.resolve()}, not at {version}, the version the latest "
-                          f"materialization published: the output was changed outside the export job")
-    if file_sha256(version / MANIFEST_FILE) != metadata["snapshot_manifest_sha256"]:
-        raise _NoEvidence(f"{version / MANIFEST_FILE} no longer holds the figures the export recorded")
-    return version, metadata
+    version = store.published()
+    if version is None or store.uri(version) != metadata["version"]:
+        raise _NoEvidence(f"{store.uri()} points at {store.uri(version) if version else 'nothing'}, not at "
+                          f"{metadata['version']}, the version the latest materialization published: the output "
+                          f"was changed outside the export job")
+    manifest = store.read(version, MANIFEST_FILE)
+    if sha256(manifest) != metadata["snapshot_manifest_sha256"]:
+        raise _NoEvidence(f"{store.uri(version, MANIFEST_FILE)} no longer holds the figures the export recorded")
+    return version, manifest, metadata
 
 
 @dg.multi_asset_check(specs=SPECS, name="movements_csv_checks")
@@ -48,14 +50,15 @@ def movements_csv_checks(
 ):
     """Read the published files back and compare them with the exported snapshot's figures."""
     try:
-        version, metadata = _published_version(context.instance, csv_io_manager.folder(ASSET.path[-1]))
-    except (_NoEvidence, OSError) as error:
+        store = csv_io_manager.store(ASSET.path[-1])
+        version, manifest, metadata = _published_version(context.instance, store)
+    except (DesafioError, OSError) as error:
         for name in RULES:
             yield dg.AssetCheckResult(check_name=name, passed=False, description=str(error))
     else:
-        expected = read_manifest(version / MANIFEST_FILE)
+        expected = parse_manifest(manifest)
         # The files this run wrote, and any changed since it was read back, are read again.
-        scans, read = verified_scans(version, metadata.get("written_in", version.name))
+        scans, read = verified_scans(store, version, metadata.get("written_in", version))
         for finding in audit(scans, expected, metadata["masked_card_numbers"]):
             yield dg.AssetCheckResult(check_name=finding.rule, passed=finding.passed,
                                       metadata={"violations": finding.violations, "detail": finding.detail,

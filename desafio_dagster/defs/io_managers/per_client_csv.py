@@ -1,5 +1,5 @@
-"""Stores the flat view as one CSV per client under DESAFIO_OUTPUT_DIR/<asset name>/ through
-write–audit–publish, and loads it back as a Spark DataFrame."""
+"""Stores the flat view as one CSV per client under DESAFIO_OUTPUT_DIR/<asset name>/ (a local folder or
+s3://bucket/prefix: core/store.py) through write–audit–publish, and loads it back as a Spark DataFrame."""
 
 import hashlib
 import math
@@ -17,6 +17,7 @@ from desafio_dagster.core.extract import ExportedSnapshot, Snapshot
 from desafio_dagster.core.incremental import Plan
 from desafio_dagster.core.progress import tasks_done
 from desafio_dagster.core.publish import Published, publish_per_client, published_as_is, read_published
+from desafio_dagster.core.store import AWS_VARIABLES, Store, open_store
 from desafio_dagster.defs.resources.spark import SparkResource
 from desafio_dagster.defs.utils import metadata_table, user_errors
 
@@ -54,8 +55,8 @@ def rows_histogram(published: Published) -> list[dict]:
             for label, _ in _BANDS]
 
 
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 class PerClientCsvIOManager(dg.ConfigurableIOManager):
@@ -64,13 +65,32 @@ class PerClientCsvIOManager(dg.ConfigurableIOManager):
     base_dir: str = Field(default="", description=settings.OUTPUT_DIR.describe())
     spark: dg.ResourceDependency[SparkResource]
     top_clients: int = Field(default=10, description="Clients listed in the metadata, by rows")
+    s3_environment: list[str] = Field(
+        default=list(AWS_VARIABLES),
+        description="With an s3:// output: the standard AWS variables read from the environment of the run (and "
+                    "passed to Spark's executors, secrets redacted by Spark) for the credentials, region and "
+                    "endpoint. Only their names are shown here, never their values")
 
     def folder(self, asset_name: str) -> Path:
-        """Where an asset's files are published (a symlink to the current version)."""
-        return settings.OUTPUT_DIR.path(self.base_dir) / asset_name
+        """The local folder where an asset is published (a symlink to the current version); SettingError
+        for an S3 output (see store())."""
+        location = settings.output_location(self.base_dir)
+        if location.path is None:
+            raise settings.SettingError(f"{location.uri} is not a local folder: use store({asset_name!r})")
+        return location.path / asset_name
+
+    def store(self, asset_name: str) -> Store:
+        """Where an asset's versions live and which one is published. Raises SettingError for an output
+        location that is not supported, before anything is written."""
+        return open_store(settings.output_location(self.base_dir), asset_name)
 
     def handle_output(self, context: dg.OutputContext, obj: ExportedView) -> None:
-        folder = self.folder(context.asset_key.path[-1])
+        try:
+            with user_errors():
+                store = self.store(context.asset_key.path[-1])
+        except BaseException:
+            obj.exported.close()
+            raise
 
         def progress(done: int, tasks: int, seconds: float) -> None:
             context.log.info(tasks_done(done, tasks, seconds))
@@ -79,16 +99,16 @@ class PerClientCsvIOManager(dg.ConfigurableIOManager):
         with user_errors():
             try:
                 if plan.mode == "unchanged":  # nothing to write: no new version, no Spark
-                    published = published_as_is(folder, plan)
+                    published = published_as_is(store, plan)
                 else:
-                    published = publish_per_client(obj.view, folder.parent, obj.snapshot.clients, folder.name,
+                    published = publish_per_client(obj.view, store, obj.snapshot.clients, store.name,
                                                    masked=obj.masked, by_client=True, on_progress=progress, plan=plan)
             finally:
                 obj.exported.close()  # the tasks have read the snapshot: a waiting populate may go on
         top = sorted(published.files, key=lambda f: (-f.rows, f.client_id))[: self.top_clients]
         context.add_output_metadata({
-            "path": dg.MetadataValue.path(str(published.path.absolute())),
-            "version": dg.MetadataValue.path(str(published.version.absolute())),
+            "path": dg.MetadataValue.path(published.path),
+            "version": dg.MetadataValue.path(published.version),
             "dagster/row_count": published.rows,
             # What this export did: "full", "incremental", or "unchanged" (nothing new was published).
             "export_mode": plan.mode,
@@ -97,7 +117,7 @@ class PerClientCsvIOManager(dg.ConfigurableIOManager):
             "clients_carried": published.carried,
             "clients_removed": published.removed,
             # The version whose files this run wrote: the checks read those back ("" when none).
-            "written_in": published.version.name if published.rewritten else "",
+            "written_in": published.version_name if published.rewritten else "",
             "clients": len(published.files),  # one file each
             "clients_without_movements": sum(1 for f in published.files if f.rows == 0),
             "top_clients_by_rows": metadata_table(
@@ -105,7 +125,7 @@ class PerClientCsvIOManager(dg.ConfigurableIOManager):
             "rows_per_client_histogram": metadata_table(rows_histogram(published), HISTOGRAM_SCHEMA),
             # What the checks judge the published files against: this run's own snapshot.
             "masked_card_numbers": obj.masked,
-            "snapshot_manifest_sha256": file_sha256(published.version / MANIFEST_FILE),
+            "snapshot_manifest_sha256": sha256(store.read(published.version_name, MANIFEST_FILE)),
             "source_fingerprint": dg.MetadataValue.json(obj.snapshot.fingerprint),
             "audit": dg.MetadataValue.json({f.rule: f.detail if not f.passed else "passed" for f in published.audit}
                                            if published.audit else "nothing published: no client changed"),
@@ -117,7 +137,7 @@ class PerClientCsvIOManager(dg.ConfigurableIOManager):
                 "comparison": round(published.audit_seconds, 3)}),
         })
         if plan.mode == "unchanged":
-            context.log.info(f"no client changed: {published.path} stays as it was ({published.version.name})")
+            context.log.info(f"no client changed: {published.path} stays as it was ({published.version_name})")
         else:
             context.log.info(f"audited and published {published.rows:,} rows in {len(published.files):,} files at "
                              f"{published.path}: {published.rewritten:,} written, {published.carried:,} carried, "
@@ -125,4 +145,5 @@ class PerClientCsvIOManager(dg.ConfigurableIOManager):
 
     def load_input(self, context: dg.InputContext) -> DataFrame:
         with user_errors():
-            return read_published(self.spark.session(), self.folder(context.upstream_output.asset_key.path[-1]))
+            store = self.store(context.upstream_output.asset_key.path[-1])
+            return read_published(self.spark.session(store.task_environment()), store)

@@ -1,0 +1,522 @@
+"""Where the versions of the per-client files live: a local folder, or an S3 bucket and prefix. Pure: no Dagster.
+
+publish.py holds the one publication protocol (write, read back, audit, publish, clean up) and
+incremental.py the one plan; a Store holds only what differs between the two backends:
+
+| operation               | LocalStore (DESAFIO_OUTPUT_DIR=/a/folder)     | S3Store (DESAFIO_OUTPUT_DIR=s3://bucket/prefix)   |
+|-------------------------|-----------------------------------------------|---------------------------------------------------|
+| a version               | folder OUTPUT/.<name>.v-<token>/              | keys  prefix/<name>/.v-<token>/...                |
+| a task writes a file    | into its attempt's staging folder, fsynced;   | straight into the version, one PUT per complete   |
+|                         | the driver renames the accepted ones in       | file (a retried attempt PUTs the same bytes; a    |
+|                         |                                               | failed one's unfinished file is never sent)       |
+| stat (for _readback)    | size and mtime_ns                              | size and LastModified, from one LIST              |
+| carry an unchanged file | hard link                                      | server-side copy (CopyObject)                      |
+| publish                 | symlink OUTPUT/<name> swapped by one rename    | pointer object prefix/<name>/_published holding   |
+|                         |                                                | the version's name, written last                  |
+| keep a rejected version | renamed .<name>.rejected-<token>               | named by the object prefix/<name>/_rejected       |
+| one publisher at a time | flock on OUTPUT/.<name>.lock                   | no lock (S3 has no conditional put here): Dagster's|
+|                         |                                                | pool `source_database` runs one export at a time  |
+
+Versions are named by strings (their folder or key prefix name); a reader resolves the published one
+once and reads only that version.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import shutil
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from desafio_dagster.core.errors import DesafioError
+from desafio_dagster.core.settings import OutputLocation
+
+# The standard variables an S3 store reads (never shown with their values): credentials, region, endpoint.
+AWS_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_DEFAULT_REGION",
+                 "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3")
+POINTER_FILE = "_published"  # on S3: the name of the published version, written last
+REJECTED_FILE = "_rejected"  # on S3: the name of the last version that failed its audit, kept for inspection
+
+
+class PublishError(DesafioError):
+    """The output could not be published; the previous output is untouched."""
+
+
+@dataclass(frozen=True)
+class Stat:
+    """What tells a file changed since it was read back: its size and its modification time."""
+
+    size: int
+    mtime_ns: int
+
+
+class Store(ABC):
+    """The versions of one asset's per-client files (name: the asset, e.g. movements_csv)."""
+
+    name: str
+
+    @abstractmethod
+    def uri(self, version: str | None = None, file: str = "") -> str:
+        """Where the published output (no version), a version, or a version's file is, for people."""
+
+    @abstractmethod
+    def version_name(self, token: str) -> str: ...
+
+    @abstractmethod
+    def check_writable(self) -> None:
+        """Raise PublishError, naming what to fix, if versions cannot be written."""
+
+    @abstractmethod
+    def exclusive(self) -> contextlib.AbstractContextManager:
+        """One publisher at a time, where the store can enforce it."""
+
+    @abstractmethod
+    def published(self) -> str | None:
+        """The published version's name (resolved once), or None."""
+
+    @abstractmethod
+    def open_version(self, version: str) -> None: ...
+
+    @abstractmethod
+    def task_target(self, version: str, token: str) -> str:
+        """What the Spark tasks write to (see open_attempt): a string, holding no secret."""
+
+    @abstractmethod
+    def adopt(self, location: str, file: str, version: str) -> None:
+        """Make a file an accepted task attempt wrote at location part of the version."""
+
+    @abstractmethod
+    def end_staging(self, token: str) -> None: ...
+
+    @abstractmethod
+    def files(self, version: str) -> dict[str, Stat]:
+        """Every file of a version, by name (one listing)."""
+
+    @abstractmethod
+    def read(self, version: str, file: str) -> bytes:
+        """A version's file."""
+
+    def read_many(self, version: str, files: list[str]) -> Iterator[bytes]:
+        """The files' bytes, in order (S3: several requests in flight, a bounded number held)."""
+        return (self.read(version, file) for file in files)
+
+    @abstractmethod
+    def write(self, version: str, file: str, data: bytes) -> None: ...
+
+    @abstractmethod
+    def carry(self, source: str, file: str, version: str) -> None:
+        """The same bytes as source's file, into version, without reading them here."""
+
+    @abstractmethod
+    def sync(self, version: str, files: list[str]) -> None:
+        """The version's files are durable before it is published."""
+
+    @abstractmethod
+    def publish(self, version: str) -> str | None:
+        """Make version the published one, atomically for readers; returns the previous one's name."""
+
+    @abstractmethod
+    def reject(self, version: str, token: str) -> str:
+        """Keep a version that failed its audit (in place of the previous rejected one); its uri."""
+
+    @abstractmethod
+    def discard(self, version: str) -> None: ...
+
+    @abstractmethod
+    def remove_leftovers(self, keep: set[str]) -> None:
+        """Versions of killed runs and versions older than the kept ones (the last rejected one stays)."""
+
+    def task_environment(self) -> dict[str, str]:
+        """What the Spark tasks need in their environment (secrets travel as spark.executorEnv.*)."""
+        return {}
+
+    def local_folder(self, version: str) -> Path | None:
+        """The version's folder, when it is one on this machine."""
+        return None
+
+
+def open_store(location: OutputLocation | Path | str, name: str) -> Store:
+    if not isinstance(location, OutputLocation):
+        location = OutputLocation(path=Path(location))
+    if location.path is not None:
+        return LocalStore(location.path, name)
+    return S3Store(location.bucket, location.prefix, name)
+
+
+# --- local folder --------------------------------------------------------------------------
+
+
+def fsync(path: Path) -> None:
+    """Flush a file, or a folder's entries, to disk (where the process that wrote it runs)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class LocalStore(Store):
+    def __init__(self, output_dir: Path | str, name: str):
+        self.output_dir, self.name = Path(output_dir).resolve(), name
+        self.link = self.output_dir / name
+
+    def uri(self, version: str | None = None, file: str = "") -> str:
+        path = self.link if version is None else self.output_dir / version
+        return str(path / file if file else path)
+
+    def version_name(self, token: str) -> str:
+        return f".{self.name}.v-{token}"
+
+    def check_writable(self) -> None:
+        try:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            probe = self.output_dir / f".write-probe-{uuid.uuid4().hex}"
+            probe.touch()
+            probe.unlink()
+        except OSError as error:
+            raise PublishError(
+                f"output folder {self.output_dir} is not writable ({error.strerror or error}): fix its permissions "
+                f"or set DESAFIO_OUTPUT_DIR to a writable folder; the previous output is untouched"
+            ) from None
+
+    @contextlib.contextmanager
+    def exclusive(self):
+        """POSIX flock on a lock file beside the versions; elsewhere, no lock."""
+        try:
+            import fcntl
+        except ImportError:
+            yield
+            return
+        with open(self.output_dir / f".{self.name}.lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def published(self) -> str | None:
+        return self.link.resolve().name if self.link.is_symlink() else None
+
+    def open_version(self, version: str) -> None:
+        (self.output_dir / version).mkdir()
+
+    def task_target(self, version: str, token: str) -> str:
+        return str(self.output_dir / f".{self.name}.staging-{token}")
+
+    def adopt(self, location: str, file: str, version: str) -> None:
+        os.rename(Path(location) / file, self.output_dir / version / file)
+
+    def end_staging(self, token: str) -> None:
+        shutil.rmtree(self.output_dir / f".{self.name}.staging-{token}", ignore_errors=True)
+
+    def files(self, version: str) -> dict[str, Stat]:
+        try:
+            entries = list(os.scandir(self.output_dir / version))
+        except FileNotFoundError:
+            return {}
+        return {e.name: Stat(s.st_size, s.st_mtime_ns) for e in entries if e.is_file() for s in [e.stat()]}
+
+    def read(self, version: str, file: str) -> bytes:
+        return (self.output_dir / version / file).read_bytes()
+
+    def write(self, version: str, file: str, data: bytes) -> None:
+        (self.output_dir / version / file).write_bytes(data)
+
+    def carry(self, source: str, file: str, version: str) -> None:  # the same inode
+        os.link(self.output_dir / source / file, self.output_dir / version / file)
+
+    def sync(self, version: str, files: list[str]) -> None:
+        for file in files:
+            fsync(self.output_dir / version / file)
+        fsync(self.output_dir / version)
+
+    def publish(self, version: str) -> str | None:
+        """Point the link at version with one atomic rename."""
+        link = self.link
+        temporary = self.output_dir / f".{self.name}.link-{uuid.uuid4().hex[:8]}"
+        try:
+            temporary.symlink_to(version)
+            previous = None
+            if link.is_symlink():
+                previous = Path(os.readlink(link)).name
+            elif link.exists():  # a real folder from elsewhere: keep it as the previous version
+                previous = f".{self.name}.v-replaced-{uuid.uuid4().hex[:8]}"
+                link.rename(self.output_dir / previous)
+            os.replace(temporary, link)
+        except OSError as error:
+            temporary.unlink(missing_ok=True)
+            raise PublishError(
+                f"could not publish {link} ({error.strerror or error}): the output folder must allow symlinks "
+                f"and renames; the previous output is untouched"
+            ) from None
+        fsync(self.output_dir)
+        return previous
+
+    def reject(self, version: str, token: str) -> str:
+        for old in self.output_dir.glob(f".{self.name}.rejected-*"):
+            shutil.rmtree(old, ignore_errors=True)
+        rejected = self.output_dir / f".{self.name}.rejected-{token}"
+        (self.output_dir / version).rename(rejected)
+        return str(rejected)
+
+    def discard(self, version: str) -> None:
+        shutil.rmtree(self.output_dir / version, ignore_errors=True)
+
+    def remove_leftovers(self, keep: set[str]) -> None:
+        for path in self.output_dir.glob(f".{self.name}.*"):
+            if path.name in keep or path.name.endswith(".lock") or path.name.startswith(f".{self.name}.rejected-"):
+                continue
+            if path.is_symlink() or path.is_file():
+                path.unlink()
+            else:
+                shutil.rmtree(path, ignore_errors=True)
+
+    def local_folder(self, version: str) -> Path | None:
+        return self.output_dir / version
+
+
+# --- S3 ------------------------------------------------------------------------------------
+
+_FILESYSTEMS: dict = {}
+
+
+def s3_filesystem():
+    """pyarrow's S3FileSystem from the standard AWS variables, one per process (the Spark tasks open their
+    own). Credentials (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN) are read by the AWS SDK
+    from the environment, never passed around; the region from AWS_REGION or AWS_DEFAULT_REGION; the
+    endpoint from AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL, which pyarrow does not read by itself."""
+    from pyarrow import fs
+
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or ""
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    key = (endpoint, region, os.environ.get("AWS_ACCESS_KEY_ID", ""))
+    if key not in _FILESYSTEMS:
+        # allow_delayed_open: a small file is one PutObject on close, not a three-request multipart upload.
+        options = {"region": region, "connect_timeout": 10, "request_timeout": 60, "allow_delayed_open": True,
+                   "check_directory_existence_before_creation": False}
+        if endpoint:
+            parts = urlsplit(endpoint if "://" in endpoint else f"https://{endpoint}")
+            options |= {"endpoint_override": parts.netloc + parts.path.rstrip("/"), "scheme": parts.scheme}
+        _FILESYSTEMS[key] = fs.S3FileSystem(**options)
+    return _FILESYSTEMS[key]
+
+
+def _s3_error(error: Exception, what: str) -> PublishError:
+    names = ", ".join(AWS_VARIABLES)
+    return PublishError(f"{what}: {str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__}. "
+                        f"Check the bucket exists and the credentials and endpoint in the environment ({names}) "
+                        f"allow it; the previous output is untouched")
+
+
+class S3Store(Store):
+    def __init__(self, bucket: str, prefix: str, name: str):
+        self.bucket, self.prefix, self.name = bucket, prefix, name
+        self.base = "/".join(part for part in (bucket, prefix, name) if part)  # pyarrow's path: bucket/key
+
+    @property
+    def fs(self):
+        return s3_filesystem()
+
+    def uri(self, version: str | None = None, file: str = "") -> str:
+        return "s3://" + "/".join(part for part in (self.base, version, file) if part)
+
+    def _path(self, version: str, file: str = "") -> str:
+        return "/".join(part for part in (self.base, version, file) if part)
+
+    def version_name(self, token: str) -> str:
+        return f".v-{token}"
+
+    def check_writable(self) -> None:
+        """The bucket exists, the endpoint answers and the credentials are accepted (a HEAD and a listing;
+        a probe object would leave a directory marker behind once deleted)."""
+        from pyarrow import fs
+
+        try:
+            bucket = self.fs.get_file_info(self.bucket)
+            if bucket.type == fs.FileType.NotFound:
+                raise PublishError(f"cannot use {self.uri()}: the bucket {self.bucket} does not exist at the endpoint "
+                                   f"({', '.join(AWS_VARIABLES[-2:])}, else AWS's): create it, or fix "
+                                   f"DESAFIO_OUTPUT_DIR; nothing was written")
+            self.fs.get_file_info(fs.FileSelector(self.base, allow_not_found=True))
+        except OSError as error:
+            raise _s3_error(error, f"cannot use {self.uri()}") from None
+
+    def exclusive(self):
+        # No lock: S3 offers no conditional put here; Dagster's pool `source_database` runs one export
+        # at a time, and a publisher only ever writes the pointer of a version it completed and audited.
+        return contextlib.nullcontext()
+
+    def _name_in(self, file: str) -> str | None:
+        try:
+            with self.fs.open_input_stream(self._path(file)) as handle:
+                name = handle.read().decode().strip()
+        except FileNotFoundError:
+            return None
+        except OSError as error:
+            raise _s3_error(error, f"cannot read {self.uri(file=file)}") from None
+        return name if name.startswith(".v-") and "/" not in name else None
+
+    def published(self) -> str | None:
+        return self._name_in(POINTER_FILE)
+
+    def open_version(self, version: str) -> None:
+        pass  # no folders: a key prefix
+
+    def task_target(self, version: str, token: str) -> str:
+        return self.uri(version)
+
+    def adopt(self, location: str, file: str, version: str) -> None:
+        if location != self.uri(version):
+            raise PublishError(f"a task wrote {file} at {location}, not in the version {self.uri(version)}")
+
+    def end_staging(self, token: str) -> None:
+        pass  # nothing staged: the tasks wrote into the version
+
+    def files(self, version: str) -> dict[str, Stat]:
+        from pyarrow import fs
+
+        try:
+            infos = self.fs.get_file_info(fs.FileSelector(self._path(version), allow_not_found=True))
+        except OSError as error:
+            raise _s3_error(error, f"cannot list {self.uri(version)}") from None
+        return {i.base_name: Stat(i.size, i.mtime_ns or 0) for i in infos if i.type == fs.FileType.File}
+
+    def read(self, version: str, file: str) -> bytes:
+        return _s3_read(self.fs, self._path(version, file))
+
+    def read_many(self, version: str, files: list[str]) -> Iterator[bytes]:
+        return _prefetch(lambda file: self.read(version, file), files)
+
+    def write(self, version: str, file: str, data: bytes) -> None:
+        with self.fs.open_output_stream(self._path(version, file)) as out:
+            out.write(data)
+
+    def carry(self, source: str, file: str, version: str) -> None:  # CopyObject: the bytes stay in S3
+        self.fs.copy_file(self._path(source, file), self._path(version, file))
+
+    def sync(self, version: str, files: list[str]) -> None:
+        pass  # a PUT that returned is durable
+
+    def publish(self, version: str) -> str | None:
+        previous = self.published()
+        try:
+            self.write("", POINTER_FILE, f"{version}\n".encode())
+        except OSError as error:
+            raise _s3_error(error, f"could not publish {self.uri()}") from None
+        return previous
+
+    def reject(self, version: str, token: str) -> str:
+        old = self._name_in(REJECTED_FILE)
+        self.write("", REJECTED_FILE, f"{version}\n".encode())
+        if old and old != version:
+            self.discard(old)
+        return self.uri(version)
+
+    def discard(self, version: str) -> None:
+        with contextlib.suppress(OSError):
+            self.fs.delete_dir(self._path(version))
+
+    def remove_leftovers(self, keep: set[str]) -> None:
+        from pyarrow import fs
+
+        rejected = self._name_in(REJECTED_FILE)
+        infos = self.fs.get_file_info(fs.FileSelector(self.base, allow_not_found=True))
+        for info in infos:
+            name = info.base_name
+            if info.type == fs.FileType.Directory and name.startswith(".v-") and name not in keep | {rejected}:
+                self.discard(name)
+
+    def task_environment(self) -> dict[str, str]:
+        return {name: os.environ[name] for name in AWS_VARIABLES if os.environ.get(name, "").strip()}
+
+
+def _s3_read(filesystem, path: str) -> bytes:
+    with filesystem.open_input_stream(path) as handle:  # a HEAD and a GET
+        return handle.read()
+
+
+_IN_FLIGHT = 8  # S3 requests a process keeps in flight: each waits on the network, not the GIL
+
+
+def _prefetch(read: Callable[[str], bytes], files: list[str], ahead: int = 64) -> Iterator[bytes]:
+    """read(file) of each file, in order, with _IN_FLIGHT reads at a time and at most `ahead` files held."""
+    with ThreadPoolExecutor(max_workers=_IN_FLIGHT) as pool:
+        for start in range(0, len(files), ahead):
+            yield from pool.map(read, files[start : start + ahead])
+
+
+# --- what a Spark task attempt writes to -------------------------------------------------------
+
+
+class _LocalAttempt:  # the Spark task's side of LocalStore
+    """A folder of the attempt's own in the staging folder; the driver renames the accepted files in."""
+
+    def __init__(self, staging: str, partition: int, attempt: int):
+        self.folder = Path(staging) / f"part-{partition:05d}-attempt-{attempt}"
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.location = str(self.folder)
+
+    def open(self, file: str):
+        return open(self.folder / file, "wb")
+
+    def close(self, file: str, handle) -> None:
+        handle.close()
+
+    def finish(self, files: list[str]) -> None:
+        with ThreadPoolExecutor(max_workers=8) as pool:  # fsync waits on the disk, not the GIL
+            list(pool.map(fsync, [*(self.folder / f for f in files), self.folder]))  # before the driver links them
+
+    def read_many(self, files: list[str]) -> Iterator[bytes]:
+        return ((self.folder / file).read_bytes() for file in files)
+
+
+class _S3Attempt:  # the Spark task's side of S3Store
+    """Straight into the version's prefix: each file is one PUT when its handle closes, _IN_FLIGHT at a time."""
+
+    def __init__(self, uri: str):
+        self.location, self.path, self.fs = uri, uri.removeprefix("s3://"), s3_filesystem()
+        self.pool, self.pending = ThreadPoolExecutor(max_workers=_IN_FLIGHT), []
+
+    def open(self, file: str):
+        # In memory until complete: a failed attempt's half-written file is dropped, never uploaded
+        # (closing, or just dropping, a pyarrow S3 stream would upload what it holds).
+        return io.BytesIO()
+
+    def close(self, file: str, handle) -> None:
+        if len(self.pending) >= 4 * _IN_FLIGHT:  # bounded: each holds its file's bytes until sent
+            self.pending.pop(0).result()
+        self.pending.append(self.pool.submit(self._put, file, handle.getvalue()))
+        handle.close()
+
+    def _put(self, file: str, data: bytes) -> None:
+        with self.fs.open_output_stream(f"{self.path}/{file}") as out:
+            out.write(data)
+
+    def finish(self, files: list[str]) -> None:
+        try:
+            for put in self.pending:
+                put.result()
+        finally:
+            self.pending.clear()
+            self.pool.shutdown()
+
+    def read_many(self, files: list[str]) -> Iterator[bytes]:
+        return _prefetch(lambda file: _s3_read(self.fs, f"{self.path}/{file}"), files)
+
+
+def open_attempt(target: str, partition: int, attempt: int):
+    """In a Spark task: where its files go (target: Store.task_target)."""
+    return _S3Attempt(target) if target.startswith("s3://") else _LocalAttempt(target, partition, attempt)
+
+
+def read_s3_files(uri: str, files: list[str]) -> list[bytes]:
+    """In a Spark task: the bytes of files under a version's uri."""
+    filesystem, path = s3_filesystem(), uri.removeprefix("s3://")
+    return [_s3_read(filesystem, f"{path}/{file}") for file in files]

@@ -1,0 +1,250 @@
+"""movements_csv published to S3 (a real S3 server, moto's, on loopback): the same contract as on a local
+disk. The tasks write straight to the bucket; a version is published by a pointer object written last;
+readers resolve the pointer once. Read back here with boto3, not with the project's store."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from pyspark.sql import functions as F
+
+from desafio_dagster.core.audit import AuditError
+from desafio_dagster.core.incremental import parse_readback
+from desafio_dagster.core.layout import INDEX_FILE, parse_index
+from desafio_dagster.core.publish import publish_per_client
+from desafio_dagster.core.settings import OutputLocation
+from desafio_dagster.core.store import open_store
+from desafio_dagster_tests.helpers import (
+    CONTRACT,
+    FULL_REFRESH,
+    SPEC,
+    dagster_cli,
+    expected_files,
+    export_checks,
+    exported_view,
+    failed_run_message,
+    run,
+    start_dagster_cli,
+)
+
+
+@pytest.fixture
+def on_s3(s3, env_home, monkeypatch):
+    """DESAFIO_OUTPUT_DIR=s3://bucket/exports, from a working directory that must stay empty. A Spark
+    session an earlier test left active is stopped: getOrCreate would reuse its SparkContext, whose
+    executor environment (spark.executorEnv.*) predates this test's AWS variables."""
+    from pyspark.sql import SparkSession
+
+    if (active := SparkSession.getActiveSession()) is not None:
+        active.stop()
+    monkeypatch.setenv("DESAFIO_OUTPUT_DIR", s3.output_dir)
+    cwd = env_home / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    return s3
+
+
+def _export(run_config: dict | None = None, instance=None) -> tuple[dg.ExecuteInProcessResult, dict]:
+    result = run("export", run_config, instance)
+    assert result.success, failed_run_message(result) if not result.success else ""
+    metadata = result.asset_materializations_for_node("movements_csv")[0].metadata
+    return result, {key: value.value for key, value in metadata.items()}
+
+
+def _nothing_local(env_home: Path) -> None:
+    assert list((env_home / "cwd").iterdir()) == [], "no local copy of the output"
+    assert not (env_home / "data").exists()
+
+
+@pytest.fixture
+def published_s3(on_s3, source, env_home):
+    """A first export to S3: (its version, its files' bytes)."""
+    _, metadata = _export()
+    version = on_s3.published()
+    assert metadata["version"] == f"{on_s3.output_dir}/movements_csv/{version}"
+    return version, on_s3.snapshot()
+
+
+def _session_with_aws_env():
+    """A local Spark session whose tasks have the AWS variables (as spark.executorEnv.*, like the export's)."""
+    from pyspark.sql import SparkSession
+
+    from desafio_dagster.core.spark_session import start_session
+
+    if (active := SparkSession.getActiveSession()) is not None:
+        active.stop()
+    env = {f"spark.executorEnv.{k}": v for k, v in os.environ.items() if k.startswith("AWS_")}
+    return start_session("local[2]", env)
+
+
+@pytest.mark.parametrize("mask", [True, False])
+def test_s3_files_equal_the_sql_oracle_and_the_checks_pass(on_s3, source, env_home, mask):
+    result, metadata = _export({"ops": {"movements_csv": {"config": {"mask_card_numbers": mask}}}})
+    expected = expected_files(source, mask)
+    assert on_s3.published_files() == expected
+    version = on_s3.published()
+    assert version.startswith(".v-")
+    index = parse_index(on_s3.get(f"exports/movements_csv/{version}/{INDEX_FILE}"))
+    assert sorted(index) == sorted(expected) and index["00000001_joao-jota-conceicao-filho.csv"].nome == 'João "Jota"'
+    assert metadata["path"] == f"{on_s3.output_dir}/movements_csv"
+    assert (metadata["export_mode"], metadata["clients_rewritten"], metadata["dagster/row_count"]) == (
+        "full", SPEC.clients, sum(map(len, expected.values())))
+    evaluations = result.get_asset_check_evaluations()
+    assert {(e.asset_key.to_user_string(), e.check_name) for e in evaluations} == export_checks()
+    assert all(e.passed for e in evaluations)
+    # Only the pointer and the one version: no staging, no probe left behind.
+    assert {key.split("/")[2] for key in on_s3.keys("exports/movements_csv/")} - {""} == {"_published", version}
+    _nothing_local(env_home)
+
+
+def test_the_io_manager_reads_the_published_s3_version(published_s3, source, env_home):
+    from desafio_dagster.defs.io_managers.per_client_csv import PerClientCsvIOManager
+    from desafio_dagster.defs.resources.spark import SparkResource
+
+    manager = PerClientCsvIOManager(spark=SparkResource(master="local[2]"))
+    context = dg.build_input_context(asset_key=dg.AssetKey("movements_csv"),
+                                     upstream_output=dg.build_output_context(asset_key=dg.AssetKey("movements_csv")))
+    frame = manager.load_input(context)
+    assert frame.columns == ["client_id", *CONTRACT]
+    rows = frame.orderBy("client_id", "data_movimento").collect()
+    expected = expected_files(source, True)
+    assert len(rows) == sum(map(len, expected.values()))
+    first = next(r for r in rows if r.client_id == 1)
+    assert [first[c] for c in CONTRACT] == expected["00000001_joao-jota-conceicao-filho.csv"][0]
+    manager.spark.teardown_after_execution(None)
+
+
+def test_a_failed_audit_on_s3_publishes_nothing_and_keeps_the_rejected_version(published_s3, on_s3, source):
+    version, files = published_s3
+    store = open_store(OutputLocation(bucket=on_s3.bucket, prefix="exports"), "movements_csv")
+    spark = _session_with_aws_env()
+    try:
+        with exported_view(source, spark) as (view, exported):
+            victim = view.filter("movement_id IS NOT NULL").agg(F.min("client_id")).first()[0]
+            broken = view.unionByName(view.filter(F.col("client_id") == victim))  # its rows twice
+            with pytest.raises(AuditError) as raised:
+                publish_per_client(broken, store, exported.clients)
+            first = on_s3.get("exports/movements_csv/_rejected").decode().strip()
+            assert "client_totals_match_snapshot" in str(raised.value) and "Nothing was published" in str(raised.value)
+            assert f"exports/movements_csv/{first}" in str(raised.value)
+            assert on_s3.published() == version and on_s3.snapshot() == files
+            assert on_s3.version_files(first), "the rejected version is kept for inspection"
+            with pytest.raises(AuditError):  # only the last rejected version is kept
+                publish_per_client(broken, store, exported.clients)
+    finally:
+        spark.stop()
+    second = on_s3.get("exports/movements_csv/_rejected").decode().strip()
+    assert second != first and not on_s3.version_files(first) and on_s3.version_files(second)
+    assert on_s3.published() == version and on_s3.snapshot() == files
+
+
+def test_incremental_export_on_s3_copies_unchanged_files_and_equals_a_full_export(published_s3, on_s3, source):
+    first, _ = published_s3
+    with source.connect() as conn:
+        conn.execute("INSERT INTO movimento SELECT max(id) + 1, -9.99, 'nova', '2025-12-31 09:00', "
+                     "(SELECT min(k.id) FROM cartao k JOIN conta c ON c.id = k.id_conta WHERE c.id_associado = 3) "
+                     "FROM movimento")
+        conn.execute("UPDATE associado SET nome = 'Renomeada' WHERE id = 12")
+    result, metadata = _export()
+    assert (metadata["export_mode"], metadata["clients_rewritten"], metadata["clients_carried"]) == (
+        "incremental", 2, SPEC.clients - 2)
+    second = on_s3.published()
+    assert second != first
+    records = parse_readback(on_s3.get(f"exports/movements_csv/{second}/_readback.csv"))
+    written = {name for name, r in records.items() if r.written_in == second}
+    assert {name[:8] for name in written} == {"00000003", "00000012"}
+    assert {r.written_in for name, r in records.items() if name not in written} == {first}, "carried, not rewritten"
+    assert on_s3.published_files() == expected_files(source, True)
+    assert all(c.passed for c in result.get_asset_check_evaluations())
+    assert {c.metadata["files_read"].value for c in result.get_asset_check_evaluations() if "files_read" in c.metadata} == {2}
+
+    incremental = on_s3.snapshot()
+    _, metadata = _export()  # nothing changed: nothing published
+    assert metadata["export_mode"] == "unchanged" and on_s3.published() == second
+    _, full = _export(FULL_REFRESH)
+    assert (full["export_mode"], full["clients_rewritten"]) == ("full", SPEC.clients)
+    assert on_s3.published() != second
+    assert on_s3.snapshot() == incremental, "byte-identical to a full export of the same snapshot"
+    # The current and the previous version stay; the first is gone.
+    versions = {key.split("/")[2] for key in on_s3.keys("exports/movements_csv/.v-")}
+    assert versions == {second, on_s3.published()}
+
+
+def test_a_killed_export_leaves_the_published_s3_version_as_it_was(published_s3, on_s3, env_home, tmp_path):
+    version, files = published_s3
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "dagster")}
+    Path(env["DAGSTER_HOME"]).mkdir()
+    config = tmp_path / "full.yaml"
+    config.write_text(json.dumps(FULL_REFRESH))
+    process = start_dagster_cli("export", "-c", str(config), env=env, cwd=env_home / "cwd")
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and process.poll() is None:  # until the new version has files
+            if any(key.split("/")[2] != version for key in on_s3.keys("exports/movements_csv/.v-")):
+                break
+            time.sleep(0.05)
+        assert process.poll() is None, "the run ended before it wrote anything"
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    assert on_s3.published() == version and on_s3.snapshot() == files
+    leftovers = {key.split("/")[2] for key in on_s3.keys("exports/movements_csv/.v-")} - {version}
+    assert leftovers, "the killed run had started a version"
+    _export(FULL_REFRESH)  # the next run removes what the killed one left
+    versions = {key.split("/")[2] for key in on_s3.keys("exports/movements_csv/.v-")}
+    assert versions == {version, on_s3.published()} and not versions & leftovers
+    assert on_s3.snapshot() == files
+
+
+def test_the_s3_secret_reaches_the_tasks_and_appears_nowhere_else(on_s3, source, env_home, tmp_path):
+    events, conf, dagster_home = tmp_path / "spark-events", tmp_path / "spark-conf", tmp_path / "dagster"
+    for folder in (events, conf, dagster_home):
+        folder.mkdir()
+    (conf / "spark-defaults.conf").write_text(f"spark.eventLog.enabled true\nspark.eventLog.dir file://{events}\n"
+                                              "spark.eventLog.compress false\n")
+    env = {**os.environ, "DAGSTER_HOME": str(dagster_home), "SPARK_CONF_DIR": str(conf)}
+    code, out = dagster_cli("export", env=env, cwd=env_home / "cwd")
+    assert code == 0, out[-4000:]
+    assert on_s3.published_files() == expected_files(source, True)
+    _nothing_local(env_home)
+
+    spark_log = "\n".join(p.read_text() for p in events.rglob("*") if p.is_file())
+    assert '"spark.executorEnv.AWS_SECRET_ACCESS_KEY":"*********(redacted)"' in spark_log.replace(" ", ""), \
+        "the secret key travels to the tasks as a redacted executor environment variable"
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        [record] = instance.get_runs()
+        dagster_events = "\n".join(dg.serialize_value(entry) for entry in instance.all_logs(record.run_id))
+        run_config = json.dumps(record.run_config)
+    files = "\n".join(p.read_text(errors="replace") for p in dagster_home.rglob("*") if p.is_file() and p.suffix != ".db")
+    assert f"{on_s3.output_dir}/movements_csv/.v-" in dagster_events, "the metadata names the version"
+    places = {"Spark event log": spark_log, "Dagster event log and metadata": dagster_events, "run config": run_config,
+              "Dagster's compute logs and storage files": files, "the run's output": out}
+    for place, text in places.items():
+        assert on_s3.secret not in text, f"the secret key appears in {place}"
+
+
+def test_a_missing_bucket_fails_clearly_and_writes_nothing(on_s3, source, env_home, monkeypatch):
+    monkeypatch.setenv("DESAFIO_OUTPUT_DIR", "s3://no-such-bucket/exports")
+    message = failed_run_message(run("export"))
+    assert "s3://no-such-bucket/exports/movements_csv" in message and "bucket no-such-bucket does not exist" in message
+    assert on_s3.secret not in message
+    _nothing_local(env_home)
+
+
+def test_the_cli_summary_prints_the_s3_version_and_how_to_read_it(on_s3, source, env_home, tmp_path):
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "dagster")}
+    done = subprocess.run([sys.executable, "-m", "desafio_dagster.cli", "run", "--job", "export"], env=env,
+                          cwd=env_home / "cwd", capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    version = on_s3.published()
+    assert f"{on_s3.output_dir}/movements_csv/{version}" in done.stdout
+    assert f"the version named in {on_s3.output_dir}/movements_csv/_published" in done.stdout
+    assert on_s3.secret not in done.stdout + done.stderr
+    assert on_s3.published_files() == expected_files(source, True)
+    assert list((env_home / "cwd").iterdir()) == []
