@@ -58,7 +58,7 @@ check: install-dev
 
 # The quick loop: every test that needs no Docker, browser or cluster, spread over 3 processes
 # (most of their time is spent waiting on Postgres, the JVM and subprocesses).
-QUICK = $(BIN)/python -m pytest -m "not system" -n 3
+QUICK = $(BIN)/python -m pytest -m "not system" -n 3 --durations=15
 
 test-quick: java check
 	$(QUICK) $(PYTEST_ARGS)
@@ -66,7 +66,7 @@ test-quick: java check
 # The whole suite: the quick loop, then the system tests (desafio_dagster_tests/system/) one at a time.
 test: test-tools check
 	$(QUICK) $(PYTEST_ARGS)
-	$(BIN)/python -m pytest -m system $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m system --durations=15 $(PYTEST_ARGS)
 
 ui: java install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dagster dev
