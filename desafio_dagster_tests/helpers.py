@@ -79,6 +79,15 @@ def run(job: str, run_config: dict | None = None, instance: dg.DagsterInstance |
     )
 
 
+def export(run_config: dict | None = None, instance: dg.DagsterInstance | None = None
+           ) -> tuple[dg.ExecuteInProcessResult, dict]:
+    """The export job, in this process, which must succeed: (its result, movements_csv's metadata values)."""
+    result = run("export", run_config, instance)
+    assert result.success, failure_message(result)
+    metadata = result.asset_materializations_for_node("movements_csv")[0].metadata
+    return result, {key: value.value for key, value in metadata.items()}
+
+
 # The export's run config that rewrites every file, even when nothing changed since the last export.
 FULL_REFRESH = {"ops": {"movements_csv": {"config": {"full_refresh": True}}}}
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from itertools import accumulate
@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
 from desafio_dagster.core.errors import DesafioError
-from desafio_dagster.core.layout import CSV_COLUMNS, HEADER, client_file_name
+from desafio_dagster.core.layout import CSV_COLUMNS, HEADER, client_file_name, csv_bytes
 
 MANIFEST_FILE = "_snapshot.csv"  # in each version: what the source snapshot held, per client
 MANIFEST_COLUMNS = ("client_id", "file", "rows", "vlr_transacao_total", "fingerprint")
@@ -56,11 +56,8 @@ def expected_figures(rows: Iterable[tuple[int, str, str, int, Decimal, int]]) ->
 
 def manifest_bytes(expected: dict[str, ClientFigures]) -> bytes:
     """_snapshot.csv's bytes."""
-    text = io.StringIO(newline="")
-    writer = csv.writer(text, lineterminator="\n")
-    writer.writerow(MANIFEST_COLUMNS)
-    writer.writerows((f.client_id, f.file, f.rows, f"{f.total:.2f}", f.fingerprint) for f in expected.values())
-    return text.getvalue().encode("utf-8")
+    return csv_bytes(MANIFEST_COLUMNS,
+                     ((f.client_id, f.file, f.rows, f"{f.total:.2f}", f.fingerprint) for f in expected.values()))
 
 
 def parse_manifest(data: bytes) -> dict[str, ClientFigures]:
@@ -69,14 +66,6 @@ def parse_manifest(data: bytes) -> dict[str, ClientFigures]:
     fingerprint = columns.index("fingerprint") if "fingerprint" in columns else None
     return {row[1]: ClientFigures(int(row[0]), row[1], int(row[2]), Decimal(row[3]),
                                   0 if fingerprint is None else int(row[fingerprint])) for row in rows}
-
-
-def write_manifest(path: Path, expected: dict[str, ClientFigures]) -> None:
-    Path(path).write_bytes(manifest_bytes(expected))
-
-
-def read_manifest(path: Path) -> dict[str, ClientFigures]:
-    return parse_manifest(Path(path).read_bytes())
 
 
 @dataclass(frozen=True)
@@ -123,18 +112,21 @@ def scan_bytes(data: bytes) -> FileScan:
         return _scan(data, None)
 
 
-def scan_files(paths: list, batch_bytes: int = 16 << 20, read: Callable[[object], bytes] | None = None) -> list[FileScan]:
-    """Read many client files back, parsing them in one pass where that is exact: a body without a
-    quote has one record per line (the generator writes none that need quoting), so the records of
+def scan_files(paths: list[Path], batch_bytes: int = 16 << 20) -> list[FileScan]:
+    """Read many local client files back (see scan_many)."""
+    return scan_many((Path(path).read_bytes() for path in paths), batch_bytes)
+
+
+def scan_many(datas: Iterable[bytes], batch_bytes: int = 16 << 20) -> list[FileScan]:
+    """Many client files' bytes read back, in order, parsed in one pass where that is exact: a body without
+    a quote has one record per line (the generator writes none that need quoting), so the records of
     the joined bodies split back into files by line counts. Files with quotes, a body not ending in
-    a newline, or a batch that does not parse, are read one by one. At most batch_bytes are held.
-    read: how to get a file's bytes (default: paths are local files)."""
-    read = read or (lambda path: Path(path).read_bytes())
+    a newline, or a batch that does not parse, are parsed one by one. At most batch_bytes are held."""
     scans: list[FileScan] = []
     batch: list[bytes] = []
     held = 0
-    for path in paths:
-        batch.append(read(path))
+    for data in datas:
+        batch.append(data)
         held += len(batch[-1])
         if held >= batch_bytes:
             scans += _scan_batch(batch)

@@ -31,7 +31,15 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from desafio_dagster.core.audit import ClientFigures, expected_figures
 from desafio_dagster.core.errors import TransientError, first_line
-from desafio_dagster.core.source_db import TABLES, SourceDatabase, SourceDatabaseError, describe, identifiers, row_hash
+from desafio_dagster.core.source_db import (
+    POPULATE_FIRST,
+    TABLES,
+    SourceDatabase,
+    SourceDatabaseError,
+    describe,
+    identifiers,
+    row_hash,
+)
 
 _TIMESTAMP = pa.timestamp("us")
 SOURCE_SCHEMAS = {
@@ -119,8 +127,7 @@ class Snapshot:
     def client_ranges(self, parts: int, only: set[int] | None = None) -> list[Clients]:
         """At most `parts` ranges of client ids in order, about equal in movements (a client weighs one
         movement at least: it has a file to write); of the clients in `only`, if given."""
-        figures = sorted((f for f in self.clients.values() if only is None or f.client_id in only),
-                         key=lambda f: f.client_id)
+        figures = sorted(self._of(only), key=lambda f: f.client_id)
         weights = [max(f.rows, 1) for f in figures]
         share, ranges, first, done = sum(weights) / max(parts, 1), [], 0, 0
         for index, weight in enumerate(weights):
@@ -132,10 +139,14 @@ class Snapshot:
         return ranges
 
     def movements(self, only: set[int] | None = None) -> int:
-        return sum(f.rows for f in self.clients.values() if only is None or f.client_id in only)
+        return sum(f.rows for f in self._of(only))
 
     def without_movements(self, only: set[int] | None = None) -> list[int]:
-        return sorted(f.client_id for f in self.clients.values() if f.rows == 0 and (only is None or f.client_id in only))
+        return sorted(f.client_id for f in self._of(only) if f.rows == 0)
+
+    def _of(self, only: set[int] | None) -> Iterator[ClientFigures]:
+        """The figures of the clients in only, or of every client."""
+        return (f for f in self.clients.values() if only is None or f.client_id in only)
 
 
 def partitions_for(movements: int, task_slots: int, max_connections: int = 0) -> int:
@@ -176,7 +187,7 @@ class ExportedSnapshot:
             counts = {table: rows for table, (rows, _, _) in fingerprint.items()}
             if counts["associado"] == 0:
                 raise SourceDatabaseError(
-                    f"the source database {db} has no clients (associado is empty): run the populate job first")
+                    f"the source database {db} has no clients (associado is empty): {POPULATE_FIRST}")
             snapshot = Snapshot(snapshot_id, counts, clients, fingerprint, time.monotonic() - started)
             return cls(db, conn, snapshot, closing.pop_all())  # open until close()
 

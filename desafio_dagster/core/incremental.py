@@ -23,11 +23,10 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from pathlib import Path
 
-from desafio_dagster.core.audit import MANIFEST_FILE, ClientFigures, FileScan, parse_manifest, scan_files
+from desafio_dagster.core.audit import MANIFEST_FILE, ClientFigures, FileScan, parse_manifest, scan_many
 from desafio_dagster.core.errors import DesafioError
-from desafio_dagster.core.layout import CSV_COLUMNS, INDEX_FILE, ClientFile, parse_index
+from desafio_dagster.core.layout import CSV_COLUMNS, INDEX_FILE, ClientFile, csv_bytes, parse_index
 from desafio_dagster.core.store import Stat, Store
 
 FORMAT_FILE = "_format.json"
@@ -71,15 +70,10 @@ class ReadBack:
 
 def readback_bytes(records: dict[str, ReadBack]) -> bytes:
     """_readback.csv's bytes."""
-    text = io.StringIO(newline="")
-    writer = csv.writer(text, lineterminator="\n")
-    writer.writerow(READBACK_COLUMNS)
-    for name in sorted(records):
-        r = records[name]
-        writer.writerow((name, r.bytes, r.mtime_ns, r.written_in, int(r.scan.header_ok),
-                         "" if r.scan.rows is None else r.scan.rows,
-                         "" if r.scan.total is None else f"{r.scan.total:.2f}", int(r.scan.long_digit_run)))
-    return text.getvalue().encode("utf-8")
+    return csv_bytes(READBACK_COLUMNS, (
+        (name, r.bytes, r.mtime_ns, r.written_in, int(r.scan.header_ok), "" if r.scan.rows is None else r.scan.rows,
+         "" if r.scan.total is None else f"{r.scan.total:.2f}", int(r.scan.long_digit_run))
+        for name, r in sorted(records.items())))
 
 
 def parse_readback(data: bytes) -> dict[str, ReadBack]:
@@ -91,11 +85,6 @@ def parse_readback(data: bytes) -> dict[str, ReadBack]:
             for file, size, mtime_ns, written_in, header_ok, count, total, digits in rows}
 
 
-def read_readback(path: Path) -> dict[str, ReadBack]:
-    """_readback.csv by file name; empty if the version has none."""
-    return parse_readback(path.read_bytes()) if path.exists() else {}
-
-
 def _readback_of(store: Store, version: str, listed: dict[str, Stat]) -> dict[str, ReadBack]:
     return parse_readback(store.read(version, READBACK_FILE)) if READBACK_FILE in listed else {}
 
@@ -104,7 +93,6 @@ def _readback_of(store: Store, version: str, listed: dict[str, Stat]) -> dict[st
 class Carried:
     """A file of the published version that the new version carries (links or copies) instead of rewriting."""
 
-    file: str
     entry: ClientFile  # its row of _index.csv
     record: ReadBack
 
@@ -131,8 +119,8 @@ def plan_export(store: Store, expected: dict[str, ClientFigures], fmt: dict, ful
                 targeted: Iterable[int] = ()) -> Plan:
     """Compare the snapshot's figures (expected) with the version the store publishes (resolved once).
     targeted: client ids rewritten whatever their fingerprint."""
-    targeted = set(targeted)
-    unknown = sorted(targeted - {f.client_id for f in expected.values()})
+    targeted, ids = set(targeted), {f.client_id for f in expected.values()}
+    unknown = sorted(targeted - ids)
     if unknown:
         shown = ", ".join(map(str, unknown[:10])) + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else "")
         raise PlanError(f"clients {shown} are not in the source snapshot: name clients that exist (associado.id)")
@@ -158,9 +146,8 @@ def plan_export(store: Store, expected: dict[str, ClientFigures], fmt: dict, ful
         if not records[name].unmodified(listed.get(name)):
             modified.append(name)
             continue
-        carry[name] = Carried(name, index[name], records[name])
+        carry[name] = Carried(index[name], records[name])
     rewrite = {f.client_id for name, f in expected.items() if name not in carry}
-    ids = {f.client_id for f in expected.values()}
     removed = sorted(name for name, f in manifest.items() if f.client_id not in ids)
     if not rewrite and not removed:
         return Plan("unchanged", "no client changed", fmt, set(), carry, published=published)
@@ -181,6 +168,5 @@ def verified_scans(store: Store, version: str, written_in: str) -> tuple[dict[st
     to_read = [n for n in names if n not in records or records[n].written_in == written_in
                or not records[n].unmodified(listed[n])]
     scans = {n: records[n].scan for n in names if n in records}
-    datas = store.read_many(version, to_read)
-    scans |= dict(zip(to_read, scan_files(to_read, read=lambda _: next(datas))))
+    scans |= dict(zip(to_read, scan_many(store.read_many(version, to_read))))
     return scans, len(to_read)

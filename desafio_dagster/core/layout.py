@@ -3,8 +3,8 @@
 import csv
 import io
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
 from desafio_dagster.core.text import fold_ascii
 
@@ -48,13 +48,18 @@ class ClientFile:
     rows: int
 
 
-def index_bytes(files: list[ClientFile]) -> bytes:
-    """_index.csv's bytes."""
+def csv_bytes(columns: Iterable[str], rows: Iterable[Iterable]) -> bytes:
+    """A header row and rows as UTF-8 CSV with "\n" line ends: the bytes of each version's records."""
     text = io.StringIO(newline="")
     writer = csv.writer(text, lineterminator="\n")
-    writer.writerow(INDEX_COLUMNS)
-    writer.writerows((f.client_id, f.nome, f.sobrenome, f.file, f.rows) for f in files)
+    writer.writerow(columns)
+    writer.writerows(rows)
     return text.getvalue().encode("utf-8")
+
+
+def index_bytes(files: list[ClientFile]) -> bytes:
+    """_index.csv's bytes."""
+    return csv_bytes(INDEX_COLUMNS, ((f.client_id, f.nome, f.sobrenome, f.file, f.rows) for f in files))
 
 
 def parse_index(data: bytes) -> dict[str, ClientFile]:
@@ -63,12 +68,3 @@ def parse_index(data: bytes) -> dict[str, ClientFile]:
     next(rows)  # INDEX_COLUMNS
     return {file: ClientFile(int(client_id), nome, sobrenome, file, int(count))
             for client_id, nome, sobrenome, file, count in rows}
-
-
-def write_index(path: Path, files: list[ClientFile]) -> None:
-    Path(path).write_bytes(index_bytes(files))
-
-
-def read_index(path: Path) -> dict[str, ClientFile]:
-    """_index.csv by file name."""
-    return parse_index(Path(path).read_bytes())

@@ -46,7 +46,7 @@ from desafio_dagster.core.audit import (
     failures,
     manifest_bytes,
     scan_bytes,
-    scan_files,
+    scan_many,
 )
 from desafio_dagster.core.errors import TransientError, first_line
 from desafio_dagster.core.extract import SourceReadError
@@ -168,16 +168,13 @@ def _task_writer(target: str):
                 attempt.close(summary[-1][3], handle)
                 handle = None
         finally:
-            if handle:
+            if handle:  # a failed attempt: its unfinished file is dropped
                 handle.close()
-            if not summary:
-                attempt.finish([])
+        files = [row[3] for row in summary]
+        attempt.finish(files)  # durable before the driver takes them in
         if summary:
-            files = [row[3] for row in summary]
-            attempt.finish(files)  # durable before the driver takes them in
             reading = time.monotonic()
-            datas = attempt.read_many(files)
-            scans = scan_files(files, read=lambda _: next(datas))  # read back, in order, for the audit
+            scans = scan_many(attempt.read_many(files))  # read back, in order, for the audit
             scan_seconds = (time.monotonic() - reading) / len(summary)  # this task's, spread over its files
             columns = list(zip(*summary))
             yield pa.RecordBatch.from_arrays(
@@ -344,7 +341,7 @@ _PUBLISHED_SCHEMA = "client_id long, " + ", ".join(f"`{name}` string" for name i
 
 
 def _file_reader(uri: str):
-    """mapInArrow function: the rows of the (file, size) batches' client files under uri, as text."""
+    """mapInArrow function: the rows of the batches' client files (column file) under uri, as text."""
 
     def read(batches):
         import pyarrow.csv as pa_csv

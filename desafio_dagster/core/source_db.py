@@ -75,6 +75,8 @@ def row_hash(table: str, alias: str = "") -> str:
     return f"hashint8extended({alias}id, {alias}xmin::text::bigint * 4 + {TABLES.index(table)})"
 
 
+# The fix for a source with no tables or no rows yet.
+POPULATE_FIRST = "run the populate job first (make run, or dagster job execute -m desafio_dagster.definitions -j populate)"
 DEFAULT_LOCK_TIMEOUT = 600.0  # seconds a populate or an export waits for another one
 
 
@@ -277,8 +279,7 @@ class SourceDatabase:
         if missing:
             raise SourceDatabaseError(
                 f"table(s) {', '.join(f'{self.schema}.{name}' for name in missing)} missing in "
-                f"{describe(self.url)}: run the populate job first (make run, or dagster job execute "
-                f"-m desafio_dagster.definitions -j populate)"
+                f"{describe(self.url)}: {POPULATE_FIRST}"
             )
 
     def row_counts(self, conn: psycopg.Connection | None = None) -> dict[str, int]:
@@ -399,7 +400,7 @@ class SourceDatabase:
         if clients == 0 or last is None:
             raise SourceDatabaseError(
                 f"the source tables in {describe(self.url)} (schema {self.schema}) are empty: there is nothing to grow; "
-                f"run the populate job first (make run, or dagster job execute -m desafio_dagster.definitions -j populate)"
+                f"{POPULATE_FIRST}"
             )
         (client_ids,) = self._int_arrays(conn, "SELECT {} FROM associado", ["id"])
         # cartao.id_associado is the owner of the card's account (the contract's invariant, a blocking check):

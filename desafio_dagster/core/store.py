@@ -392,7 +392,7 @@ class S3Store(Store):
         return _s3_read(self.fs, self._path(version, file))
 
     def read_many(self, version: str, files: list[str]) -> Iterator[bytes]:
-        return _prefetch(lambda file: self.read(version, file), files)
+        return read_s3_files(self.uri(version), files)
 
     def write(self, version: str, file: str, data: bytes) -> None:
         with self.fs.open_output_stream(self._path(version, file)) as out:
@@ -508,7 +508,7 @@ class _S3Attempt:  # the Spark task's side of S3Store
             self.pool.shutdown()
 
     def read_many(self, files: list[str]) -> Iterator[bytes]:
-        return _prefetch(lambda file: _s3_read(self.fs, f"{self.path}/{file}"), files)
+        return read_s3_files(self.location, files)
 
 
 def open_attempt(target: str, partition: int, attempt: int):
@@ -516,7 +516,7 @@ def open_attempt(target: str, partition: int, attempt: int):
     return _S3Attempt(target) if target.startswith("s3://") else _LocalAttempt(target, partition, attempt)
 
 
-def read_s3_files(uri: str, files: list[str]) -> list[bytes]:
-    """In a Spark task: the bytes of files under a version's uri."""
+def read_s3_files(uri: str, files: list[str]) -> Iterator[bytes]:
+    """In a Spark task: the bytes of files under a version's uri, in order, several requests in flight."""
     filesystem, path = s3_filesystem(), uri.removeprefix("s3://")
-    return [_s3_read(filesystem, f"{path}/{file}") for file in files]
+    return _prefetch(lambda file: _s3_read(filesystem, f"{path}/{file}"), files)

@@ -4,15 +4,15 @@ carried by hard link, and the result is byte-identical to a full export of the s
 import dagster as dg
 
 from desafio_dagster.core.fakedata import generate
-from desafio_dagster.core.incremental import READBACK_FILE, read_readback
-from desafio_dagster.core.layout import INDEX_FILE, read_index
+from desafio_dagster.core.incremental import READBACK_FILE, parse_readback
+from desafio_dagster.core.layout import INDEX_FILE, parse_index
 from desafio_dagster_tests.helpers import (
     FULL_REFRESH,
     SPEC,
     assert_untouched,
     expected_files,
+    export,
     failed_run_message,
-    failure_message,
     output,
     published_files,
     run,
@@ -20,21 +20,15 @@ from desafio_dagster_tests.helpers import (
 )
 
 
-def _export(run_config: dict | None = None, instance=None) -> tuple[dg.ExecuteInProcessResult, dict]:
-    result = run("export", run_config, instance)
-    assert result.success, failure_message(result)
-    metadata = result.asset_materializations_for_node("movements_csv")[0].metadata
-    return result, {key: value.value for key, value in metadata.items()}
-
-
 def _written(folder) -> set[str]:
     """The client files the published version's own export wrote (the others were carried)."""
     version = folder.resolve()
-    return {name for name, record in read_readback(version / READBACK_FILE).items() if record.written_in == version.name}
+    records = parse_readback((version / READBACK_FILE).read_bytes())
+    return {name for name, record in records.items() if record.written_in == version.name}
 
 
 def _files_of(folder, *clients: int) -> set[str]:
-    return {f.file for f in read_index(folder / INDEX_FILE).values() if f.client_id in clients}
+    return {f.file for f in parse_index((folder / INDEX_FILE).read_bytes()).values() if f.client_id in clients}
 
 
 def test_only_changed_clients_are_rewritten_and_the_result_equals_a_full_export(published, source, env_home):
@@ -50,7 +44,7 @@ def test_only_changed_clients_are_rewritten_and_the_result_equals_a_full_export(
                               ("cartao", "id_associado = 13"), ("conta", "id_associado = 13"), ("associado", "id = 13")):
             conn.execute(f"DELETE FROM {table} WHERE {column}")
 
-    result, metadata = _export()
+    result, metadata = export()
     assert (metadata["export_mode"], metadata["clients_rewritten"], metadata["clients_carried"],
             metadata["clients_removed"]) == ("incremental", 3, SPEC.clients - 3, 1)
     assert _written(folder) == _files_of(folder, 3, 12, 61)
@@ -64,7 +58,7 @@ def test_only_changed_clients_are_rewritten_and_the_result_equals_a_full_export(
     assert {c.metadata["files_read"].value for c in checks if "files_read" in c.metadata} == {3}
 
     incremental = snapshot(folder)
-    _, full = _export(FULL_REFRESH)
+    _, full = export(FULL_REFRESH)
     assert (full["export_mode"], full["clients_rewritten"]) == ("full", SPEC.clients)
     assert folder.resolve() != version
     assert snapshot(folder) == incremental, "byte-identical to a full export of the same snapshot"
@@ -72,7 +66,7 @@ def test_only_changed_clients_are_rewritten_and_the_result_equals_a_full_export(
 
 def test_nothing_changed_publishes_nothing_and_starts_no_spark(published, env_home, monkeypatch):
     monkeypatch.setenv("DESAFIO_SPARK_MASTER", "spark://127.0.0.1:1")  # Spark could not start
-    result, metadata = _export()
+    result, metadata = export()
     assert (metadata["export_mode"], metadata["clients_rewritten"], metadata["clients_carried"]) == (
         "unchanged", 0, SPEC.clients)
     assert metadata["version"] == str(published[2])
@@ -85,20 +79,20 @@ def test_named_clients_are_rewritten_and_unknown_ones_fail_clearly(published, en
     assert "clients 99999 are not in the source snapshot" in message
     assert_untouched(published)
     folder = published[0]
-    _, metadata = _export({"ops": {"movements_csv": {"config": {"clients": [5, 7]}}}})
+    _, metadata = export({"ops": {"movements_csv": {"config": {"clients": [5, 7]}}}})
     assert (metadata["export_mode"], metadata["clients_rewritten"]) == ("incremental", 2)
     assert _written(folder) == _files_of(folder, 5, 7)
     assert snapshot(folder) == published[1]
 
 
 def test_what_changes_a_file_for_the_same_rows_rewrites_every_file(published, env_home, monkeypatch):
-    _, metadata = _export({"ops": {"movements_csv": {"config": {"mask_card_numbers": False}}}})
+    _, metadata = export({"ops": {"movements_csv": {"config": {"mask_card_numbers": False}}}})
     assert (metadata["export_mode"], metadata["clients_rewritten"]) == ("full", SPEC.clients)
     assert "masked" in metadata["export_reason"]
     from desafio_dagster.defs.assets import movements
 
     monkeypatch.setattr(movements, "CODE_VERSION", "a later one")
-    _, metadata = _export({"ops": {"movements_csv": {"config": {"mask_card_numbers": False}}}})
+    _, metadata = export({"ops": {"movements_csv": {"config": {"mask_card_numbers": False}}}})
     assert (metadata["export_mode"], metadata["clients_rewritten"]) == ("full", SPEC.clients)
     assert metadata["export_reason"] == "code_version changed since the published version"
 
@@ -109,7 +103,7 @@ def test_a_published_file_edited_by_hand_is_rewritten(published, source, env_hom
     with open(folder / victim, "a", encoding="utf-8") as handle:
         handle.write("not,a,row\n")
     instance = dg.DagsterInstance.ephemeral()
-    result, metadata = _export(instance=instance)
+    result, metadata = export(instance=instance)
     assert (metadata["export_mode"], metadata["clients_rewritten"]) == ("incremental", 1)
     assert _written(folder) == {victim}
     assert published_files(folder) == expected_files(source, True)
@@ -119,7 +113,7 @@ def test_a_published_file_edited_by_hand_is_rewritten(published, source, env_hom
 
 def test_after_a_populate_every_file_is_rewritten(published, source, env_home):
     source.replace(generate(SPEC))  # the same rows, each a new row version
-    _, metadata = _export()
+    _, metadata = export()
     assert (metadata["export_mode"], metadata["clients_rewritten"], metadata["clients_carried"]) == (
         "full", SPEC.clients, 0)
     assert "every client changed" in metadata["export_reason"]
