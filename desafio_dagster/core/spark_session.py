@@ -97,6 +97,12 @@ def start_session(master: str = "local[*]", conf: dict[str, str] | None = None, 
     builder = SparkSession.builder.master(master).appName(app_name)
     for key, value in settings.items():
         builder = builder.config(key, value)
+    running = SparkSession.getActiveSession()
+    if running is not None and any(running.sparkContext.getConf().get(key) != value for key, value in settings.items()
+                                   if key.startswith("spark.executorEnv.")):
+        # getOrCreate would hand back this session, whose executors lack the environment asked for
+        # (a password, AWS credentials): a process that runs several jobs, e.g. a test session.
+        running.stop()
     try:
         return builder.getOrCreate()
     except Exception as error:  # py4j and the launcher raise many kinds

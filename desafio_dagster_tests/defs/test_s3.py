@@ -26,6 +26,7 @@ from desafio_dagster_tests.helpers import (
     SPEC,
     dagster_cli,
     expected_files,
+    export,
     export_checks,
     exported_view,
     failed_run_message,
@@ -36,25 +37,12 @@ from desafio_dagster_tests.helpers import (
 
 @pytest.fixture
 def on_s3(s3, env_home, monkeypatch):
-    """DESAFIO_OUTPUT_DIR=s3://bucket/exports, from a working directory that must stay empty. A Spark
-    session an earlier test left active is stopped: getOrCreate would reuse its SparkContext, whose
-    executor environment (spark.executorEnv.*) predates this test's AWS variables."""
-    from pyspark.sql import SparkSession
-
-    if (active := SparkSession.getActiveSession()) is not None:
-        active.stop()
+    """DESAFIO_OUTPUT_DIR=s3://bucket/exports, from a working directory that must stay empty."""
     monkeypatch.setenv("DESAFIO_OUTPUT_DIR", s3.output_dir)
     cwd = env_home / "cwd"
     cwd.mkdir()
     monkeypatch.chdir(cwd)
     return s3
-
-
-def _export(run_config: dict | None = None, instance=None) -> tuple[dg.ExecuteInProcessResult, dict]:
-    result = run("export", run_config, instance)
-    assert result.success, failed_run_message(result) if not result.success else ""
-    metadata = result.asset_materializations_for_node("movements_csv")[0].metadata
-    return result, {key: value.value for key, value in metadata.items()}
 
 
 def _nothing_local(env_home: Path) -> None:
@@ -65,7 +53,7 @@ def _nothing_local(env_home: Path) -> None:
 @pytest.fixture
 def published_s3(on_s3, source, env_home):
     """A first export to S3: (its version, its files' bytes)."""
-    _, metadata = _export()
+    _, metadata = export()
     version = on_s3.published()
     assert metadata["version"] == f"{on_s3.output_dir}/movements_csv/{version}"
     return version, on_s3.snapshot()
@@ -73,19 +61,15 @@ def published_s3(on_s3, source, env_home):
 
 def _session_with_aws_env():
     """A local Spark session whose tasks have the AWS variables (as spark.executorEnv.*, like the export's)."""
-    from pyspark.sql import SparkSession
-
     from desafio_dagster.core.spark_session import start_session
 
-    if (active := SparkSession.getActiveSession()) is not None:
-        active.stop()
     env = {f"spark.executorEnv.{k}": v for k, v in os.environ.items() if k.startswith("AWS_")}
     return start_session("local[2]", env)
 
 
 @pytest.mark.parametrize("mask", [True, False])
 def test_s3_files_equal_the_sql_oracle_and_the_checks_pass(on_s3, source, env_home, mask):
-    result, metadata = _export({"ops": {"movements_csv": {"config": {"mask_card_numbers": mask}}}})
+    result, metadata = export({"ops": {"movements_csv": {"config": {"mask_card_numbers": mask}}}})
     expected = expected_files(source, mask)
     assert on_s3.published_files() == expected
     version = on_s3.published()
@@ -151,7 +135,7 @@ def test_incremental_export_on_s3_copies_unchanged_files_and_equals_a_full_expor
                      "(SELECT min(k.id) FROM cartao k JOIN conta c ON c.id = k.id_conta WHERE c.id_associado = 3) "
                      "FROM movimento")
         conn.execute("UPDATE associado SET nome = 'Renomeada' WHERE id = 12")
-    result, metadata = _export()
+    result, metadata = export()
     assert (metadata["export_mode"], metadata["clients_rewritten"], metadata["clients_carried"]) == (
         "incremental", 2, SPEC.clients - 2)
     second = on_s3.published()
@@ -165,9 +149,9 @@ def test_incremental_export_on_s3_copies_unchanged_files_and_equals_a_full_expor
     assert {c.metadata["files_read"].value for c in result.get_asset_check_evaluations() if "files_read" in c.metadata} == {2}
 
     incremental = on_s3.snapshot()
-    _, metadata = _export()  # nothing changed: nothing published
+    _, metadata = export()  # nothing changed: nothing published
     assert metadata["export_mode"] == "unchanged" and on_s3.published() == second
-    _, full = _export(FULL_REFRESH)
+    _, full = export(FULL_REFRESH)
     assert (full["export_mode"], full["clients_rewritten"]) == ("full", SPEC.clients)
     assert on_s3.published() != second
     assert on_s3.snapshot() == incremental, "byte-identical to a full export of the same snapshot"
@@ -196,7 +180,7 @@ def test_a_killed_export_leaves_the_published_s3_version_as_it_was(published_s3,
     assert on_s3.published() == version and on_s3.snapshot() == files
     leftovers = {key.split("/")[2] for key in on_s3.keys("exports/movements_csv/.v-")} - {version}
     assert leftovers, "the killed run had started a version"
-    _export(FULL_REFRESH)  # the next run removes what the killed one left
+    export(FULL_REFRESH)  # the next run removes what the killed one left
     versions = {key.split("/")[2] for key in on_s3.keys("exports/movements_csv/.v-")}
     assert versions == {version, on_s3.published()} and not versions & leftovers
     assert on_s3.snapshot() == files
