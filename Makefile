@@ -56,16 +56,18 @@ check: install-dev
 	$(BIN)/ruff check desafio_dagster desafio_dagster_tests bench
 	env -u DAGSTER_HOME VIRTUAL_ENV=$(abspath $(VENV)) PYTHONWARNINGS=ignore $(BIN)/dg check defs
 
-# The quick loop: every test that needs no Docker, browser or cluster, spread over 3 processes
-# (most of their time is spent waiting on Postgres, the JVM and subprocesses).
-QUICK = $(BIN)/python -m pytest -m "not system" -n 3 --durations=15
+# Tests spread over 3 processes (most of their time is spent waiting on Postgres, the JVM and subprocesses).
+PARALLEL = $(BIN)/python -m pytest -n 3 --durations=15
 
+# The quick loop: no Docker, browser or cluster, and none of the tests that start the project's
+# commands in a fresh Python and JVM (marked `command`).
 test-quick: java check
-	$(QUICK) $(PYTEST_ARGS)
+	$(PARALLEL) -m "not system and not command" $(PYTEST_ARGS)
 
-# The whole suite: the quick loop, then the system tests (desafio_dagster_tests/system/) one at a time.
+# The whole suite: every test outside desafio_dagster_tests/system/ (the command tests included),
+# then the system tests one at a time.
 test: test-tools check
-	$(QUICK) $(PYTEST_ARGS)
+	$(PARALLEL) -m "not system" $(PYTEST_ARGS)
 	$(BIN)/python -m pytest -m system --durations=15 $(PYTEST_ARGS)
 
 ui: java install $(DAGSTER_HOME)/dagster.yaml

@@ -99,6 +99,7 @@ def _folder_figures(folder: Path) -> tuple[int, int]:
     return len(files), rows
 
 
+@pytest.mark.command
 def test_run_summary_matches_postgres_and_the_files_and_the_log_has_every_event(tmp_path, database_url):
     done = _run(["run", "--clients", "60"], _env(tmp_path, DESAFIO_POSTGRES_URL=database_url))
     assert done.returncode == 0, done.stdout + done.stderr
@@ -135,6 +136,7 @@ def test_run_summary_matches_postgres_and_the_files_and_the_log_has_every_event(
     assert _summary(again.stdout)["folder"] == summary["folder"]
 
 
+@pytest.mark.command
 def test_a_failed_run_prints_the_error_and_the_log_path_and_exits_non_zero(tmp_path):
     port = free_port()
     url = f"postgresql://postgres:hunter2secret@127.0.0.1:{port}/nowhere"
@@ -148,6 +150,7 @@ def test_a_failed_run_prints_the_error_and_the_log_path_and_exits_non_zero(tmp_p
     assert "hunter2secret" not in done.stdout + done.stderr + log.read_text()
 
 
+@pytest.mark.command
 def test_make_run_in_a_terminal_fits_one_screen_and_uses_the_embedded_postgres(tmp_path):
     env = _env(tmp_path)
     home = tmp_path / "home"
@@ -172,6 +175,7 @@ def test_make_run_in_a_terminal_fits_one_screen_and_uses_the_embedded_postgres(t
     assert "was not running" in stopped.stdout
 
 
+@pytest.mark.command
 def test_empty_settings_take_the_defaults_under_the_working_directory(tmp_path, database_url):
     """DESAFIO_HOME= and DESAFIO_OUTPUT_DIR= (set but empty) mean what unset means: ./.desafio and ./data."""
     work = tmp_path / "work"
@@ -189,6 +193,7 @@ def test_empty_settings_take_the_defaults_under_the_working_directory(tmp_path, 
     assert sorted(p.name for p in work.iterdir()) == [".desafio", "data"], "nothing written anywhere else"
 
 
+@pytest.mark.command
 def test_run_grow_adds_the_days_and_says_what_it_added(tmp_path, source_db):
     source_db.replace(generate(GenerationSpec(clients=1_000, accounts_per_client=(1, 2), cards_per_account=(1, 2),
                                               movements_per_card=(0, 3), seed=3)))

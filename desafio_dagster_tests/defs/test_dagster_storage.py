@@ -31,6 +31,7 @@ def dagster_home(tmp_path) -> Path:
     return home
 
 
+@pytest.mark.command
 def test_etl_run_and_its_checks_are_stored_in_postgres(database_url, env_home, dagster_storage_url, dagster_home, tmp_path):
     run_config = tmp_path / "run_config.yaml"
     run_config.write_text(yaml.safe_dump(RUN_CONFIG))

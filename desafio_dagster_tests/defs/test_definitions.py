@@ -93,6 +93,7 @@ def test_movements_csv_is_refreshed_after_a_populate_once_the_source_checks_pass
     assert requested() == set(), "requested once, not on every tick"
 
 
+@pytest.mark.command
 def test_the_checks_job_from_the_cli_after_etl_passes_and_fails_on_a_tampered_output(database_url, env_home, tmp_path):
     home = tmp_path / "dagster-home"
     home.mkdir()
@@ -124,6 +125,7 @@ def _dg(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.command
 def test_dg_lists_checks_and_launches_the_definitions_from_the_repo_root(database_url, env_home, tmp_path):
     env = {**os.environ, "DAGSTER_HOME": str(tmp_path)}
     listed = _dg("list", "defs", "--json", env=env)

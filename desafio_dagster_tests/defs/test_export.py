@@ -159,6 +159,7 @@ def test_bad_spark_master_fails_clearly_and_keeps_the_output(published, monkeypa
     assert_untouched(published)
 
 
+@pytest.mark.command
 def test_missing_java_fails_clearly_and_keeps_the_output(published, tmp_path):
     env = {**os.environ, "JAVA_HOME": str(tmp_path / "no-java"), "DAGSTER_HOME": str(tmp_path)}
     out, _ = start_dagster_cli("export", "-c", full_refresh_file(tmp_path), env=env).communicate(timeout=300)
@@ -166,6 +167,7 @@ def test_missing_java_fails_clearly_and_keeps_the_output(published, tmp_path):
     assert_untouched(published)
 
 
+@pytest.mark.command
 def test_killed_run_leaves_the_previous_output_and_the_next_run_cleans_up(published, tmp_path):
     folder = published[0]
     process = start_dagster_cli("export", "-c", full_refresh_file(tmp_path), env={**os.environ, "DAGSTER_HOME": str(tmp_path)})

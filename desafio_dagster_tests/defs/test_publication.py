@@ -278,6 +278,7 @@ def test_a_dropped_connection_mid_extract_is_retried(published_large, source_db,
         assert_untouched(published_large)
 
 
+@pytest.mark.command
 def test_the_pool_keeps_populate_and_export_from_overlapping(populated_db, database_url, env_home, tmp_path):
     """Under the shipped instance config, a second run started while one holds the source database
     waits for the pool (Dagster says so in its log) instead of running alongside. The first run holds

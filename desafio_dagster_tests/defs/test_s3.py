@@ -24,7 +24,6 @@ from desafio_dagster_tests.helpers import (
     CONTRACT,
     FULL_REFRESH,
     SPEC,
-    dagster_cli,
     expected_files,
     export,
     export_checks,
@@ -160,6 +159,7 @@ def test_incremental_export_on_s3_copies_unchanged_files_and_equals_a_full_expor
     assert versions == {second, on_s3.published()}
 
 
+@pytest.mark.command
 def test_a_killed_export_leaves_the_published_s3_version_as_it_was(published_s3, on_s3, env_home, tmp_path):
     version, files = published_s3
     env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "dagster")}
@@ -186,15 +186,22 @@ def test_a_killed_export_leaves_the_published_s3_version_as_it_was(published_s3,
     assert on_s3.snapshot() == files
 
 
-def test_the_s3_secret_reaches_the_tasks_and_appears_nowhere_else(on_s3, source, env_home, tmp_path):
+@pytest.mark.command
+def test_the_cli_prints_the_s3_version_and_the_secret_reaches_the_tasks_and_appears_nowhere_else(
+        on_s3, source, env_home, tmp_path):
     events, conf, dagster_home = tmp_path / "spark-events", tmp_path / "spark-conf", tmp_path / "dagster"
     for folder in (events, conf, dagster_home):
         folder.mkdir()
     (conf / "spark-defaults.conf").write_text(f"spark.eventLog.enabled true\nspark.eventLog.dir file://{events}\n"
                                               "spark.eventLog.compress false\n")
     env = {**os.environ, "DAGSTER_HOME": str(dagster_home), "SPARK_CONF_DIR": str(conf)}
-    code, out = dagster_cli("export", env=env, cwd=env_home / "cwd")
-    assert code == 0, out[-4000:]
+    done = subprocess.run([sys.executable, "-m", "desafio_dagster.cli", "run", "--job", "export"], env=env,
+                          cwd=env_home / "cwd", capture_output=True, text=True, timeout=300)
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out[-4000:]
+    version = on_s3.published()
+    assert f"{on_s3.output_dir}/movements_csv/{version}" in done.stdout
+    assert f"the version named in {on_s3.output_dir}/movements_csv/_published" in done.stdout
     assert on_s3.published_files() == expected_files(source, True)
     _nothing_local(env_home)
 
@@ -219,16 +226,3 @@ def test_a_missing_bucket_fails_clearly_and_writes_nothing(on_s3, source, env_ho
     assert "s3://no-such-bucket/exports/movements_csv" in message and "bucket no-such-bucket does not exist" in message
     assert on_s3.secret not in message
     _nothing_local(env_home)
-
-
-def test_the_cli_summary_prints_the_s3_version_and_how_to_read_it(on_s3, source, env_home, tmp_path):
-    env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "dagster")}
-    done = subprocess.run([sys.executable, "-m", "desafio_dagster.cli", "run", "--job", "export"], env=env,
-                          cwd=env_home / "cwd", capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stdout + done.stderr
-    version = on_s3.published()
-    assert f"{on_s3.output_dir}/movements_csv/{version}" in done.stdout
-    assert f"the version named in {on_s3.output_dir}/movements_csv/_published" in done.stdout
-    assert on_s3.secret not in done.stdout + done.stderr
-    assert on_s3.published_files() == expected_files(source, True)
-    assert list((env_home / "cwd").iterdir()) == []

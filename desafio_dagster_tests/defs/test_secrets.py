@@ -34,6 +34,7 @@ def password_only_url(private_server):
     return make_conninfo(superuser, user="exporter", password=password, dbname="secret_source"), password
 
 
+@pytest.mark.command
 def test_the_password_reaches_the_tasks_and_appears_nowhere_else(password_only_url, env_home, tmp_path):
     url, password = password_only_url
     with pytest.raises(psycopg.OperationalError, match="password authentication failed"):

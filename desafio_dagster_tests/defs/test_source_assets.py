@@ -156,6 +156,7 @@ def test_a_failed_check_fails_the_dagster_check_step_and_blocks(populated_db):
     assert all(e.passed for name, e in evaluations.items() if name != "cards_owner_is_account_owner")
 
 
+@pytest.mark.command
 def test_populate_from_dagsters_cli(source_db, tmp_path):
     config = tmp_path / "cfg.yaml"
     config.write_text(yaml.safe_dump({"ops": {"source_database": {"config": SMALL_CONFIG}}}))
