@@ -8,7 +8,8 @@ hand only under the same lock: `flock /tmp/desafio-dockerd.lock dockerd ...`.
 The data root persists in DESAFIO_DOCKER_CACHE (default /var/tmp/desafio-docker): images
 (the debootstrapped base image, images built on top of it) and named volumes are reused
 across runs. Containers and networks are removed when the engine stops, and any left by a
-killed run are removed when the next one starts.
+killed run are removed when the next one starts; so is a dockerd that run left running (it
+runs in its own session), found by the pidfile it keeps in the cache.
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ class DockerEngine:
     def __init__(self, cache: Path = CACHE):
         self.cache = cache
         self.data_root = cache / "data-root"
-        self.run_dir: Path | None = None  # exec root, pidfile, socket and log: short paths under /tmp
+        self.pidfile = cache / "dockerd.pid"  # in the cache, not the run's folder: the next run finds it
+        self.run_dir: Path | None = None  # exec root, socket and log: short paths under /tmp
         self.process: subprocess.Popen | None = None
         self._lock = None
 
@@ -74,12 +76,13 @@ class DockerEngine:
                 raise DockerError(f"{tool} not found: apt-get install docker.io iptables")
         self._take_lock()
         try:
+            self._stop_orphan()
             self.data_root.mkdir(parents=True, exist_ok=True)
             self.run_dir = Path(tempfile.mkdtemp(prefix="desafio-dockerd-"))
             logfile = open(self.run_dir / "dockerd.log", "wb")
             self.process = subprocess.Popen(
                 ["dockerd", "--data-root", str(self.data_root), "--exec-root", str(self.run_dir / "exec"),
-                 "--pidfile", str(self.run_dir / "dockerd.pid"), "-H", f"unix://{self.socket}",
+                 "--pidfile", str(self.pidfile), "-H", f"unix://{self.socket}",
                  "--storage-driver", "overlay2"],
                 stdout=logfile, stderr=subprocess.STDOUT, start_new_session=True,
                 env={**os.environ, "PATH": os.environ.get("PATH", "") + ":/usr/sbin:/sbin"},
@@ -94,6 +97,28 @@ class DockerEngine:
         except BaseException:
             self.stop()
             raise
+
+    def _stop_orphan(self) -> None:
+        """Stop, by the pid in its pidfile, a dockerd on this data root left running by a run that was
+        killed (it runs in its own session, so it outlives the test process, and the lock died with it)."""
+        try:
+            pid = int(self.pidfile.read_text())
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+        except (OSError, ValueError):
+            return  # no pidfile, or its process is gone
+        if "dockerd" not in Path(argv[0]).name or str(self.data_root) not in argv:
+            return  # the pid was reused by another process
+        log.warning("stopping dockerd %s, left on %s by a killed run", pid, self.data_root)
+        os.kill(pid, signal.SIGTERM)  # dockerd stops its containers and its containerd
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while running(pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)  # its own session: dockerd and containerd, if they did not stop
+        exec_root = Path(argv[argv.index("--exec-root") + 1]) if "--exec-root" in argv else None
+        if exec_root is not None and exec_root.parent.name.startswith("desafio-dockerd-"):  # a run folder of ours
+            subprocess.run(["umount", "--recursive", "--lazy", str(exec_root)], capture_output=True)
+            shutil.rmtree(exec_root.parent, ignore_errors=True)
 
     def _take_lock(self) -> None:
         self._lock = open(LOCK_FILE, "a")  # held (locked) until stop()
@@ -154,6 +179,15 @@ class DockerEngine:
             yield container_id
         finally:
             self.run("rm", "--force", "--volumes", container_id, check=False)
+
+
+def running(pid: int) -> bool:
+    """Whether process pid runs (a zombie, exited and not yet reaped, does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def apt_mirror(sources: Path = Path("/etc/apt")) -> str:

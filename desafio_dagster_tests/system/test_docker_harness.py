@@ -1,6 +1,11 @@
-"""The private Docker engine runs a container from the Debian base image, and removes it."""
+"""The private Docker engine runs a container from the Debian base image, and removes it; a dockerd
+left running by a killed run is stopped by the next engine."""
 
-from desafio_dagster_tests.system.docker_harness import apt_mirror, base_image
+import subprocess
+import sys
+
+from desafio_dagster_tests.helpers import REPO
+from desafio_dagster_tests.system.docker_harness import apt_mirror, base_image, running
 
 
 def test_a_container_from_the_base_image_runs(docker_engine):
@@ -19,3 +24,23 @@ def test_apt_mirror_reads_deb822_and_one_line_sources(tmp_path):
         "Types: deb\nURIs: http://deb.example/debian-security\nSuites: bookworm-security\n\n"
         "Types: deb\nURIs: http://deb.example/debian\nSuites: bookworm\n")
     assert apt_mirror(tmp_path) == "http://deb.example/debian"
+
+
+def test_a_dockerd_left_by_a_killed_run_is_stopped_when_the_next_engine_starts(docker_engine):
+    docker_engine.stop()  # the session's engine makes way for a run that gets killed
+    script = ("import time; from desafio_dagster_tests.system.docker_harness import DockerEngine; "
+              "DockerEngine().start(); print('started', flush=True); time.sleep(600)")
+    child = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "started"
+        orphan = int(docker_engine.pidfile.read_text())
+        child.kill()
+        child.wait()
+        assert running(orphan), "dockerd outlives the killed run"
+    finally:
+        child.kill()
+        child.wait()
+        docker_engine.start()
+    assert not running(orphan)
+    assert int(docker_engine.pidfile.read_text()) == docker_engine.process.pid
+    assert docker_engine.run("info", "--format", "{{.DockerRootDir}}").strip() == str(docker_engine.data_root)
