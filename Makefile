@@ -2,9 +2,17 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
-export DESAFIO_HOME ?= $(CURDIR)/.desafio
-export DESAFIO_OUTPUT_DIR ?= $(CURDIR)/data
-export DAGSTER_HOME ?= $(DESAFIO_HOME)/dagster
+# A setting that is unset, empty or blank takes its default, as in the CLI (core/settings.py).
+ifeq ($(strip $(DESAFIO_HOME)),)
+DESAFIO_HOME := $(CURDIR)/.desafio
+endif
+ifeq ($(strip $(DESAFIO_OUTPUT_DIR)),)
+DESAFIO_OUTPUT_DIR := $(CURDIR)/data
+endif
+ifeq ($(strip $(DAGSTER_HOME)),)
+DAGSTER_HOME := $(DESAFIO_HOME)/dagster
+endif
+export DESAFIO_HOME DESAFIO_OUTPUT_DIR DAGSTER_HOME
 
 .PHONY: run test test-quick check ui install install-dev bench stop-db clean screenshot java test-tools
 

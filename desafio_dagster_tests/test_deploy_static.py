@@ -1,6 +1,6 @@
 """Rules of the deployment files that the running stack (test_compose.py) cannot show: no
 secret in committed files or in the image build, ports on loopback only, no sleeps, pinned
-official base images, the CI workflow; and the Postgres init script's role and database
+official base images, the CI workflow, the Makefile's defaults; and the Postgres init script's role and database
 separation, against a real Postgres.
 """
 
@@ -18,6 +18,7 @@ from pathlib import PurePosixPath
 from urllib.parse import urlsplit
 
 import psycopg
+import pytest
 import yaml
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -289,6 +290,15 @@ def test_dockerfile_downloads_nothing_but_packages():
 
 
 # --- CI -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("blank", ["", " "])
+def test_make_gives_a_blank_setting_its_default_as_the_cli_does(blank):
+    env = {**os.environ, "DESAFIO_HOME": blank, "DESAFIO_OUTPUT_DIR": blank, "DAGSTER_HOME": blank}
+    planned = subprocess.run(["make", "--dry-run", "clean", "run"], cwd=REPO, env=env, capture_output=True, text=True,
+                             check=True).stdout  # the commands make would run, none run
+    assert f'rm -rf "{REPO}/.desafio" "{REPO}/data/movements_csv" "{REPO}/data"/.movements_csv.*' in planned
+    assert f'mkdir -p "{REPO}/.desafio/dagster"' in planned
 
 
 def test_ci_workflow_tests_and_builds_the_image():

@@ -67,7 +67,9 @@ def candidates() -> list[Path]:
 
 def find_java_home(configured: str | None = None) -> str:
     """The JAVA_HOME to run Spark on: `configured` (JAVA_HOME) if given, else the first usable
-    candidate. Raises JavaNotFound with what was tried and the command to install one."""
+    candidate (a blank `configured` counts as unset). Raises JavaNotFound with what was tried and
+    the command to install one."""
+    configured = (configured or "").strip()
     if configured:
         reason = problem(Path(configured))
         if reason:

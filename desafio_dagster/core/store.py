@@ -294,8 +294,11 @@ def s3_filesystem():
     endpoint from AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL, which pyarrow does not read by itself."""
     from pyarrow import fs
 
-    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or ""
-    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    def setting(name: str) -> str:  # unset, empty and blank alike
+        return os.environ.get(name, "").strip()
+
+    endpoint = setting("AWS_ENDPOINT_URL_S3") or setting("AWS_ENDPOINT_URL")
+    region = setting("AWS_REGION") or setting("AWS_DEFAULT_REGION") or "us-east-1"
     key = (endpoint, region, os.environ.get("AWS_ACCESS_KEY_ID", ""))
     if key not in _FILESYSTEMS:
         # allow_delayed_open: a small file is one PutObject on close, not a three-request multipart upload.

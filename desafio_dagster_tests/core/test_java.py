@@ -1,6 +1,7 @@
 """Java discovery: the Java found runs Spark's module set; a wrong JAVA_HOME, a Java of another
 version and a trimmed runtime are refused with a message naming the fix."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -42,8 +43,13 @@ def test_a_bad_java_home_is_the_error_not_a_fallback(tmp_path):
 
 
 def test_the_command_line_prints_the_home_or_one_line_with_the_fix(tmp_path):
-    found = subprocess.run([sys.executable, "-m", "desafio_dagster.core.java"], cwd=REPO, capture_output=True, text=True)
+    unset = {name: value for name, value in os.environ.items() if name != "JAVA_HOME"}
+    found = subprocess.run([sys.executable, "-m", "desafio_dagster.core.java"], cwd=REPO, env=unset,
+                           capture_output=True, text=True)
     assert found.returncode == 0 and Path(found.stdout.strip(), "bin", "java").is_file()
+    blank = subprocess.run([sys.executable, "-m", "desafio_dagster.core.java"], cwd=REPO,
+                           env={**unset, "JAVA_HOME": " "}, capture_output=True, text=True)
+    assert (blank.returncode, blank.stdout) == (0, found.stdout), "a blank JAVA_HOME counts as unset"
     env = {"PATH": "/nonexistent", "JAVA_HOME": str(tmp_path / "no-java")}
     refused = subprocess.run([sys.executable, "-m", "desafio_dagster.core.java"], cwd=REPO, env=env, capture_output=True, text=True)
     assert refused.returncode == 1 and refused.stdout == ""

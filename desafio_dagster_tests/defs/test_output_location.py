@@ -63,3 +63,15 @@ def test_the_cli_refuses_an_unsupported_location_before_the_run(env_home, monkey
     err = capsys.readouterr().err
     assert "DESAFIO_OUTPUT_DIR" in err and "gs://bucket/exports" in err and "s3://bucket/prefix" in err
     _nothing_written(cwd)
+
+
+def test_blank_aws_settings_count_as_unset(monkeypatch):
+    from desafio_dagster.core.store import s3_filesystem
+
+    monkeypatch.setenv("AWS_REGION", " ")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "sa-east-1")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", " ")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    filesystem = s3_filesystem()
+    options = filesystem.__reduce__()[1][0]  # what it was built with
+    assert (options["region"], options["endpoint_override"], options["scheme"]) == ("sa-east-1", "127.0.0.1:9", "http")

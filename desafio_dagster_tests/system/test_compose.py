@@ -19,7 +19,7 @@ import re
 import secrets
 import shutil
 import subprocess
-import tarfile
+import tempfile
 import time
 from pathlib import Path
 
@@ -99,10 +99,11 @@ class Stack:
         return graphql(self.url, query)
 
     def published(self) -> dict[str, bytes]:
-        """The files of the published movements_csv, read from the shared volume."""
-        data = self.exec("user-code", "tar", "-C", OUTPUT + "/", "-cf", "-", ".", binary=True)
-        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-            return {Path(m.name).name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
+        """The files of the published movements_csv, copied out of the shared volume as the README says
+        (`docker compose cp -L`: the link followed to the published version)."""
+        with tempfile.TemporaryDirectory() as folder:
+            self.compose("cp", "-L", f"user-code:{OUTPUT}", f"{folder}/copy")
+            return {p.name: p.read_bytes() for p in Path(folder, "copy").iterdir() if p.is_file()}
 
     def sql(self, query: str) -> list[list[str]]:
         """Rows of a query on the stack's source database (psql in the postgres container)."""
