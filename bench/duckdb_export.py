@@ -44,7 +44,7 @@ def main(output: Path) -> None:
                 ) as copy:
                     for chunk in copy:
                         handle.write(chunk)
-        db = duckdb.connect()
+        db = duckdb.connect(config={"temp_directory": f"{staging}/spill"})  # not ./.tmp in the working directory
         for table, columns in COLUMNS.items():
             spec = "{" + ", ".join(f"'{c.split()[0]}': '{c.split(' ', 1)[1]}'" for c in columns.split(", ")) + "}"
             db.execute(f"CREATE VIEW {table} AS SELECT * FROM read_csv('{staging}/{table}.csv', header=false, columns={spec})")
