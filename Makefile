@@ -3,15 +3,10 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
 # A setting that is unset, empty or blank takes its default, as in the CLI (core/settings.py).
-ifeq ($(strip $(DESAFIO_HOME)),)
-DESAFIO_HOME := $(CURDIR)/.desafio
-endif
-ifeq ($(strip $(DESAFIO_OUTPUT_DIR)),)
-DESAFIO_OUTPUT_DIR := $(CURDIR)/data
-endif
-ifeq ($(strip $(DAGSTER_HOME)),)
-DAGSTER_HOME := $(DESAFIO_HOME)/dagster
-endif
+or_default = $(if $(strip $($(1))),$($(1)),$(2))
+DESAFIO_HOME := $(call or_default,DESAFIO_HOME,$(CURDIR)/.desafio)
+DESAFIO_OUTPUT_DIR := $(call or_default,DESAFIO_OUTPUT_DIR,$(CURDIR)/data)
+DAGSTER_HOME := $(call or_default,DAGSTER_HOME,$(DESAFIO_HOME)/dagster)
 export DESAFIO_HOME DESAFIO_OUTPUT_DIR DAGSTER_HOME
 
 .PHONY: run test test-quick check ui install install-dev bench stop-db clean screenshot java test-tools

@@ -9,7 +9,6 @@ virtual environment exists; it prints the JAVA_HOME found, or one line saying wh
 from __future__ import annotations
 
 import glob
-import os
 import re
 import shutil
 import subprocess
@@ -17,6 +16,7 @@ import sys
 from pathlib import Path
 
 from desafio_dagster.core.errors import DesafioError
+from desafio_dagster.core.settings import environment
 
 SUPPORTED = (17, 21)
 MODULE = "jdk.incubator.vector"
@@ -67,9 +67,7 @@ def candidates() -> list[Path]:
 
 def find_java_home(configured: str | None = None) -> str:
     """The JAVA_HOME to run Spark on: `configured` (JAVA_HOME) if given, else the first usable
-    candidate (a blank `configured` counts as unset). Raises JavaNotFound with what was tried and
-    the command to install one."""
-    configured = (configured or "").strip()
+    candidate. Raises JavaNotFound with what was tried and the command to install one."""
     if configured:
         reason = problem(Path(configured))
         if reason:
@@ -92,6 +90,6 @@ def find_java_home(configured: str | None = None) -> str:
 
 if __name__ == "__main__":
     try:
-        print(find_java_home(os.environ.get("JAVA_HOME")))
+        print(find_java_home(environment("JAVA_HOME")))
     except JavaNotFound as error:
         sys.exit(str(error))

@@ -18,6 +18,13 @@ def _holds_value(text: str) -> bool:
     return bool(text and text.strip())
 
 
+def environment(name: str, environ: Mapping[str, str] | None = None) -> str:
+    """A variable's value in the environment (os.environ unless given); empty where it is unset, empty or
+    blank. For the variables the project reads besides its own (JAVA_HOME, AWS_*) too."""
+    value = (os.environ if environ is None else environ).get(name, "")
+    return value if _holds_value(value) else ""
+
+
 @dataclass(frozen=True)
 class Variable:
     name: str
@@ -32,8 +39,7 @@ class Variable:
 
     def environment(self, environ: Mapping[str, str] | None = None) -> str:
         """The variable's value in the environment; empty where it is unset, empty or blank."""
-        value = (os.environ if environ is None else environ).get(self.name, "")
-        return value if _holds_value(value) else ""
+        return environment(self.name, environ)
 
     def path(self, configured: str = "", environ: Mapping[str, str] | None = None) -> Path:
         return Path(self.value(configured, environ)).absolute()

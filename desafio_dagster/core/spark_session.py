@@ -16,6 +16,7 @@ from pyspark.sql import SparkSession
 
 from desafio_dagster.core.errors import DesafioError
 from desafio_dagster.core.java import JavaNotFound, find_java_home
+from desafio_dagster.core.settings import environment
 
 LOG4J_CONFIG = resources.files("desafio_dagster").joinpath("log4j2.properties")
 DEFAULT_CONF = {
@@ -32,13 +33,13 @@ class SparkStartError(DesafioError):
     """Spark could not start; the message says why and what to change."""
 
 
-_java_homes: dict[str | None, str] = {}  # JAVA_HOME as found -> as checked or chosen
+_java_homes: dict[str, str] = {}  # JAVA_HOME as found -> as checked or chosen
 
 
 def java_home() -> str:
     """The Java to run Spark on, as a JAVA_HOME (desafio_dagster.core.java). Probed once per process
     and setting: each probe starts a JVM."""
-    configured = os.environ.get("JAVA_HOME")
+    configured = environment("JAVA_HOME")  # blank counts as unset
     if configured not in _java_homes:
         try:
             chosen = find_java_home(configured)

@@ -36,7 +36,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from desafio_dagster.core.errors import DesafioError
-from desafio_dagster.core.settings import OutputLocation
+from desafio_dagster.core.settings import OutputLocation, environment
 
 # The standard variables an S3 store reads (never shown with their values): credentials, region, endpoint.
 AWS_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_DEFAULT_REGION",
@@ -294,11 +294,8 @@ def s3_filesystem():
     endpoint from AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL, which pyarrow does not read by itself."""
     from pyarrow import fs
 
-    def setting(name: str) -> str:  # unset, empty and blank alike
-        return os.environ.get(name, "").strip()
-
-    endpoint = setting("AWS_ENDPOINT_URL_S3") or setting("AWS_ENDPOINT_URL")
-    region = setting("AWS_REGION") or setting("AWS_DEFAULT_REGION") or "us-east-1"
+    endpoint = (environment("AWS_ENDPOINT_URL_S3") or environment("AWS_ENDPOINT_URL")).strip()
+    region = (environment("AWS_REGION") or environment("AWS_DEFAULT_REGION") or "us-east-1").strip()
     key = (endpoint, region, os.environ.get("AWS_ACCESS_KEY_ID", ""))
     if key not in _FILESYSTEMS:
         # allow_delayed_open: a small file is one PutObject on close, not a three-request multipart upload.
@@ -437,7 +434,7 @@ class S3Store(Store):
                 self.discard(name)
 
     def task_environment(self) -> dict[str, str]:
-        return {name: os.environ[name] for name in AWS_VARIABLES if os.environ.get(name, "").strip()}
+        return {name: value for name in AWS_VARIABLES if (value := environment(name))}
 
 
 def _s3_read(filesystem, path: str) -> bytes:

@@ -33,6 +33,7 @@ from desafio_dagster_tests.system.docker_harness import HOST_CA_BUNDLE, base_ima
 
 STAND_INS = Path(__file__).resolve().parent / "docker"
 PROJECT = "desafio-dagster"  # the compose file's name:
+OF_PROJECT = f"label=com.docker.compose.project={PROJECT}"  # a filter for its containers, volumes and networks
 IMAGE = "desafio-dagster:local"
 SERVICES = {"postgres", "user-code", "webserver", "daemon", "spark-master", "spark-worker"}
 IMAGE_BUDGET = 1_300_000_000  # bytes: the image's own layers, over its PYTHON_IMAGE base
@@ -147,7 +148,7 @@ def stack(docker_engine, tmp_path_factory):
     # The engine's data root keeps named volumes across runs: a run killed before its teardown left this
     # project's Postgres volume, initialised with that run's passwords, and every login would fail.
     stack.compose("down", "--volumes", "--remove-orphans", "--timeout", "20")
-    assert stack.engine.run("volume", "ls", "--quiet", "--filter", f"label=com.docker.compose.project={PROJECT}").split() == []
+    assert stack.engine.run("volume", "ls", "--quiet", "--filter", OF_PROJECT).split() == []
     try:
         yield stack
     finally:
@@ -312,7 +313,6 @@ def test_a_wrong_password_stops_up_at_init_within_a_minute_naming_the_login_and_
 
 def test_down_volumes_removes_containers_networks_and_volumes(stack):
     stack.compose("down", "--volumes", "--timeout", "20")
-    label = f"label=com.docker.compose.project={PROJECT}"
-    assert stack.engine.run("ps", "--all", "--quiet", "--filter", label).split() == []
-    assert stack.engine.run("volume", "ls", "--quiet", "--filter", label).split() == []
-    assert stack.engine.run("network", "ls", "--quiet", "--filter", label).split() == []
+    assert stack.engine.run("ps", "--all", "--quiet", "--filter", OF_PROJECT).split() == []
+    assert stack.engine.run("volume", "ls", "--quiet", "--filter", OF_PROJECT).split() == []
+    assert stack.engine.run("network", "ls", "--quiet", "--filter", OF_PROJECT).split() == []
