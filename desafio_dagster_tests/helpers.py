@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import unicodedata
 import uuid
 from collections.abc import Iterator
@@ -65,6 +66,69 @@ def graphql(url: str, query: str) -> dict:
     body = response.json()
     assert "errors" not in body, body["errors"]
     return body["data"]
+
+
+WORKSPACE_QUERY = """{ workspaceOrError { __typename ... on Workspace { locationEntries {
+  name loadStatus locationOrLoadError { __typename ... on PythonError { message } } } } } }"""
+
+
+class Webserver:
+    def __init__(self, port: int, log: Path):
+        self.port, self.log = port, log
+        self.url = f"http://127.0.0.1:{port}"
+
+    def tail(self, chars: int = 4000) -> str:
+        return self.log.read_text(errors="replace")[-chars:]
+
+    def graphql(self, query: str) -> dict:
+        return graphql(self.url, query)
+
+
+def stop_process_group(process: subprocess.Popen) -> None:
+    """Stop a process started in its own session and everything it started (webserver, daemon,
+    code server, run workers, Spark's JVM): SIGTERM, then SIGKILL for what is left."""
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=20)
+    except ProcessLookupError:
+        return
+    except subprocess.TimeoutExpired:
+        pass
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def running_webserver(command: list[str], env: dict[str, str], log: Path) -> Iterator[Webserver]:
+    """A Dagster webserver (`dagster dev`, `dagster-webserver`: the command without host and port)
+    started in the repo root on a free loopback port, yielded once its code location has loaded."""
+    import requests
+
+    port = free_port()
+    with open(log, "wb") as out:
+        process = subprocess.Popen([*command, "-h", "127.0.0.1", "-p", str(port)], cwd=REPO, env=env, stdout=out,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+    server = Webserver(port, log)
+    deadline = time.monotonic() + 300  # a guard against a hang, far above the 10-20 s it takes
+    try:
+        while True:  # the webserver answers, then the code location is loaded (or fails to)
+            assert process.poll() is None, f"{command} exited with {process.returncode}:\n{server.tail()}"
+            assert time.monotonic() < deadline, f"{command} did not load its code location:\n{server.tail()}"
+            try:
+                if requests.get(f"{server.url}/server_info", timeout=2).ok:
+                    entries = server.graphql(WORKSPACE_QUERY)["workspaceOrError"]["locationEntries"]
+                    if entries and all(e["loadStatus"] == "LOADED" for e in entries):
+                        errors = [e["locationOrLoadError"] for e in entries
+                                  if e["locationOrLoadError"]["__typename"] == "PythonError"]
+                        assert not errors, errors
+                        break
+            except requests.RequestException:
+                pass
+            time.sleep(0.5)
+        yield server
+    finally:
+        stop_process_group(process)
 
 
 # --- running jobs ------------------------------------------------------------------------

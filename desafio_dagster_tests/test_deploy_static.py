@@ -295,10 +295,20 @@ def test_dockerfile_downloads_nothing_but_packages():
 @pytest.mark.parametrize("blank", ["", " "])
 def test_make_gives_a_blank_setting_its_default_as_the_cli_does(blank):
     env = {**os.environ, "DESAFIO_HOME": blank, "DESAFIO_OUTPUT_DIR": blank, "DAGSTER_HOME": blank}
-    planned = subprocess.run(["make", "--dry-run", "clean", "run"], cwd=REPO, env=env, capture_output=True, text=True,
-                             check=True).stdout  # the commands make would run, none run
+    # The commands make would run, none run; --always-make plans every step whatever the work tree holds
+    # (after a make run, the instance config exists and its mkdir would not be planned otherwise).
+    planned = subprocess.run(["make", "--dry-run", "--always-make", "clean", "run"], cwd=REPO, env=env,
+                             capture_output=True, text=True, check=True).stdout
     assert f'rm -rf "{REPO}/.desafio" "{REPO}/data/movements_csv" "{REPO}/data"/.movements_csv.*' in planned
     assert f'mkdir -p "{REPO}/.desafio/dagster"' in planned
+
+
+def test_ci_runs_the_readmes_two_commands_in_a_newcomers_order():
+    # In its fresh clone, make run on the defaults (no DESAFIO_POSTGRES_URL: the embedded Postgres), then make test.
+    commands = [line.strip() for line in (REPO / ".ci" / "run").read_text().splitlines()
+                if line.strip() and not line.lstrip().startswith("#")]
+    run = commands.index("env -u DESAFIO_POSTGRES_URL make run")
+    assert commands.index("make test") > run
 
 
 def test_ci_workflow_tests_and_builds_the_image():

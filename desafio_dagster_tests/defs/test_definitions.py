@@ -3,11 +3,13 @@ the checks job (from Dagster's CLI, as CI runs it), the daily schedule and the a
 refreshes movements_csv after its sources change, judged with Dagster's own evaluators."""
 
 import datetime
+import importlib
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import dagster as dg
@@ -18,7 +20,7 @@ from desafio_dagster.core.extract import SOURCE_SCHEMAS
 from desafio_dagster.core.layout import HEADER
 from desafio_dagster.definitions import defs
 from desafio_dagster.defs.assets.source import RAW_TABLES
-from desafio_dagster_tests.helpers import REPO, dagster_cli, run
+from desafio_dagster_tests.helpers import REPO, WORKSPACE_QUERY, dagster_cli, declared_checks, run, running_webserver
 
 MOVEMENTS_CSV = dg.AssetKey("movements_csv")
 # Dagster's automation tester selects with an argument that Dagster marks beta; not ours to fix.
@@ -140,3 +142,28 @@ def test_dg_lists_checks_and_launches_the_definitions_from_the_repo_root(databas
         [latest] = instance.get_runs(limit=1)
         assert (latest.job_name, latest.status) == ("etl", dg.DagsterRunStatus.SUCCESS)
     assert len(list((env_home / "data" / "movements_csv").glob("0*.csv"))) == 20
+
+
+def test_workspace_yaml_and_tool_dg_declare_the_same_code_location():
+    """The card's workspace.yaml (dagster dev/webserver/daemon -w) and pyproject.toml's [tool.dg] (dg) are two
+    declarations of one code location: the same module, under the same location name."""
+    [entry] = yaml.safe_load((REPO / "workspace.yaml").read_text())["load_from"]
+    declared = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["dg"]["project"]
+    assert entry == {"python_module": {"module_name": declared["code_location_target_module"],
+                                       "location_name": declared["code_location_name"]}}
+    assert importlib.import_module(declared["code_location_target_module"]).defs is defs
+
+
+@pytest.mark.command
+def test_dagster_webserver_with_the_workspace_file_serves_the_five_assets_and_their_checks(tmp_path):
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path)}
+    webserver = [str(Path(sys.executable).parent / "dagster-webserver"), "-w", "workspace.yaml"]
+    with running_webserver(webserver, env=env, log=tmp_path / "webserver.log") as server:
+        [entry] = server.graphql(WORKSPACE_QUERY)["workspaceOrError"]["locationEntries"]
+        nodes = server.graphql("""{ assetNodes { assetKey { path } assetChecksOrError {
+            ... on AssetChecks { checks { name } } } } }""")["assetNodes"]
+    served = {(node["assetKey"]["path"][-1], check["name"])
+              for node in nodes for check in node["assetChecksOrError"]["checks"]}
+    assert entry["name"] == "desafio_dagster"
+    assert {node["assetKey"]["path"][-1] for node in nodes} == {*RAW_TABLES, "movements_csv"}
+    assert served == declared_checks()

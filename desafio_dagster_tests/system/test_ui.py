@@ -11,8 +11,6 @@ import json
 import os
 import re
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -20,14 +18,13 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
-import requests
 from dagster import DagsterRunStatus
 from dagster_graphql import DagsterGraphQLClient
 
 from desafio_dagster.core.extract import SOURCE_SCHEMAS
 from desafio_dagster.core.layout import CSV_COLUMNS
 from desafio_dagster.defs.assets.source import RAW_TABLES
-from desafio_dagster_tests.helpers import REPO, declared_checks, free_port, graphql
+from desafio_dagster_tests.helpers import REPO, Webserver, declared_checks, running_webserver
 
 SCREENSHOTS = REPO / "docs" if os.environ.get("DESAFIO_UPDATE_SCREENSHOT") else Path(tempfile.gettempdir())
 SCREENSHOT = SCREENSHOTS / "asset-graph.png"
@@ -42,8 +39,6 @@ pytestmark = pytest.mark.filterwarnings("ignore:Using variable_values and operat
 
 RUN_CONFIG = {"ops": {"source_database": {"config": {"clients": 30, "movements_per_card": [0, 5]}}}}
 
-WORKSPACE_QUERY = """{ workspaceOrError { __typename ... on Workspace { locationEntries {
-  name loadStatus locationOrLoadError { __typename ... on PythonError { message } } } } } }"""
 CHECKS_QUERY = """{ assetNodes { assetKey { path } groupName assetChecksOrError { __typename
   ... on AssetChecks { checks { name executionForLatestMaterialization { runId status } } } } } }"""
 # What an asset's page shows: its code version, its definition's metadata (the column schema)
@@ -60,34 +55,6 @@ RESOURCES_QUERY = """{ repositoriesOrError { ... on RepositoryConnection { nodes
   allTopLevelResourceDetails { name configuredValues { key value type } configFields { name description } } } } } }"""
 
 
-class Webserver:
-    def __init__(self, port: int, log: Path):
-        self.port, self.log = port, log
-        self.url = f"http://127.0.0.1:{port}"
-
-    def tail(self, chars: int = 4000) -> str:
-        return self.log.read_text(errors="replace")[-chars:]
-
-    def graphql(self, query: str) -> dict:
-        return graphql(self.url, query)
-
-
-def _stop(process: subprocess.Popen) -> None:
-    """Stop the whole process group (webserver, daemon, code server, run workers, Spark's JVM)."""
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=20)
-    except ProcessLookupError:
-        return
-    except subprocess.TimeoutExpired:
-        pass
-    try:  # whatever is left in the group, the dev process included
-        os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    process.wait(timeout=10)
-
-
 @pytest.fixture
 def webserver(database_url, env_home, tmp_path):
     """`dagster dev` in the repo root, with a temporary DAGSTER_HOME and the test's source database."""
@@ -95,34 +62,9 @@ def webserver(database_url, env_home, tmp_path):
     home.mkdir()
     # No telemetry, and no "join the community" dialog over the page.
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\nnux:\n  enabled: false\n")
-    port = free_port()
-    log = tmp_path / "dagster-dev.log"
     env = {**os.environ, "DAGSTER_HOME": str(home)}
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "dagster", "dev", "-h", "127.0.0.1", "-p", str(port)],
-            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-    server = Webserver(port, log)
-    try:
-        deadline = time.monotonic() + 120
-        while True:  # the webserver answers, then the code location is loaded
-            assert process.poll() is None, f"dagster dev exited with {process.returncode}:\n{server.tail()}"
-            assert time.monotonic() < deadline, f"dagster dev did not come up in 120 s:\n{server.tail()}"
-            try:
-                if requests.get(f"{server.url}/server_info", timeout=2).ok:
-                    entries = server.graphql(WORKSPACE_QUERY)["workspaceOrError"]["locationEntries"]
-                    if entries and all(e["loadStatus"] == "LOADED" for e in entries):
-                        errors = [e["locationOrLoadError"] for e in entries
-                                  if e["locationOrLoadError"]["__typename"] == "PythonError"]
-                        assert not errors, errors
-                        break
-            except requests.RequestException:
-                pass
-            time.sleep(0.5)
+    with running_webserver([sys.executable, "-m", "dagster", "dev"], env=env, log=tmp_path / "dagster-dev.log") as server:
         yield server
-    finally:
-        _stop(process)
 
 
 def latest_check_results(server: Webserver) -> dict[tuple[str, str], dict | None]:
