@@ -29,11 +29,12 @@ SERVER = os.environ.get("DESAFIO_POSTGRES_URL", "postgresql://postgres@127.0.0.1
 BENCH_DB = "desafio_bench"
 
 
-def bench_url() -> str:
+def bench_url(name: str = BENCH_DB) -> str:
+    """The benchmark database name on the server, created if missing."""
     with psycopg.connect(SERVER, autocommit=True) as conn:
-        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (BENCH_DB,)).fetchone():
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(BENCH_DB)))
-    return make_conninfo(SERVER, dbname=BENCH_DB)
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return make_conninfo(SERVER, dbname=name)
 
 
 def populate_job(url: str, config: dict) -> tuple[float, int]:

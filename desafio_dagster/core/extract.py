@@ -4,10 +4,10 @@ The export's own transaction (`ExportedSnapshot`, on the driver) waits for a pop
 takes ACCESS SHARE on the four tables, exports its snapshot (`pg_export_snapshot()`), computes the
 audit figures and the fingerprint in it, and stays open until the Spark job has finished.
 
-Each Spark task reads its part (`read_tables`: mapInArrow over one number per partition): it opens
-its own connection, imports that snapshot (`SET TRANSACTION SNAPSHOT`, REPEATABLE READ, read only), locks the tables
-NOWAIT and streams its range of clients with `COPY ... TO STDOUT`, parsed into Arrow record batches
-with exact types. As with pg_dump's workers, NOWAIT keeps a task from queueing behind a populate
+Each Spark task reads one range of clients from all four tables (`read_clients`): it opens its own
+connection, imports that snapshot (`SET TRANSACTION SNAPSHOT`, REPEATABLE READ, read only), locks the
+tables NOWAIT and streams its clients' rows of each table with `COPY ... TO STDOUT`, parsed into Arrow
+with exact types. Nothing the size of the client set is broadcast or held on the driver. As with pg_dump's workers, NOWAIT keeps a task from queueing behind a populate
 that itself waits for the exporter: the task fails at once and the step retries from a fresh
 snapshot. No JDBC driver, no staging folder, nothing shared between driver and executors but the
 options of the read (no password: libpq takes it from PGPASSWORD, set as an executor environment
@@ -20,7 +20,7 @@ import contextlib
 import io
 import math
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import psycopg
@@ -107,13 +107,6 @@ class Clients:
         return sql.SQL("= ANY({}::bigint[])").format(sql.Literal(list(self.ids)))
 
 
-def spark_ddl(schema: pa.Schema) -> str:
-    """The Spark schema whose rows are exactly these Arrow batches."""
-    types = {pa.int64(): "bigint", pa.int32(): "int", pa.string(): "string", _TIMESTAMP: "timestamp_ntz",
-             pa.decimal128(10, 2): "decimal(10,2)"}
-    return ", ".join(f"`{field.name}` {types[field.type]}" for field in schema)
-
-
 @dataclass(frozen=True)
 class Snapshot:
     """What one export reads, all from one transaction."""
@@ -191,10 +184,10 @@ class ExportedSnapshot:
             snapshot = Snapshot(snapshot_id, counts, clients, fingerprint, time.monotonic() - started)
             return cls(db, conn, snapshot, closing.pop_all())  # open until close()
 
-    def check_connections(self, movement_parts: int, task_slots: int) -> None:
+    def check_connections(self, parts: int, task_slots: int) -> None:
         """Fail clearly, before any task connects, if the server has fewer free connections than the
-        reads of read_tables need at once: one per running task, at most one per task slot."""
-        wanted = min(movement_parts + len(SOURCE_SCHEMAS) - 1, task_slots)
+        tasks need at once: one per running task (read_clients), at most one per task slot."""
+        wanted = min(parts, task_slots)
         limit, reserved, used = self._conn.execute(
             """SELECT current_setting('max_connections')::int,
                       current_setting('superuser_reserved_connections')::int
@@ -207,25 +200,21 @@ class ExportedSnapshot:
                 f"but the server has {max(free, 0)} free (max_connections={limit}, {used} in use): raise "
                 f"max_connections, or set the postgres resource's max_export_connections to {max(free, 1)} or less")
 
-    def read_options(self, table: str) -> dict[str, str]:
-        """What a task needs to read table from this snapshot: where and how to connect, without the
-        password (libpq takes it from PGPASSWORD in the task's environment)."""
+    def read_options(self) -> dict[str, str]:
+        """What a task needs to read this snapshot: where and how to connect, without the password
+        (libpq takes it from PGPASSWORD in the task's environment)."""
         params = {k: v for k, v in conninfo_to_dict(self.db.url).items() if k != "password"}
-        return {"conninfo": make_conninfo(**params), "schema": self.db.schema, "snapshot": self.snapshot.id,
-                "table": table}
+        return {"conninfo": make_conninfo(**params), "schema": self.db.schema, "snapshot": self.snapshot.id}
 
     def close(self) -> None:
         """End the transaction: the snapshot can no longer be imported, and a waiting populate proceeds."""
         self._closing.close()
 
 
-def read_snapshot_rows(options: dict[str, str], clients: Clients | None) -> Iterator[pa.RecordBatch]:
-    """The rows of options["table"] (of those clients, or all) as the export's snapshot holds them,
-    in Arrow batches of SOURCE_SCHEMAS' types. Runs in a Spark task."""
-    table, schema = options["table"], SOURCE_SCHEMAS[options["table"]]
-    where = sql.SQL("")
-    if clients is not None:
-        where = sql.SQL(" WHERE " + _CLIENTS_ROWS[table]).format(clients=clients.condition())
+@contextlib.contextmanager
+def snapshot_connection(options: dict[str, str]) -> Iterator[psycopg.Connection]:
+    """A connection whose transaction reads the export's snapshot (ExportedSnapshot.read_options), the
+    tables share-locked NOWAIT. Runs in a Spark task."""
     with contextlib.ExitStack() as stack:
         try:
             conn = stack.enter_context(SourceDatabase(options["conninfo"], options["schema"]).connect(purpose="export task"))
@@ -243,23 +232,40 @@ def read_snapshot_rows(options: dict[str, str], clients: Clients | None) -> Iter
         except psycopg.errors.InvalidParameterValue as error:
             raise SourceReadError(f"the export's snapshot is gone ({first_line(error)}): its transaction ended "
                                   f"before the Spark job did") from None
-        statement = sql.SQL("COPY (SELECT {} FROM {}{}) TO STDOUT (FORMAT csv)").format(
-            identifiers(schema.names), sql.Identifier(table), where)
-        try:
-            with conn.cursor() as cur, cur.copy(statement) as copy:
-                stream = io.BufferedReader(_CopyStream(copy), _BLOCK_BYTES)
-                if not stream.peek(1):
-                    return
-                yield from pa_csv.open_csv(
-                    stream,
-                    read_options=pa_csv.ReadOptions(column_names=schema.names, block_size=_BLOCK_BYTES),
-                    parse_options=pa_csv.ParseOptions(newlines_in_values=True),
-                    convert_options=pa_csv.ConvertOptions(column_types=schema, strings_can_be_null=False,
-                                                          quoted_strings_can_be_null=False),
-                )
-        except psycopg.OperationalError as error:
-            raise SourceReadError(f"connection to Postgres lost in a Spark task reading {table}: "
-                                  f"{first_line(error)}") from None
+        yield conn
+
+
+def copy_rows(conn: psycopg.Connection, table: str, clients: Clients | None) -> Iterator[pa.RecordBatch]:
+    """The rows of table (of those clients, or all) in conn's snapshot, in Arrow batches of SOURCE_SCHEMAS' types."""
+    schema = SOURCE_SCHEMAS[table]
+    where = sql.SQL("")
+    if clients is not None:
+        where = sql.SQL(" WHERE " + _CLIENTS_ROWS[table]).format(clients=clients.condition())
+    statement = sql.SQL("COPY (SELECT {} FROM {}{}) TO STDOUT (FORMAT csv)").format(
+        identifiers(schema.names), sql.Identifier(table), where)
+    try:
+        with conn.cursor() as cur, cur.copy(statement) as copy:
+            stream = io.BufferedReader(_CopyStream(copy), _BLOCK_BYTES)
+            if not stream.peek(1):
+                return
+            yield from pa_csv.open_csv(
+                stream,
+                read_options=pa_csv.ReadOptions(column_names=schema.names, block_size=_BLOCK_BYTES),
+                parse_options=pa_csv.ParseOptions(newlines_in_values=True),
+                convert_options=pa_csv.ConvertOptions(column_types=schema, strings_can_be_null=False,
+                                                      quoted_strings_can_be_null=False),
+            )
+    except psycopg.OperationalError as error:
+        raise SourceReadError(f"connection to Postgres lost in a Spark task reading {table}: "
+                              f"{first_line(error)}") from None
+
+
+def read_clients(options: dict[str, str], clients: Clients | None) -> dict[str, pa.Table]:
+    """The four tables' rows of those clients (or all), as the export's snapshot holds them: one
+    connection, one COPY per table. Runs in a Spark task."""
+    with snapshot_connection(options) as conn:
+        return {table: pa.Table.from_batches(list(copy_rows(conn, table, clients)), schema)
+                for table, schema in SOURCE_SCHEMAS.items()}
 
 
 class _CopyStream(io.RawIOBase):
@@ -282,32 +288,3 @@ class _CopyStream(io.RawIOBase):
         buffer[:n] = self._pending[:n]
         self._pending = self._pending[n:]
         return n
-
-
-def _partition_reader(options: dict[str, str], ranges: list[Clients | None]):
-    """mapInArrow function over spark.range(len(ranges)): partition i reads ranges[i] of the table."""
-
-    def read(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        for batch in batches:
-            for index in batch.column(0).to_pylist():
-                yield from read_snapshot_rows(options, ranges[index])
-
-    read.__name__ = f"read_{options['table']}_from_snapshot"  # what the plan shows
-    return read
-
-
-def read_tables(spark, exported: ExportedSnapshot, movement_ranges: Iterable[Clients],
-                selected: Clients | None = None) -> dict:
-    """The four tables as Spark DataFrames read by the tasks from the exported snapshot: movimento in
-    one partition per client range, the three small tables in one partition each (of the selected
-    clients only, if given).
-
-    Each is spark.range(partitions).mapInArrow(read): a partition holds one number, the index of the
-    range its task reads. A Python data source would do the same, but Spark plans it by starting a
-    Python process on the driver for each scan (about a second each here); these need none."""
-    tables = {}
-    for table, schema in SOURCE_SCHEMAS.items():
-        parts = list(movement_ranges) if table == "movimento" else [selected]
-        reader = _partition_reader(exported.read_options(table), parts)
-        tables[table] = spark.range(0, len(parts), 1, len(parts)).mapInArrow(reader, spark_ddl(schema))
-    return tables

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -48,7 +49,7 @@ from desafio_dagster.core.audit import (
     scan_bytes,
     scan_many,
 )
-from desafio_dagster.core.errors import TransientError, first_line
+from desafio_dagster.core.errors import TransientError
 from desafio_dagster.core.extract import SourceReadError
 from desafio_dagster.core.incremental import (
     FORMAT_FILE,
@@ -68,6 +69,7 @@ from desafio_dagster.core.layout import (
     index_bytes,
     parse_index,
 )
+from desafio_dagster.core.spark_session import spark_job_error
 from desafio_dagster.core.store import PublishError, Store, open_attempt, open_store, read_s3_files
 from desafio_dagster.core.transform import KEY_COLUMNS
 
@@ -76,8 +78,18 @@ _SUMMARY_SCHEMA = ("client_id long, nome string, sobrenome string, file string, 
                    "header_ok boolean, scanned_rows long, scanned_total string, long_digit_run boolean, scan_seconds double")
 
 
-class SparkWriteError(PublishError, TransientError):
-    """The Spark job writing the files failed (e.g. an executor was lost): worth another attempt."""
+class _Summary(NamedTuple):  # what a task reports of one client file it wrote (_SUMMARY_SCHEMA)
+    client_id: int
+    nome: str
+    sobrenome: str
+    file: str
+    rows: int
+    attempt_dir: str
+    header_ok: bool
+    scanned_rows: int | None
+    scanned_total: str | None
+    long_digit_run: bool
+    scan_seconds: float
 
 
 class PublishedVersionChanged(PublishError, TransientError):
@@ -318,23 +330,23 @@ def published_as_is(store: Store, plan: Plan) -> Published:
                      audit_seconds=0.0, readback_seconds=0.0, carried=len(files))
 
 
-def _write(view: DataFrame, target: str, by_client: bool, on_progress) -> list:
-    """Run the Spark job that writes the view's clients to target: one summary row per client file."""
+def _write(view: DataFrame, target: str, by_client: bool, on_progress) -> list[_Summary]:
+    """Run the Spark job that writes the view's clients to target: one summary per client file, by client id.
+    The summaries come back as one Arrow table (no Row object per client on the driver)."""
     prepared = view.select(*KEY_COLUMNS, *CSV_COLUMNS)
     if not by_client:
         prepared = prepared.repartition(max(2, view.sparkSession.sparkContext.defaultParallelism * 2), "client_id")
-    prepared = prepared.sortWithinPartitions("client_id", "movement_time", "movement_id")
+        prepared = prepared.sortWithinPartitions("client_id", "movement_time", "movement_id")
     with _reporting(view.sparkSession.sparkContext, on_progress):
         try:
-            return sorted(prepared.mapInArrow(_task_writer(target), _SUMMARY_SCHEMA).collect(), key=lambda r: r.client_id)
+            table = prepared.mapInArrow(_task_writer(target), _SUMMARY_SCHEMA).toArrow()
         except Exception as error:  # Py4J and PySpark raise many kinds
             read_error = re.search(r"SourceReadError: (.+)", str(error))
             if read_error:  # a task could not read the source: explained in the task
                 raise SourceReadError(f"{read_error.group(1).strip()}; nothing was published") from None
-            raise SparkWriteError(
-                f"the Spark job writing the client files failed: {first_line(error)}; "
-                f"the previous output is untouched (Spark's log above has the details)"
-            ) from error
+            raise spark_job_error(error, "writing the client files") from None
+    table = table.sort_by("client_id")
+    return [_Summary(*row) for row in zip(*(table.column(name).to_pylist() for name in _Summary._fields))]
 
 
 _PUBLISHED_SCHEMA = "client_id long, " + ", ".join(f"`{name}` string" for name in CSV_COLUMNS)

@@ -14,7 +14,7 @@ from importlib import resources
 
 from pyspark.sql import SparkSession
 
-from desafio_dagster.core.errors import DesafioError
+from desafio_dagster.core.errors import DesafioError, TransientError
 from desafio_dagster.core.java import JavaNotFound, find_java_home
 from desafio_dagster.core.settings import environment
 
@@ -31,6 +31,59 @@ DEFAULT_CONF = {
 
 class SparkStartError(DesafioError):
     """Spark could not start; the message says why and what to change."""
+
+
+class SparkJobError(DesafioError):
+    """A Spark job failed for a reason that another attempt would meet again (out of memory, an error in
+    a task's code or data, an analysis error): not retried."""
+
+
+class SparkJobLost(TransientError):
+    """A Spark job failed because an executor or a connection was lost: worth another attempt."""
+
+
+# What Spark says when the cluster, not the job, failed: these alone are retried.
+_LOST = re.compile(r"ExecutorLostFailure|executor \S+ (?:was )?lost|Lost executor|FetchFailed|Connection reset|"
+                   r"Connection refused|Broken pipe|RpcTimeoutException|Python worker exited unexpectedly", re.I)
+_MEMORY = re.compile(r"OutOfMemoryError|Not enough memory|Java heap space|GC overhead limit|MemoryError|"
+                     r"exceeds? .{0,40}memory", re.I)
+# An exception's line in a Java or Python trace: "org.apache.spark.SparkException: Job aborted ...",
+# "Caused by: java.lang.OutOfMemoryError: Java heap space", "ValueError: bad value".
+_EXCEPTION_LINE = re.compile(r"^(?:Caused by: |: )?((?:[A-Za-z_$][\w$]*\.)*[A-Za-z_$][\w$]*(?:Error|Exception)): (.+)$")
+_WRAPPERS = ("Job aborted due to stage failure", "An error occurred while calling", "Exception thrown in awaitResult")
+
+
+def _exceptions(lines: list[str]) -> list[str]:
+    """'Name: message' of each line that names an exception, wrappers left out."""
+    return [f"{m.group(1).rsplit('.', 1)[-1]}: {m.group(2).strip()}" for line in lines
+            if (m := _EXCEPTION_LINE.match(line)) and not m.group(2).startswith(_WRAPPERS)]
+
+
+def spark_cause(error: BaseException, most: int = 400) -> str:
+    """Spark's own cause of a failed job, in one line: the exception a task's Python code raised (the
+    line after its traceback's frames), else the root cause of the Java trace (its last 'Caused by:'),
+    else its first exception that is not a wrapper, else the first line."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    traceback = "Traceback (most recent call last):"
+    python = _exceptions(lines[lines.index(traceback) + 1:]) if traceback in lines else []
+    root = _exceptions([line for line in lines if line.startswith("Caused by: ")][-1:])
+    causes = python or root or _exceptions(lines) or lines[:1] or [type(error).__name__]
+    return causes[0] if len(causes[0]) <= most else causes[0][: most - 1] + "…"
+
+
+def spark_job_error(error: BaseException, doing: str) -> DesafioError:
+    """An explained error for a failed Spark job: its cause in one line and what to change; transient
+    (SparkJobLost) only when an executor or a connection was lost."""
+    text, cause = str(error), spark_cause(error)
+    if _MEMORY.search(text):
+        return SparkJobError(f"the Spark job {doing} ran out of memory: {cause}. Give Spark more memory (the spark "
+                             f"resource's spark_config: spark.driver.memory, spark.executor.memory); the previous "
+                             f"output is untouched")
+    if _LOST.search(text):
+        return SparkJobLost(f"the Spark job {doing} lost an executor or a connection: {cause}; the previous output "
+                            f"is untouched")
+    return SparkJobError(f"the Spark job {doing} failed: {cause}. Another attempt would fail the same way, so the "
+                         f"step is not retried; the previous output is untouched")
 
 
 _java_homes: dict[str, str] = {}  # JAVA_HOME as found -> as checked or chosen

@@ -24,6 +24,7 @@ once and reads only that version.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import io
 import os
 import shutil
@@ -160,6 +161,24 @@ def fsync(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def sync_filesystem(folder: Path, files: list[str]) -> None:
+    """Make folder's files and entries durable: one syncfs(2) of its filesystem where the OS has it
+    (Linux), which costs about as much as one fsync, not one per file; else an fsync per file and folder."""
+    try:
+        syncfs = ctypes.CDLL(None, use_errno=True).syncfs
+    except (AttributeError, OSError):
+        syncfs = None
+    if syncfs is not None:
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            if syncfs(fd) == 0:
+                return
+        finally:
+            os.close(fd)
+    with ThreadPoolExecutor(max_workers=8) as pool:  # fsync waits on the disk, not the GIL
+        list(pool.map(fsync, [*(folder / f for f in files), folder]))
 
 
 class LocalStore(Store):
@@ -470,8 +489,7 @@ class _LocalAttempt:  # the Spark task's side of LocalStore
         handle.close()
 
     def finish(self, files: list[str]) -> None:
-        with ThreadPoolExecutor(max_workers=8) as pool:  # fsync waits on the disk, not the GIL
-            list(pool.map(fsync, [*(self.folder / f for f in files), self.folder]))  # before the driver links them
+        sync_filesystem(self.folder, files)  # durable before the driver takes them in
 
     def read_many(self, files: list[str]) -> Iterator[bytes]:
         return ((self.folder / file).read_bytes() for file in files)

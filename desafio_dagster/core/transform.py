@@ -1,85 +1,90 @@
-"""The flat view of card movements, in Spark. Pure: no Dagster.
+"""The flat view of card movements. Pure: no Dagster.
 
-One row per movement, joined movimento -> cartao -> conta -> associado, every
-contract column already in its exact text format. Clients without movements keep
-one row whose movement columns are null, so every client reaches the output.
+One row per movement, joined movimento -> cartao -> conta -> associado, every contract column already
+in its exact text format. A client without movements keeps one row whose movement columns are null,
+so every client reaches the output.
 
-The three small tables are broadcast, so the movements are never shuffled: when they
-are read one partition per range of clients (extract.read_tables), the view keeps that
-partitioning, and each client's rows stay in one partition.
+The view is a Spark DataFrame with one partition per range of clients (extract.Snapshot.client_ranges).
+Each task reads its range from all four tables of the export's snapshot (extract.read_clients) and
+joins them there, in Arrow (`flat_rows`): a client's rows never leave its task, nothing is shuffled,
+and nothing whose size grows with the number of clients is broadcast or held on the driver. Each
+partition comes out sorted by client, then data_movimento, then movement id: the order of the files.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
+import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark.sql import DataFrame
-from pyspark.sql import functions as F
 
-from desafio_dagster.core.extract import Clients, ExportedSnapshot, read_tables
+from desafio_dagster.core.extract import Clients, ExportedSnapshot, read_clients
 from desafio_dagster.core.layout import CSV_COLUMNS
 
 KEY_COLUMNS = ("client_id", "movement_id", "movement_time")
-_TIMESTAMP_FORMAT = "yyyy-MM-dd HH:mm:ss"
+VIEW_SCHEMA = pa.schema([("client_id", pa.int64()), ("movement_id", pa.int64()), ("movement_time", pa.timestamp("us")),
+                         *((name, pa.string()) for name in CSV_COLUMNS)])
+VIEW_DDL = "client_id bigint, movement_id bigint, movement_time timestamp_ntz, " + ", ".join(
+    f"`{name}` string" for name in CSV_COLUMNS)
+_TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S"
+_BATCH_ROWS = 65_536
 
 
-def masked(card_number):
+def _text(timestamps: pa.ChunkedArray) -> pa.ChunkedArray:
+    """YYYY-MM-DD HH:MM:SS, the fraction of a second dropped."""
+    return pc.strftime(timestamps.cast(pa.timestamp("s"), safe=False), _TIMESTAMP_FORMAT)
+
+
+def masked(card_numbers: pa.ChunkedArray) -> pa.ChunkedArray:
     """Every character but the last four replaced by '*'."""
-    return F.concat(F.repeat(F.lit("*"), F.greatest(F.length(card_number) - 4, F.lit(0))), F.substring(card_number, -4, 4))
+    stars = pc.binary_repeat("*", pc.max_element_wise(pc.subtract(pc.utf8_length(card_numbers), 4), 0))
+    return pc.binary_join_element_wise(stars, pc.utf8_slice_codeunits(card_numbers, -4), "")
 
 
-def flat_view(tables: dict[str, DataFrame], without_movements: Sequence[int], mask_card_numbers: bool = True) -> DataFrame:
-    """KEY_COLUMNS (movement_id and movement_time null for a client without movements), then CSV_COLUMNS
-    as text. without_movements: the ids of the clients that have no movement (from the snapshot's figures)."""
-    # Format the small tables before the join, so each card's and account's text is
-    # computed once, not once per movement.
-    clients = tables["associado"].select(
-        F.col("id").alias("client_id"),
-        F.col("nome").alias("nome_associado"),
-        F.col("sobrenome").alias("sobrenome_associado"),
-        F.col("idade").cast("string").alias("idade_associado"),
-    )
-    accounts = tables["conta"].select(
-        F.col("id").alias("account_id"),
-        F.col("id_associado").alias("client_id"),
-        F.col("tipo").alias("tipo_conta"),
-        F.date_format("data_criacao", _TIMESTAMP_FORMAT).alias("data_criacao_conta"),
-    )
-    card_number = F.col("num_cartao")
-    cards = tables["cartao"].select(
-        F.col("id").alias("card_id"),
-        F.col("id_conta").alias("account_id"),
-        (masked(card_number) if mask_card_numbers else card_number).alias("numero_cartao"),
-        F.col("nom_impresso").alias("nome_impresso_cartao"),
-        F.date_format("data_criacao", _TIMESTAMP_FORMAT).alias("data_criacao_cartao"),
-    )
-    movements = tables["movimento"].select(
-        F.col("id").alias("movement_id"),
-        F.col("id_cartao").alias("card_id"),
-        F.col("vlr_transacao").cast("string").alias("vlr_transacao_movimento"),
-        F.col("des_transacao").alias("des_transacao_movimento"),
-        F.date_format("data_movimento", _TIMESTAMP_FORMAT).alias("data_movimento"),
-        F.col("data_movimento").alias("movement_time"),  # orders rows to the microsecond
-    )
-    # Inner joins from the big side, the small tables broadcast: the movements are not shuffled.
-    with_movements = (movements.join(F.broadcast(cards), "card_id").join(F.broadcast(accounts), "account_id")
-                      .join(F.broadcast(clients), "client_id"))
-    header_only = clients.filter(F.col("client_id").isin(list(without_movements))).select(
-        "client_id",
-        F.lit(None).cast("long").alias("movement_id"),
-        F.lit(None).cast("timestamp_ntz").alias("movement_time"),
-        *CSV_COLUMNS[:3],
-        *[F.lit(None).cast("string").alias(name) for name in CSV_COLUMNS[3:]],
-    )
-    return with_movements.select(*KEY_COLUMNS, *CSV_COLUMNS).unionByName(header_only)
+def flat_rows(tables: dict[str, pa.Table], mask_card_numbers: bool = True) -> pa.Table:
+    """The flat view (VIEW_SCHEMA) of the four tables' rows (extract.SOURCE_SCHEMAS), sorted by client,
+    movement time and movement id; one row of null movement columns for each client without movements."""
+    # Format the small tables before the join, so each card's and account's text is computed once.
+    clients, accounts, cards, movements = (tables[t] for t in ("associado", "conta", "cartao", "movimento"))
+    clients = pa.table({"client_id": clients["id"], "nome_associado": clients["nome"],
+                        "sobrenome_associado": clients["sobrenome"],
+                        "idade_associado": clients["idade"].cast(pa.string())})
+    accounts = pa.table({"account_id": accounts["id"], "client_id": accounts["id_associado"],
+                         "tipo_conta": accounts["tipo"], "data_criacao_conta": _text(accounts["data_criacao"])})
+    cards = pa.table({"card_id": cards["id"], "account_id": cards["id_conta"],
+                      "numero_cartao": masked(cards["num_cartao"]) if mask_card_numbers else cards["num_cartao"],
+                      "nome_impresso_cartao": cards["nom_impresso"], "data_criacao_cartao": _text(cards["data_criacao"])})
+    movements = pa.table({"movement_id": movements["id"], "card_id": movements["id_cartao"],
+                          "vlr_transacao_movimento": movements["vlr_transacao"].cast(pa.string()),
+                          "des_transacao_movimento": movements["des_transacao"],
+                          "data_movimento": _text(movements["data_movimento"]),
+                          "movement_time": movements["data_movimento"]})
+    joined = (movements.join(cards, "card_id", use_threads=False).join(accounts, "account_id", use_threads=False)
+              .join(clients, "client_id", use_threads=False))
+    idle = clients.filter(pc.invert(pc.is_in(clients["client_id"], value_set=joined["client_id"].unique())))
+    header_only = pa.table({
+        "client_id": idle["client_id"], "movement_id": pa.nulls(len(idle), pa.int64()),
+        "movement_time": pa.nulls(len(idle), pa.timestamp("us")), **{c: idle[c] for c in CSV_COLUMNS[:3]},
+        **{c: pa.nulls(len(idle), pa.string()) for c in CSV_COLUMNS[3:]}})
+    rows = pa.concat_tables([joined.select(VIEW_SCHEMA.names).cast(VIEW_SCHEMA), header_only.cast(VIEW_SCHEMA)])
+    return rows.sort_by([(key, "ascending") for key in ("client_id", "movement_time", "movement_id")])
+
+
+def _range_reader(options: dict[str, str], ranges: list[Clients], mask_card_numbers: bool):
+    """mapInArrow function over spark.range(len(ranges)): partition i reads ranges[i] and joins it."""
+
+    def read(batches):
+        for batch in batches:
+            for index in batch.column(0).to_pylist():
+                yield from flat_rows(read_clients(options, ranges[index]), mask_card_numbers).to_batches(_BATCH_ROWS)
+
+    read.__name__ = "read_and_join_clients_from_snapshot"  # what the plan shows
+    return read
 
 
 def snapshot_view(spark, exported: ExportedSnapshot, parts: int, mask_card_numbers: bool = True,
                   only: set[int] | None = None) -> DataFrame:
-    """The flat view of the export's snapshot (of the clients in `only`, if given), its movements read
-    in at most `parts` ranges of clients. Nothing else is read."""
-    snapshot = exported.snapshot
-    selected = None if only is None else Clients(min(only), max(only), tuple(sorted(only)))
-    tables = read_tables(spark, exported, snapshot.client_ranges(parts, only), selected)
-    return flat_view(tables, snapshot.without_movements(only), mask_card_numbers)
-
+    """The flat view of the export's snapshot (of the clients in `only`, if given), in at most `parts`
+    ranges of clients about equal in movements, one partition each. Nothing else is read."""
+    ranges = exported.snapshot.client_ranges(parts, only)
+    reader = _range_reader(exported.read_options(), ranges, mask_card_numbers)
+    return spark.range(0, len(ranges), 1, len(ranges)).mapInArrow(reader, VIEW_DDL)

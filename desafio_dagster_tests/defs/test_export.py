@@ -237,17 +237,31 @@ def test_a_failed_task_attempt_is_retried_without_duplicate_rows(published, sour
 
 
 def test_a_failing_spark_job_fails_clearly_and_keeps_the_output(published, source, spark_session):
-    """A Spark job that fails for good (here, one row raises) leaves the published output."""
+    """A Spark job that fails for good (one row raises in Spark's code, or a task's Python code raises) leaves
+    the published output, says Spark's own cause in one line, and is not a transient fault (not retried)."""
     from pyspark.sql import functions as F
 
-    from desafio_dagster.core.publish import PublishError, publish_per_client
+    from desafio_dagster.core.errors import TransientError
+    from desafio_dagster.core.publish import publish_per_client
+    from desafio_dagster.core.spark_session import SparkJobError
+
+    def python_error(batches):
+        for batch in batches:
+            if 7 in batch.column("client_id").to_pylist():
+                raise ValueError("no card for client 7")
+            yield batch
 
     folder = published[0]
     with exported_view(source, spark_session) as (view, snapshot):
-        broken = view.withColumn(
+        broken_in_spark = view.withColumn(
             "des_transacao_movimento",
             F.when(F.col("client_id") == 7, F.raise_error(F.lit("boom in client 7"))).otherwise(F.col("des_transacao_movimento")),
         )
-        with pytest.raises(PublishError, match="Spark job writing the client files failed.*boom in client 7"):
-            publish_per_client(broken, folder.parent, snapshot.clients, by_client=True)
+        broken_in_python = view.mapInArrow(python_error, view.schema)
+        for broken, cause in ((broken_in_spark, "boom in client 7"), (broken_in_python, "ValueError: no card for client 7")):
+            with pytest.raises(SparkJobError) as raised:
+                publish_per_client(broken, folder.parent, snapshot.clients, by_client=True)
+            message = str(raised.value)
+            assert message.startswith("the Spark job writing the client files failed: ") and cause in message
+            assert "\n" not in message and "log" not in message and not isinstance(raised.value, TransientError)
     assert_untouched(published)
