@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
 from desafio_dagster.core.errors import DesafioError
-from desafio_dagster.core.layout import CSV_COLUMNS, HEADER, client_file_name, csv_bytes
+from desafio_dagster.core.layout import CSV_COLUMNS, HEADER, client_file_names, csv_bytes
 
 MANIFEST_FILE = "_snapshot.csv"  # in each version: what the source snapshot held, per client
 MANIFEST_COLUMNS = ("client_id", "file", "rows", "vlr_transacao_total", "fingerprint")
@@ -49,9 +49,13 @@ class ClientFigures:
 
 def expected_figures(rows: Iterable[tuple[int, str, str, int, Decimal, int]]) -> dict[str, ClientFigures]:
     """(client id, nome, sobrenome, movements, sum of values, fingerprint) of every client -> figures by file name."""
-    figures = (ClientFigures(cid, client_file_name(cid, nome, sobrenome), n, Decimal(total), fingerprint)
-               for cid, nome, sobrenome, n, total, fingerprint in rows)
-    return {f.file: f for f in figures}
+    rows = list(rows)
+    if not rows:
+        return {}
+    ids, nomes, sobrenomes, counts, totals, fingerprints = zip(*rows)
+    files = client_file_names(pa.array(ids, pa.int64()), pa.array(nomes, pa.string()), pa.array(sobrenomes, pa.string()))
+    return {file: ClientFigures(cid, file, n, Decimal(total), fingerprint)
+            for cid, file, n, total, fingerprint in zip(ids, files.to_pylist(), counts, totals, fingerprints)}
 
 
 def manifest_bytes(expected: dict[str, ClientFigures]) -> bytes:

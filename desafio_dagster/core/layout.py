@@ -2,11 +2,11 @@
 
 import csv
 import io
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from desafio_dagster.core.text import fold_ascii
+import pyarrow as pa
+import pyarrow.compute as pc
 
 # column -> (type, source and text format), in the files' order: the 11 columns of the contract.
 CSV_CONTRACT = {
@@ -28,13 +28,22 @@ INDEX_FILE = "_index.csv"
 INDEX_COLUMNS = ("client_id", "nome_associado", "sobrenome_associado", "file", "rows")
 
 
-def slug(text: str) -> str:
-    """'João da Silva' -> 'joao-da-silva' (ASCII, lower case, accents folded, hyphen-separated)."""
-    return re.sub(r"[^a-z0-9]+", "-", fold_ascii(text).lower()).strip("-")[:80].rstrip("-")
+def client_file_names(ids: pa.Array, nomes: pa.Array, sobrenomes: pa.Array) -> pa.Array:
+    """'00000042_joao-da-silva.csv' for each client: the id zero-padded to 8 digits, then the slug of nome
+    and sobrenome (ASCII, lower case, accents folded, hyphen-separated, at most 80 characters; 'sem-nome'
+    if nothing is left). Arrow compute, vectorised: a million names take about a second."""
+    text = pc.binary_join_element_wise(nomes, sobrenomes, " ")
+    ascii_text = pc.replace_substring_regex(pc.utf8_normalize(text, "NFKD"), r"[^\x00-\x7f]", "")  # accents folded
+    hyphenated = pc.utf8_trim(pc.replace_substring_regex(pc.ascii_lower(ascii_text), "[^a-z0-9]+", "-"), "-")
+    slugs = pc.utf8_rtrim(pc.utf8_slice_codeunits(hyphenated, 0, 80), "-")
+    slugs = pc.if_else(pc.equal(pc.utf8_length(slugs), 0), "sem-nome", slugs)
+    padded = pc.utf8_lpad(pc.cast(ids, pa.string()), 8, "0")
+    return pc.binary_join_element_wise(padded, pc.binary_join_element_wise(slugs, ".csv", ""), "_")
 
 
 def client_file_name(client_id: int, nome: str, sobrenome: str) -> str:
-    return f"{client_id:08d}_{slug(f'{nome} {sobrenome}') or 'sem-nome'}.csv"
+    """One client's file name (see client_file_names)."""
+    return client_file_names(pa.array([client_id], pa.int64()), pa.array([nome]), pa.array([sobrenome]))[0].as_py()
 
 
 @dataclass(frozen=True)

@@ -65,7 +65,7 @@ from desafio_dagster.core.layout import (
     HEADER,
     INDEX_FILE,
     ClientFile,
-    client_file_name,
+    client_file_names,
     index_bytes,
     parse_index,
 )
@@ -162,15 +162,17 @@ def _task_writer(target: str):
                 starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
                 ends = np.r_[starts[1:], len(ids)]
                 offsets, counted, data = _line_bytes(csv_lines(batch))
-                names, surnames = batch.column("nome_associado"), batch.column("sobrenome_associado")
-                for start, end in zip(starts.tolist(), ends.tolist()):
+                firsts = batch.take(pa.array(starts))  # each client's first row: its names
+                names, surnames = (firsts.column(c).to_pylist() for c in ("nome_associado", "sobrenome_associado"))
+                file_names = client_file_names(firsts.column("client_id"), firsts.column("nome_associado"),
+                                               firsts.column("sobrenome_associado")).to_pylist()
+                for client, (start, end) in enumerate(zip(starts.tolist(), ends.tolist())):
                     client_id = int(ids[start])
                     if not summary or summary[-1][0] != client_id:
                         if handle:
                             attempt.close(summary[-1][3], handle)
                             handle = None
-                        nome, sobrenome = names[start].as_py(), surnames[start].as_py()
-                        name = client_file_name(client_id, nome, sobrenome)
+                        nome, sobrenome, name = names[client], surnames[client], file_names[client]
                         handle = attempt.open(name)
                         handle.write(_HEADER_BYTES)
                         summary.append([client_id, nome, sobrenome, name, 0, attempt.location])

@@ -1,0 +1,85 @@
+"""Scale benchmark: the same movements over 100,000 and over 1,000,000 clients, in one run. For each size,
+on a database of its own (populated on first use, kept for the next run):
+
+1. a full export (full_refresh) into an empty output;
+2. the `grow` job adds one day touching about 1% of the clients;
+3. the incremental export of that change;
+4. an export with nothing changed.
+
+Each is a whole `dagster job execute -j export` process, checks included, with its wall time and the peak
+memory of its process tree (the JVM and Python workers included). Then the ratios between the two sizes
+and the cost per client and per movement.
+
+    python bench/bench_scale.py                       # both sizes (about 20 minutes here, populates included)
+    python bench/bench_scale.py --sizes 100000        # one size
+
+Each run adds a day to the databases (desafio_bench_100k, desafio_bench_1m).
+"""
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_export import movements  # noqa: E402
+from bench_incremental import ACTIVE_SHARE, NEW_SHARE, export_metadata, job  # noqa: E402
+from bench_populate import bench_url, populate_job  # noqa: E402
+from measure import mib  # noqa: E402
+
+# About 10.5M movements at either size: ten times the clients, a tenth of the movements per card.
+SIZES = {100_000: ("desafio_bench_100k", [0, 66]), 1_000_000: ("desafio_bench_1m", [0, 7])}
+FULL_REFRESH = {"ops": {"movements_csv": {"config": {"full_refresh": True}}}}
+
+
+def measure(clients: int) -> dict:
+    name, per_card = SIZES[clients]
+    url = bench_url(name)
+    if movements(url)[1] < clients:
+        seconds, _ = populate_job(url, {"clients": clients, "movements_per_card": per_card, "seed": 11})
+        print(f"populated {name} in {seconds:.1f} s", flush=True)
+    with tempfile.TemporaryDirectory(dir=os.environ.get("DESAFIO_BENCH_TMP")) as directory:
+        work = Path(directory)
+        env = {**os.environ, "DESAFIO_POSTGRES_URL": url, "DAGSTER_HOME": str(work),
+               "DESAFIO_HOME": str(work / "home"), "DESAFIO_OUTPUT_DIR": str(work / "out")}
+        rows, total_clients = movements(url)
+        result = {"clients": total_clients, "movements": rows}
+        result["full"] = (*job("export", env, work, FULL_REFRESH), export_metadata(work))
+        job("grow", env, work, {"ops": {"source_database": {"config": {
+            "add_days": 1, "active_clients_per_day": ACTIVE_SHARE, "new_clients_per_day": NEW_SHARE}}}})
+        result["incremental"] = (*job("export", env, work), export_metadata(work))
+        result["unchanged"] = (*job("export", env, work), export_metadata(work))
+    return result
+
+
+def report(result: dict) -> None:
+    full_seconds = result["full"][0]
+    print(f"{result['clients']:,} clients, {result['movements']:,} movements (before the day added)")
+    for kind in ("full", "incremental", "unchanged"):
+        seconds, peak, metadata = result[kind]
+        print(f"  {kind:<12} {seconds:7.1f} s ({seconds / full_seconds:6.1%} of full), peak {mib(peak):>10}, "
+              f"{metadata['clients_rewritten']:>9,} files written, {metadata['clients_carried']:>9,} carried; "
+              f"audit {metadata['audit_seconds']}")
+    print(f"  full export per client: {full_seconds / result['clients'] * 1e6:,.0f} µs, "
+          f"per movement: {full_seconds / result['movements'] * 1e6:.2f} µs")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES), choices=list(SIZES))
+    args = parser.parse_args()
+    results = {clients: measure(clients) for clients in args.sizes}
+    print("scale benchmark: the export at the same movements over more clients (default settings)")
+    for result in results.values():
+        report(result)
+    if len(results) == 2:
+        small, large = (results[c] for c in sorted(results))
+        for kind in ("full", "incremental", "unchanged"):
+            print(f"  {kind}: 1M / 100k clients = {large[kind][0] / small[kind][0]:.2f}x the time, "
+                  f"{large[kind][1] / small[kind][1]:.2f}x the peak memory")
+        print("  targets: full at 1M <= 2x full at 100k and <= 4 GiB; incremental <= 10% of full; unchanged <= 5%")
+
+
+if __name__ == "__main__":
+    main()

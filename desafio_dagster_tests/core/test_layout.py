@@ -1,0 +1,33 @@
+"""The contract's file names, computed vectorised (Arrow), against an independent oracle."""
+
+import pyarrow as pa
+
+from desafio_dagster.core.fakedata import GenerationSpec, generate
+from desafio_dagster.core.layout import client_file_name, client_file_names
+from desafio_dagster_tests.helpers import oracle_slug
+
+TRICKY = [("João", "da Silva"), ("Ærø", "Łódź"), ("!!", "??"), ("", ""), ("  Zé ", "D'Ávila-Conceição"),
+          ("Ana", "Müller-Lüdenscheidt"), ("O'Neil", "São João del-Rei"), ("Nguyễn", "Thị Minh Khai"),
+          ("a" * 30, "b" * 30)]
+
+
+def test_file_names_follow_the_contract():
+    ids = list(range(1, len(TRICKY) + 1))
+    names = client_file_names(pa.array(ids, pa.int64()), pa.array([n for n, _ in TRICKY]), pa.array([s for _, s in TRICKY]))
+    expected = [f"{cid:08d}_{oracle_slug(nome, sobrenome) or 'sem-nome'}.csv" for cid, (nome, sobrenome) in zip(ids, TRICKY)]
+    assert names.to_pylist() == expected
+    assert client_file_name(42, "João", "da Silva") == "00000042_joao-da-silva.csv"
+    assert client_file_name(123_456_789, "Ana", "Lima") == "123456789_ana-lima.csv"  # past 8 digits, not cut
+
+
+def test_a_long_name_is_cut_at_80_characters_without_a_trailing_hyphen():
+    [name] = client_file_names(pa.array([7], pa.int64()), pa.array(["x" * 79]), pa.array(["yy"])).to_pylist()
+    assert name == f"00000007_{'x' * 79}.csv"
+
+
+def test_every_generated_name_matches_the_oracle():
+    spec = GenerationSpec(clients=3000, movements_per_card=(0, 1), seed=3)
+    clients = next(iter(generate(spec))).tables()["associado"]
+    names = client_file_names(clients["id"], clients["nome"], clients["sobrenome"]).to_pylist()
+    assert names == [f"{cid:08d}_{oracle_slug(n, s)}.csv" for cid, n, s in
+                     zip(*(clients[c].to_pylist() for c in ("id", "nome", "sobrenome")))]
