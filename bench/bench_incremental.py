@@ -99,7 +99,7 @@ def main() -> None:
     print(f"  nothing changed (mode {unchanged['export_mode']}):                     {unchanged_seconds:7.2f} s, "
           f"peak {mib(unchanged_peak)}")
     print(f"  nothing changed / full:                              {unchanged_seconds / full_seconds:7.1%} (target <= 5%)")
-    figures = {name: m["audit_seconds"]["snapshot_figures"] for name, m in
+    figures = {name: m["export_seconds"]["snapshot_figures"] for name, m in
                (("incremental", incremental), ("full", full), ("unchanged", unchanged))}
     print("  finding the changed clients (the snapshot's figures and fingerprints, one query over the whole "
           "source): " + ", ".join(f"{name} {seconds:.2f} s" for name, seconds in figures.items()))

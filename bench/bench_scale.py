@@ -22,6 +22,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import dagster as dg
+
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_export import movements  # noqa: E402
 from bench_incremental import ACTIVE_SHARE, NEW_SHARE, export_metadata, job  # noqa: E402
@@ -31,6 +33,19 @@ from measure import mib  # noqa: E402
 # About 10.5M movements at either size: ten times the clients, a tenth of the movements per card.
 SIZES = {100_000: ("desafio_bench_100k", [0, 66]), 1_000_000: ("desafio_bench_1m", [0, 7])}
 FULL_REFRESH = {"ops": {"movements_csv": {"config": {"full_refresh": True}}}}
+
+
+def step_seconds(dagster_home: Path) -> dict[str, float]:
+    """Each step's wall time in the latest run."""
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        [run] = instance.get_runs(limit=1)
+        return {s.step_key: s.end_time - s.start_time for s in instance.get_run_step_stats(run.run_id)}
+
+
+def export(env: dict, work: Path, config: dict | None = None) -> tuple[float, int, dict]:
+    """(seconds, peak, what the run recorded: the materialization's metadata and its steps' times)."""
+    seconds, peak = job("export", env, work, config)
+    return seconds, peak, {**export_metadata(work), "steps": step_seconds(work)}
 
 
 def measure(clients: int) -> dict:
@@ -45,23 +60,27 @@ def measure(clients: int) -> dict:
                "DESAFIO_HOME": str(work / "home"), "DESAFIO_OUTPUT_DIR": str(work / "out")}
         rows, total_clients = movements(url)
         result = {"clients": total_clients, "movements": rows}
-        result["full"] = (*job("export", env, work, FULL_REFRESH), export_metadata(work))
+        result["full"] = export(env, work, FULL_REFRESH)
         job("grow", env, work, {"ops": {"source_database": {"config": {
             "add_days": 1, "active_clients_per_day": ACTIVE_SHARE, "new_clients_per_day": NEW_SHARE}}}})
-        result["incremental"] = (*job("export", env, work), export_metadata(work))
-        result["unchanged"] = (*job("export", env, work), export_metadata(work))
+        result["incremental"] = export(env, work)
+        result["unchanged"] = export(env, work)
     return result
 
 
 def report(result: dict) -> None:
-    full_seconds = result["full"][0]
-    print(f"{result['clients']:,} clients, {result['movements']:,} movements (before the day added)")
+    full_seconds, clients = result["full"][0], result["clients"]
+    print(f"{clients:,} clients, {result['movements']:,} movements (before the day added)")
     for kind in ("full", "incremental", "unchanged"):
         seconds, peak, metadata = result[kind]
+        steps = metadata["steps"]
         print(f"  {kind:<12} {seconds:7.1f} s ({seconds / full_seconds:6.1%} of full), peak {mib(peak):>10}, "
               f"{metadata['clients_rewritten']:>9,} files written, {metadata['clients_carried']:>9,} carried; "
-              f"audit {metadata['audit_seconds']}")
-    print(f"  full export per client: {full_seconds / result['clients'] * 1e6:,.0f} µs, "
+              f"steps: export {steps.get('movements_csv', 0):.1f} s, checks {steps.get('movements_csv_checks', 0):.1f} s")
+        phases = {**metadata["export_seconds"], "checks": steps.get("movements_csv_checks", 0.0)}
+        print("      µs per client: " + ", ".join(f"{phase} {seconds / clients * 1e6:,.1f}"
+                                                 for phase, seconds in phases.items()))
+    print(f"  full export per client: {full_seconds / clients * 1e6:,.0f} µs, "
           f"per movement: {full_seconds / result['movements'] * 1e6:.2f} µs")
 
 

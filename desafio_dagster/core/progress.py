@@ -1,7 +1,9 @@
 """The progress messages the steps log and the CLI draws as progress bars: one format, written
 and read here, so the two cannot drift apart."""
 
+import contextlib
 import re
+import time
 from dataclasses import dataclass
 
 
@@ -38,3 +40,22 @@ def parse(message: str) -> Progress | None:
             total = int(found.group(total_group)) if total_group else None
             return Progress(unit, int(found.group(1).replace(",", "")), total)
     return None
+
+
+class Stopwatch:
+    """Where a step's time went: `with watch("plan"): ...` adds the body's seconds to watch.seconds["plan"]."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, phase: str):
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self.seconds[phase] = self.seconds.get(phase, 0.0) + time.monotonic() - started
+
+    def add(self, phase: str, seconds: float) -> None:
+        self.seconds[phase] = self.seconds.get(phase, 0.0) + seconds
+

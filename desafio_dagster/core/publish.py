@@ -69,13 +69,15 @@ from desafio_dagster.core.layout import (
     index_bytes,
     parse_index,
 )
+from desafio_dagster.core.progress import Stopwatch
 from desafio_dagster.core.spark_session import spark_job_error
 from desafio_dagster.core.store import PublishError, Store, open_attempt, open_store, read_s3_files
 from desafio_dagster.core.transform import KEY_COLUMNS
 
 _HEADER_BYTES = HEADER.encode()
 _SUMMARY_SCHEMA = ("client_id long, nome string, sobrenome string, file string, rows long, attempt_dir string, "
-                   "header_ok boolean, scanned_rows long, scanned_total string, long_digit_run boolean, scan_seconds double")
+                   "header_ok boolean, scanned_rows long, scanned_total string, long_digit_run boolean, "
+                   "write_seconds double, sync_seconds double, scan_seconds double")
 
 
 class _Summary(NamedTuple):  # what a task reports of one client file it wrote (_SUMMARY_SCHEMA)
@@ -89,6 +91,8 @@ class _Summary(NamedTuple):  # what a task reports of one client file it wrote (
     scanned_rows: int | None
     scanned_total: str | None
     long_digit_run: bool
+    write_seconds: float  # the task's time on each phase, spread over its files: summed, the tasks' total
+    sync_seconds: float
     scan_seconds: float
 
 
@@ -103,8 +107,7 @@ class Published:
     version_name: str  # its name in the store (Store.published())
     files: list[ClientFile]
     audit: list[Finding]
-    audit_seconds: float  # the driver's share: listing the version and comparing with the snapshot
-    readback_seconds: float  # the tasks' share, summed over tasks: reading their files back
+    seconds: dict[str, float]  # where the time went, by phase (PHASES)
     rewritten: int = 0  # client files written by this export
     carried: int = 0  # client files carried (linked or copied) from the previous version
     removed: int = 0  # client files of the previous version not in this one
@@ -154,6 +157,7 @@ def _task_writer(target: str):
         attempt = open_attempt(target, context.partitionId(), context.taskAttemptId())
         summary: list[list] = []
         handle = None
+        started = time.monotonic()
         try:
             for batch in batches:
                 ids = batch.column("client_id").to_numpy(zero_copy_only=False)
@@ -185,20 +189,21 @@ def _task_writer(target: str):
             if handle:  # a failed attempt: its unfinished file is dropped
                 handle.close()
         files = [row[3] for row in summary]
+        syncing = time.monotonic()
         attempt.finish(files)  # durable before the driver takes them in
         if summary:
             reading = time.monotonic()
             scans = scan_many(attempt.read_many(files))  # read back, in order, for the audit
-            scan_seconds = (time.monotonic() - reading) / len(summary)  # this task's, spread over its files
+            phases = [syncing - started, reading - syncing, time.monotonic() - reading]
             columns = list(zip(*summary))
             yield pa.RecordBatch.from_arrays(
                 [pa.array(columns[0], pa.int64()), pa.array(columns[1], pa.string()), pa.array(columns[2], pa.string()),
                  pa.array(columns[3], pa.string()), pa.array(columns[4], pa.int64()), pa.array(columns[5], pa.string()),
                  pa.array([s.header_ok for s in scans], pa.bool_()), pa.array([s.rows for s in scans], pa.int64()),
                  pa.array([None if s.total is None else str(s.total) for s in scans], pa.string()),
-                 pa.array([s.long_digit_run for s in scans], pa.bool_()), pa.array([scan_seconds] * len(summary))],
-                names=["client_id", "nome", "sobrenome", "file", "rows", "attempt_dir",
-                       "header_ok", "scanned_rows", "scanned_total", "long_digit_run", "scan_seconds"],
+                 pa.array([s.long_digit_run for s in scans], pa.bool_()),
+                 *(pa.array([seconds / len(summary)] * len(summary), pa.float64()) for seconds in phases)],
+                names=list(_Summary._fields),
             )
 
     return write
@@ -246,12 +251,12 @@ def publish_per_client(
     on_progress: Callable[[int, int, float], None] | None = None,
     plan: Plan | None = None,
 ) -> Published:
-    """Write view (see transform.flat_view) as a new version of name's per-client files plus _index.csv
+    """Write view (see transform.snapshot_view) as a new version of name's per-client files plus _index.csv
     in output (a local folder, or a Store: store.py), audit it against expected (the source snapshot's
     figures, audit.expected_figures) and publish it.
 
-    by_client: the view already holds each client's rows in one partition (a view of the tables as
-    extract.read_tables reads them), so it is sorted where it is instead of shuffled by client first.
+    by_client: the view already holds each client's rows in one partition, sorted (transform.snapshot_view),
+    so it is written as it is instead of shuffled by client and sorted first.
     plan: an incremental export (incremental.plan_export): view holds the rewritten clients only (None
     if there are none) and plan.carry's files are carried from the published version, which must still
     be plan.published; plan.format is recorded in the version's _format.json.
@@ -262,53 +267,63 @@ def publish_per_client(
     store.check_writable()
     carry = plan.carry if plan else {}
     fmt = plan.format if plan else file_format("", masked)
+    watch = Stopwatch()
     with store.exclusive():
         current = store.published()
         if carry and current != plan.published:
             raise PublishedVersionChanged(f"{store.uri()} was published again while this export ran (it points at "
                                           f"{current}, not {plan.published}): the export starts again from a fresh plan")
-        store.remove_leftovers(keep={current} if current else set())
+        with watch("cleanup"):
+            store.remove_leftovers(keep={current} if current else set())
         token = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
         version = store.version_name(token)
         try:
             store.open_version(version)
-            summaries = [] if view is None else _write(view, store.task_target(version, token), by_client, on_progress)
+            with watch("spark_job"):
+                summaries = [] if view is None else _write(view, store.task_target(version, token), by_client, on_progress)
+            for phase in ("write", "sync", "scan"):  # summed over the tasks, which run in parallel
+                watch.add(f"tasks_{phase}", sum(getattr(row, f"{phase}_seconds") for row in summaries))
             files, scans, written_in = [], {}, {}
-            for row in summaries:
-                store.adopt(row.attempt_dir, row.file, version)
-                files.append(ClientFile(row.client_id, row.nome, row.sobrenome, row.file, row.rows))
-                total = None if row.scanned_total is None else Decimal(row.scanned_total)
-                scans[row.file] = FileScan(row.header_ok, row.scanned_rows, total, row.long_digit_run)
-                written_in[row.file] = version
-            for file, carried in carry.items():  # the same bytes: audited when they were written
-                store.carry(plan.published, file, version)
-                files.append(carried.entry)
-                scans[file], written_in[file] = carried.record.scan, carried.record.written_in
+            with watch("adopt"):
+                for row in summaries:
+                    store.adopt(row.attempt_dir, row.file, version)
+                    files.append(ClientFile(row.client_id, row.nome, row.sobrenome, row.file, row.rows))
+                    total = None if row.scanned_total is None else Decimal(row.scanned_total)
+                    scans[row.file] = FileScan(row.header_ok, row.scanned_rows, total, row.long_digit_run)
+                    written_in[row.file] = version
+            with watch("carry"):
+                for file, carried in carry.items():  # the same bytes: audited when they were written
+                    store.carry(plan.published, file, version)
+                    files.append(carried.entry)
+                    scans[file], written_in[file] = carried.record.scan, carried.record.written_in
             files.sort(key=lambda f: f.client_id)
             twice = [a.client_id for a, b in zip(files, files[1:]) if a.client_id == b.client_id]
             if twice:
                 raise PublishError(f"client {twice[0]} was written twice: the view is not one row set per client")
             if not files:
                 raise PublishError("the view has no clients: nothing to publish; the previous output is untouched")
-            store.write(version, INDEX_FILE, index_bytes(files))
-            audit_started = time.monotonic()
-            store.write(version, MANIFEST_FILE, manifest_bytes(expected))
-            store.write(version, FORMAT_FILE, format_bytes(fmt))
+            with watch("records"):
+                store.write(version, INDEX_FILE, index_bytes(files))
+                store.write(version, MANIFEST_FILE, manifest_bytes(expected))
+                store.write(version, FORMAT_FILE, format_bytes(fmt))
             # The client set from the version itself (one listing, which also gives each file's size and
             # mtime for _readback.csv): a file the summaries missed is still judged.
-            listed = store.files(version)
-            clients = {n: stat for n, stat in listed.items() if not n.startswith("_")}
-            scans |= {n: scan_bytes(store.read(version, n)) for n in clients.keys() - scans.keys()}
-            records = {n: ReadBack.of(clients[n], scans[n], written_in[n]) for n in written_in.keys() & clients.keys()}
-            store.write(version, READBACK_FILE, readback_bytes(records))
-            store.sync(version, [INDEX_FILE, MANIFEST_FILE, FORMAT_FILE, READBACK_FILE])
-            findings = audit({n: scans[n] for n in clients}, expected, masked)
-            audit_seconds = time.monotonic() - audit_started
+            with watch("listing"):
+                listed = store.files(version)
+                clients = {n: stat for n, stat in listed.items() if not n.startswith("_")}
+                scans |= {n: scan_bytes(store.read(version, n)) for n in clients.keys() - scans.keys()}
+            with watch("records"):
+                records = {n: ReadBack.of(clients[n], scans[n], written_in[n]) for n in written_in.keys() & clients.keys()}
+                store.write(version, READBACK_FILE, readback_bytes(records))
+                store.sync(version, [INDEX_FILE, MANIFEST_FILE, FORMAT_FILE, READBACK_FILE])
+            with watch("audit"):
+                findings = audit({n: scans[n] for n in clients}, expected, masked)
             if failures(findings):
                 rejected = store.reject(version, token)
                 raise AuditError(f"{failures(findings)}. Nothing was published; the previous output is untouched; "
                                  f"the rejected version is kept for inspection at {rejected}")
-            previous = store.publish(version)
+            with watch("publish"):
+                previous = store.publish(version)
         except AuditError:
             raise
         except BaseException:
@@ -316,10 +331,11 @@ def publish_per_client(
             raise
         finally:
             store.end_staging(token)
-        store.remove_leftovers(keep={version, previous} - {None})
+        with watch("cleanup"):
+            store.remove_leftovers(keep={version, previous} - {None})
     return Published(path=store.uri(), version=store.uri(version), version_name=version, files=files, audit=findings,
-                     audit_seconds=audit_seconds, readback_seconds=sum(row.scan_seconds for row in summaries),
-                     rewritten=len(summaries), carried=len(carry), removed=len(plan.removed) if plan else 0)
+                     seconds=watch.seconds, rewritten=len(summaries), carried=len(carry),
+                     removed=len(plan.removed) if plan else 0)
 
 
 def published_as_is(store: Store, plan: Plan) -> Published:
@@ -329,7 +345,7 @@ def published_as_is(store: Store, plan: Plan) -> Published:
         raise PublishedVersionChanged(f"{store.uri()} was published again while this export ran: the export starts again")
     files = sorted(parse_index(store.read(version, INDEX_FILE)).values(), key=lambda f: f.client_id)
     return Published(path=store.uri(), version=store.uri(version), version_name=version, files=files, audit=[],
-                     audit_seconds=0.0, readback_seconds=0.0, carried=len(files))
+                     seconds={}, carried=len(files))
 
 
 def _write(view: DataFrame, target: str, by_client: bool, on_progress) -> list[_Summary]:

@@ -6,6 +6,7 @@ from pydantic import Field
 from desafio_dagster.core.extract import ExportedSnapshot, partitions_for
 from desafio_dagster.core.incremental import file_format, plan_export
 from desafio_dagster.core.layout import CSV_CONTRACT
+from desafio_dagster.core.progress import Stopwatch
 from desafio_dagster.core.transform import snapshot_view
 from desafio_dagster.defs.assets.source import RAW_TABLES, SOURCE_DATABASE_POOL
 from desafio_dagster.defs.io_managers.per_client_csv import ExportedView, PerClientCsvIOManager
@@ -65,10 +66,13 @@ def movements_csv(
         store = csv_io_manager.store(context.asset_key.path[-1])  # refuses an unsupported location first
         db = postgres.database()
         exported = ExportedSnapshot.open(db, on_wait=context.log.warning)
+        watch = Stopwatch()
+        watch.add("snapshot_figures", exported.snapshot.figures_seconds)
         try:
             snapshot = exported.snapshot
-            plan = plan_export(store, snapshot.clients,
-                               file_format(CODE_VERSION, config.mask_card_numbers), config.full_refresh, config.clients)
+            with watch("plan"):
+                plan = plan_export(store, snapshot.clients, file_format(CODE_VERSION, config.mask_card_numbers),
+                                   config.full_refresh, config.clients)
             context.log.info(f"snapshot {snapshot.id}: {snapshot.counts['associado']:,} clients, "
                              f"{snapshot.counts['movimento']:,} movements; {plan.mode} export ({plan.reason}): "
                              f"{len(plan.rewrite):,} clients to write, {len(plan.carry):,} to carry, "
@@ -82,7 +86,8 @@ def movements_csv(
                 movements = snapshot.movements(only)
                 # The export's size decides the local JVM's compiler (see start_session), so Spark
                 # starts after the snapshot: its figures take 0.3 s at 1M movements.
-                session = spark.session({**db.task_environment(), **store.task_environment()}, rows=movements)
+                with watch("spark_start"):
+                    session = spark.session({**db.task_environment(), **store.task_environment()}, rows=movements)
                 slots = session.sparkContext.defaultParallelism
                 parts = partitions_for(movements, slots, postgres.max_export_connections)
                 exported.check_connections(parts, slots)
@@ -93,4 +98,4 @@ def movements_csv(
             exported.close()
             raise
     context.add_output_metadata({f"source_{table}_rows": rows for table, rows in snapshot.counts.items()})
-    return ExportedView(view, exported, config.mask_card_numbers, plan)
+    return ExportedView(view, exported, config.mask_card_numbers, plan, watch.seconds)
