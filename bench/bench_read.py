@@ -28,7 +28,7 @@ def main() -> None:
         exported = ExportedSnapshot.open(db)
         try:
             snapshot = exported.snapshot
-            view = snapshot_view(spark, exported, 2 * cores)
+            view = snapshot_view(spark, exported, 2 * cores).frame()
             view.count()  # warm: Python workers started
             started = time.monotonic()
             view.count()

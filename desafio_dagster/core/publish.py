@@ -72,7 +72,7 @@ from desafio_dagster.core.layout import (
 from desafio_dagster.core.progress import Stopwatch
 from desafio_dagster.core.spark_session import spark_job_error
 from desafio_dagster.core.store import PublishError, Store, open_attempt, open_store, read_s3_files
-from desafio_dagster.core.transform import KEY_COLUMNS
+from desafio_dagster.core.transform import KEY_COLUMNS, RangeReader, SnapshotView
 
 _HEADER_BYTES = HEADER.encode()
 _SUMMARY_SCHEMA = ("client_id long, nome string, sobrenome string, file string, rows long, attempt_dir string, "
@@ -148,11 +148,15 @@ def _line_bytes(lines: pa.Array) -> tuple[np.ndarray, np.ndarray, memoryview]:
     return offsets, counted, memoryview(data if data is not None else b"")
 
 
-def _task_writer(target: str):
+def _task_writer(target: str, reader: RangeReader | None = None):
     """mapInArrow function: write this partition's clients (rows sorted by client) to files at target
-    (Store.task_target: an attempt folder of its own under a local staging folder, or the S3 version)."""
+    (Store.task_target: an attempt folder of its own under a local staging folder, or the S3 version).
+    With a reader, the partition holds range indexes: the task reads and joins those ranges itself."""
 
     def write(batches):
+        if reader is not None:
+            batches = (rows for indexes in batches for index in indexes.column(0).to_pylist()
+                       for rows in reader.batches(index))
         context = TaskContext.get()
         attempt = open_attempt(target, context.partitionId(), context.taskAttemptId())
         summary: list[list] = []
@@ -242,7 +246,7 @@ def _reporting(spark_context, on_progress: Callable[[int, int, float], None] | N
 
 
 def publish_per_client(
-    view: DataFrame | None,
+    view: DataFrame | SnapshotView | None,
     output: Path | str | Store,
     expected: dict[str, ClientFigures],
     name: str = "movements_csv",
@@ -255,8 +259,9 @@ def publish_per_client(
     in output (a local folder, or a Store: store.py), audit it against expected (the source snapshot's
     figures, audit.expected_figures) and publish it.
 
-    by_client: the view already holds each client's rows in one partition, sorted (transform.snapshot_view),
-    so it is written as it is instead of shuffled by client and sorted first.
+    by_client: a DataFrame view already holds each client's rows in one partition, sorted (as
+    SnapshotView.frame() does), so it is written as it is instead of shuffled by client and sorted first. A
+    SnapshotView is written by its own tasks: each reads, joins and writes its range of clients.
     plan: an incremental export (incremental.plan_export): view holds the rewritten clients only (None
     if there are none) and plan.carry's files are carried from the published version, which must still
     be plan.published; plan.format is recorded in the version's _format.json.
@@ -348,16 +353,20 @@ def published_as_is(store: Store, plan: Plan) -> Published:
                      seconds={}, carried=len(files))
 
 
-def _write(view: DataFrame, target: str, by_client: bool, on_progress) -> list[_Summary]:
+def _write(view: DataFrame | SnapshotView, target: str, by_client: bool, on_progress) -> list[_Summary]:
     """Run the Spark job that writes the view's clients to target: one summary per client file, by client id.
     The summaries come back as one Arrow table (no Row object per client on the driver)."""
-    prepared = view.select(*KEY_COLUMNS, *CSV_COLUMNS)
-    if not by_client:
-        prepared = prepared.repartition(max(2, view.sparkSession.sparkContext.defaultParallelism * 2), "client_id")
-        prepared = prepared.sortWithinPartitions("client_id", "movement_time", "movement_id")
-    with _reporting(view.sparkSession.sparkContext, on_progress):
+    if isinstance(view, SnapshotView):  # read, join and write in one Python function per task
+        spark, job = view.spark, view.indexes().mapInArrow(_task_writer(target, view.reader), _SUMMARY_SCHEMA)
+    else:
+        spark, prepared = view.sparkSession, view.select(*KEY_COLUMNS, *CSV_COLUMNS)
+        if not by_client:
+            prepared = prepared.repartition(max(2, spark.sparkContext.defaultParallelism * 2), "client_id")
+            prepared = prepared.sortWithinPartitions("client_id", "movement_time", "movement_id")
+        job = prepared.mapInArrow(_task_writer(target), _SUMMARY_SCHEMA)
+    with _reporting(spark.sparkContext, on_progress):
         try:
-            table = prepared.mapInArrow(_task_writer(target), _SUMMARY_SCHEMA).toArrow()
+            table = job.toArrow()
         except Exception as error:  # Py4J and PySpark raise many kinds
             read_error = re.search(r"SourceReadError: (.+)", str(error))
             if read_error:  # a task could not read the source: explained in the task

@@ -13,9 +13,12 @@ partition comes out sorted by client, then data_movimento, then movement id: the
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from dataclasses import dataclass
+
 import pyarrow as pa
 import pyarrow.compute as pc
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, SparkSession
 
 from desafio_dagster.core.extract import Clients, ExportedSnapshot, read_clients
 from desafio_dagster.core.layout import CSV_COLUMNS
@@ -70,22 +73,52 @@ def flat_rows(tables: dict[str, pa.Table], mask_card_numbers: bool = True) -> pa
     return rows.take(order)  # 4x quicker here than rows.sort_by
 
 
-def _range_reader(options: dict[str, str], ranges: list[Clients], mask_card_numbers: bool):
-    """mapInArrow function over spark.range(len(ranges)): partition i reads ranges[i] and joins it."""
+@dataclass(frozen=True)
+class RangeReader:
+    """What a Spark task needs to make its part of the view (picklable: options, ranges and a flag)."""
 
-    def read(batches):
-        for batch in batches:
-            for index in batch.column(0).to_pylist():
-                yield from flat_rows(read_clients(options, ranges[index]), mask_card_numbers).to_batches(_BATCH_ROWS)
+    options: dict[str, str]  # ExportedSnapshot.read_options
+    ranges: list[Clients]
+    mask_card_numbers: bool
 
-    read.__name__ = "read_and_join_clients_from_snapshot"  # what the plan shows
-    return read
+    def batches(self, index: int) -> Iterator[pa.RecordBatch]:
+        """The flat view of ranges[index], read from the snapshot and joined. Runs in a Spark task."""
+        rows = flat_rows(read_clients(self.options, self.ranges[index]), self.mask_card_numbers)
+        yield from rows.to_batches(_BATCH_ROWS)
 
 
-def snapshot_view(spark, exported: ExportedSnapshot, parts: int, mask_card_numbers: bool = True,
-                  only: set[int] | None = None) -> DataFrame:
+@dataclass(frozen=True)
+class SnapshotView:
+    """The flat view of an export's snapshot: one Spark partition per range of clients. publish.py runs
+    each task's read, join and write in one Python function (no round trip of the rows through the JVM);
+    frame() is the same view as a DataFrame, for anything else."""
+
+    spark: SparkSession
+    reader: RangeReader
+
+    @property
+    def partitions(self) -> int:
+        return len(self.reader.ranges)
+
+    def indexes(self) -> DataFrame:
+        """One row per partition: the index of the range its task reads."""
+        return self.spark.range(0, self.partitions, 1, self.partitions)
+
+    def frame(self) -> DataFrame:
+        reader = self.reader
+
+        def read(batches):
+            for batch in batches:
+                for index in batch.column(0).to_pylist():
+                    yield from reader.batches(index)
+
+        read.__name__ = "read_and_join_clients_from_snapshot"  # what the plan shows
+        return self.indexes().mapInArrow(read, VIEW_DDL)
+
+
+def snapshot_view(spark: SparkSession, exported: ExportedSnapshot, parts: int, mask_card_numbers: bool = True,
+                  only: set[int] | None = None) -> SnapshotView:
     """The flat view of the export's snapshot (of the clients in `only`, if given), in at most `parts`
     ranges of clients about equal in movements, one partition each. Nothing else is read."""
     ranges = exported.snapshot.client_ranges(parts, only)
-    reader = _range_reader(exported.read_options(), ranges, mask_card_numbers)
-    return spark.range(0, len(ranges), 1, len(ranges)).mapInArrow(reader, VIEW_DDL)
+    return SnapshotView(spark, RangeReader(exported.read_options(), ranges, mask_card_numbers))

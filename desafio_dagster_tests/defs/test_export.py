@@ -215,7 +215,8 @@ def _failing_first_attempts(task_writer, marker: Path):
 def test_a_failed_task_attempt_is_retried_without_duplicate_rows(published, source, tmp_path, monkeypatch):
     """A task attempt fails after it has written some client files: Spark retries the task (local[2,4]
     allows four attempts), the retry re-reads the same snapshot, and only the accepted attempt's files
-    are published."""
+    are published. The view as a DataFrame (arrow.maxRecordsPerBatch splits it into many batches): the
+    attempt folders are the same whether a task joins its rows itself or receives them."""
     from pyspark.sql import SparkSession
 
     from desafio_dagster.core import publish
@@ -229,7 +230,7 @@ def test_a_failed_task_attempt_is_retried_without_duplicate_rows(published, sour
     spark = start_session("local[2,4]", {"spark.sql.execution.arrow.maxRecordsPerBatch": "20"})  # many batches
     try:
         with exported_view(source, spark) as (view, snap):
-            publish.publish_per_client(view, folder.parent, snap.clients, by_client=True)
+            publish.publish_per_client(view.frame(), folder.parent, snap.clients, by_client=True)
     finally:
         spark.stop()
     assert int(marker.read_text()) > 0, "the failed attempt had written files"
@@ -252,7 +253,8 @@ def test_a_failing_spark_job_fails_clearly_and_keeps_the_output(published, sourc
             yield batch
 
     folder = published[0]
-    with exported_view(source, spark_session) as (view, snapshot):
+    with exported_view(source, spark_session) as (snapshot_view, snapshot):
+        view = snapshot_view.frame()
         broken_in_spark = view.withColumn(
             "des_transacao_movimento",
             F.when(F.col("client_id") == 7, F.raise_error(F.lit("boom in client 7"))).otherwise(F.col("des_transacao_movimento")),

@@ -44,8 +44,9 @@ def test_a_view_that_loses_or_duplicates_a_clients_rows_is_rejected(published, s
         _reject_broken_view(published, view, exported, fault)
 
 
-def _reject_broken_view(published, view, exported, fault):
+def _reject_broken_view(published, snapshot_view, exported, fault):
     folder = published[0]
+    view = snapshot_view.frame()
     victim = view.filter("movement_id IS NOT NULL").agg(F.min("client_id")).first()[0]
     if fault == "lost rows":
         first_movement = view.filter(F.col("client_id") == victim).agg(F.min("movement_id")).first()[0]

@@ -108,7 +108,8 @@ def test_a_failed_audit_on_s3_publishes_nothing_and_keeps_the_rejected_version(p
     store = open_store(OutputLocation(bucket=on_s3.bucket, prefix="exports"), "movements_csv")
     spark = _session_with_aws_env()
     try:
-        with exported_view(source, spark) as (view, exported):
+        with exported_view(source, spark) as (snapshot_view, exported):
+            view = snapshot_view.frame()
             victim = view.filter("movement_id IS NOT NULL").agg(F.min("client_id")).first()[0]
             broken = view.unionByName(view.filter(F.col("client_id") == victim))  # its rows twice
             with pytest.raises(AuditError) as raised:
