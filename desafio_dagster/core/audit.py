@@ -47,15 +47,13 @@ class ClientFigures:
     fingerprint: int = 0
 
 
-def expected_figures(rows: Iterable[tuple[int, str, str, int, Decimal, int]]) -> dict[str, ClientFigures]:
-    """(client id, nome, sobrenome, movements, sum of values, fingerprint) of every client -> figures by file name."""
-    rows = list(rows)
-    if not rows:
-        return {}
-    ids, nomes, sobrenomes, counts, totals, fingerprints = zip(*rows)
-    files = client_file_names(pa.array(ids, pa.int64()), pa.array(nomes, pa.string()), pa.array(sobrenomes, pa.string()))
-    return {file: ClientFigures(cid, file, n, Decimal(total), fingerprint)
-            for cid, file, n, total, fingerprint in zip(ids, files.to_pylist(), counts, totals, fingerprints)}
+def expected_figures(figures: pa.Table) -> dict[str, ClientFigures]:
+    """Every client's figures by file name, from a table of id, nome, sobrenome, movements, total (the sum of
+    its values) and fingerprint."""
+    files = client_file_names(figures["id"], figures["nome"], figures["sobrenome"])
+    columns = (figures[c].to_pylist() for c in ("id", "movements", "total", "fingerprint"))
+    return {file: ClientFigures(cid, file, n, total, fingerprint)
+            for file, cid, n, total, fingerprint in zip(files.to_pylist(), *columns)}
 
 
 def manifest_bytes(expected: dict[str, ClientFigures]) -> bytes:

@@ -88,6 +88,26 @@ ROWS_PER_PARTITION = 500_000  # movements one Spark task reads and writes, about
 _BLOCK_BYTES = 8 << 20
 
 
+_FIGURES_SCHEMA = pa.schema([("id", pa.int64()), ("nome", pa.string()), ("sobrenome", pa.string()),
+                             ("movements", pa.int64()), ("total", pa.decimal128(18, 2)), ("fingerprint", pa.int64()),
+                             ("table_rows", pa.int64()), ("table_top", pa.int64()), ("table_hash", pa.int64())])
+_TABLE_TOTALS = ("table_rows", "table_top", "table_hash")
+
+
+def _client_figures(conn: psycopg.Connection) -> pa.Table:
+    """_CLIENT_FIGURES as an Arrow table, streamed with COPY and parsed by Arrow (a million rows in a few
+    seconds, where fetching them as Python tuples took 11 s)."""
+    statement = sql.SQL("COPY ({}) TO STDOUT (FORMAT csv)").format(sql.SQL(_CLIENT_FIGURES))
+    with conn.cursor().copy(statement) as copy:
+        data = b"".join(bytes(chunk) for chunk in copy)
+    if not data:
+        return _FIGURES_SCHEMA.empty_table()
+    return pa_csv.read_csv(pa.py_buffer(data), read_options=pa_csv.ReadOptions(column_names=_FIGURES_SCHEMA.names),
+                           parse_options=pa_csv.ParseOptions(newlines_in_values=True),
+                           convert_options=pa_csv.ConvertOptions(column_types=_FIGURES_SCHEMA, strings_can_be_null=False,
+                                                                 quoted_strings_can_be_null=False))
+
+
 class SourceReadError(TransientError):
     """A task could not read the export's snapshot (a populate waits for the tables, the snapshot is
     gone, the connection failed): the step starts again from a fresh snapshot."""
@@ -173,10 +193,10 @@ class ExportedSnapshot:
             db.lock_tables(conn, "ACCESS SHARE", on_wait)
             started = time.monotonic()
             snapshot_id = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
-            figures = conn.execute(_CLIENT_FIGURES).fetchall()
-            clients = expected_figures(row[:6] for row in figures)
+            figures = _client_figures(conn)
+            clients = expected_figures(figures)
             fingerprint = db.fingerprint(conn, tables=TABLES[:3])  # movimento's comes with the figures
-            fingerprint["movimento"] = [int(v) for v in figures[0][6:]] if figures else [0, 0, 0]
+            fingerprint["movimento"] = [figures[c][0].as_py() for c in _TABLE_TOTALS] if len(figures) else [0, 0, 0]
             counts = {table: rows for table, (rows, _, _) in fingerprint.items()}
             if counts["associado"] == 0:
                 raise SourceDatabaseError(
