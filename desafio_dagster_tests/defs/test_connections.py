@@ -5,6 +5,7 @@ the server has free fails at once, clearly, before any task connects, and is not
 import psycopg
 from psycopg.conninfo import make_conninfo
 
+from desafio_dagster.core import extract
 from desafio_dagster.core.fakedata import generate
 from desafio_dagster.core.source_db import SourceDatabase, embedded_pg_ctl
 from desafio_dagster_tests.helpers import SMALL, failed_run_message, run
@@ -20,6 +21,7 @@ def test_too_few_free_connections_fail_clearly_before_any_task_connects(private_
     SourceDatabase(url).replace(generate(SMALL))
     monkeypatch.setenv("DESAFIO_POSTGRES_URL", url)
     monkeypatch.setenv("DESAFIO_SPARK_MASTER", "local[2]")  # two tasks at once: two connections
+    monkeypatch.setattr(extract, "ROWS_PER_PARTITION", 20)  # this small source in more ranges than task slots
 
     result = run("export")
     message = failed_run_message(result)
