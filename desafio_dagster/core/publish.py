@@ -210,6 +210,8 @@ def _task_writer(target: str, reader: RangeReader | None = None):
                 names=list(_Summary._fields),
             )
 
+    # What the plan, Spark's UI and its event log show for the stage.
+    write.__name__ = "read_join_and_write_client_files" if reader is not None else "write_client_files"
     return write
 
 
@@ -296,6 +298,8 @@ def publish_per_client(
                     total = None if row.scanned_total is None else Decimal(row.scanned_total)
                     scans[row.file] = FileScan(row.header_ok, row.scanned_rows, total, row.long_digit_run)
                     written_in[row.file] = version
+            rewritten = len(summaries)
+            del summaries  # a million of them at 1M clients: not held through the records and the audit
             with watch("carry"):
                 for file, carried in carry.items():  # the same bytes: audited when they were written
                     store.carry(plan.published, file, version)
@@ -339,7 +343,7 @@ def publish_per_client(
         with watch("cleanup"):
             store.remove_leftovers(keep={version, previous} - {None})
     return Published(path=store.uri(), version=store.uri(version), version_name=version, files=files, audit=findings,
-                     seconds=watch.seconds, rewritten=len(summaries), carried=len(carry),
+                     seconds=watch.seconds, rewritten=rewritten, carried=len(carry),
                      removed=len(plan.removed) if plan else 0)
 
 
@@ -373,7 +377,12 @@ def _write(view: DataFrame | SnapshotView, target: str, by_client: bool, on_prog
                 raise SourceReadError(f"{read_error.group(1).strip()}; nothing was published") from None
             raise spark_job_error(error, "writing the client files") from None
     table = table.sort_by("client_id")
-    return [_Summary(*row) for row in zip(*(table.column(name).to_pylist() for name in _Summary._fields))]
+    columns = {name: table.column(name).to_pylist() for name in _Summary._fields if name != "attempt_dir"}
+    # One string per attempt folder, not one per file.
+    attempts = table.column("attempt_dir").combine_chunks().dictionary_encode()
+    folders = attempts.dictionary.to_pylist()
+    columns["attempt_dir"] = [folders[i] for i in attempts.indices.to_pylist()]
+    return [_Summary(*row) for row in zip(*(columns.pop(name) for name in _Summary._fields))]
 
 
 _PUBLISHED_SCHEMA = "client_id long, " + ", ".join(f"`{name}` string" for name in CSV_COLUMNS)

@@ -59,7 +59,7 @@ def test_the_password_reaches_the_tasks_and_appears_nowhere_else(password_only_u
     spark_log = "\n".join(p.read_text() for p in events.rglob("*") if p.is_file())
     assert '"spark.executorEnv.PGPASSWORD":"*********(redacted)"' in spark_log.replace(" ", ""), \
         "the tasks' password travels as a redacted executor environment variable"
-    assert "read_movimento_from_snapshot" in spark_log and "SparkListenerSQLExecutionStart" in spark_log, "the plans"
+    assert "read_join_and_write_client_files" in spark_log and "SparkListenerSQLExecutionStart" in spark_log, "the plans"
     with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
         [run] = instance.get_runs()
         dagster_events = "\n".join(dg.serialize_value(entry) for entry in instance.all_logs(run.run_id))
