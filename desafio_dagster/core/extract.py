@@ -98,14 +98,7 @@ def _client_figures(conn: psycopg.Connection) -> pa.Table:
     """_CLIENT_FIGURES as an Arrow table, streamed with COPY and parsed by Arrow (a million rows in a few
     seconds, where fetching them as Python tuples took 11 s)."""
     statement = sql.SQL("COPY ({}) TO STDOUT (FORMAT csv)").format(sql.SQL(_CLIENT_FIGURES))
-    with conn.cursor().copy(statement) as copy:
-        data = b"".join(bytes(chunk) for chunk in copy)
-    if not data:
-        return _FIGURES_SCHEMA.empty_table()
-    return pa_csv.read_csv(pa.py_buffer(data), read_options=pa_csv.ReadOptions(column_names=_FIGURES_SCHEMA.names),
-                           parse_options=pa_csv.ParseOptions(newlines_in_values=True),
-                           convert_options=pa_csv.ConvertOptions(column_types=_FIGURES_SCHEMA, strings_can_be_null=False,
-                                                                 quoted_strings_can_be_null=False))
+    return pa.Table.from_batches(list(_copied_batches(conn, statement, _FIGURES_SCHEMA)), _FIGURES_SCHEMA)
 
 
 class SourceReadError(TransientError):
@@ -153,9 +146,6 @@ class Snapshot:
 
     def movements(self, only: set[int] | None = None) -> int:
         return sum(f.rows for f in self._of(only))
-
-    def without_movements(self, only: set[int] | None = None) -> list[int]:
-        return sorted(f.client_id for f in self._of(only) if f.rows == 0)
 
     def _of(self, only: set[int] | None) -> Iterator[ClientFigures]:
         """The figures of the clients in only, or of every client."""
@@ -264,20 +254,25 @@ def copy_rows(conn: psycopg.Connection, table: str, clients: Clients | None) -> 
     statement = sql.SQL("COPY (SELECT {} FROM {}{}) TO STDOUT (FORMAT csv)").format(
         identifiers(schema.names), sql.Identifier(table), where)
     try:
-        with conn.cursor() as cur, cur.copy(statement) as copy:
-            stream = io.BufferedReader(_CopyStream(copy), _BLOCK_BYTES)
-            if not stream.peek(1):
-                return
-            yield from pa_csv.open_csv(
-                stream,
-                read_options=pa_csv.ReadOptions(column_names=schema.names, block_size=_BLOCK_BYTES),
-                parse_options=pa_csv.ParseOptions(newlines_in_values=True),
-                convert_options=pa_csv.ConvertOptions(column_types=schema, strings_can_be_null=False,
-                                                      quoted_strings_can_be_null=False),
-            )
+        yield from _copied_batches(conn, statement, schema)
     except psycopg.OperationalError as error:
         raise SourceReadError(f"connection to Postgres lost in a Spark task reading {table}: "
                               f"{first_line(error)}") from None
+
+
+def _copied_batches(conn: psycopg.Connection, statement: sql.Composable, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+    """The CSV of a `COPY ... TO STDOUT (FORMAT csv)`, streamed into Arrow batches of exactly schema's types."""
+    with conn.cursor() as cur, cur.copy(statement) as copy:
+        stream = io.BufferedReader(_CopyStream(copy), _BLOCK_BYTES)
+        if not stream.peek(1):
+            return
+        yield from pa_csv.open_csv(
+            stream,
+            read_options=pa_csv.ReadOptions(column_names=schema.names, block_size=_BLOCK_BYTES),
+            parse_options=pa_csv.ParseOptions(newlines_in_values=True),
+            convert_options=pa_csv.ConvertOptions(column_types=schema, strings_can_be_null=False,
+                                                  quoted_strings_can_be_null=False),
+        )
 
 
 def read_clients(options: dict[str, str], clients: Clients | None) -> dict[str, pa.Table]:

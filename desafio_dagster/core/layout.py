@@ -41,11 +41,6 @@ def client_file_names(ids: pa.Array, nomes: pa.Array, sobrenomes: pa.Array) -> p
     return pc.binary_join_element_wise(padded, pc.binary_join_element_wise(slugs, ".csv", ""), "_")
 
 
-def client_file_name(client_id: int, nome: str, sobrenome: str) -> str:
-    """One client's file name (see client_file_names)."""
-    return client_file_names(pa.array([client_id], pa.int64()), pa.array([nome]), pa.array([sobrenome]))[0].as_py()
-
-
 @dataclass(frozen=True)
 class ClientFile:
     """One row of _index.csv: a client and its file."""

@@ -107,7 +107,7 @@ class Published:
     version_name: str  # its name in the store (Store.published())
     files: list[ClientFile]
     audit: list[Finding]
-    seconds: dict[str, float]  # where the time went, by phase (PHASES)
+    seconds: dict[str, float]  # where the time went, by phase (cleanup, spark_job, tasks_*, adopt, …)
     rewritten: int = 0  # client files written by this export
     carried: int = 0  # client files carried (linked or copied) from the previous version
     removed: int = 0  # client files of the previous version not in this one
@@ -155,8 +155,7 @@ def _task_writer(target: str, reader: RangeReader | None = None):
 
     def write(batches):
         if reader is not None:
-            batches = (rows for indexes in batches for index in indexes.column(0).to_pylist()
-                       for rows in reader.batches(index))
+            batches = reader.read_and_join(batches)
         context = TaskContext.get()
         attempt = open_attempt(target, context.partitionId(), context.taskAttemptId())
         summary: list[list] = []

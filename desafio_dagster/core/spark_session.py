@@ -14,7 +14,7 @@ from importlib import resources
 
 from pyspark.sql import SparkSession
 
-from desafio_dagster.core.errors import DesafioError, TransientError
+from desafio_dagster.core.errors import DesafioError, TransientError, first_line
 from desafio_dagster.core.java import JavaNotFound, find_java_home
 from desafio_dagster.core.settings import environment
 
@@ -67,7 +67,7 @@ def spark_cause(error: BaseException, most: int = 400) -> str:
     traceback = "Traceback (most recent call last):"
     python = _exceptions(lines[lines.index(traceback) + 1:]) if traceback in lines else []
     root = _exceptions([line for line in lines if line.startswith("Caused by: ")][-1:])
-    causes = python or root or _exceptions(lines) or lines[:1] or [type(error).__name__]
+    causes = python or root or _exceptions(lines) or [first_line(error)]
     return causes[0] if len(causes[0]) <= most else causes[0][: most - 1] + "…"
 
 

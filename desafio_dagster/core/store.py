@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import io
 import os
 import shutil
@@ -163,14 +164,19 @@ def fsync(path: Path) -> None:
         os.close(fd)
 
 
+@functools.cache
+def _syncfs():
+    """libc's syncfs(2), or None where the OS has none (only Linux does)."""
+    try:
+        return ctypes.CDLL(None, use_errno=True).syncfs
+    except (AttributeError, OSError):
+        return None
+
+
 def sync_filesystem(folder: Path, files: list[str]) -> None:
     """Make folder's files and entries durable: one syncfs(2) of its filesystem where the OS has it
     (Linux), which costs about as much as one fsync, not one per file; else an fsync per file and folder."""
-    try:
-        syncfs = ctypes.CDLL(None, use_errno=True).syncfs
-    except (AttributeError, OSError):
-        syncfs = None
-    if syncfs is not None:
+    if (syncfs := _syncfs()) is not None:
         fd = os.open(folder, os.O_RDONLY)
         try:
             if syncfs(fd) == 0:

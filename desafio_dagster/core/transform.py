@@ -81,10 +81,13 @@ class RangeReader:
     ranges: list[Clients]
     mask_card_numbers: bool
 
-    def batches(self, index: int) -> Iterator[pa.RecordBatch]:
-        """The flat view of ranges[index], read from the snapshot and joined. Runs in a Spark task."""
-        rows = flat_rows(read_clients(self.options, self.ranges[index]), self.mask_card_numbers)
-        yield from rows.to_batches(_BATCH_ROWS)
+    def read_and_join(self, indexes: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        """The flat view of the ranges whose indexes the batches hold (SnapshotView.indexes), each read from
+        the snapshot and joined. Runs in a Spark task."""
+        for batch in indexes:
+            for index in batch.column(0).to_pylist():
+                rows = flat_rows(read_clients(self.options, self.ranges[index]), self.mask_card_numbers)
+                yield from rows.to_batches(_BATCH_ROWS)
 
 
 @dataclass(frozen=True)
@@ -105,15 +108,7 @@ class SnapshotView:
         return self.spark.range(0, self.partitions, 1, self.partitions)
 
     def frame(self) -> DataFrame:
-        reader = self.reader
-
-        def read(batches):
-            for batch in batches:
-                for index in batch.column(0).to_pylist():
-                    yield from reader.batches(index)
-
-        read.__name__ = "read_and_join_clients_from_snapshot"  # what the plan shows
-        return self.indexes().mapInArrow(read, VIEW_DDL)
+        return self.indexes().mapInArrow(self.reader.read_and_join, VIEW_DDL)
 
 
 def snapshot_view(spark: SparkSession, exported: ExportedSnapshot, parts: int, mask_card_numbers: bool = True,

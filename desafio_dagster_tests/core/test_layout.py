@@ -3,8 +3,13 @@
 import pyarrow as pa
 
 from desafio_dagster.core.fakedata import GenerationSpec, generate
-from desafio_dagster.core.layout import client_file_name, client_file_names
+from desafio_dagster.core.layout import client_file_names
 from desafio_dagster_tests.helpers import oracle_slug
+
+
+def client_file_name(client_id: int, nome: str, sobrenome: str) -> str:
+    return client_file_names(pa.array([client_id], pa.int64()), pa.array([nome]), pa.array([sobrenome]))[0].as_py()
+
 
 TRICKY = [("João", "da Silva"), ("Ærø", "Łódź"), ("!!", "??"), ("", ""), ("  Zé ", "D'Ávila-Conceição"),
           ("Ana", "Müller-Lüdenscheidt"), ("O'Neil", "São João del-Rei"), ("Nguyễn", "Thị Minh Khai"),
