@@ -292,11 +292,11 @@ def output(env_home: Path) -> Path:
 
 def assert_untouched(published) -> None:
     """The output published before (the `published` fixture) is still the live one, and no run left
-    a staging or link behind."""
+    a task attempt's folder or a link behind."""
     folder, files, version = published
     assert folder.resolve() == version and snapshot(folder) == files
-    leftovers = [p.name for p in folder.parent.iterdir() if ".staging-" in p.name or ".link-" in p.name]
-    assert leftovers == []
+    leftovers = [p.name for p in folder.parent.iterdir() if ".link-" in p.name]
+    assert leftovers + [str(p) for p in folder.parent.glob(f".{folder.name}.v-*/.attempt-*")] == []
 
 
 # --- an S3 server on loopback (the s3 fixture) -------------------------------------------

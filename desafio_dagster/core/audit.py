@@ -8,8 +8,6 @@ actual figures come from reading the written files back.
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -21,10 +19,9 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
 from desafio_dagster.core.errors import DesafioError
-from desafio_dagster.core.layout import CSV_COLUMNS, HEADER, client_file_names, csv_bytes
+from desafio_dagster.core.layout import CSV_COLUMNS, HEADER, client_file_names, read_table, table_bytes
 
 MANIFEST_FILE = "_snapshot.csv"  # in each version: what the source snapshot held, per client
-MANIFEST_COLUMNS = ("client_id", "file", "rows", "vlr_transacao_total", "fingerprint")
 _SHOWN = 5  # clients named in a message
 _LONG_DIGIT_RUN = b"0" * 12  # an unmasked card number, once every digit is mapped to "0"
 _DIGITS_TO_ZERO = bytes(48 if 48 <= b <= 57 else 32 for b in range(256))
@@ -35,39 +32,38 @@ class AuditError(DesafioError):
     """A written version broke a rule: it was not published."""
 
 
-@dataclass(frozen=True)
-class ClientFigures:
-    """What a client's file must hold: its rows and the sum of their vlr_transacao; and the fingerprint
-    of the client's rows in the four tables (extract._CLIENT_FIGURES), which changes with any of them."""
-
-    client_id: int
-    file: str
-    rows: int
-    total: Decimal
-    fingerprint: int = 0
+# What each client's file must hold: its rows and the sum of their vlr_transacao; and the fingerprint
+# of the client's rows in the four tables (extract._CLIENT_FIGURES), which changes with any of them.
+# The snapshot's figures are a table of this schema, by client id; _snapshot.csv holds it.
+FIGURES_SCHEMA = pa.schema([("client_id", pa.int64()), ("file", pa.string()), ("rows", pa.int64()),
+                            ("vlr_transacao_total", pa.decimal128(18, 2)), ("fingerprint", pa.int64())])
 
 
-def expected_figures(figures: pa.Table) -> dict[str, ClientFigures]:
-    """Every client's figures by file name, from a table of id, nome, sobrenome, movements, total (the sum of
-    its values) and fingerprint."""
+def expected_figures(figures: pa.Table) -> pa.Table:
+    """Every client's figures (FIGURES_SCHEMA), from a table of id, nome, sobrenome, movements, total (the
+    sum of its values) and fingerprint, sorted by id."""
     files = client_file_names(figures["id"], figures["nome"], figures["sobrenome"])
-    columns = (figures[c].to_pylist() for c in ("id", "movements", "total", "fingerprint"))
-    return {file: ClientFigures(cid, file, n, total, fingerprint)
-            for file, cid, n, total, fingerprint in zip(files.to_pylist(), *columns)}
+    return pa.table([figures["id"], files, figures["movements"], figures["total"].cast(pa.decimal128(18, 2)),
+                     figures["fingerprint"]], schema=FIGURES_SCHEMA)
 
 
-def manifest_bytes(expected: dict[str, ClientFigures]) -> bytes:
+def manifest_bytes(expected: pa.Table) -> bytes:
     """_snapshot.csv's bytes."""
-    return csv_bytes(MANIFEST_COLUMNS,
-                     ((f.client_id, f.file, f.rows, f"{f.total:.2f}", f.fingerprint) for f in expected.values()))
+    return table_bytes(expected)
 
 
-def parse_manifest(data: bytes) -> dict[str, ClientFigures]:
-    rows = csv.reader(io.StringIO(data.decode("utf-8"), newline=""))
-    columns = next(rows)
-    fingerprint = columns.index("fingerprint") if "fingerprint" in columns else None
-    return {row[1]: ClientFigures(int(row[0]), row[1], int(row[2]), Decimal(row[3]),
-                                  0 if fingerprint is None else int(row[fingerprint])) for row in rows}
+def parse_manifest(data: bytes) -> pa.Table:
+    """_snapshot.csv (FIGURES_SCHEMA; a fingerprint of 0 where a version recorded none)."""
+    table = read_table(data, FIGURES_SCHEMA)
+    if "fingerprint" not in table.column_names:
+        table = table.append_column("fingerprint", pa.array([0] * len(table), pa.int64()))
+    return table
+
+
+# A written file read back: header, rows and value sum (null where it does not parse as CSV), and
+# whether a field holds a run of 12 or more digits.
+SCAN_SCHEMA = pa.schema([("header_ok", pa.bool_()), ("rows", pa.int64()), ("vlr_transacao_total", pa.decimal128(18, 2)),
+                         ("long_digit_run", pa.bool_())])
 
 
 @dataclass(frozen=True)
@@ -114,26 +110,36 @@ def scan_bytes(data: bytes) -> FileScan:
         return _scan(data, None)
 
 
-def scan_files(paths: list[Path], batch_bytes: int = 16 << 20) -> list[FileScan]:
+def scan_files(paths: list[Path], batch_bytes: int = 16 << 20) -> pa.Table:
     """Read many local client files back (see scan_many)."""
     return scan_many((Path(path).read_bytes() for path in paths), batch_bytes)
 
 
-def scan_many(datas: Iterable[bytes], batch_bytes: int = 16 << 20) -> list[FileScan]:
+def scan_many(datas: Iterable[bytes], batch_bytes: int = 16 << 20) -> pa.Table:
     """Many client files' bytes read back, in order, parsed in one pass where that is exact: a body without
     a quote has one record per line (the generator writes none that need quoting), so the records of
     the joined bodies split back into files by line counts. Files with quotes, a body not ending in
-    a newline, or a batch that does not parse, are parsed one by one. At most batch_bytes are held."""
-    scans: list[FileScan] = []
+    a newline, or a batch that does not parse, are parsed one by one. At most batch_bytes are held.
+    Returns one row per file (SCAN_SCHEMA), in order."""
+    tables: list[pa.Table] = []
     batch: list[bytes] = []
     held = 0
     for data in datas:
         batch.append(data)
         held += len(batch[-1])
         if held >= batch_bytes:
-            scans += _scan_batch(batch)
+            tables.append(scan_table(_scan_batch(batch)))
             batch, held = [], 0
-    return scans + _scan_batch(batch) if batch else scans
+    if batch:
+        tables.append(scan_table(_scan_batch(batch)))
+    return pa.concat_tables(tables) if tables else SCAN_SCHEMA.empty_table()
+
+
+def scan_table(scans: list[FileScan]) -> pa.Table:
+    """Scans as a table (SCAN_SCHEMA)."""
+    return pa.table([pa.array([s.header_ok for s in scans], pa.bool_()), pa.array([s.rows for s in scans], pa.int64()),
+                     pa.array([s.total for s in scans], pa.decimal128(18, 2)),
+                     pa.array([s.long_digit_run for s in scans], pa.bool_())], schema=SCAN_SCHEMA)
 
 
 def _scan_batch(datas: list[bytes]) -> list[FileScan]:
@@ -175,20 +181,30 @@ def _finding(rule: str, files: list[str], what: str) -> Finding:
     return Finding(rule, not files, f"{len(files)} {what}: {shown}" if files else "none", tuple(files), len(files))
 
 
-def audit(scans: dict[str, FileScan], expected: dict[str, ClientFigures], masked: bool) -> list[Finding]:
-    """Every rule of RULES, judged on the files read back against the snapshot's figures."""
-    missing = sorted(expected.keys() - scans.keys())
-    unexpected = sorted(scans.keys() - expected.keys())
-    mismatched = sorted(name for name in expected.keys() & scans.keys()
-                        if (scans[name].rows, scans[name].total) != (expected[name].rows, expected[name].total))
-    rows, expected_rows = sum(s.rows or 0 for s in scans.values()), sum(f.rows for f in expected.values())
+def audit(scans: pa.Table, expected: pa.Table, masked: bool) -> list[Finding]:
+    """Every rule of RULES, judged on the files read back (file, then SCAN_SCHEMA's columns) against the
+    snapshot's figures (FIGURES_SCHEMA), in Arrow."""
+    read = scans.take(pc.index_in(expected["file"], value_set=scans["file"]))  # each expected file's scan
+    missing = pc.invert(pc.is_in(expected["file"], value_set=scans["file"]))
+    differs = pc.or_(pc.fill_null(pc.not_equal(expected["rows"], read["rows"]), True),  # no rows: does not parse
+                     pc.fill_null(pc.not_equal(expected["vlr_transacao_total"], read["vlr_transacao_total"]), True))
+
+    def names(table: pa.Table, mask: pa.ChunkedArray) -> list[str]:
+        return sorted(table.filter(mask)["file"].to_pylist())
+
+    unexpected = names(scans, pc.invert(pc.is_in(scans["file"], value_set=expected["file"])))
+    mismatched = names(expected, pc.and_(pc.invert(missing), differs))
+    missing = names(expected, missing)
+    rows = pc.sum(scans["rows"]).as_py() or 0
+    expected_rows = pc.sum(expected["rows"]).as_py() or 0
     return [
         _finding("one_file_per_client", [f"missing {n}" for n in missing] + [f"unexpected {n}" for n in unexpected],
                  "files missing or unexpected"),
-        _finding("client_totals_match_snapshot", mismatched, "clients whose rows or value sum differ from the snapshot"),
-        _finding("headers_match_contract", sorted(n for n, s in scans.items() if not s.header_ok),
+        _finding("client_totals_match_snapshot", mismatched,
+                 "clients whose rows or value sum differ from the snapshot"),
+        _finding("headers_match_contract", names(scans, pc.invert(scans["header_ok"])),
                  "files without the contract's header"),
-        _finding("card_numbers_masked", sorted(n for n, s in scans.items() if masked and s.long_digit_run),
+        _finding("card_numbers_masked", names(scans, scans["long_digit_run"]) if masked else [],
                  "files with a run of 12 or more digits while masking is on"),
         Finding("total_rows_match_snapshot", rows == expected_rows,
                 f"{rows:,} rows in the files, {expected_rows:,} in the snapshot", (), abs(rows - expected_rows)),

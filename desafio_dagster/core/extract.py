@@ -23,13 +23,15 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+import numpy as np
 import psycopg
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from desafio_dagster.core.audit import ClientFigures, expected_figures
+from desafio_dagster.core.audit import expected_figures
 from desafio_dagster.core.errors import TransientError, first_line
 from desafio_dagster.core.source_db import (
     POPULATE_FIRST,
@@ -126,30 +128,33 @@ class Snapshot:
 
     id: str  # pg_export_snapshot(): the tasks import it
     counts: dict[str, int]  # rows per table
-    clients: dict[str, ClientFigures]  # by file name: what each client's file must hold
+    clients: pa.Table  # what each client's file must hold (audit.FIGURES_SCHEMA), by client id
     fingerprint: dict[str, list[int]]  # see SourceDatabase.fingerprint
     figures_seconds: float  # the time the two took to compute
 
-    def client_ranges(self, parts: int, only: set[int] | None = None) -> list[Clients]:
+    def client_ranges(self, parts: int, only: pa.Array | None = None) -> list[Clients]:
         """At most `parts` ranges of client ids in order, about equal in movements (a client weighs one
         movement at least: it has a file to write); of the clients in `only`, if given."""
-        figures = sorted(self._of(only), key=lambda f: f.client_id)
-        weights = [max(f.rows, 1) for f in figures]
-        share, ranges, first, done = sum(weights) / max(parts, 1), [], 0, 0
-        for index, weight in enumerate(weights):
-            done += weight
-            if done >= share * (len(ranges) + 1) or index == len(figures) - 1:
-                ids = None if only is None else tuple(f.client_id for f in figures[first : index + 1])
-                ranges.append(Clients(figures[first].client_id, figures[index].client_id, ids))
-                first = index + 1
-        return ranges
+        figures = self._of(only)
+        ids = figures["client_id"].to_numpy()
+        if not len(ids):
+            return []
+        done = np.cumsum(np.maximum(figures["rows"].to_numpy(), 1))
+        targets = done[-1] / max(parts, 1) * np.arange(1, max(parts, 1) + 1)
+        # Range k ends at the first client whose running weight reaches k shares, and after range k-1's end.
+        steps = np.arange(len(targets))
+        ends = np.maximum.accumulate(np.searchsorted(done, targets, side="left") - steps) + steps
+        ends = np.r_[ends[ends < len(ids) - 1], len(ids) - 1]
+        starts = np.r_[0, ends[:-1] + 1]
+        return [Clients(int(ids[start]), int(ids[end]), None if only is None else tuple(ids[start : end + 1].tolist()))
+                for start, end in zip(starts.tolist(), ends.tolist())]
 
-    def movements(self, only: set[int] | None = None) -> int:
-        return sum(f.rows for f in self._of(only))
+    def movements(self, only: pa.Array | None = None) -> int:
+        return pc.sum(self._of(only)["rows"]).as_py() or 0
 
-    def _of(self, only: set[int] | None) -> Iterator[ClientFigures]:
+    def _of(self, only: pa.Array | None) -> pa.Table:
         """The figures of the clients in only, or of every client."""
-        return (f for f in self.clients.values() if only is None or f.client_id in only)
+        return self.clients if only is None else self.clients.filter(pc.is_in(self.clients["client_id"], value_set=only))
 
 
 def partitions_for(movements: int, task_slots: int, max_connections: int = 0) -> int:

@@ -1,12 +1,8 @@
 """The output contract of movements_csv: columns, header and file names. Pure: no Dagster."""
 
-import csv
-import io
-from collections.abc import Iterable
-from dataclasses import dataclass
-
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
 
 # column -> (type, source and text format), in the files' order: the 11 columns of the contract.
 CSV_CONTRACT = {
@@ -25,7 +21,6 @@ CSV_CONTRACT = {
 CSV_COLUMNS = tuple(CSV_CONTRACT)
 HEADER = ",".join(CSV_COLUMNS) + "\n"
 INDEX_FILE = "_index.csv"
-INDEX_COLUMNS = ("client_id", "nome_associado", "sobrenome_associado", "file", "rows")
 
 
 def client_file_names(ids: pa.Array, nomes: pa.Array, sobrenomes: pa.Array) -> pa.Array:
@@ -41,34 +36,27 @@ def client_file_names(ids: pa.Array, nomes: pa.Array, sobrenomes: pa.Array) -> p
     return pc.binary_join_element_wise(padded, pc.binary_join_element_wise(slugs, ".csv", ""), "_")
 
 
-@dataclass(frozen=True)
-class ClientFile:
-    """One row of _index.csv: a client and its file."""
-
-    client_id: int
-    nome: str
-    sobrenome: str
-    file: str
-    rows: int
+INDEX_SCHEMA = pa.schema([("client_id", pa.int64()), ("nome_associado", pa.string()),
+                          ("sobrenome_associado", pa.string()), ("file", pa.string()), ("rows", pa.int64())])
 
 
-def csv_bytes(columns: Iterable[str], rows: Iterable[Iterable]) -> bytes:
-    """A header row and rows as UTF-8 CSV with "\n" line ends: the bytes of each version's records."""
-    text = io.StringIO(newline="")
-    writer = csv.writer(text, lineterminator="\n")
-    writer.writerow(columns)
-    writer.writerows(rows)
-    return text.getvalue().encode("utf-8")
+def table_bytes(table: pa.Table) -> bytes:
+    """A table as UTF-8 CSV: a header row, fields quoted only where needed, "\n" line ends, nulls empty.
+    The bytes of each version's records (Arrow's writer: a million rows in about a second)."""
+    out = pa.BufferOutputStream()
+    pa_csv.write_csv(table, out, pa_csv.WriteOptions(quoting_style="needed", quoting_header="none"))
+    return out.getvalue().to_pybytes()
 
 
-def index_bytes(files: list[ClientFile]) -> bytes:
-    """_index.csv's bytes."""
-    return csv_bytes(INDEX_COLUMNS, ((f.client_id, f.nome, f.sobrenome, f.file, f.rows) for f in files))
+def read_table(data: bytes, schema: pa.Schema) -> pa.Table:
+    """A record written by table_bytes, with exactly schema's types (its columns that the header names; an
+    empty field is an empty string in a text column and a null in any other)."""
+    return pa_csv.read_csv(pa.py_buffer(data), parse_options=pa_csv.ParseOptions(newlines_in_values=True),
+                           convert_options=pa_csv.ConvertOptions(
+                               column_types=schema, strings_can_be_null=False, quoted_strings_can_be_null=False,
+                               include_columns=[n for n in schema.names if n.encode() in data.partition(b"\n")[0].split(b",")]))
 
 
-def parse_index(data: bytes) -> dict[str, ClientFile]:
-    """_index.csv by file name."""
-    rows = csv.reader(io.StringIO(data.decode("utf-8"), newline=""))
-    next(rows)  # INDEX_COLUMNS
-    return {file: ClientFile(int(client_id), nome, sobrenome, file, int(count))
-            for client_id, nome, sobrenome, file, count in rows}
+def parse_index(data: bytes) -> pa.Table:
+    """_index.csv (INDEX_SCHEMA)."""
+    return read_table(data, INDEX_SCHEMA)

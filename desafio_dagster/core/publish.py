@@ -24,11 +24,9 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from decimal import Decimal
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -39,14 +37,12 @@ from pyspark.sql import functions as F
 
 from desafio_dagster.core.audit import (
     MANIFEST_FILE,
+    SCAN_SCHEMA,
     AuditError,
-    ClientFigures,
-    FileScan,
     Finding,
     audit,
     failures,
     manifest_bytes,
-    scan_bytes,
     scan_many,
 )
 from desafio_dagster.core.errors import TransientError
@@ -54,20 +50,21 @@ from desafio_dagster.core.extract import SourceReadError
 from desafio_dagster.core.incremental import (
     FORMAT_FILE,
     READBACK_FILE,
+    READBACK_SCHEMA,
     Plan,
-    ReadBack,
     file_format,
     format_bytes,
+    matched,
     readback_bytes,
 )
 from desafio_dagster.core.layout import (
     CSV_COLUMNS,
     HEADER,
     INDEX_FILE,
-    ClientFile,
+    INDEX_SCHEMA,
     client_file_names,
-    index_bytes,
     parse_index,
+    table_bytes,
 )
 from desafio_dagster.core.progress import Stopwatch
 from desafio_dagster.core.spark_session import spark_job_error
@@ -75,25 +72,16 @@ from desafio_dagster.core.store import PublishError, Store, open_attempt, open_s
 from desafio_dagster.core.transform import KEY_COLUMNS, RangeReader, SnapshotView
 
 _HEADER_BYTES = HEADER.encode()
-_SUMMARY_SCHEMA = ("client_id long, nome string, sobrenome string, file string, rows long, attempt_dir string, "
-                   "header_ok boolean, scanned_rows long, scanned_total string, long_digit_run boolean, "
-                   "write_seconds double, sync_seconds double, scan_seconds double")
-
-
-class _Summary(NamedTuple):  # what a task reports of one client file it wrote (_SUMMARY_SCHEMA)
-    client_id: int
-    nome: str
-    sobrenome: str
-    file: str
-    rows: int
-    attempt_dir: str
-    header_ok: bool
-    scanned_rows: int | None
-    scanned_total: str | None
-    long_digit_run: bool
-    write_seconds: float  # the task's time on each phase, spread over its files: summed, the tasks' total
-    sync_seconds: float
-    scan_seconds: float
+# What a task reports of each client file it wrote: its _index.csv row, its scan once read back
+# (audit.SCAN_SCHEMA, the rows as scanned_rows), and the task's time on each phase spread over its files
+# (summed, the tasks' total).
+_SUMMARY_SCHEMA = pa.schema([*INDEX_SCHEMA, ("header_ok", pa.bool_()), ("scanned_rows", pa.int64()),
+                             ("vlr_transacao_total", pa.decimal128(18, 2)), ("long_digit_run", pa.bool_()),
+                             ("write_seconds", pa.float64()), ("sync_seconds", pa.float64()),
+                             ("scan_seconds", pa.float64())])
+_SUMMARY_DDL = ("client_id long, nome_associado string, sobrenome_associado string, file string, rows long, "
+                "header_ok boolean, scanned_rows long, vlr_transacao_total decimal(18,2), long_digit_run boolean, "
+                "write_seconds double, sync_seconds double, scan_seconds double")
 
 
 class PublishedVersionChanged(PublishError, TransientError):
@@ -105,16 +93,16 @@ class Published:
     path: str  # where readers look: the published folder (a symlink to the version folder), or s3://…/<name>
     version: str  # the version's folder, or s3://…/<name>/.v-<token>
     version_name: str  # its name in the store (Store.published())
-    files: list[ClientFile]
+    index: pa.Table  # its _index.csv (layout.INDEX_SCHEMA), by client id
     audit: list[Finding]
-    seconds: dict[str, float]  # where the time went, by phase (cleanup, spark_job, tasks_*, adopt, …)
+    seconds: dict[str, float]  # where the time went, by phase (cleanup, spark_job, tasks_*, carry, …)
     rewritten: int = 0  # client files written by this export
     carried: int = 0  # client files carried (linked or copied) from the previous version
     removed: int = 0  # client files of the previous version not in this one
 
     @property
     def rows(self) -> int:
-        return sum(f.rows for f in self.files)
+        return pc.sum(self.index["rows"]).as_py() or 0
 
 
 # Columns whose text can hold a comma, a quote or a line break; the others are
@@ -148,9 +136,9 @@ def _line_bytes(lines: pa.Array) -> tuple[np.ndarray, np.ndarray, memoryview]:
     return offsets, counted, memoryview(data if data is not None else b"")
 
 
-def _task_writer(target: str, reader: RangeReader | None = None):
-    """mapInArrow function: write this partition's clients (rows sorted by client) to files at target
-    (Store.task_target: an attempt folder of its own under a local staging folder, or the S3 version).
+def _task_writer(target: str, reader: RangeReader | None = None) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
+    """mapInArrow function: write this partition's clients (rows sorted by client) into the version at target
+    (Store.task_target: a local folder, or the S3 version; see open_attempt).
     With a reader, the partition holds range indexes: the task reads and joins those ranges itself."""
 
     def write(batches):
@@ -182,7 +170,7 @@ def _task_writer(target: str, reader: RangeReader | None = None):
                         nome, sobrenome, name = names[client], surnames[client], file_names[client]
                         handle = attempt.open(name)
                         handle.write(_HEADER_BYTES)
-                        summary.append([client_id, nome, sobrenome, name, 0, attempt.location])
+                        summary.append([client_id, nome, sobrenome, name, 0])
                     handle.write(data[offsets[start] : offsets[end]])
                     summary[-1][4] += int(counted[end] - counted[start])
             if handle:
@@ -200,14 +188,10 @@ def _task_writer(target: str, reader: RangeReader | None = None):
             phases = [syncing - started, reading - syncing, time.monotonic() - reading]
             columns = list(zip(*summary))
             yield pa.RecordBatch.from_arrays(
-                [pa.array(columns[0], pa.int64()), pa.array(columns[1], pa.string()), pa.array(columns[2], pa.string()),
-                 pa.array(columns[3], pa.string()), pa.array(columns[4], pa.int64()), pa.array(columns[5], pa.string()),
-                 pa.array([s.header_ok for s in scans], pa.bool_()), pa.array([s.rows for s in scans], pa.int64()),
-                 pa.array([None if s.total is None else str(s.total) for s in scans], pa.string()),
-                 pa.array([s.long_digit_run for s in scans], pa.bool_()),
+                [*(pa.array(values, field.type) for values, field in zip(columns, INDEX_SCHEMA)),
+                 *(column.combine_chunks() for column in scans.columns),
                  *(pa.array([seconds / len(summary)] * len(summary), pa.float64()) for seconds in phases)],
-                names=list(_Summary._fields),
-            )
+                schema=_SUMMARY_SCHEMA)
 
     # What the plan, Spark's UI and its event log show for the stage.
     write.__name__ = "read_join_and_write_client_files" if reader is not None else "write_client_files"
@@ -249,7 +233,7 @@ def _reporting(spark_context, on_progress: Callable[[int, int, float], None] | N
 def publish_per_client(
     view: DataFrame | SnapshotView | None,
     output: Path | str | Store,
-    expected: dict[str, ClientFigures],
+    expected: pa.Table,
     name: str = "movements_csv",
     masked: bool = True,
     by_client: bool = False,
@@ -258,25 +242,27 @@ def publish_per_client(
 ) -> Published:
     """Write view (see transform.snapshot_view) as a new version of name's per-client files plus _index.csv
     in output (a local folder, or a Store: store.py), audit it against expected (the source snapshot's
-    figures, audit.expected_figures) and publish it.
+    figures, audit.FIGURES_SCHEMA) and publish it.
 
     by_client: a DataFrame view already holds each client's rows in one partition, sorted (as
     SnapshotView.frame() does), so it is written as it is instead of shuffled by client and sorted first. A
     SnapshotView is written by its own tasks: each reads, joins and writes its range of clients.
     plan: an incremental export (incremental.plan_export): view holds the rewritten clients only (None
-    if there are none) and plan.carry's files are carried from the published version, which must still
+    if there are none) and plan's carried files are carried from the published version, which must still
     be plan.published; plan.format is recorded in the version's _format.json.
 
     A failed audit raises AuditError, keeps the rejected version (locally at output/.<name>.rejected-*)
-    and publishes nothing. on_progress(tasks done, tasks, seconds) is called every few seconds while Spark writes."""
+    and publishes nothing. on_progress(tasks done, tasks, seconds) is called every few seconds while Spark writes.
+    The driver's work is in Arrow, column at a time: nothing per client but the carried files' links or copies."""
     store = output if isinstance(output, Store) else open_store(output, name)
     store.check_writable()
-    carry = plan.carry if plan else {}
+    carry_index, carry_records = (plan.carry_index, plan.carry_records) if plan else (
+        INDEX_SCHEMA.empty_table(), READBACK_SCHEMA.empty_table())
     fmt = plan.format if plan else file_format("", masked)
     watch = Stopwatch()
     with store.exclusive():
         current = store.published()
-        if carry and current != plan.published:
+        if len(carry_index) and current != plan.published:
             raise PublishedVersionChanged(f"{store.uri()} was published again while this export ran (it points at "
                                           f"{current}, not {plan.published}): the export starts again from a fresh plan")
         with watch("cleanup"):
@@ -286,46 +272,47 @@ def publish_per_client(
         try:
             store.open_version(version)
             with watch("spark_job"):
-                summaries = [] if view is None else _write(view, store.task_target(version, token), by_client, on_progress)
+                written = _SUMMARY_SCHEMA.empty_table() if view is None else _write(
+                    view, store.task_target(version), by_client, on_progress)
+                store.drop_attempts(version)
             for phase in ("write", "sync", "scan"):  # summed over the tasks, which run in parallel
-                watch.add(f"tasks_{phase}", sum(getattr(row, f"{phase}_seconds") for row in summaries))
-            files, scans, written_in = [], {}, {}
-            with watch("adopt"):
-                for row in summaries:
-                    store.adopt(row.attempt_dir, row.file, version)
-                    files.append(ClientFile(row.client_id, row.nome, row.sobrenome, row.file, row.rows))
-                    total = None if row.scanned_total is None else Decimal(row.scanned_total)
-                    scans[row.file] = FileScan(row.header_ok, row.scanned_rows, total, row.long_digit_run)
-                    written_in[row.file] = version
-            rewritten = len(summaries)
-            del summaries  # a million of them at 1M clients: not held through the records and the audit
-            with watch("carry"):
-                for file, carried in carry.items():  # the same bytes: audited when they were written
+                watch.add(f"tasks_{phase}", pc.sum(written[f"{phase}_seconds"]).as_py() or 0.0)
+            with watch("carry"):  # the same bytes: audited when they were written
+                for file in carry_index["file"].to_pylist():
                     store.carry(plan.published, file, version)
-                    files.append(carried.entry)
-                    scans[file], written_in[file] = carried.record.scan, carried.record.written_in
-            files.sort(key=lambda f: f.client_id)
-            twice = [a.client_id for a, b in zip(files, files[1:]) if a.client_id == b.client_id]
-            if twice:
+            index = pa.concat_tables([written.select(INDEX_SCHEMA.names), carry_index]).sort_by("client_id")
+            ids = index["client_id"].to_numpy()
+            twice = ids[1:][ids[1:] == ids[:-1]]
+            if len(twice):
                 raise PublishError(f"client {twice[0]} was written twice: the view is not one row set per client")
-            if not files:
+            if not len(index):
                 raise PublishError("the view has no clients: nothing to publish; the previous output is untouched")
             with watch("records"):
-                store.write(version, INDEX_FILE, index_bytes(files))
+                store.write(version, INDEX_FILE, table_bytes(index))
                 store.write(version, MANIFEST_FILE, manifest_bytes(expected))
                 store.write(version, FORMAT_FILE, format_bytes(fmt))
+            # Each file's scan as its task read it back (or as it was when carried), with the version that wrote it.
+            scanned = written.select(["file", "header_ok", "scanned_rows", *SCAN_SCHEMA.names[2:]])
+            scanned = scanned.rename_columns(["file", *SCAN_SCHEMA.names]).add_column(
+                1, "written_in", pa.array([version] * len(written), pa.string()))
+            scanned = pa.concat_tables([scanned, carry_records.select(scanned.column_names)])
+            del written  # a million rows at 1M clients: not held through the records and the audit
             # The client set from the version itself (one listing, which also gives each file's size and
             # mtime for _readback.csv): a file the summaries missed is still judged.
             with watch("listing"):
-                listed = store.files(version)
-                clients = {n: stat for n, stat in listed.items() if not n.startswith("_")}
-                scans |= {n: scan_bytes(store.read(version, n)) for n in clients.keys() - scans.keys()}
+                listing = store.files(version)
+                clients = listing.client_files()
+                scanned = scanned.filter(pc.is_in(scanned["file"], value_set=clients["file"]))
+                missed = pc.filter(clients["file"], pc.invert(pc.is_in(clients["file"], value_set=scanned["file"])))
+                missed = missed.to_pylist()
+                scans = scan_many(store.read_many(version, missed)).add_column(0, "file", pa.array(missed, pa.string()))
             with watch("records"):
-                records = {n: ReadBack.of(clients[n], scans[n], written_in[n]) for n in written_in.keys() & clients.keys()}
+                stats = matched(scanned["file"], listing.table)
+                records = scanned.add_column(1, "bytes", stats["bytes"]).add_column(2, "mtime_ns", stats["mtime_ns"])
                 store.write(version, READBACK_FILE, readback_bytes(records))
                 store.sync(version, [INDEX_FILE, MANIFEST_FILE, FORMAT_FILE, READBACK_FILE])
             with watch("audit"):
-                findings = audit({n: scans[n] for n in clients}, expected, masked)
+                findings = audit(pa.concat_tables([scanned.select(scans.column_names), scans]), expected, masked)
             if failures(findings):
                 rejected = store.reject(version, token)
                 raise AuditError(f"{failures(findings)}. Nothing was published; the previous output is untouched; "
@@ -337,12 +324,10 @@ def publish_per_client(
         except BaseException:
             store.discard(version)
             raise
-        finally:
-            store.end_staging(token)
         with watch("cleanup"):
             store.remove_leftovers(keep={version, previous} - {None})
-    return Published(path=store.uri(), version=store.uri(version), version_name=version, files=files, audit=findings,
-                     seconds=watch.seconds, rewritten=rewritten, carried=len(carry),
+    return Published(path=store.uri(), version=store.uri(version), version_name=version, index=index, audit=findings,
+                     seconds=watch.seconds, rewritten=len(index) - len(carry_index), carried=len(carry_index),
                      removed=len(plan.removed) if plan else 0)
 
 
@@ -351,22 +336,22 @@ def published_as_is(store: Store, plan: Plan) -> Published:
     version = store.published()
     if version != plan.published:
         raise PublishedVersionChanged(f"{store.uri()} was published again while this export ran: the export starts again")
-    files = sorted(parse_index(store.read(version, INDEX_FILE)).values(), key=lambda f: f.client_id)
-    return Published(path=store.uri(), version=store.uri(version), version_name=version, files=files, audit=[],
-                     seconds={}, carried=len(files))
+    index = parse_index(store.read(version, INDEX_FILE)).sort_by("client_id")
+    return Published(path=store.uri(), version=store.uri(version), version_name=version, index=index, audit=[],
+                     seconds={}, carried=len(index))
 
 
-def _write(view: DataFrame | SnapshotView, target: str, by_client: bool, on_progress) -> list[_Summary]:
-    """Run the Spark job that writes the view's clients to target: one summary per client file, by client id.
-    The summaries come back as one Arrow table (no Row object per client on the driver)."""
+def _write(view: DataFrame | SnapshotView, target: str, by_client: bool, on_progress) -> pa.Table:
+    """Run the Spark job that writes the view's clients to target: one summary per client file (_SUMMARY_SCHEMA),
+    by client id. The summaries come back as one Arrow table (no Row object per client on the driver)."""
     if isinstance(view, SnapshotView):  # read, join and write in one Python function per task
-        spark, job = view.spark, view.indexes().mapInArrow(_task_writer(target, view.reader), _SUMMARY_SCHEMA)
+        spark, job = view.spark, view.indexes().mapInArrow(_task_writer(target, view.reader), _SUMMARY_DDL)
     else:
         spark, prepared = view.sparkSession, view.select(*KEY_COLUMNS, *CSV_COLUMNS)
         if not by_client:
             prepared = prepared.repartition(max(2, spark.sparkContext.defaultParallelism * 2), "client_id")
             prepared = prepared.sortWithinPartitions("client_id", "movement_time", "movement_id")
-        job = prepared.mapInArrow(_task_writer(target), _SUMMARY_SCHEMA)
+        job = prepared.mapInArrow(_task_writer(target), _SUMMARY_DDL)
     with _reporting(spark.sparkContext, on_progress):
         try:
             table = job.toArrow()
@@ -375,13 +360,7 @@ def _write(view: DataFrame | SnapshotView, target: str, by_client: bool, on_prog
             if read_error:  # a task could not read the source: explained in the task
                 raise SourceReadError(f"{read_error.group(1).strip()}; nothing was published") from None
             raise spark_job_error(error, "writing the client files") from None
-    table = table.sort_by("client_id")
-    columns = {name: table.column(name).to_pylist() for name in _Summary._fields if name != "attempt_dir"}
-    # One string per attempt folder, not one per file.
-    attempts = table.column("attempt_dir").combine_chunks().dictionary_encode()
-    folders = attempts.dictionary.to_pylist()
-    columns["attempt_dir"] = [folders[i] for i in attempts.indices.to_pylist()]
-    return [_Summary(*row) for row in zip(*(columns.pop(name) for name in _Summary._fields))]
+    return table.cast(_SUMMARY_SCHEMA).sort_by("client_id")
 
 
 _PUBLISHED_SCHEMA = "client_id long, " + ", ".join(f"`{name}` string" for name in CSV_COLUMNS)
@@ -422,12 +401,12 @@ def read_published(spark, output: Path | str | Store, name: str | None = None) -
         folder = Path(output)
         store = open_store(folder.parent, name or folder.name)
     version = store.published()
-    listed = store.files(version) if version else {}
-    if INDEX_FILE not in listed:
+    listing = store.files(version) if version else None
+    if listing is None or INDEX_FILE not in listing:
         raise PublishError(f"no published output at {store.uri()}: run the export job first")
     local = store.local_folder(version)
     if local is None:
-        files = sorted((n,) for n in listed if not n.startswith("_"))
+        files = [(n,) for n in sorted(listing.client_files()["file"].to_pylist())]
         names = spark.createDataFrame(files, "file string")
         names = names.repartition(max(1, min(len(files) // 200, spark.sparkContext.defaultParallelism * 2)))
         return names.mapInArrow(_file_reader(store.uri(version)), _PUBLISHED_SCHEMA)

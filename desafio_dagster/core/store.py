@@ -6,9 +6,9 @@ incremental.py the one plan; a Store holds only what differs between the two bac
 | operation               | LocalStore (DESAFIO_OUTPUT_DIR=/a/folder)     | S3Store (DESAFIO_OUTPUT_DIR=s3://bucket/prefix)   |
 |-------------------------|-----------------------------------------------|---------------------------------------------------|
 | a version               | folder OUTPUT/.<name>.v-<token>/              | keys  prefix/<name>/.v-<token>/...                |
-| a task writes a file    | into its attempt's staging folder, fsynced;   | straight into the version, one PUT per complete   |
-|                         | the driver renames the accepted ones in       | file (a retried attempt PUTs the same bytes; a    |
-|                         |                                               | failed one's unfinished file is never sent)       |
+| a task writes a file    | into its attempt's folder in the version, then| straight into the version, one PUT per complete   |
+|                         | renamed into the version once complete (a     | file (a retried attempt PUTs the same bytes; a    |
+|                         | retry renames the same bytes); one syncfs     | failed one's unfinished file is never sent)       |
 | stat (for _readback)    | size and mtime_ns                              | size and LastModified, from one LIST              |
 | carry an unchanged file | hard link                                      | server-side copy (CopyObject)                      |
 | publish                 | symlink OUTPUT/<name> swapped by one rename    | pointer object prefix/<name>/_published holding   |
@@ -37,6 +37,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from desafio_dagster.core.errors import DesafioError
 from desafio_dagster.core.settings import OutputLocation, environment
 
@@ -52,11 +55,27 @@ class PublishError(DesafioError):
 
 
 @dataclass(frozen=True)
-class Stat:
-    """What tells a file changed since it was read back: its size and its modification time."""
+class Listing:
+    """A version's files from one listing: name, size and modification time of each (what tells a file
+    changed since it was read back), as an Arrow table of file, bytes, mtime_ns."""
 
-    size: int
-    mtime_ns: int
+    table: pa.Table
+
+    @classmethod
+    def of(cls, names: list[str], sizes: list[int], mtimes: list[int]) -> Listing:
+        return cls(pa.table({"file": pa.array(names, pa.string()), "bytes": pa.array(sizes, pa.int64()),
+                             "mtime_ns": pa.array(mtimes, pa.int64())}))
+
+    @classmethod
+    def empty(cls) -> Listing:
+        return cls.of([], [], [])
+
+    def __contains__(self, file: str) -> bool:
+        return pc.any(pc.equal(self.table["file"], file)).as_py() or False
+
+    def client_files(self) -> pa.Table:
+        """The client files: every file but the version's records (whose names start with _)."""
+        return self.table.filter(pc.invert(pc.starts_with(self.table["file"], "_")))
 
 
 class Store(ABC):
@@ -87,19 +106,16 @@ class Store(ABC):
     def open_version(self, version: str) -> None: ...
 
     @abstractmethod
-    def task_target(self, version: str, token: str) -> str:
+    def task_target(self, version: str) -> str:
         """What the Spark tasks write to (see open_attempt): a string, holding no secret."""
 
     @abstractmethod
-    def adopt(self, location: str, file: str, version: str) -> None:
-        """Make a file an accepted task attempt wrote at location part of the version."""
+    def drop_attempts(self, version: str) -> None:
+        """Remove what failed task attempts left in the version, once the Spark job is done."""
 
     @abstractmethod
-    def end_staging(self, token: str) -> None: ...
-
-    @abstractmethod
-    def files(self, version: str) -> dict[str, Stat]:
-        """Every file of a version, by name (one listing)."""
+    def files(self, version: str) -> Listing:
+        """Every file of a version (one listing)."""
 
     @abstractmethod
     def read(self, version: str, file: str) -> bytes:
@@ -232,21 +248,26 @@ class LocalStore(Store):
     def open_version(self, version: str) -> None:
         (self.output_dir / version).mkdir()
 
-    def task_target(self, version: str, token: str) -> str:
-        return str(self.output_dir / f".{self.name}.staging-{token}")
+    def task_target(self, version: str) -> str:
+        return str(self.output_dir / version)
 
-    def adopt(self, location: str, file: str, version: str) -> None:
-        os.rename(Path(location) / file, self.output_dir / version / file)
+    def drop_attempts(self, version: str) -> None:
+        for folder in (self.output_dir / version).glob(f"{_ATTEMPT_PREFIX}*"):
+            shutil.rmtree(folder, ignore_errors=True)
 
-    def end_staging(self, token: str) -> None:
-        shutil.rmtree(self.output_dir / f".{self.name}.staging-{token}", ignore_errors=True)
-
-    def files(self, version: str) -> dict[str, Stat]:
+    def files(self, version: str) -> Listing:
+        names, sizes, mtimes = [], [], []
         try:
-            entries = list(os.scandir(self.output_dir / version))
+            with os.scandir(self.output_dir / version) as entries:
+                for entry in entries:
+                    if entry.is_file(follow_symlinks=False):
+                        stat = entry.stat(follow_symlinks=False)
+                        names.append(entry.name)
+                        sizes.append(stat.st_size)
+                        mtimes.append(stat.st_mtime_ns)
         except FileNotFoundError:
-            return {}
-        return {e.name: Stat(s.st_size, s.st_mtime_ns) for e in entries if e.is_file() for s in [e.stat()]}
+            pass
+        return Listing.of(names, sizes, mtimes)
 
     def read(self, version: str, file: str) -> bytes:
         return (self.output_dir / version / file).read_bytes()
@@ -394,24 +415,21 @@ class S3Store(Store):
     def open_version(self, version: str) -> None:
         pass  # no folders: a key prefix
 
-    def task_target(self, version: str, token: str) -> str:
+    def task_target(self, version: str) -> str:
         return self.uri(version)
 
-    def adopt(self, location: str, file: str, version: str) -> None:
-        if location != self.uri(version):
-            raise PublishError(f"a task wrote {file} at {location}, not in the version {self.uri(version)}")
+    def drop_attempts(self, version: str) -> None:
+        pass  # a failed attempt's unfinished file was never sent
 
-    def end_staging(self, token: str) -> None:
-        pass  # nothing staged: the tasks wrote into the version
-
-    def files(self, version: str) -> dict[str, Stat]:
+    def files(self, version: str) -> Listing:
         from pyarrow import fs
 
         try:
             infos = self.fs.get_file_info(fs.FileSelector(self._path(version), allow_not_found=True))
         except OSError as error:
             raise _s3_error(error, f"cannot list {self.uri(version)}") from None
-        return {i.base_name: Stat(i.size, i.mtime_ns or 0) for i in infos if i.type == fs.FileType.File}
+        files = [i for i in infos if i.type == fs.FileType.File]
+        return Listing.of([i.base_name for i in files], [i.size for i in files], [i.mtime_ns or 0 for i in files])
 
     def read(self, version: str, file: str) -> bytes:
         return _s3_read(self.fs, self._path(version, file))
@@ -480,32 +498,43 @@ def _prefetch(read: Callable[[str], bytes], files: list[str], ahead: int = 64) -
 # --- what a Spark task attempt writes to -------------------------------------------------------
 
 
-class _LocalAttempt:  # the Spark task's side of LocalStore
-    """A folder of the attempt's own in the staging folder; the driver renames the accepted files in."""
+_ATTEMPT_PREFIX = ".attempt-"
 
-    def __init__(self, staging: str, partition: int, attempt: int):
-        self.folder = Path(staging) / f"part-{partition:05d}-attempt-{attempt}"
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self.location = str(self.folder)
+
+class _LocalAttempt:  # the Spark task's side of LocalStore
+    """Writes into a folder of the attempt's own inside the version, then renames each complete file into
+    the version: a file there is always complete, and a retried or speculative attempt (which writes the
+    same bytes, from the same snapshot) replaces it whole. What a failed attempt left in its folder is
+    removed by the driver (LocalStore.drop_attempts)."""
+
+    def __init__(self, version: str, partition: int, attempt: int):
+        self.version = version
+        self.folder = os.path.join(version, f"{_ATTEMPT_PREFIX}{partition:05d}-{attempt}")
+        os.makedirs(self.folder, exist_ok=True)
 
     def open(self, file: str):
-        return open(self.folder / file, "wb")
+        return open(os.path.join(self.folder, file), "wb")
 
     def close(self, file: str, handle) -> None:
         handle.close()
 
     def finish(self, files: list[str]) -> None:
-        sync_filesystem(self.folder, files)  # durable before the driver takes them in
+        for file in files:
+            os.rename(os.path.join(self.folder, file), os.path.join(self.version, file))
+        os.rmdir(self.folder)
+        sync_filesystem(Path(self.version), files)  # durable before the driver publishes them
 
     def read_many(self, files: list[str]) -> Iterator[bytes]:
-        return ((self.folder / file).read_bytes() for file in files)
+        for file in files:
+            with open(os.path.join(self.version, file), "rb") as handle:
+                yield handle.read()
 
 
 class _S3Attempt:  # the Spark task's side of S3Store
     """Straight into the version's prefix: each file is one PUT when its handle closes, _IN_FLIGHT at a time."""
 
     def __init__(self, uri: str):
-        self.location, self.path, self.fs = uri, uri.removeprefix("s3://"), s3_filesystem()
+        self.path, self.fs = uri.removeprefix("s3://"), s3_filesystem()
         self.pool, self.pending = ThreadPoolExecutor(max_workers=_IN_FLIGHT), []
 
     def open(self, file: str):
@@ -532,7 +561,7 @@ class _S3Attempt:  # the Spark task's side of S3Store
             self.pool.shutdown()
 
     def read_many(self, files: list[str]) -> Iterator[bytes]:
-        return read_s3_files(self.location, files)
+        return read_s3_files(f"s3://{self.path}", files)
 
 
 def open_attempt(target: str, partition: int, attempt: int):

@@ -112,7 +112,7 @@ class SnapshotView:
 
 
 def snapshot_view(spark: SparkSession, exported: ExportedSnapshot, parts: int, mask_card_numbers: bool = True,
-                  only: set[int] | None = None) -> SnapshotView:
+                  only: pa.Array | None = None) -> SnapshotView:
     """The flat view of the export's snapshot (of the clients in `only`, if given), in at most `parts`
     ranges of clients about equal in movements, one partition each. Nothing else is read."""
     ranges = exported.snapshot.client_ranges(parts, only)

@@ -2,7 +2,9 @@
 
 from decimal import Decimal
 
-from desafio_dagster.core.audit import RULES, ClientFigures, FileScan, audit, scan_file, scan_files
+import pyarrow as pa
+
+from desafio_dagster.core.audit import FIGURES_SCHEMA, RULES, SCAN_SCHEMA, audit, scan_file, scan_files
 from desafio_dagster.core.layout import HEADER
 
 ROW = "Ana,Silva,33,{value},Compra,2023-01-01 10:00:00,************1234,ANA SILVA,2022-01-01 00:00:00,corrente,2021-01-01 00:00:00\n"
@@ -22,13 +24,18 @@ def test_the_one_pass_reader_agrees_with_reading_each_file(tmp_path):
         (tmp_path / name).write_text(text)
     paths = [tmp_path / name for name in files]
     scans = scan_files(paths)
-    assert scans == [scan_file(path) for path in paths]
-    assert scan_files(paths, batch_bytes=300) == scans, "in batches of a few files each"
-    by_name = dict(zip(files, scans))
-    assert (by_name["plain.csv"].rows, by_name["plain.csv"].total) == (2, Decimal("-9.40"))
-    assert (by_name["header_only.csv"].rows, by_name["quoted.csv"].rows, by_name["no_final_newline.csv"].rows) == (0, 1, 1)
-    assert by_name["unmasked.csv"].long_digit_run and not by_name["plain.csv"].long_digit_run
-    assert not by_name["renamed_header.csv"].header_ok and by_name["plain_again.csv"].header_ok
+    assert scans.to_pylist() == [_row(scan_file(path)) for path in paths]
+    assert scan_files(paths, batch_bytes=300).equals(scans), "in batches of a few files each"
+    by_name = dict(zip(files, scans.to_pylist()))
+    assert (by_name["plain.csv"]["rows"], by_name["plain.csv"]["vlr_transacao_total"]) == (2, Decimal("-9.40"))
+    assert [by_name[n]["rows"] for n in ("header_only.csv", "quoted.csv", "no_final_newline.csv")] == [0, 1, 1]
+    assert by_name["unmasked.csv"]["long_digit_run"] and not by_name["plain.csv"]["long_digit_run"]
+    assert not by_name["renamed_header.csv"]["header_ok"] and by_name["plain_again.csv"]["header_ok"]
+
+
+def _row(scan) -> dict:
+    return {"header_ok": scan.header_ok, "rows": scan.rows, "vlr_transacao_total": scan.total,
+            "long_digit_run": scan.long_digit_run}
 
 
 def test_a_file_that_does_not_parse_is_told_apart(tmp_path):
@@ -36,25 +43,35 @@ def test_a_file_that_does_not_parse_is_told_apart(tmp_path):
     good.write_text(HEADER + ROW.format(value="1.00"))
     bad.write_text(HEADER + "only,three,fields\n")
     scans = scan_files([good, bad])
-    assert (scans[0].rows, scans[1].rows, scans[1].total) == (1, None, None)
+    assert scans["rows"].to_pylist() == [1, None] and scans["vlr_transacao_total"][1].as_py() is None
 
 
 def test_every_rule_judges_the_files_against_the_snapshot():
-    expected = {name: ClientFigures(cid, name, rows, Decimal(total))
-                for cid, name, rows, total in [(1, "a.csv", 2, "3.00"), (2, "b.csv", 1, "1.00"), (3, "c.csv", 0, "0")]}
-    good = {"a.csv": FileScan(True, 2, Decimal("3.00"), False), "b.csv": FileScan(True, 1, Decimal("1.00"), False),
-            "c.csv": FileScan(True, 0, Decimal("0"), False)}
+    expected = pa.Table.from_pylist([
+        {"client_id": cid, "file": name, "rows": rows, "vlr_transacao_total": Decimal(total), "fingerprint": 0}
+        for cid, name, rows, total in [(1, "a.csv", 2, "3.00"), (2, "b.csv", 1, "1.00"), (3, "c.csv", 0, "0")]],
+        schema=FIGURES_SCHEMA)
+    good = _scans({"a.csv": (True, 2, "3.00", False), "b.csv": (True, 1, "1.00", False), "c.csv": (True, 0, "0", False)})
     assert {f.rule for f in audit(good, expected, masked=True)} == set(RULES)
     assert all(f.passed for f in audit(good, expected, masked=True))
 
-    bad = {"a.csv": FileScan(True, 3, Decimal("4.00"), True), "c.csv": FileScan(False, 0, Decimal("0"), False),
-           "x.csv": FileScan(True, 1, Decimal("0"), False)}
+    bad = _scans({"a.csv": (True, 3, "4.00", True), "c.csv": (False, 0, "0", False), "x.csv": (True, 1, "0", False),
+                  "y.csv": (True, None, None, False)})
     findings = {f.rule: f for f in audit(bad, expected, masked=True)}
     assert {rule for rule, f in findings.items() if not f.passed} == set(RULES)
-    assert findings["one_file_per_client"].files == ("missing b.csv", "unexpected x.csv")
+    assert findings["one_file_per_client"].files == ("missing b.csv", "unexpected x.csv", "unexpected y.csv")
     assert findings["client_totals_match_snapshot"].files == ("a.csv",)
     assert findings["headers_match_contract"].files == ("c.csv",)
     assert findings["card_numbers_masked"].files == ("a.csv",)
     total = findings["total_rows_match_snapshot"]
     assert (total.violations, total.detail) == (1, "4 rows in the files, 3 in the snapshot")
     assert audit(bad, expected, masked=False)[3].passed, "long digit runs are fine when masking is off"
+    unparsed = _scans({"a.csv": (True, None, None, False), "b.csv": (True, 1, "1.00", False), "c.csv": (True, 0, "0", False)})
+    assert [f.files for f in audit(unparsed, expected, masked=True) if not f.passed][0] == ("a.csv",), \
+        "a file that does not parse matches no figures"
+
+
+def _scans(by_file: dict[str, tuple]) -> pa.Table:
+    rows = [dict(zip(["file", *SCAN_SCHEMA.names], (name, ok, rows, None if total is None else Decimal(total), run)))
+            for name, (ok, rows, total, run) in by_file.items()]
+    return pa.Table.from_pylist(rows, schema=pa.schema([("file", pa.string()), *SCAN_SCHEMA]))

@@ -42,7 +42,8 @@ def _clients(db) -> dict[int, tuple]:
     """Client id -> (file, rows, total, fingerprint), from the export's snapshot."""
     exported = ExportedSnapshot.open(db)
     try:
-        return {f.client_id: (f.file, f.rows, f.total, f.fingerprint) for f in exported.snapshot.clients.values()}
+        return {f["client_id"]: (f["file"], f["rows"], f["vlr_transacao_total"], f["fingerprint"])
+                for f in exported.snapshot.clients.to_pylist()}
     finally:
         exported.close()
 

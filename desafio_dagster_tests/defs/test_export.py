@@ -172,15 +172,17 @@ def test_killed_run_leaves_the_previous_output_and_the_next_run_cleans_up(publis
     folder = published[0]
     process = start_dagster_cli("export", "-c", full_refresh_file(tmp_path), env={**os.environ, "DAGSTER_HOME": str(tmp_path)})
     deadline = time.monotonic() + 240
-    while not list(folder.parent.glob(".movements_csv.staging-*")):  # kill while files are being written
+    while not (attempts := list(folder.parent.glob(".movements_csv.v-*/.attempt-*"))):  # kill while files are written
         assert process.poll() is None and time.monotonic() < deadline, "export ended before it could be killed"
         time.sleep(0.05)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
-    assert folder.resolve() == published[2] and snapshot(folder) == published[1]
+    killed = attempts[0].parent
+    assert folder.resolve() == published[2] and snapshot(folder) == published[1] and killed != published[2]
     assert run("export", FULL_REFRESH).success
     assert snapshot(folder) == published[1]
-    assert [p.name for p in folder.parent.iterdir() if ".staging-" in p.name] == []
+    assert not killed.exists(), "the next run removes the killed run's version"
+    assert list(folder.parent.glob(".movements_csv.v-*/.attempt-*")) == []
 
 
 def _failing_first_attempts(task_writer, marker: Path):
@@ -200,7 +202,7 @@ def _failing_first_attempts(task_writer, marker: Path):
             def three_batches_then_fail():
                 for number, batch in enumerate(batches):
                     if number == 3:
-                        written = list(Path(staging).glob(f"part-*-attempt-{context.taskAttemptId()}/*"))
+                        written = list(Path(staging).glob(f".attempt-*-{context.taskAttemptId()}/*"))
                         marker.write_text(str(len(written)))
                         raise RuntimeError("the first attempt fails")
                     yield batch
@@ -235,6 +237,7 @@ def test_a_failed_task_attempt_is_retried_without_duplicate_rows(published, sour
         spark.stop()
     assert int(marker.read_text()) > 0, "the failed attempt had written files"
     assert published_files(folder) == expected_files(source, True)
+    assert list(folder.resolve().glob(".attempt-*")) == [], "the failed attempts' folders are removed"
 
 
 def test_a_failing_spark_job_fails_clearly_and_keeps_the_output(published, source, spark_session):

@@ -23,12 +23,12 @@ from desafio_dagster_tests.helpers import (
 def _written(folder) -> set[str]:
     """The client files the published version's own export wrote (the others were carried)."""
     version = folder.resolve()
-    records = parse_readback((version / READBACK_FILE).read_bytes())
-    return {name for name, record in records.items() if record.written_in == version.name}
+    records = parse_readback((version / READBACK_FILE).read_bytes()).to_pylist()
+    return {r["file"] for r in records if r["written_in"] == version.name}
 
 
 def _files_of(folder, *clients: int) -> set[str]:
-    return {f.file for f in parse_index((folder / INDEX_FILE).read_bytes()).values() if f.client_id in clients}
+    return {f["file"] for f in parse_index((folder / INDEX_FILE).read_bytes()).to_pylist() if f["client_id"] in clients}
 
 
 def test_only_changed_clients_are_rewritten_and_the_result_equals_a_full_export(published, source, env_home):

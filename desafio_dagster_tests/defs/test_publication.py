@@ -53,7 +53,7 @@ def _reject_broken_view(published, snapshot_view, exported, fault):
         broken = view.filter(F.col("movement_id").isNull() | (F.col("movement_id") != first_movement))
     else:
         broken = view.unionByName(view.filter(F.col("client_id") == victim))
-    victim_file = next(name for name, figures in exported.clients.items() if figures.client_id == victim)
+    victim_file = next(f["file"] for f in exported.clients.to_pylist() if f["client_id"] == victim)
     with pytest.raises(AuditError) as raised:
         publish_per_client(broken, folder.parent, exported.clients)
     message = str(raised.value)
@@ -77,7 +77,7 @@ def test_unmasked_card_numbers_are_rejected_while_masking_is_on(published, sourc
         assert_untouched(published)
         # The same files are what a run with masking off publishes.
         assert publish_per_client(view, folder.parent, exported.clients, masked=False, by_client=True).rows == sum(
-            f.rows for f in exported.clients.values())
+            exported.clients["rows"].to_pylist())
 
 
 def test_audit_failures_and_explained_errors_are_never_retried_but_lost_connections_are():

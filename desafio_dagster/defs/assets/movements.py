@@ -75,13 +75,13 @@ def movements_csv(
                                    config.full_refresh, config.clients)
             context.log.info(f"snapshot {snapshot.id}: {snapshot.counts['associado']:,} clients, "
                              f"{snapshot.counts['movimento']:,} movements; {plan.mode} export ({plan.reason}): "
-                             f"{len(plan.rewrite):,} clients to write, {len(plan.carry):,} to carry, "
+                             f"{len(plan.rewrite):,} clients to write, {plan.carried:,} to carry, "
                              f"{len(plan.removed):,} to remove")
             if plan.modified:
                 context.log.warning(f"{len(plan.modified):,} published files changed since they were written "
                                     f"(e.g. {plan.modified[0]}): they are rewritten")
             view = None
-            if plan.rewrite:  # else no Spark at all
+            if len(plan.rewrite):  # else no Spark at all
                 only = None if plan.mode == "full" else plan.rewrite
                 movements = snapshot.movements(only)
                 # The export's size decides the local JVM's compiler (see start_session), so Spark

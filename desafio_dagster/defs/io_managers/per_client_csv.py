@@ -3,11 +3,11 @@ s3://bucket/prefix: core/store.py) through write–audit–publish, and loads it
 
 import hashlib
 import math
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
+import numpy as np
 from pydantic import Field
 from pyspark.sql import DataFrame
 
@@ -16,7 +16,7 @@ from desafio_dagster.core.audit import MANIFEST_FILE
 from desafio_dagster.core.extract import ExportedSnapshot, Snapshot
 from desafio_dagster.core.incremental import Plan
 from desafio_dagster.core.progress import tasks_done
-from desafio_dagster.core.publish import Published, publish_per_client, published_as_is, read_published
+from desafio_dagster.core.publish import publish_per_client, published_as_is, read_published
 from desafio_dagster.core.store import AWS_VARIABLES, Store, open_store
 from desafio_dagster.defs.resources.spark import SparkResource
 from desafio_dagster.defs.utils import metadata_table, user_errors
@@ -47,13 +47,15 @@ class ExportedView:
         return self.exported.snapshot
 
 
-def rows_histogram(published: Published) -> list[dict]:
-    """Clients per band of rows per file, every band in order, with a bar scaled to the largest band."""
-    counts = Counter(next(label for label, most in _BANDS if most is None or f.rows <= most) for f in published.files)
-    largest, total = max(counts.values(), default=1), max(len(published.files), 1)
-    return [{"rows_per_file": label, "clients": counts[label],
-             "share": f"{'█' * math.ceil(_BAR_WIDTH * counts[label] / largest)} {100 * counts[label] / total:.1f}%".lstrip()}
-            for label, _ in _BANDS]
+def rows_histogram(rows: np.ndarray) -> list[dict]:
+    """Clients per band of rows per file (rows: each client's), every band in order, with a bar scaled to
+    the largest band."""
+    bounds = [most for _, most in _BANDS if most is not None]
+    counts = np.bincount(np.searchsorted(bounds, rows, side="left"), minlength=len(_BANDS))
+    largest, total = max(int(counts.max()), 1), max(len(rows), 1)
+    return [{"rows_per_file": label, "clients": int(count),
+             "share": f"{'█' * math.ceil(_BAR_WIDTH * count / largest)} {100 * count / total:.1f}%".lstrip()}
+            for (label, _), count in zip(_BANDS, counts)]
 
 
 def sha256(data: bytes) -> str:
@@ -106,7 +108,9 @@ class PerClientCsvIOManager(dg.ConfigurableIOManager):
                                                    masked=obj.masked, by_client=True, on_progress=progress, plan=plan)
             finally:
                 obj.exported.close()  # the tasks have read the snapshot: a waiting populate may go on
-        top = sorted(published.files, key=lambda f: (-f.rows, f.client_id))[: self.top_clients]
+        index = published.index
+        rows = index["rows"].to_numpy()
+        top = index.take(np.lexsort((index["client_id"].to_numpy(), -rows))[: self.top_clients])
         context.add_output_metadata({
             "path": dg.MetadataValue.path(published.path),
             "version": dg.MetadataValue.path(published.version),
@@ -119,11 +123,11 @@ class PerClientCsvIOManager(dg.ConfigurableIOManager):
             "clients_removed": published.removed,
             # The version whose files this run wrote: the checks read those back ("" when none).
             "written_in": published.version_name if published.rewritten else "",
-            "clients": len(published.files),  # one file each
-            "clients_without_movements": sum(1 for f in published.files if f.rows == 0),
-            "top_clients_by_rows": metadata_table(
-                [{"client_id": f.client_id, "file": f.file, "rows": f.rows} for f in top], TOP_CLIENTS_SCHEMA),
-            "rows_per_client_histogram": metadata_table(rows_histogram(published), HISTOGRAM_SCHEMA),
+            "clients": len(index),  # one file each
+            "clients_without_movements": int((rows == 0).sum()),
+            "top_clients_by_rows": metadata_table(top.select(["client_id", "file", "rows"]).to_pylist(),
+                                                  TOP_CLIENTS_SCHEMA),
+            "rows_per_client_histogram": metadata_table(rows_histogram(rows), HISTOGRAM_SCHEMA),
             # What the checks judge the published files against: this run's own snapshot.
             "masked_card_numbers": obj.masked,
             "snapshot_manifest_sha256": sha256(store.read(published.version_name, MANIFEST_FILE)),
@@ -140,7 +144,7 @@ class PerClientCsvIOManager(dg.ConfigurableIOManager):
         if plan.mode == "unchanged":
             context.log.info(f"no client changed: {published.path} stays as it was ({published.version_name})")
         else:
-            context.log.info(f"audited and published {published.rows:,} rows in {len(published.files):,} files at "
+            context.log.info(f"audited and published {published.rows:,} rows in {len(index):,} files at "
                              f"{published.path}: {published.rewritten:,} written, {published.carried:,} carried, "
                              f"{published.removed:,} removed")
 
