@@ -2,9 +2,10 @@
 
 Spark's partitionBy writer spends most of its time opening files (~55 s for
 10,000 clients here), so each task writes its clients' files itself from Arrow
-batches (mapInArrow). Every task attempt writes into a folder of its own; the
-driver keeps only the files of the attempts whose results Spark accepted, so
-retries and speculative attempts never duplicate a row.
+batches (mapInArrow). Every task attempt writes into a folder of its own and renames
+each complete file into the version (store.py), so a file there is always whole and
+retries and speculative attempts, which write the same bytes, never duplicate a row.
+The driver holds what the tasks report, and the records, as Arrow tables.
 
 Publication is write–audit–publish: the files go into a new hidden version (a folder,
 or an S3 key prefix: store.py holds what differs between the two), each task reads its
@@ -181,7 +182,7 @@ def _task_writer(target: str, reader: RangeReader | None = None) -> Callable[[It
                 handle.close()
         files = [row[3] for row in summary]
         syncing = time.monotonic()
-        attempt.finish(files)  # durable before the driver takes them in
+        attempt.finish(files)  # in the version, durable before the driver publishes it
         if summary:
             reading = time.monotonic()
             scans = scan_many(attempt.read_many(files))  # read back, in order, for the audit
