@@ -279,8 +279,8 @@ def publish_per_client(
             for phase in ("write", "sync", "scan"):  # summed over the tasks, which run in parallel
                 watch.add(f"tasks_{phase}", pc.sum(written[f"{phase}_seconds"]).as_py() or 0.0)
             with watch("carry"):  # the same bytes: audited when they were written
-                for file in carry_index["file"].to_pylist():
-                    store.carry(plan.published, file, version)
+                if len(carry_index):
+                    store.carry(plan.published, carry_index["file"].to_pylist(), version)
             index = pa.concat_tables([written.select(INDEX_SCHEMA.names), carry_index]).sort_by("client_id")
             ids = index["client_id"].to_numpy()
             twice = ids[1:][ids[1:] == ids[:-1]]
