@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from desafio_dagster.core.audit import MANIFEST_FILE, SCAN_SCHEMA, parse_manifest, scan_many
+from desafio_dagster.core.audit import MANIFEST_FILE, SCAN_SCHEMA, parse_manifest
 from desafio_dagster.core.errors import DesafioError
 from desafio_dagster.core.layout import CSV_COLUMNS, INDEX_FILE, INDEX_SCHEMA, parse_index, read_table, table_bytes
 from desafio_dagster.core.store import Listing, Store
@@ -164,7 +164,7 @@ def verified_scans(store: Store, version: str, written_in: str) -> tuple[pa.Tabl
     records = records.filter(pc.is_in(records["file"], value_set=names))
     trusted = records.filter(pc.and_(pc.not_equal(records["written_in"], written_in), unmodified(records, listing)))
     to_read = sorted(pc.filter(names, pc.invert(pc.is_in(names, value_set=trusted["file"]))).to_pylist())
-    read = scan_many(store.read_many(version, to_read))
+    read = store.scan(version, to_read)
     read = read.add_column(0, "file", pa.array(to_read, pa.string()))
     scans = pa.concat_tables([trusted.select(read.column_names), read]).sort_by("file")
     return scans, len(to_read)

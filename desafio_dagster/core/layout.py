@@ -1,5 +1,6 @@
 """The output contract of movements_csv: columns, header and file names. Pure: no Dagster."""
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
@@ -40,12 +41,28 @@ INDEX_SCHEMA = pa.schema([("client_id", pa.int64()), ("nome_associado", pa.strin
                           ("sobrenome_associado", pa.string()), ("file", pa.string()), ("rows", pa.int64())])
 
 
+def quoted(text: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    """Text as an RFC 4180 field: quoted, its quotes doubled, where it holds a comma, a quote or a line
+    break; as it is otherwise (what Python's csv module writes). Arrow compute, vectorised."""
+    quote = pc.binary_join_element_wise('"', pc.replace_substring(text, '"', '""'), '"', "")
+    return pc.if_else(pc.match_substring_regex(text, '[",\r\n]'), quote, text)
+
+
 def table_bytes(table: pa.Table) -> bytes:
-    """A table as UTF-8 CSV: a header row, fields quoted only where needed, "\n" line ends, nulls empty.
-    The bytes of each version's records (Arrow's writer: a million rows in about a second)."""
-    out = pa.BufferOutputStream()
-    pa_csv.write_csv(table, out, pa_csv.WriteOptions(quoting_style="needed", quoting_header="none"))
-    return out.getvalue().to_pybytes()
+    """A table as UTF-8 CSV, as Python's csv module writes it: a header row, text quoted only where needed
+    (quoted), booleans as 1 and 0, nulls empty, "\n" line ends. The bytes of each version's records,
+    in Arrow compute (a million rows in about a second)."""
+    header = (",".join(table.column_names) + "\n").encode()
+    if not table.num_rows:
+        return header
+    fields = []
+    for column in table.columns:
+        text = pc.fill_null((column.cast(pa.int8()) if pa.types.is_boolean(column.type) else column).cast(pa.string()), "")
+        fields.append(quoted(text) if pa.types.is_string(column.type) else text)
+    lines = pc.binary_join_element_wise(pc.binary_join_element_wise(*fields, ","), "\n", "")
+    lines = lines.combine_chunks().cast(pa.large_string())
+    offsets = np.frombuffer(lines.buffers()[1], np.int64)[lines.offset : lines.offset + len(lines) + 1]
+    return header + lines.buffers()[2].slice(int(offsets[0]), int(offsets[-1] - offsets[0])).to_pybytes()
 
 
 def read_table(data: bytes, schema: pa.Schema) -> pa.Table:

@@ -65,6 +65,7 @@ from desafio_dagster.core.layout import (
     INDEX_SCHEMA,
     client_file_names,
     parse_index,
+    quoted,
     table_bytes,
 )
 from desafio_dagster.core.progress import Stopwatch
@@ -120,8 +121,7 @@ def csv_lines(batch: pa.RecordBatch) -> pa.Array:
     for name in CSV_COLUMNS:
         value = pc.fill_null(batch.column(name), "")
         if name in FREE_TEXT_COLUMNS:
-            quoted = pc.binary_join_element_wise('"', pc.replace_substring(value, '"', '""'), '"', "")
-            value = pc.if_else(pc.match_substring_regex(value, '[",\r\n]'), quoted, value)
+            value = quoted(value)
         fields.append(value)
     line = pc.binary_join_element_wise(pc.binary_join_element_wise(*fields, ","), "\n", "")
     return pc.if_else(pc.is_valid(batch.column("movement_id")), line, "")
@@ -306,7 +306,7 @@ def publish_per_client(
                 scanned = scanned.filter(pc.is_in(scanned["file"], value_set=clients["file"]))
                 missed = pc.filter(clients["file"], pc.invert(pc.is_in(clients["file"], value_set=scanned["file"])))
                 missed = missed.to_pylist()
-                scans = scan_many(store.read_many(version, missed)).add_column(0, "file", pa.array(missed, pa.string()))
+                scans = store.scan(version, missed).add_column(0, "file", pa.array(missed, pa.string()))
             with watch("records"):
                 stats = matched(scanned["file"], listing.table)
                 records = scanned.add_column(1, "bytes", stats["bytes"]).add_column(2, "mtime_ns", stats["mtime_ns"])

@@ -27,12 +27,13 @@ import contextlib
 import ctypes
 import functools
 import io
+import multiprocessing
 import os
 import shutil
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -40,6 +41,7 @@ from urllib.parse import urlsplit
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from desafio_dagster.core.audit import scan_many
 from desafio_dagster.core.errors import DesafioError
 from desafio_dagster.core.settings import OutputLocation, environment
 
@@ -129,6 +131,10 @@ class Store(ABC):
     def read_many(self, version: str, files: list[str]) -> Iterator[bytes]:
         """The files' bytes, in order (S3: several requests in flight, a bounded number held)."""
         return (self.read(version, file) for file in files)
+
+    def scan(self, version: str, files: list[str]) -> pa.Table:
+        """The files read back (audit.scan_many), in order."""
+        return scan_many(self.read_many(version, files))
 
     @abstractmethod
     def write(self, version: str, file: str, data: bytes) -> None: ...
@@ -221,6 +227,13 @@ def _read_files(folder: str, files: list[str]) -> Iterator[bytes]:
             yield handle.readall()
 
 
+_SCAN_CHUNK = 50_000  # files a process reads back at a time
+
+
+def _scan_files(folder: str, files: list[str]) -> pa.Table:
+    return scan_many(_read_files(folder, files))
+
+
 class LocalStore(Store):
     def __init__(self, output_dir: Path | str, name: str):
         self.output_dir, self.name = Path(output_dir).resolve(), name
@@ -285,6 +298,14 @@ class LocalStore(Store):
 
     def read_many(self, version: str, files: list[str]) -> Iterator[bytes]:
         return _read_files(str(self.output_dir / version), files)
+
+    def scan(self, version: str, files: list[str]) -> pa.Table:
+        """Many files are read back by one process per core (reading and parsing hold the GIL)."""
+        folder, chunks = str(self.output_dir / version), [files[i : i + _SCAN_CHUNK] for i in range(0, len(files), _SCAN_CHUNK)]
+        if len(chunks) < 2 or (os.cpu_count() or 1) < 2:
+            return _scan_files(folder, files)
+        with ProcessPoolExecutor(os.cpu_count(), mp_context=multiprocessing.get_context("spawn")) as pool:
+            return pa.concat_tables(pool.map(_scan_files, [folder] * len(chunks), chunks))
 
     def write(self, version: str, file: str, data: bytes) -> None:
         (self.output_dir / version / file).write_bytes(data)
