@@ -75,3 +75,16 @@ def _scans(by_file: dict[str, tuple]) -> pa.Table:
     rows = [dict(zip(["file", *SCAN_SCHEMA.names], (name, ok, rows, None if total is None else Decimal(total), run)))
             for name, (ok, rows, total, run) in by_file.items()]
     return pa.Table.from_pylist(rows, schema=pa.schema([("file", pa.string()), *SCAN_SCHEMA]))
+
+
+def test_many_files_are_read_back_by_several_processes_in_order(tmp_path, monkeypatch):
+    from desafio_dagster.core import store
+
+    for number in range(7):
+        (tmp_path / f"{number}.csv").write_text(HEADER + ROW.format(value=f"{number}.25") * number)
+    files = [f"{number}.csv" for number in range(7)]
+    monkeypatch.setattr(store, "_SCAN_CHUNK", 2)  # four chunks, read by spawned processes
+    scans = store.LocalStore(tmp_path.parent, "unused").scan(tmp_path.name, files)
+    assert scans.equals(scan_files([tmp_path / f for f in files]))
+    assert scans["rows"].to_pylist() == list(range(7))
+    assert [t.as_py() for t in scans["vlr_transacao_total"]] == [Decimal(f"{n}.25") * n for n in range(7)]

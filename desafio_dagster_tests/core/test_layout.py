@@ -1,9 +1,14 @@
-"""The contract's file names, computed vectorised (Arrow), against an independent oracle."""
+"""The contract's file names, computed vectorised (Arrow), against an independent oracle; the records'
+CSV against Python's csv module."""
+
+import csv
+import io
+from decimal import Decimal
 
 import pyarrow as pa
 
 from desafio_dagster.core.fakedata import GenerationSpec, generate
-from desafio_dagster.core.layout import client_file_names
+from desafio_dagster.core.layout import client_file_names, read_table, table_bytes
 from desafio_dagster_tests.helpers import oracle_slug
 
 
@@ -36,3 +41,25 @@ def test_every_generated_name_matches_the_oracle():
     names = client_file_names(clients["id"], clients["nome"], clients["sobrenome"]).to_pylist()
     assert names == [f"{cid:08d}_{oracle_slug(n, s)}.csv" for cid, n, s in
                      zip(*(clients[c].to_pylist() for c in ("id", "nome", "sobrenome")))]
+
+
+def test_records_are_written_as_pythons_csv_writes_them_and_read_back_exactly():
+    """_index.csv and the other records: text quoted only where it must be (as before they were written
+    in Arrow), booleans as 1 and 0, nulls empty; read back with exactly the same values."""
+    table = pa.table({
+        "client_id": pa.array([1, 2, 3, 4], pa.int64()),
+        "nome": ["Ana", 'João "Jota"', "Silva, da", "linha\nquebrada"],
+        "rows": pa.array([0, None, 7, 12], pa.int64()),
+        "total": pa.array([Decimal("0.00"), None, Decimal("-12.50"), Decimal("3.10")], pa.decimal128(18, 2)),
+        "ok": pa.array([True, False, None, True]),
+        "empty": ["", "x", "", "y"],
+    })
+    text = io.StringIO(newline="")
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(table.column_names)
+    for row in table.to_pylist():
+        writer.writerow("" if v is None else int(v) if isinstance(v, bool) else f"{v:.2f}" if isinstance(v, Decimal) else v
+                        for v in row.values())
+    assert table_bytes(table) == text.getvalue().encode()
+    assert read_table(table_bytes(table), table.schema).equals(table)
+    assert table_bytes(table.slice(0, 0)) == b"client_id,nome,rows,total,ok,empty\n"

@@ -1,0 +1,44 @@
+"""The export's ranges of clients, one Spark task each: every client once, in order, about equal in
+movements (computed vectorised over the snapshot's figures)."""
+
+import random
+
+import pyarrow as pa
+
+from desafio_dagster.core.audit import FIGURES_SCHEMA
+from desafio_dagster.core.extract import Snapshot
+
+
+def snapshot(rows: list[int]) -> Snapshot:
+    ids = [10 + 3 * i for i in range(len(rows))]  # not consecutive
+    figures = pa.table([pa.array(ids, pa.int64()), pa.array([f"{i:08d}_x.csv" for i in ids]), pa.array(rows, pa.int64()),
+                        pa.array([0] * len(rows), pa.decimal128(18, 2)), pa.array([0] * len(rows), pa.int64())],
+                       schema=FIGURES_SCHEMA)
+    return Snapshot("snapshot", {}, figures, {}, 0.0)
+
+
+def test_ranges_hold_every_client_once_in_order_and_about_equal_in_movements():
+    generator = random.Random(7)
+    for _ in range(200):
+        rows = [generator.choice([0, 0, 1, 3, 10, 200]) for _ in range(generator.randint(1, 80))]
+        parts = generator.randint(1, 12)
+        snap = snapshot(rows)
+        ids = snap.clients["client_id"].to_pylist()
+        only = sorted(generator.sample(ids, generator.randint(1, len(ids)))) if generator.random() < 0.5 else None
+        ranges = snap.client_ranges(parts, None if only is None else pa.array(only, pa.int64()))
+        chosen = ids if only is None else only
+        assert 1 <= len(ranges) <= parts
+        covered = [i for r in ranges for i in chosen if r.first <= i <= r.last]
+        assert covered == chosen, "every client once, in order"
+        if only is not None:
+            assert [i for r in ranges for i in r.ids] == chosen
+        weights = {i: max(r, 1) for i, r in zip(ids, rows)}
+        share = sum(weights[i] for i in chosen) / parts
+        heaviest = max(weights[i] for i in chosen)
+        for r in ranges:  # each range stops once it reaches its share: at most one client past it
+            assert sum(weights[i] for i in chosen if r.first <= i <= r.last) <= share + heaviest
+
+
+def test_no_clients_no_ranges():
+    assert snapshot([]).client_ranges(4) == []
+    assert snapshot([5, 0]).client_ranges(4, pa.array([], pa.int64())) == []
