@@ -170,14 +170,16 @@ def test_missing_java_fails_clearly_and_keeps_the_output(published, tmp_path):
 @pytest.mark.command
 def test_killed_run_leaves_the_previous_output_and_the_next_run_cleans_up(published, tmp_path):
     folder = published[0]
+    before = set(folder.parent.glob(".movements_csv.v-*"))
     process = start_dagster_cli("export", "-c", full_refresh_file(tmp_path), env={**os.environ, "DAGSTER_HOME": str(tmp_path)})
     deadline = time.monotonic() + 240
-    while not (attempts := list(folder.parent.glob(".movements_csv.v-*/.attempt-*"))):  # kill while files are written
+    # Kill once the new version exists: from before the Spark job starts until it is audited and published.
+    while not (new := set(folder.parent.glob(".movements_csv.v-*")) - before):
         assert process.poll() is None and time.monotonic() < deadline, "export ended before it could be killed"
         time.sleep(0.05)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
-    killed = attempts[0].parent
+    [killed] = new
     assert folder.resolve() == published[2] and snapshot(folder) == published[1] and killed != published[2]
     assert run("export", FULL_REFRESH).success
     assert snapshot(folder) == published[1]
