@@ -68,10 +68,12 @@ def table_bytes(table: pa.Table) -> bytes:
 def read_table(data: bytes, schema: pa.Schema) -> pa.Table:
     """A record written by table_bytes, with exactly schema's types (its columns that the header names; an
     empty field is an empty string in a text column and a null in any other)."""
+    end = data.find(b"\n")
+    header = data[: end if end >= 0 else len(data)].decode().split(",")
     return pa_csv.read_csv(pa.py_buffer(data), parse_options=pa_csv.ParseOptions(newlines_in_values=True),
                            convert_options=pa_csv.ConvertOptions(
                                column_types=schema, strings_can_be_null=False, quoted_strings_can_be_null=False,
-                               include_columns=[n for n in schema.names if n.encode() in data.partition(b"\n")[0].split(b",")]))
+                               include_columns=[name for name in schema.names if name in header]))
 
 
 def parse_index(data: bytes) -> pa.Table:

@@ -59,7 +59,7 @@ class PublishError(DesafioError):
 @dataclass(frozen=True)
 class Listing:
     """A version's files from one listing: name, size and modification time of each (what tells a file
-    changed since it was read back), as an Arrow table of file, bytes, mtime_ns."""
+    changed since it was read back), as an Arrow table of file, bytes, mtime_ns, by name."""
 
     table: pa.Table
 
@@ -71,7 +71,7 @@ class Listing:
         files = [i for i in infos if i.type == fs.FileType.File]
         return cls(pa.table({"file": pa.array([i.base_name for i in files], pa.string()),
                              "bytes": pa.array([i.size for i in files], pa.int64()),
-                             "mtime_ns": pa.array([i.mtime_ns or 0 for i in files], pa.int64())}))
+                             "mtime_ns": pa.array([i.mtime_ns or 0 for i in files], pa.int64())}).sort_by("file"))
 
     @classmethod
     def empty(cls) -> Listing:
