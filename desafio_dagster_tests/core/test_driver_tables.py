@@ -1,5 +1,6 @@
-"""The export's ranges of clients, one Spark task each: every client once, in order, about equal in
-movements (computed vectorised over the snapshot's figures)."""
+"""The driver's per-client work, on Arrow tables: the export's ranges of clients (one Spark task each:
+every client once, in order, about equal in movements) and the matching of a version's records to the
+snapshot's clients."""
 
 import random
 
@@ -42,3 +43,14 @@ def test_ranges_hold_every_client_once_in_order_and_about_equal_in_movements():
 def test_no_clients_no_ranges():
     assert snapshot([]).client_ranges(4) == []
     assert snapshot([5, 0]).client_ranges(4, pa.array([], pa.int64())) == []
+
+
+def test_a_version_s_records_are_matched_to_the_clients_in_order_or_not():
+    """incremental.matched: the rows of a record for each file, whether the record is in the same order
+    (one comparison) or not (a lookup), with a row of nulls where it has none."""
+    from desafio_dagster.core.incremental import matched
+
+    record = pa.table({"file": ["a.csv", "b.csv", "c.csv"], "rows": pa.array([1, 2, 3], pa.int64())})
+    assert matched(pa.array(["a.csv", "b.csv", "c.csv"]), record).equals(record)
+    shuffled = matched(pa.array(["c.csv", "x.csv", "a.csv"]), record)
+    assert shuffled.to_pylist() == [{"file": "c.csv", "rows": 3}, {"file": None, "rows": None}, {"file": "a.csv", "rows": 1}]
