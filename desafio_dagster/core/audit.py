@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
 from desafio_dagster.core.errors import DesafioError
-from desafio_dagster.core.layout import CSV_COLUMNS, HEADER, client_file_names, read_table, table_bytes
+from desafio_dagster.core.layout import CSV_COLUMNS, HEADER, client_file_names, matched, read_table, table_bytes
 
 MANIFEST_FILE = "_snapshot.csv"  # in each version: what the source snapshot held, per client
 _SHOWN = 5  # clients named in a message
@@ -44,8 +44,8 @@ def expected_figures(figures: pa.Table) -> pa.Table:
     """Every client's figures (FIGURES_SCHEMA), from a table of id, nome, sobrenome, movements, total (the
     sum of its values) and fingerprint, sorted by id."""
     files = client_file_names(figures["id"], figures["nome"], figures["sobrenome"])
-    return pa.table([figures["id"], files, figures["movements"], figures["total"].cast(pa.decimal128(18, 2)),
-                     figures["fingerprint"]], schema=FIGURES_SCHEMA)
+    return pa.table([figures["id"], files, figures["movements"], figures["total"], figures["fingerprint"]],
+                    schema=FIGURES_SCHEMA)
 
 
 def manifest_bytes(expected: pa.Table) -> bytes:
@@ -91,11 +91,19 @@ def _values(body: bytes) -> pa.Array:
     return pa_csv.read_csv(pa.py_buffer(body), **_READ)[_VALUE].combine_chunks() if body else pa.array([], pa.decimal128(18, 2))
 
 
-def _scan(data: bytes, values: pa.Array | None) -> FileScan:
-    header = data.partition(b"\n")[0] + b"\n"
-    rows, total = (None, None) if values is None else (len(values), pc.sum(values).as_py() or Decimal(0))
+def _header_ok(data: bytes) -> bool:
+    """The first line is the contract's header (without copying the rest of the file)."""
+    return data.startswith(_HEADER) or data == _HEADER[:-1]
+
+
+def _long_digit_run(data: bytes) -> bool:
     # A run of digits never crosses a comma, quote or newline, so scanning the bytes is scanning every field.
-    return FileScan(header == _HEADER, rows, total, _LONG_DIGIT_RUN in data.translate(_DIGITS_TO_ZERO))
+    return _LONG_DIGIT_RUN in data.translate(_DIGITS_TO_ZERO)
+
+
+def _scan(data: bytes, values: pa.Array | None) -> FileScan:
+    rows, total = (None, None) if values is None else (len(values), pc.sum(values).as_py() or Decimal(0))
+    return FileScan(_header_ok(data), rows, total, _long_digit_run(data))
 
 
 def scan_file(path: Path | str) -> FileScan:
@@ -157,9 +165,8 @@ def _scan_batch(datas: list[bytes]) -> pa.Table:
     for i in sorted(set(range(len(datas))) - set(simple)):  # quoted fields, no final newline, or no parse
         scan = scan_bytes(datas[i])
         rows[i], totals[i] = scan.rows, scan.total
-    return pa.table([pa.array([data.startswith(_HEADER) or data == _HEADER[:-1] for data in datas], pa.bool_()),
-                     pa.array(rows, pa.int64()), pa.array(totals, pa.decimal128(18, 2)),
-                     pa.array([_LONG_DIGIT_RUN in data.translate(_DIGITS_TO_ZERO) for data in datas], pa.bool_())],
+    return pa.table([pa.array([_header_ok(data) for data in datas], pa.bool_()), pa.array(rows, pa.int64()),
+                     pa.array(totals, pa.decimal128(18, 2)), pa.array([_long_digit_run(data) for data in datas], pa.bool_())],
                     schema=SCAN_SCHEMA)
 
 
@@ -189,8 +196,8 @@ def _finding(rule: str, files: list[str], what: str) -> Finding:
 def audit(scans: pa.Table, expected: pa.Table, masked: bool) -> list[Finding]:
     """Every rule of RULES, judged on the files read back (file, then SCAN_SCHEMA's columns) against the
     snapshot's figures (FIGURES_SCHEMA), in Arrow."""
-    read = scans.take(pc.index_in(expected["file"], value_set=scans["file"]))  # each expected file's scan
-    missing = pc.invert(pc.is_in(expected["file"], value_set=scans["file"]))
+    read = matched(expected["file"], scans)  # each expected file's scan (nulls where it has none)
+    missing = pc.is_null(read["file"])
     differs = pc.or_(pc.fill_null(pc.not_equal(expected["rows"], read["rows"]), True),  # no rows: does not parse
                      pc.fill_null(pc.not_equal(expected["vlr_transacao_total"], read["vlr_transacao_total"]), True))
 

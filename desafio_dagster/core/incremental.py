@@ -27,7 +27,16 @@ import pyarrow.compute as pc
 
 from desafio_dagster.core.audit import MANIFEST_FILE, SCAN_SCHEMA, parse_manifest
 from desafio_dagster.core.errors import DesafioError
-from desafio_dagster.core.layout import CSV_COLUMNS, INDEX_FILE, INDEX_SCHEMA, parse_index, read_table, table_bytes
+from desafio_dagster.core.layout import (
+    CSV_COLUMNS,
+    INDEX_FILE,
+    INDEX_SCHEMA,
+    matched,
+    parse_index,
+    read_table,
+    same,
+    table_bytes,
+)
 from desafio_dagster.core.store import Listing, Store
 
 FORMAT_FILE = "_format.json"
@@ -64,21 +73,6 @@ def parse_readback(data: bytes) -> pa.Table:
 
 def _readback_of(store: Store, version: str, listing: Listing) -> pa.Table:
     return parse_readback(store.read(version, READBACK_FILE)) if READBACK_FILE in listing else READBACK_SCHEMA.empty_table()
-
-
-def matched(keys: pa.ChunkedArray | pa.Array, table: pa.Table, key: str = "file") -> pa.Table:
-    """table's row for each of keys, in keys' order (a row of nulls where table has none). Tables of one
-    version are in client order, like the snapshot's figures: then they are aligned already (one string
-    comparison instead of a hash lookup of a million names)."""
-    values = table[key]
-    if len(values) == len(keys) and pc.all(pc.equal(values, keys)).as_py():
-        return table
-    return table.take(pc.index_in(keys, value_set=values))
-
-
-def same(left: pa.Table, right: pa.Table, columns: Iterable[str]) -> pa.ChunkedArray:
-    """For each row, whether left's and right's columns are all equal (and not null)."""
-    return functools.reduce(pc.and_, (pc.fill_null(pc.equal(left[c], right[c]), False) for c in columns))
 
 
 def unmodified(records: pa.Table, listing: Listing) -> pa.ChunkedArray:
@@ -127,9 +121,10 @@ def plan_export(store: Store, expected: pa.Table, fmt: dict, full_refresh: bool 
         return full_plan(expected, fmt, "first export: nothing is published yet", published)
     if FORMAT_FILE not in listing:
         return full_plan(expected, fmt, "the published version predates incremental export", published)
-    before = json.loads(store.read(published, FORMAT_FILE).decode("utf-8"))
-    if before != fmt:
-        changed = sorted(key for key in fmt.keys() | before.keys() if fmt.get(key) != before.get(key))
+    published_format = json.loads(store.read(published, FORMAT_FILE).decode("utf-8"))
+    if published_format != fmt:
+        changed = sorted(key for key in fmt.keys() | published_format.keys()
+                         if fmt.get(key) != published_format.get(key))
         return full_plan(expected, fmt, f"{', '.join(changed)} changed since the published version", published)
     manifest = parse_manifest(store.read(published, MANIFEST_FILE))
     index = parse_index(store.read(published, INDEX_FILE))
@@ -138,9 +133,9 @@ def plan_export(store: Store, expected: pa.Table, fmt: dict, full_refresh: bool 
     # file the published version lists in its index and its read-back records, and is still as read back.
     # Each table is aligned to the snapshot's clients first.
     files = expected["file"]
-    before, entries, records = (matched(files, table) for table in (manifest, index, records))
+    recorded, entries, records = (matched(files, table) for table in (manifest, index, records))
     candidates = functools.reduce(pc.and_, [
-        same(expected, before, ["client_id", "rows", "vlr_transacao_total", "fingerprint"]),
+        same(expected, recorded, ["client_id", "rows", "vlr_transacao_total", "fingerprint"]),
         pc.invert(pc.is_in(expected["client_id"], value_set=targeted)),
         pc.is_valid(entries["file"]), pc.is_valid(records["file"])])
     kept = pc.and_(candidates, unmodified(records, listing))
@@ -165,9 +160,7 @@ def verified_scans(store: Store, version: str, written_in: str) -> tuple[pa.Tabl
     listing = store.files(version)
     clients = listing.client_files()
     records = matched(clients["file"], _readback_of(store, version, listing))
-    trusted = functools.reduce(pc.and_, [pc.is_valid(records["file"]),
-                                         pc.fill_null(pc.not_equal(records["written_in"], written_in), False),
-                                         same(records, clients, ["bytes", "mtime_ns"])])
+    trusted = pc.and_(pc.fill_null(pc.not_equal(records["written_in"], written_in), False), unmodified(records, listing))
     to_read = pc.filter(clients["file"], pc.invert(trusted)).to_pylist()
     read = store.scan(version, to_read).add_column(0, "file", pa.array(to_read, pa.string()))
     scans = pa.concat_tables([records.filter(trusted).select(read.column_names), read]).sort_by("file")

@@ -1,4 +1,8 @@
-"""The output contract of movements_csv: columns, header and file names. Pure: no Dagster."""
+"""The output contract of movements_csv: columns, header and file names, and the CSV of each version's
+records. Pure: no Dagster."""
+
+import functools
+from collections.abc import Iterable
 
 import numpy as np
 import pyarrow as pa
@@ -74,6 +78,21 @@ def read_table(data: bytes, schema: pa.Schema) -> pa.Table:
                            convert_options=pa_csv.ConvertOptions(
                                column_types=schema, strings_can_be_null=False, quoted_strings_can_be_null=False,
                                include_columns=[name for name in schema.names if name in header]))
+
+
+def matched(keys: pa.ChunkedArray | pa.Array, table: pa.Table, key: str = "file") -> pa.Table:
+    """table's row for each of keys, in keys' order (a row of nulls where table has none, or the key is
+    null). Tables of one version are in client order, like the snapshot's figures: then they are aligned
+    already (one string comparison instead of a hash lookup of a million names)."""
+    values = table[key]
+    if len(values) == len(keys) and pc.all(pc.equal(values, keys), skip_nulls=False).as_py():
+        return table
+    return table.take(pc.index_in(keys, value_set=values))
+
+
+def same(left: pa.Table, right: pa.Table, columns: Iterable[str]) -> pa.ChunkedArray:
+    """For each row of two aligned tables, whether their columns are all equal (and not null)."""
+    return functools.reduce(pc.and_, (pc.fill_null(pc.equal(left[c], right[c]), False) for c in columns))
 
 
 def parse_index(data: bytes) -> pa.Table:

@@ -35,6 +35,7 @@ import pyarrow.compute as pc
 from pyspark import TaskContext
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
+from pyspark.sql.pandas.types import from_arrow_schema
 
 from desafio_dagster.core.audit import (
     MANIFEST_FILE,
@@ -55,7 +56,6 @@ from desafio_dagster.core.incremental import (
     Plan,
     file_format,
     format_bytes,
-    matched,
     readback_bytes,
 )
 from desafio_dagster.core.layout import (
@@ -64,6 +64,7 @@ from desafio_dagster.core.layout import (
     INDEX_FILE,
     INDEX_SCHEMA,
     client_file_names,
+    matched,
     parse_index,
     quoted,
     table_bytes,
@@ -81,9 +82,7 @@ _SUMMARY_SCHEMA = pa.schema([*INDEX_SCHEMA, ("header_ok", pa.bool_()), ("scanned
                              ("vlr_transacao_total", pa.decimal128(18, 2)), ("long_digit_run", pa.bool_()),
                              ("write_seconds", pa.float64()), ("sync_seconds", pa.float64()),
                              ("scan_seconds", pa.float64())])
-_SUMMARY_DDL = ("client_id long, nome_associado string, sobrenome_associado string, file string, rows long, "
-                "header_ok boolean, scanned_rows long, vlr_transacao_total decimal(18,2), long_digit_run boolean, "
-                "write_seconds double, sync_seconds double, scan_seconds double")
+_SUMMARY_TYPE = from_arrow_schema(_SUMMARY_SCHEMA)  # the same, as Spark's mapInArrow takes it
 
 
 class PublishedVersionChanged(PublishError, TransientError):
@@ -293,27 +292,29 @@ def publish_per_client(
                 store.write(version, MANIFEST_FILE, manifest_bytes(expected))
                 store.write(version, FORMAT_FILE, format_bytes(fmt))
             # Each file's scan as its task read it back (or as it was when carried), with the version that wrote it.
-            scanned = written.select(["file", "header_ok", "scanned_rows", *SCAN_SCHEMA.names[2:]])
-            scanned = scanned.rename_columns(["file", *SCAN_SCHEMA.names]).add_column(
-                1, "written_in", pa.array([version] * len(written), pa.string()))
-            scanned = pa.concat_tables([scanned, carry_records.select(scanned.column_names)])
+            scanned = pa.concat_tables([pa.table({
+                "file": written["file"], "written_in": pa.array([version] * len(written), pa.string()),
+                "header_ok": written["header_ok"], "rows": written["scanned_rows"],
+                "vlr_transacao_total": written["vlr_transacao_total"], "long_digit_run": written["long_digit_run"],
+            }), carry_records.select(["file", "written_in", *SCAN_SCHEMA.names])])
             del written  # a million rows at 1M clients: not held through the records and the audit
             # The client set from the version itself (one listing, which also gives each file's size and
             # mtime for _readback.csv): a file the summaries missed is still judged.
             with watch("listing"):
                 listing = store.files(version)
                 clients = listing.client_files()
-                scanned = scanned.filter(pc.is_in(scanned["file"], value_set=clients["file"]))
-                missed = pc.filter(clients["file"], pc.invert(pc.is_in(clients["file"], value_set=scanned["file"])))
-                missed = missed.to_pylist()
+                known = matched(clients["file"], scanned)  # each listed file's scan, nulls where none came
+                reported = pc.is_valid(known["file"])
+                missed = pc.filter(clients["file"], pc.invert(reported)).to_pylist()
                 scans = store.scan(version, missed).add_column(0, "file", pa.array(missed, pa.string()))
             with watch("records"):
-                stats = matched(scanned["file"], listing.table)
-                records = scanned.add_column(1, "bytes", stats["bytes"]).add_column(2, "mtime_ns", stats["mtime_ns"])
+                stats = clients.filter(reported)
+                records = known.filter(reported).add_column(1, "bytes", stats["bytes"]).add_column(
+                    2, "mtime_ns", stats["mtime_ns"])
                 store.write(version, READBACK_FILE, readback_bytes(records))
                 store.sync(version, [INDEX_FILE, MANIFEST_FILE, FORMAT_FILE, READBACK_FILE])
             with watch("audit"):
-                findings = audit(pa.concat_tables([scanned.select(scans.column_names), scans]), expected, masked)
+                findings = audit(pa.concat_tables([records.select(scans.column_names), scans]), expected, masked)
             if failures(findings):
                 rejected = store.reject(version, token)
                 raise AuditError(f"{failures(findings)}. Nothing was published; the previous output is untouched; "
@@ -346,13 +347,13 @@ def _write(view: DataFrame | SnapshotView, target: str, by_client: bool, on_prog
     """Run the Spark job that writes the view's clients to target: one summary per client file (_SUMMARY_SCHEMA),
     by client id. The summaries come back as one Arrow table (no Row object per client on the driver)."""
     if isinstance(view, SnapshotView):  # read, join and write in one Python function per task
-        spark, job = view.spark, view.indexes().mapInArrow(_task_writer(target, view.reader), _SUMMARY_DDL)
+        spark, job = view.spark, view.indexes().mapInArrow(_task_writer(target, view.reader), _SUMMARY_TYPE)
     else:
         spark, prepared = view.sparkSession, view.select(*KEY_COLUMNS, *CSV_COLUMNS)
         if not by_client:
             prepared = prepared.repartition(max(2, spark.sparkContext.defaultParallelism * 2), "client_id")
             prepared = prepared.sortWithinPartitions("client_id", "movement_time", "movement_id")
-        job = prepared.mapInArrow(_task_writer(target), _SUMMARY_DDL)
+        job = prepared.mapInArrow(_task_writer(target), _SUMMARY_TYPE)
     with _reporting(spark.sparkContext, on_progress):
         try:
             table = job.toArrow()

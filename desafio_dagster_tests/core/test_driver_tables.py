@@ -48,9 +48,11 @@ def test_no_clients_no_ranges():
 def test_a_version_s_records_are_matched_to_the_clients_in_order_or_not():
     """incremental.matched: the rows of a record for each file, whether the record is in the same order
     (one comparison) or not (a lookup), with a row of nulls where it has none."""
-    from desafio_dagster.core.incremental import matched
+    from desafio_dagster.core.layout import matched
 
     record = pa.table({"file": ["a.csv", "b.csv", "c.csv"], "rows": pa.array([1, 2, 3], pa.int64())})
     assert matched(pa.array(["a.csv", "b.csv", "c.csv"]), record).equals(record)
     shuffled = matched(pa.array(["c.csv", "x.csv", "a.csv"]), record)
     assert shuffled.to_pylist() == [{"file": "c.csv", "rows": 3}, {"file": None, "rows": None}, {"file": "a.csv", "rows": 1}]
+    assert matched(pa.array(["a.csv", None, "c.csv"]), record)["rows"].to_pylist() == [1, None, 3], \
+        "a null key has no row, even where the others line up"

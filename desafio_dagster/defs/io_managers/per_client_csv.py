@@ -136,8 +136,8 @@ class PerClientCsvIOManager(dg.ConfigurableIOManager):
                                            if published.audit else "nothing published: no client changed"),
             # Where the export's time went, by phase: the snapshot's figures (SQL, with the fingerprints), the
             # plan, Spark's start, the Spark job (its tasks' writing, syncing and reading back summed over
-            # the tasks, which run in parallel), then the driver's adopting, carrying, records, listing,
-            # audit, publication and cleanup.
+            # the tasks, which run in parallel), then the driver's carrying, records, listing, audit,
+            # publication and cleanup.
             "export_seconds": dg.MetadataValue.json(
                 {phase: round(seconds, 3) for phase, seconds in {**obj.seconds, **published.seconds}.items()}),
         })
