@@ -46,7 +46,7 @@ def test_no_clients_no_ranges():
 
 
 def test_a_version_s_records_are_matched_to_the_clients_in_order_or_not():
-    """incremental.matched: the rows of a record for each file, whether the record is in the same order
+    """layout.matched: the rows of a record for each file, whether the record is in the same order
     (one comparison) or not (a lookup), with a row of nulls where it has none."""
     from desafio_dagster.core.layout import matched
 
