@@ -346,16 +346,32 @@ class S3:
         base = f"{self.prefix}/{name}/{version}/"
         return {key.removeprefix(base): self.get(key) for key in self.keys(base)}
 
-    def snapshot(self, name: str = "movements_csv") -> dict[str, bytes]:
-        """helpers.snapshot of the published version: its files' bytes but _readback.csv."""
-        return {n: data for n, data in self.version_files(self.published(name), name).items() if n != READBACK_FILE}
+    def index(self, version: str, name: str = "movements_csv") -> list[dict[str, str]]:
+        """A version's _index.csv rows: on S3 each names the version that holds its file."""
+        data = self.get(f"{self.prefix}/{name}/{version}/_index.csv")
+        return list(csv.DictReader(io.StringIO(data.decode("utf-8"), newline="")))
+
+    def located_files(self, version: str, name: str = "movements_csv") -> dict[str, bytes]:
+        """A version's client files, each read where its _index.csv row says (the readers' protocol)."""
+        files = {}
+        for row in self.index(version, name):
+            files[row["file"]] = self.get(f"{self.prefix}/{name}/{row['version']}/{row['file']}")
+            assert files[row["file"]] is not None, f"{row['file']} is not in {row['version']}, where the index says"
+        return files
+
+    def snapshot(self, name: str = "movements_csv") -> dict[str, bytes | list]:
+        """helpers.snapshot of the published version: its client files (read where the index says), its
+        records but _readback.csv, and its index's rows without the version that holds each file."""
+        version = self.published(name)
+        records = {n: data for n, data in self.version_files(version, name).items()
+                   if n.startswith("_") and n not in (READBACK_FILE, "_index.csv")}
+        index = [{k: v for k, v in row.items() if k != "version"} for row in self.index(version, name)]
+        return {**self.located_files(version, name), **records, "_index.csv": index}
 
     def published_files(self, name: str = "movements_csv") -> dict[str, list[list[str]]]:
         """helpers.published_files of the published version, read with Python's csv module."""
         files = {}
-        for file, data in sorted(self.version_files(self.published(name), name).items()):
-            if file.startswith("_"):
-                continue
+        for file, data in sorted(self.located_files(self.published(name), name).items()):
             rows = list(csv.reader(io.StringIO(data.decode("utf-8"), newline="")))
             assert rows[0] == CONTRACT, file
             files[file] = rows[1:]

@@ -8,10 +8,11 @@ Each version holds, beside the client files and _index.csv:
 - _readback.csv: each file as it was read back after it was written (its scan, for the audit), its size
   and mtime then, and the version that wrote it.
 
-A client's file is carried into the next version (a hard link locally, a server-side copy on S3: see
-store.py) when the format is the same, the client's figures and fingerprint are the same, and the file is
-unmodified since it was read back (same size and mtime, from one listing of the version); it keeps its
-read-back scan. Every other client of the snapshot is rewritten;
+A client's file is carried into the next version (a hard link locally; on S3 it stays where it was
+written, and the new version's index names that version: see store.py) when the format is the same, the
+client's figures and fingerprint are the same, and the file is unmodified since it was read back (same size
+and mtime, from one listing of the version; a file held by reference is taken as its record says); it keeps
+its read-back scan. Every other client of the snapshot is rewritten;
 clients no longer in the snapshot lose their file.
 """
 
@@ -29,8 +30,10 @@ from desafio_dagster.core.audit import MANIFEST_FILE, SCAN_SCHEMA, parse_manifes
 from desafio_dagster.core.errors import DesafioError
 from desafio_dagster.core.layout import (
     CSV_COLUMNS,
+    FORMAT_FILE,
     INDEX_FILE,
     INDEX_SCHEMA,
+    READBACK_FILE,
     matched,
     parse_index,
     read_table,
@@ -39,8 +42,6 @@ from desafio_dagster.core.layout import (
 )
 from desafio_dagster.core.store import Listing, Store
 
-FORMAT_FILE = "_format.json"
-READBACK_FILE = "_readback.csv"
 # Each client file as it was read back once written: its size and mtime then (from the version's listing),
 # the version that wrote it, and its scan (audit.SCAN_SCHEMA).
 READBACK_SCHEMA = pa.schema([("file", pa.string()), ("bytes", pa.int64()), ("mtime_ns", pa.int64()),
@@ -73,6 +74,14 @@ def parse_readback(data: bytes) -> pa.Table:
 
 def _readback_of(store: Store, version: str, listing: Listing) -> pa.Table:
     return parse_readback(store.read(version, READBACK_FILE)) if READBACK_FILE in listing else READBACK_SCHEMA.empty_table()
+
+
+def _with_held(store: Store, version: str, listing: Listing, records: pa.Table) -> Listing:
+    """The version's listing, with the files it holds by reference in earlier versions (Store.by_reference)
+    as their records say: no request per carried file."""
+    if not store.by_reference:
+        return listing
+    return listing.with_files(records.filter(pc.not_equal(records["written_in"], version)))
 
 
 def unmodified(records: pa.Table, listing: Listing) -> pa.ChunkedArray:
@@ -108,6 +117,8 @@ def plan_export(store: Store, expected: pa.Table, fmt: dict, full_refresh: bool 
     """Compare the snapshot's figures (expected: audit.FIGURES_SCHEMA) with the version the store publishes
     (resolved once), in Arrow: a million clients in a few seconds. targeted: client ids rewritten whatever
     their fingerprint."""
+    if store.by_reference:  # where carried files are is part of a version's format: a version whose
+        fmt = {**fmt, "carried_files": "held where written"}  # carried files were copies is not read as one
     targeted = pa.array(sorted(set(targeted)), pa.int64())
     unknown = targeted.filter(pc.invert(pc.is_in(targeted, value_set=expected["client_id"]))).to_pylist()
     if unknown:
@@ -129,6 +140,7 @@ def plan_export(store: Store, expected: pa.Table, fmt: dict, full_refresh: bool 
     manifest = parse_manifest(store.read(published, MANIFEST_FILE))
     index = parse_index(store.read(published, INDEX_FILE))
     records = _readback_of(store, published, listing)
+    listing = _with_held(store, published, listing, records)
     # Clients whose file name and figures are those the published version recorded, not asked for, whose
     # file the published version lists in its index and its read-back records, and is still as read back.
     # Each table is aligned to the snapshot's clients first.
@@ -158,8 +170,10 @@ def verified_scans(store: Store, version: str, written_in: str) -> tuple[pa.Tabl
     written by written_in (the version the checked run wrote) and files modified since they were read back
     are read again; the others keep the scan recorded when they were read back. Returns (scans, files read)."""
     listing = store.files(version)
+    records = _readback_of(store, version, listing)
+    listing = _with_held(store, version, listing, records)
     clients = listing.client_files()
-    records = matched(clients["file"], _readback_of(store, version, listing))
+    records = matched(clients["file"], records)
     trusted = pc.and_(pc.fill_null(pc.not_equal(records["written_in"], written_in), False), unmodified(records, listing))
     to_read = pc.filter(clients["file"], pc.invert(trusted)).to_pylist()
     read = store.scan(version, to_read).add_column(0, "file", pa.array(to_read, pa.string()))

@@ -26,6 +26,8 @@ CSV_CONTRACT = {
 CSV_COLUMNS = tuple(CSV_CONTRACT)
 HEADER = ",".join(CSV_COLUMNS) + "\n"
 INDEX_FILE = "_index.csv"
+READBACK_FILE = "_readback.csv"  # each client file as read back once written, and the version that wrote it
+FORMAT_FILE = "_format.json"  # what else decides a file's bytes: the code version, the columns, masking
 
 
 def client_file_names(ids: pa.Array, nomes: pa.Array, sobrenomes: pa.Array) -> pa.Array:
@@ -43,6 +45,9 @@ def client_file_names(ids: pa.Array, nomes: pa.Array, sobrenomes: pa.Array) -> p
 
 INDEX_SCHEMA = pa.schema([("client_id", pa.int64()), ("nome_associado", pa.string()),
                           ("sobrenome_associado", pa.string()), ("file", pa.string()), ("rows", pa.int64())])
+# On a store that carries files by reference (S3), _index.csv has a sixth column: the version whose folder
+# (key prefix) holds the file: the version itself for a file it wrote, an earlier one for a file it carried.
+LOCATED_INDEX_SCHEMA = INDEX_SCHEMA.append(pa.field("version", pa.string()))
 
 
 def quoted(text: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:

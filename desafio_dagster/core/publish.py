@@ -63,10 +63,12 @@ from desafio_dagster.core.layout import (
     HEADER,
     INDEX_FILE,
     INDEX_SCHEMA,
+    LOCATED_INDEX_SCHEMA,
     client_file_names,
     matched,
     parse_index,
     quoted,
+    read_table,
     table_bytes,
 )
 from desafio_dagster.core.progress import Stopwatch
@@ -98,7 +100,7 @@ class Published:
     audit: list[Finding]
     seconds: dict[str, float]  # where the time went, by phase (cleanup, spark_job, tasks_*, carry, …)
     rewritten: int = 0  # client files written by this export
-    carried: int = 0  # client files carried (linked or copied) from the previous version
+    carried: int = 0  # client files carried from the previous version (linked, or on S3 referenced)
     removed: int = 0  # client files of the previous version not in this one
 
     @property
@@ -253,7 +255,8 @@ def publish_per_client(
 
     A failed audit raises AuditError, keeps the rejected version (locally at output/.<name>.rejected-*)
     and publishes nothing. on_progress(tasks done, tasks, seconds) is called every few seconds while Spark writes.
-    The driver's work is in Arrow, column at a time: nothing per client but the carried files' links or copies."""
+    The driver's work is in Arrow, column at a time: nothing per client but the carried files' links
+    (on S3, nothing: the index names the version that holds each carried file)."""
     store = output if isinstance(output, Store) else open_store(output, name)
     store.check_writable()
     carry_index, carry_records = (plan.carry_index, plan.carry_records) if plan else (
@@ -287,10 +290,6 @@ def publish_per_client(
                 raise PublishError(f"client {twice[0]} was written twice: the view is not one row set per client")
             if not len(index):
                 raise PublishError("the view has no clients: nothing to publish; the previous output is untouched")
-            with watch("records"):
-                store.write(version, INDEX_FILE, table_bytes(index))
-                store.write(version, MANIFEST_FILE, manifest_bytes(expected))
-                store.write(version, FORMAT_FILE, format_bytes(fmt))
             # Each file's scan as its task read it back (or as it was when carried), with the version that wrote it.
             scanned = pa.concat_tables([pa.table({
                 "file": written["file"], "written_in": pa.array([version] * len(written), pa.string()),
@@ -298,10 +297,19 @@ def publish_per_client(
                 "vlr_transacao_total": written["vlr_transacao_total"], "long_digit_run": written["long_digit_run"],
             }), carry_records.select(["file", "written_in", *SCAN_SCHEMA.names])])
             del written  # a million rows at 1M clients: not held through the records and the audit
+            with watch("records"):
+                if store.by_reference:  # readers find each file in the version its index row names
+                    located = index.append_column("version", matched(index["file"], scanned)["written_in"])
+                store.write(version, INDEX_FILE, table_bytes(located if store.by_reference else index))
+                store.write(version, MANIFEST_FILE, manifest_bytes(expected))
+                store.write(version, FORMAT_FILE, format_bytes(fmt))
             # The client set from the version itself (one listing, which also gives each file's size and
-            # mtime for _readback.csv): a file the summaries missed is still judged.
+            # mtime for _readback.csv; the files it holds by reference as their records say): a file the
+            # summaries missed is still judged.
             with watch("listing"):
                 listing = store.files(version)
+                if store.by_reference:
+                    listing = listing.with_files(carry_records)
                 clients = listing.client_files()
                 known = matched(clients["file"], scanned)  # each listed file's scan, nulls where none came
                 reported = pc.is_valid(known["file"])
@@ -369,7 +377,7 @@ _PUBLISHED_SCHEMA = "client_id long, " + ", ".join(f"`{name}` string" for name i
 
 
 def _file_reader(uri: str):
-    """mapInArrow function: the rows of the batches' client files (column file) under uri, as text."""
+    """mapInArrow function: the rows of the batches' client files (column file: a key under uri) as text."""
 
     def read(batches):
         import pyarrow.csv as pa_csv
@@ -384,7 +392,7 @@ def _file_reader(uri: str):
             for file, data in zip(files, read_s3_files(uri, files)):
                 table = pa_csv.read_csv(pa.py_buffer(data), **options) if data.count(b"\n") > 1 or not data.endswith(b"\n") \
                     else pa.table({c: pa.array([], pa.string()) for c in CSV_COLUMNS})
-                ids = pa.array([int(file[:8])] * table.num_rows, pa.int64())
+                ids = pa.array([int(file.rsplit("/", 1)[-1][:8])] * table.num_rows, pa.int64())
                 yield pa.RecordBatch.from_arrays([ids, *(table.column(c).combine_chunks() for c in CSV_COLUMNS)],
                                                  names=["client_id", *CSV_COLUMNS])
 
@@ -407,11 +415,13 @@ def read_published(spark, output: Path | str | Store, name: str | None = None) -
     if listing is None or INDEX_FILE not in listing:
         raise PublishError(f"no published output at {store.uri()}: run the export job first")
     local = store.local_folder(version)
-    if local is None:
-        files = [(n,) for n in sorted(listing.client_files()["file"].to_pylist())]
-        names = spark.createDataFrame(files, "file string")
-        names = names.repartition(max(1, min(len(files) // 200, spark.sparkContext.defaultParallelism * 2)))
-        return names.mapInArrow(_file_reader(store.uri(version)), _PUBLISHED_SCHEMA)
+    if local is None:  # each file where the index says: in this version, or one it carries files from
+        index = read_table(store.read(version, INDEX_FILE), LOCATED_INDEX_SCHEMA)
+        holders = index["version"] if "version" in index.column_names else pa.array([version] * len(index))
+        keys = [(key,) for key in pc.binary_join_element_wise(holders, index["file"], "/").to_pylist()]
+        names = spark.createDataFrame(keys, "file string")
+        names = names.repartition(max(1, min(len(keys) // 200, spark.sparkContext.defaultParallelism * 2)))
+        return names.mapInArrow(_file_reader(store.uri()), _PUBLISHED_SCHEMA)
     schema = ", ".join(f"`{name}` string" for name in CSV_COLUMNS)
     frame = spark.read.csv(  # the folder, not a glob: Spark skips _index.csv and lists 10,000 files fast
         f"file://{local}", schema=schema, header=True, quote='"', escape='"', multiLine=True, encoding="UTF-8"

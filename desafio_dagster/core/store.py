@@ -10,7 +10,9 @@ incremental.py the one plan; a Store holds only what differs between the two bac
 |                         | renamed into the version once complete (a     | file (a retried attempt PUTs the same bytes; a    |
 |                         | retry renames the same bytes); one syncfs     | failed one's unfinished file is never sent)       |
 | stat (for _readback)    | size and mtime_ns                              | size and LastModified, from one LIST              |
-| carry an unchanged file | hard link                                      | server-side copy (CopyObject)                      |
+| carry an unchanged file | hard link                                      | nothing: it stays where an earlier version wrote   |
+|                         |                                                | it, and the index's `version` column names that    |
+|                         |                                                | version (no request per unchanged client)          |
 | publish                 | symlink OUTPUT/<name> swapped by one rename    | pointer object prefix/<name>/_published holding   |
 |                         |                                                | the version's name, written last                  |
 | keep a rejected version | renamed .<name>.rejected-<token>               | named by the object prefix/<name>/_rejected       |
@@ -18,7 +20,7 @@ incremental.py the one plan; a Store holds only what differs between the two bac
 |                         |                                                | pool `source_database` runs one export at a time  |
 
 Versions are named by strings (their folder or key prefix name); a reader resolves the published one
-once and reads only that version.
+once and reads only that version: on S3, its _index.csv names the version holding each file.
 """
 
 from __future__ import annotations
@@ -41,8 +43,9 @@ from urllib.parse import urlsplit
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from desafio_dagster.core.audit import scan_many
+from desafio_dagster.core.audit import MANIFEST_FILE, scan_many
 from desafio_dagster.core.errors import DesafioError
+from desafio_dagster.core.layout import FORMAT_FILE, INDEX_FILE, READBACK_FILE, read_table
 from desafio_dagster.core.settings import OutputLocation, environment
 
 # The standard variables an S3 store reads (never shown with their values): credentials, region, endpoint.
@@ -80,6 +83,12 @@ class Listing:
     def __contains__(self, file: str) -> bool:
         return pc.any(pc.equal(self.table["file"], file)).as_py() or False
 
+    def with_files(self, files: pa.Table) -> Listing:
+        """This listing and files (file, bytes, mtime_ns: e.g. the records of files a version holds by
+        reference, as they were listed when written)."""
+        added = files.select(self.table.column_names).cast(self.table.schema)
+        return Listing(pa.concat_tables([self.table, added]).sort_by("file"))
+
     def client_files(self) -> pa.Table:
         """The client files: every file but the version's records (whose names start with _)."""
         return self.table.filter(pc.invert(pc.starts_with(self.table["file"], "_")))
@@ -89,6 +98,9 @@ class Store(ABC):
     """The versions of one asset's per-client files (name: the asset, e.g. movements_csv)."""
 
     name: str
+    # Whether a version holds the files it carries by reference (they stay in the version that wrote
+    # them, named by its records' written_in) instead of in its own folder.
+    by_reference: bool = False
 
     @abstractmethod
     def uri(self, version: str | None = None, file: str = "") -> str:
@@ -160,7 +172,8 @@ class Store(ABC):
 
     @abstractmethod
     def remove_leftovers(self, keep: set[str]) -> None:
-        """Versions of killed runs and versions older than the kept ones (the last rejected one stays)."""
+        """Versions of killed runs and versions older than the kept ones (the last rejected one stays), but
+        the files a kept version holds by reference."""
 
     def task_environment(self) -> dict[str, str]:
         """What the Spark tasks need in their environment (secrets travel as spark.executorEnv.*)."""
@@ -374,6 +387,11 @@ class LocalStore(Store):
 _FILESYSTEMS: dict = {}
 
 
+def _endpoint_and_region() -> tuple[str, str]:
+    endpoint = (environment("AWS_ENDPOINT_URL_S3") or environment("AWS_ENDPOINT_URL")).strip()
+    return endpoint, (environment("AWS_REGION") or environment("AWS_DEFAULT_REGION") or "us-east-1").strip()
+
+
 def s3_filesystem():
     """pyarrow's S3FileSystem from the standard AWS variables, one per process (the Spark tasks open their
     own). Credentials (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN) are read by the AWS SDK
@@ -381,8 +399,7 @@ def s3_filesystem():
     endpoint from AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL, which pyarrow does not read by itself."""
     from pyarrow import fs
 
-    endpoint = (environment("AWS_ENDPOINT_URL_S3") or environment("AWS_ENDPOINT_URL")).strip()
-    region = (environment("AWS_REGION") or environment("AWS_DEFAULT_REGION") or "us-east-1").strip()
+    endpoint, region = _endpoint_and_region()
     key = (endpoint, region, os.environ.get("AWS_ACCESS_KEY_ID", ""))
     if key not in _FILESYSTEMS:
         # allow_delayed_open: a small file is one PutObject on close, not a three-request multipart upload.
@@ -395,6 +412,19 @@ def s3_filesystem():
     return _FILESYSTEMS[key]
 
 
+def s3_client():
+    """boto3's S3 client, from the same variables as s3_filesystem (boto3 reads AWS_ENDPOINT_URL_S3 and
+    AWS_ENDPOINT_URL itself): for what pyarrow's filesystem cannot do in one request."""
+    import boto3
+
+    endpoint, region = _endpoint_and_region()
+    key = ("boto3", endpoint, region, os.environ.get("AWS_ACCESS_KEY_ID", ""))
+    if key not in _FILESYSTEMS:
+        url = (endpoint if "://" in endpoint else f"https://{endpoint}") if endpoint else None
+        _FILESYSTEMS[key] = boto3.client("s3", region_name=region, endpoint_url=url)
+    return _FILESYSTEMS[key]
+
+
 def _s3_error(error: Exception, what: str) -> PublishError:
     names = ", ".join(AWS_VARIABLES)
     return PublishError(f"{what}: {str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__}. "
@@ -402,7 +432,13 @@ def _s3_error(error: Exception, what: str) -> PublishError:
                         f"allow it; the previous output is untouched")
 
 
+# What a version's _readback.csv says of where each of its client files is: the version that wrote it.
+_HELD_SCHEMA = pa.schema([("file", pa.string()), ("written_in", pa.string())])
+
+
 class S3Store(Store):
+    by_reference = True  # a carried file stays where it was written: no request per unchanged client
+
     def __init__(self, bucket: str, prefix: str, name: str):
         self.bucket, self.prefix, self.name = bucket, prefix, name
         self.base = "/".join(part for part in (bucket, prefix, name) if part)  # pyarrow's path: bucket/key
@@ -481,12 +517,8 @@ class S3Store(Store):
         with self.fs.open_output_stream(self._path(version, file)) as out:
             out.write(data)
 
-    def carry(self, source: str, files: list[str], version: str) -> None:  # CopyObject: the bytes stay in S3
-        def copy(chunk: list[str]) -> None:
-            for file in chunk:
-                self.fs.copy_file(self._path(source, file), self._path(version, file))
-
-        _in_parallel(copy, files, _IN_FLIGHT)
+    def carry(self, source: str, files: list[str], version: str) -> None:
+        pass  # by reference: the files stay in the versions that wrote them (the new index names those)
 
     def sync(self, version: str, files: list[str]) -> None:
         pass  # a PUT that returned is durable
@@ -510,15 +542,57 @@ class S3Store(Store):
         with contextlib.suppress(OSError):
             self.fs.delete_dir(self._path(version))
 
+    def _held(self, version: str) -> pa.Table | None:
+        """Each client file of version and the version holding it (file, written_in), from its _readback.csv;
+        None where there is none (a killed run's version, or a retired one already cleaned)."""
+        try:
+            return read_table(_s3_read(self.fs, self._path(version, READBACK_FILE)), _HELD_SCHEMA)
+        except FileNotFoundError:
+            return None
+
+    def _delete(self, keys: list[str]) -> None:
+        """Delete keys (relative to the store's base), a thousand per request (DeleteObjects). pyarrow deletes
+        one key in three requests (a HEAD, the DELETE, and a PUT of a folder marker), so boto3 does this."""
+        base = self.base.removeprefix(f"{self.bucket}/") if self.base != self.bucket else ""
+        client = s3_client()
+        for start in range(0, len(keys), 1000):
+            objects = [{"Key": f"{base}/{key}" if base else key} for key in keys[start : start + 1000]]
+            try:
+                errors = client.delete_objects(Bucket=self.bucket, Delete={"Objects": objects, "Quiet": True}).get("Errors")
+            except Exception as error:  # botocore raises several kinds
+                raise _s3_error(error, f"cannot delete retired files under {self.uri()}") from None
+            if errors:
+                raise _s3_error(OSError(f"{errors[0].get('Key')}: {errors[0].get('Code')} {errors[0].get('Message', '')}"),
+                                f"cannot delete {len(errors)} retired files under {self.uri()}")
+
     def remove_leftovers(self, keep: set[str]) -> None:
+        """Versions are key prefixes, and a version's files may live in earlier versions' prefixes. A prefix
+        no kept version holds a file in is removed whole. A version that is no longer kept, but holds files
+        a kept version uses, is retired: the files only it held (written or carried) are deleted, then its
+        records, last, so that a cleanup cut short is done again by the next one."""
         from pyarrow import fs
 
         rejected = self._name_in(REJECTED_FILE)
+        held = [table for version in keep if (table := self._held(version)) is not None]
+        held = pa.concat_tables(held) if held else _HELD_SCHEMA.empty_table()
+        live = set(pc.unique(held["written_in"]).to_pylist()) | keep | {rejected}
+        kept_keys = pc.binary_join_element_wise(held["written_in"], held["file"], "/")
         infos = self.fs.get_file_info(fs.FileSelector(self.base, allow_not_found=True))
-        for info in infos:
-            name = info.base_name
-            if info.type == fs.FileType.Directory and name.startswith(".v-") and name not in keep | {rejected}:
+        for name in sorted(i.base_name for i in infos if i.type == fs.FileType.Directory and i.base_name.startswith(".v-")):
+            if name in keep or name == rejected:
+                continue
+            retired = self._held(name)
+            if retired is not None:
+                keys = pc.binary_join_element_wise(retired["written_in"], retired["file"], "/")
+                only_here = pc.invert(pc.is_in(keys, value_set=kept_keys))
+                if name not in live:  # its own prefix goes whole below
+                    only_here = pc.and_(only_here, pc.not_equal(retired["written_in"], name))
+                self._delete(pc.filter(keys, only_here).to_pylist())
+            if name not in live:
                 self.discard(name)
+            elif retired is not None:
+                self._delete([f"{name}/{record}" for record in (INDEX_FILE, MANIFEST_FILE, FORMAT_FILE)])
+                self._delete([f"{name}/{READBACK_FILE}"])
 
     def task_environment(self) -> dict[str, str]:
         return {name: value for name in AWS_VARIABLES if (value := environment(name))}

@@ -75,6 +75,7 @@ def test_s3_files_equal_the_sql_oracle_and_the_checks_pass(on_s3, source, env_ho
     assert version.startswith(".v-")
     index = {f["file"]: f for f in parse_index(on_s3.get(f"exports/movements_csv/{version}/{INDEX_FILE}")).to_pylist()}
     assert sorted(index) == sorted(expected) and index["00000001_joao-jota-conceicao-filho.csv"]["nome_associado"] == 'João "Jota"'
+    assert {row["version"] for row in on_s3.index(version)} == {version}, "a full export holds every file itself"
     assert metadata["path"] == f"{on_s3.output_dir}/movements_csv"
     assert (metadata["export_mode"], metadata["clients_rewritten"], metadata["dagster/row_count"]) == (
         "full", SPEC.clients, sum(map(len, expected.values())))
@@ -128,8 +129,40 @@ def test_a_failed_audit_on_s3_publishes_nothing_and_keeps_the_rejected_version(p
     assert on_s3.published() == version and on_s3.snapshot() == files
 
 
-def test_incremental_export_on_s3_copies_unchanged_files_and_equals_a_full_export(published_s3, on_s3, source):
+def _readme_reader(on_s3) -> dict:
+    """Run the README's "Reading the output from S3" code against the test's bucket: its `files`."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    code = readme.split("**Reading the output from S3**", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    code = code.replace('"127.0.0.1:9000"', repr(on_s3.endpoint.removeprefix("http://")))
+    code = code.replace('"bucket/prefix/movements_csv"', repr(f"{on_s3.bucket}/exports/movements_csv"))
+    scope: dict = {}
+    exec(code, scope)
+    return scope["files"]
+
+
+def test_a_version_whose_carried_files_were_copies_is_followed_by_a_full_export(published_s3, on_s3):
     first, _ = published_s3
+    key = f"exports/movements_csv/{first}/_format.json"
+    written = json.loads(on_s3.get(key))
+    assert written.pop("carried_files") == "held where written"
+    # As the export wrote it before files were held by reference: its records' written_in named the version a
+    # copy came from, not where the copy is. Reading that as a reference would carry files from a removed version.
+    on_s3.client().put_object(Bucket=on_s3.bucket, Key=key, Body=json.dumps(written).encode())
+    _, metadata = export()
+    assert (metadata["export_mode"], metadata["export_reason"]) == (
+        "full", "carried_files changed since the published version")
+    assert {row["version"] for row in on_s3.index(on_s3.published())} == {on_s3.published()}
+
+
+def _prefixes(on_s3) -> set[str]:
+    return {key.split("/")[2] for key in on_s3.keys("exports/movements_csv/.v-")}
+
+
+def test_incremental_export_on_s3_carries_unchanged_files_by_reference_and_equals_a_full_export(
+        published_s3, on_s3, source):
+    first, _ = published_s3
+    stored = {o["Key"]: o["LastModified"] for o in on_s3.client().list_objects_v2(
+        Bucket=on_s3.bucket, Prefix=f"exports/movements_csv/{first}/")["Contents"]}
     with source.connect() as conn:
         conn.execute("INSERT INTO movimento SELECT max(id) + 1, -9.99, 'nova', '2025-12-31 09:00', "
                      "(SELECT min(k.id) FROM cartao k JOIN conta c ON c.id = k.id_conta WHERE c.id_associado = 3) "
@@ -140,11 +173,21 @@ def test_incremental_export_on_s3_copies_unchanged_files_and_equals_a_full_expor
         "incremental", 2, SPEC.clients - 2)
     second = on_s3.published()
     assert second != first
-    records = parse_readback(on_s3.get(f"exports/movements_csv/{second}/_readback.csv")).to_pylist()
-    written = {r["file"] for r in records if r["written_in"] == second}
+    # The new version's prefix holds the two files it wrote and its records; its index names the first
+    # version for every other file, which stays where it was written: not copied, not touched.
+    written = {name for name in on_s3.version_files(second) if not name.startswith("_")}
     assert {name[:8] for name in written} == {"00000003", "00000012"}
+    index = on_s3.index(second)
+    assert {(row["file"] in written, row["version"]) for row in index} == {(True, second), (False, first)}
+    assert {o["Key"]: o["LastModified"] for o in on_s3.client().list_objects_v2(
+        Bucket=on_s3.bucket, Prefix=f"exports/movements_csv/{first}/")["Contents"]} == stored
+    records = parse_readback(on_s3.get(f"exports/movements_csv/{second}/_readback.csv")).to_pylist()
+    assert {r["file"] for r in records if r["written_in"] == second} == written
     assert {r["written_in"] for r in records if r["file"] not in written} == {first}, "carried, not rewritten"
-    assert on_s3.published_files() == expected_files(source, True)
+    expected = expected_files(source, True)
+    assert on_s3.published_files() == expected
+    read = _readme_reader(on_s3)  # a reader that follows the README finds every file, carried or written
+    assert {file: table.num_rows for file, table in read.items()} == {file: len(rows) for file, rows in expected.items()}
     assert all(c.passed for c in result.get_asset_check_evaluations())
     assert {c.metadata["files_read"].value for c in result.get_asset_check_evaluations() if "files_read" in c.metadata} == {2}
 
@@ -153,11 +196,16 @@ def test_incremental_export_on_s3_copies_unchanged_files_and_equals_a_full_expor
     assert metadata["export_mode"] == "unchanged" and on_s3.published() == second
     _, full = export(FULL_REFRESH)
     assert (full["export_mode"], full["clients_rewritten"]) == ("full", SPEC.clients)
-    assert on_s3.published() != second
+    third = on_s3.published()
+    assert third not in (first, second)
     assert on_s3.snapshot() == incremental, "byte-identical to a full export of the same snapshot"
-    # The current and the previous version stay; the first is gone.
-    versions = {key.split("/")[2] for key in on_s3.keys("exports/movements_csv/.v-")}
-    assert versions == {second, on_s3.published()}
+    # The current and the previous version stay. The first is no longer kept, but the second holds files in
+    # it: exactly those stay; the two files the second replaced and the first's records are gone.
+    assert _prefixes(on_s3) == {first, second, third}
+    assert set(on_s3.version_files(first)) == {row["file"] for row in index if row["version"] == first}
+    assert on_s3.published_files() == expected_files(source, True)
+    export(FULL_REFRESH)  # now nothing kept holds a file in the first or the second: both are gone
+    assert _prefixes(on_s3) == {third, on_s3.published()}
 
 
 @pytest.mark.command
@@ -179,10 +227,10 @@ def test_a_killed_export_leaves_the_published_s3_version_as_it_was(published_s3,
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
     assert on_s3.published() == version and on_s3.snapshot() == files
-    leftovers = {key.split("/")[2] for key in on_s3.keys("exports/movements_csv/.v-")} - {version}
+    leftovers = _prefixes(on_s3) - {version}
     assert leftovers, "the killed run had started a version"
     export(FULL_REFRESH)  # the next run removes what the killed one left
-    versions = {key.split("/")[2] for key in on_s3.keys("exports/movements_csv/.v-")}
+    versions = _prefixes(on_s3)
     assert versions == {version, on_s3.published()} and not versions & leftovers
     assert on_s3.snapshot() == files
 
