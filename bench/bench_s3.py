@@ -1,16 +1,21 @@
 """S3 benchmark: the `export` job (whole `dagster job execute` process, full export) to a local folder
 and to S3 (moto's server on loopback, in this process), in one run; the ratio S3 / local (goal <= 1.5x),
-the S3 requests per client (counted from the server's request log), and both outputs byte-compared.
+both outputs byte-compared, and the S3 requests (counted from the server's request log, by kind) of the
+full export and of an incremental one after 1% of the clients changed: per written client and per
+unchanged client.
 
-    python bench/bench_s3.py                   # populates desafio_bench_s3 first if it is empty
-    python bench/bench_s3.py --repeat 3 --populate 10000
+    python bench/bench_s3.py                   # 10,000 clients; populates desafio_bench_s3 first if empty
+    python bench/bench_s3.py --clients 100000 --movements-per-card 6   # its own database, kept too
+    python bench/bench_s3.py --repeat 3
 
 Uses DESAFIO_POSTGRES_URL's server (default postgresql://postgres@127.0.0.1:5432/postgres) and its own
-database desafio_bench_s3 (10,000 clients, about 1M movements), kept for the next run.
+database (desafio_bench_s3: 10,000 clients, about 1M movements), kept for the next run.
 """
 
 import argparse
 import collections
+import csv
+import io
 import logging
 import os
 import re
@@ -28,15 +33,35 @@ from bench_export import movements  # noqa: E402
 from bench_populate import SERVER, populate_job  # noqa: E402
 from measure import mib, run_measured  # noqa: E402
 
-DATABASE = "desafio_bench_s3"
 EXPORT = [sys.executable, "-m", "dagster", "job", "execute", "-m", "desafio_dagster.definitions", "-j", "export"]
 
 
-def bench_url() -> str:
+def bench_url(database: str) -> str:
     with psycopg.connect(SERVER, autocommit=True) as conn:
-        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,)).fetchone():
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DATABASE)))
-    return make_conninfo(SERVER, dbname=DATABASE)
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone():
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
+    return make_conninfo(SERVER, dbname=database)
+
+
+def change_one_percent(url: str) -> int:
+    """A new row version for 1% of the clients (the same values): their fingerprints change, their files not."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        return conn.execute("UPDATE sicooperative.associado SET idade = idade WHERE id % 100 = 0").rowcount
+
+
+def print_requests(title: str, requests: collections.Counter, version: str, written: int, unchanged: int) -> None:
+    """The requests of one export (version: the one it published), by kind; the client files' requests
+    split by whether they touched that version's own files or earlier versions' (the unchanged clients')."""
+    total = sum(requests.values())
+    print(f"  S3 requests, {title}: {total:,} for {written:,} written and {unchanged:,} unchanged clients")
+    kinds = collections.Counter()
+    for (what, kind, holder), n in requests.items():
+        kinds[(what, kind if kind == "other" else "client file" + (" (earlier)" if holder != version else ""))] += n
+    for (what, kind), n in sorted(kinds.items(), key=lambda item: -item[1]):
+        print(f"    {what:<6} {kind:<22} {n:>9,}")
+    earlier = sum(n for (_, kind), n in kinds.items() if kind == "client file (earlier)")
+    print(f"    per written client: {total / max(written, 1):.3f}; client-file requests per unchanged client: "
+          f"{earlier / max(unchanged, 1):.3f}")
 
 
 class RequestCounter(logging.Handler):
@@ -53,14 +78,36 @@ class RequestCounter(logging.Handler):
             path = parts[1].split("?")[0]
             kind = "client file" if "/.v-" in path and path.rsplit("/", 1)[-1][:1].isdigit() else "other"
             what = "LIST" if parts[0] == "GET" and "list-type" in parts[1] else parts[0]
-            self.counts[(what, kind)] += 1
+            what = "DELETE" if parts[0] == "POST" and "delete" in parts[1] else what
+            version = next((part for part in path.split("/") if part.startswith(".v-")), "")
+            self.counts[(what, kind, version)] += 1
+
+
+def _figures(manifest: bytes) -> list[dict]:
+    """_snapshot.csv's rows without the fingerprint (the row versions, which change_one_percent changed)."""
+    rows = csv.DictReader(io.StringIO(manifest.decode("utf-8"), newline=""))
+    return [{k: v for k, v in row.items() if k != "fingerprint"} for row in rows]
+
+
+def published(port: int, output: str) -> str:
+    """The version an S3 output's pointer names (read with boto3: the counter sees it as "other")."""
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
+                          aws_access_key_id="bench", aws_secret_access_key="bench-secret")
+    bucket, _, prefix = output.removeprefix("s3://").partition("/")
+    return client.get_object(Bucket=bucket, Key=f"{prefix}/movements_csv/_published")["Body"].read().decode().strip()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--populate", type=int, metavar="CLIENTS", help="populate this many clients first")
+    parser.add_argument("--clients", type=int, default=10_000, help="clients of the bench database")
+    parser.add_argument("--movements-per-card", type=int, default=66, help="at most, per card")
+    parser.add_argument("--populate", action="store_true", help="populate the database again first")
     parser.add_argument("--repeat", type=int, default=1, help="runs of each side; the median is reported")
     args = parser.parse_args()
+    database = "desafio_bench_s3" if (args.clients, args.movements_per_card) == (10_000, 66) else \
+        f"desafio_bench_s3_{args.clients}_{args.movements_per_card}"
 
     import boto3
     from moto.server import ThreadedMotoServer
@@ -69,12 +116,13 @@ def main() -> None:
     sys.path.insert(0, str(Path(__file__).parents[1]))
     from desafio_dagster_tests.helpers import free_port
 
-    url = bench_url()
+    url = bench_url(database)
     if args.populate or movements(url)[0] == 0:
-        seconds, peak = populate_job(url, {"clients": args.populate or 10_000, "movements_per_card": [0, 66], "seed": 11})
-        print(f"populated {DATABASE} in {seconds:.1f} s (peak {mib(peak)})")
+        seconds, peak = populate_job(url, {"clients": args.clients, "movements_per_card": [0, args.movements_per_card],
+                                           "seed": 11})
+        print(f"populated {database} in {seconds:.1f} s (peak {mib(peak)})")
     rows, clients = movements(url)
-    print(f"{DATABASE}: {clients:,} clients, {rows:,} movements")
+    print(f"{database}: {clients:,} clients, {rows:,} movements")
 
     port = free_port()
     counter = RequestCounter()
@@ -104,23 +152,34 @@ def main() -> None:
                     times[side].append(seconds)
                     peaks[side].append(peak)
                     if side == "s3":
-                        requests = counter.counts - before
+                        requests, full_version = counter.counts - before, published(port, output)
                     print(f"  {side:<5} export {seconds:6.1f} s  peak {mib(peak)}", flush=True)
 
-            # Same bytes: the last S3 version, copied down, against the last local version.
+            # An incremental export to S3 after 1% of the clients changed: what it costs per written client,
+            # and per unchanged one (goal: no request).
+            changed = change_one_percent(url)
+            before = collections.Counter(counter.counts)
+            seconds, peak, _ = run_measured(EXPORT, env | aws | {"DESAFIO_OUTPUT_DIR": f"s3://desafio-bench/run-{args.repeat - 1}"})
+            incremental = counter.counts - before
+            incremental_version = published(port, f"s3://desafio-bench/run-{args.repeat - 1}")
+            print(f"  s3    incremental export ({changed:,} clients changed) {seconds:6.1f} s  peak {mib(peak)}", flush=True)
+
+            # Same bytes: the incremental S3 version, each file read where its index says (the README's
+            # reader), against the last local version (the changed clients' rows are the same).
             os.environ.update(aws)
             s3 = fs.S3FileSystem(region="us-east-1", endpoint_override=f"127.0.0.1:{port}", scheme="http")
             base = f"desafio-bench/run-{args.repeat - 1}/movements_csv"
             with s3.open_input_stream(f"{base}/_published") as handle:
                 version = handle.read().decode().strip()
-            down = Path(work) / "s3-copy"
-            down.mkdir()
-            fs.copy_files(f"{base}/{version}", str(down), source_filesystem=s3,
-                          destination_filesystem=fs.LocalFileSystem(), use_threads=True)
+            with s3.open_input_stream(f"{base}/{version}/_index.csv") as handle:
+                index = list(csv.DictReader(io.StringIO(handle.read().decode("utf-8"), newline="")))
             local = (Path(work) / f"local-{args.repeat - 1}" / "out" / "movements_csv").resolve()
-            names = sorted(p.name for p in local.iterdir() if p.name != "_readback.csv")
-            same = names == sorted(p.name for p in down.iterdir() if p.name != "_readback.csv") and all(
-                (local / n).read_bytes() == (down / n).read_bytes() for n in names)
+            same = sorted(p.name for p in local.iterdir() if not p.name.startswith("_")) == sorted(r["file"] for r in index)
+            for row in index:
+                with s3.open_input_stream(f"{base}/{row['version']}/{row['file']}") as handle:
+                    same = same and handle.read() == (local / row["file"]).read_bytes()
+            with s3.open_input_stream(f"{base}/{version}/_snapshot.csv") as handle:  # but the changed row versions
+                same = same and _figures(handle.read()) == _figures((local / "_snapshot.csv").read_bytes())
     finally:
         server.stop()
 
@@ -129,11 +188,10 @@ def main() -> None:
     print(f"  local disk    {local_s:6.1f} s   peak {mib(max(peaks['local']))}")
     print(f"  S3 (loopback) {s3_s:6.1f} s   peak {mib(max(peaks['s3']))}")
     print(f"  ratio S3 / local: {s3_s / local_s:.2f}x (goal <= 1.5x)")
-    print(f"  byte-identical outputs (client files, _index.csv, _snapshot.csv, _format.json): {same}")
-    total = sum(requests.values())
-    print(f"  S3 requests in one export: {total:,} ({total / clients:.2f} per client)")
-    for (what, kind), n in sorted(requests.items(), key=lambda item: -item[1]):
-        print(f"    {what:<6} {kind:<12} {n:>8,}  ({n / clients:.2f} per client)")
+    print(f"  the incremental S3 version, read as the README says, byte-identical to the local one "
+          f"(client files; _snapshot.csv but its fingerprints): {same}")
+    print_requests("full export", requests, full_version, clients, 0)
+    print_requests("incremental export", incremental, incremental_version, changed, clients - changed)
 
 
 if __name__ == "__main__":

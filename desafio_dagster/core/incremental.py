@@ -23,6 +23,7 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -167,14 +168,18 @@ def plan_export(store: Store, expected: pa.Table, fmt: dict, full_refresh: bool 
 
 def verified_scans(store: Store, version: str, written_in: str) -> tuple[pa.Table, int]:
     """The scan of every client file of a version (file, then audit.SCAN_SCHEMA), for the checks: files
-    written by written_in (the version the checked run wrote) and files modified since they were read back
-    are read again; the others keep the scan recorded when they were read back. Returns (scans, files read)."""
+    written by written_in (the version the checked run wrote: all of them, or every Store.reread_every-th by
+    name) and files modified since they were read back are read again; the others keep the scan recorded
+    when they were read back. Returns (scans, files read)."""
     listing = store.files(version)
     records = _readback_of(store, version, listing)
     listing = _with_held(store, version, listing, records)
     clients = listing.client_files()
     records = matched(clients["file"], records)
-    trusted = pc.and_(pc.fill_null(pc.not_equal(records["written_in"], written_in), False), unmodified(records, listing))
+    written = np.flatnonzero(pc.fill_null(pc.equal(records["written_in"], written_in), False).to_numpy(zero_copy_only=False))
+    reread = np.zeros(len(records), bool)
+    reread[written[:: store.reread_every]] = True
+    trusted = pc.and_(pc.and_(pc.is_valid(records["file"]), pa.array(~reread)), unmodified(records, listing))
     to_read = pc.filter(clients["file"], pc.invert(trusted)).to_pylist()
     read = store.scan(version, to_read).add_column(0, "file", pa.array(to_read, pa.string()))
     scans = pa.concat_tables([records.filter(trusted).select(read.column_names), read]).sort_by("file")

@@ -8,8 +8,8 @@ retries and speculative attempts, which write the same bytes, never duplicate a 
 The driver holds what the tasks report, and the records, as Arrow tables.
 
 Publication is write–audit–publish: the files go into a new hidden version (a folder,
-or an S3 key prefix: store.py holds what differs between the two), each task reads its
-files back (and syncs them to a local disk), the driver audits the version against the
+or an S3 key prefix: store.py holds what differs between the two), each task scans its
+files (read back from a local disk once synced; on S3, as sent with their MD5), the driver audits the version against the
 source snapshot's own figures (audit.py), and only then publishes it: locally the
 symlink OUTPUT/<name> is swapped to it with one rename, on S3 a pointer object naming
 it is written last. Readers see the old
@@ -45,7 +45,6 @@ from desafio_dagster.core.audit import (
     audit,
     failures,
     manifest_bytes,
-    scan_many,
 )
 from desafio_dagster.core.errors import TransientError
 from desafio_dagster.core.extract import SourceReadError
@@ -186,7 +185,7 @@ def _task_writer(target: str, reader: RangeReader | None = None) -> Callable[[It
         attempt.finish(files)  # in the version, durable before the driver publishes it
         if summary:
             reading = time.monotonic()
-            scans = scan_many(attempt.read_many(files))  # read back, in order, for the audit
+            scans = attempt.scans(files)  # read back (or, on S3, as sent and checked), in order, for the audit
             phases = [syncing - started, reading - syncing, time.monotonic() - reading]
             columns = list(zip(*summary))
             yield pa.RecordBatch.from_arrays(

@@ -7,8 +7,10 @@ incremental.py the one plan; a Store holds only what differs between the two bac
 |-------------------------|-----------------------------------------------|---------------------------------------------------|
 | a version               | folder OUTPUT/.<name>.v-<token>/              | keys  prefix/<name>/.v-<token>/...                |
 | a task writes a file    | into its attempt's folder in the version, then| straight into the version, one PUT per complete   |
-|                         | renamed into the version once complete (a     | file (a retried attempt PUTs the same bytes; a    |
-|                         | retry renames the same bytes); one syncfs     | failed one's unfinished file is never sent)       |
+|                         | renamed into the version once complete (a     | file with its Content-MD5 (a retried attempt PUTs |
+|                         | retry renames the same bytes); one syncfs     | the same bytes; a failed one's unfinished file is |
+|                         |                                               | never sent)                                       |
+| the audit's scan        | the files read back from the disk             | the bytes as sent (S3 checked their MD5)          |
 | stat (for _readback)    | size and mtime_ns                              | size and LastModified, from one LIST              |
 | carry an unchanged file | hard link                                      | nothing: it stays where an earlier version wrote   |
 |                         |                                                | it, and the index's `version` column names that    |
@@ -25,9 +27,11 @@ once and reads only that version: on S3, its _index.csv names the version holdin
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import ctypes
 import functools
+import hashlib
 import io
 import multiprocessing
 import os
@@ -43,7 +47,7 @@ from urllib.parse import urlsplit
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from desafio_dagster.core.audit import MANIFEST_FILE, scan_many
+from desafio_dagster.core.audit import MANIFEST_FILE, SCAN_SCHEMA, scan_many
 from desafio_dagster.core.errors import DesafioError
 from desafio_dagster.core.layout import FORMAT_FILE, INDEX_FILE, READBACK_FILE, read_table
 from desafio_dagster.core.settings import OutputLocation, environment
@@ -101,6 +105,9 @@ class Store(ABC):
     # Whether a version holds the files it carries by reference (they stay in the version that wrote
     # them, named by its records' written_in) instead of in its own folder.
     by_reference: bool = False
+    # The checks read again every n-th file (by name) of those their run wrote. On a disk, every one. On S3,
+    # where each PUT was checked against its MD5 and scanned as sent, every tenth: a GET each.
+    reread_every: int = 1
 
     @abstractmethod
     def uri(self, version: str | None = None, file: str = "") -> str:
@@ -413,16 +420,25 @@ def s3_filesystem():
 
 
 def s3_client():
-    """boto3's S3 client, from the same variables as s3_filesystem (boto3 reads AWS_ENDPOINT_URL_S3 and
-    AWS_ENDPOINT_URL itself): for what pyarrow's filesystem cannot do in one request."""
+    """boto3's S3 client, from the same variables as s3_filesystem, one per process: for what pyarrow's
+    filesystem cannot do in one request (a GET without a HEAD, a PUT with its MD5, a batch of deletes)."""
     import boto3
+    from botocore.config import Config
 
     endpoint, region = _endpoint_and_region()
     key = ("boto3", endpoint, region, os.environ.get("AWS_ACCESS_KEY_ID", ""))
     if key not in _FILESYSTEMS:
         url = (endpoint if "://" in endpoint else f"https://{endpoint}") if endpoint else None
-        _FILESYSTEMS[key] = boto3.client("s3", region_name=region, endpoint_url=url)
+        config = Config(ignore_configured_endpoint_urls=True, connect_timeout=10, read_timeout=60,
+                        max_pool_connections=4 * _IN_FLIGHT)  # the endpoint is ours, blank variables unset
+        _FILESYSTEMS[key] = boto3.client("s3", region_name=region, endpoint_url=url, config=config)
     return _FILESYSTEMS[key]
+
+
+def _no_bucket(uri: str, bucket: str) -> PublishError:
+    return PublishError(f"cannot use {uri}: the bucket {bucket} does not exist at the endpoint "
+                        f"({', '.join(AWS_VARIABLES[-2:])}, else AWS's): create it, or fix DESAFIO_OUTPUT_DIR; "
+                        f"nothing was written")
 
 
 def _s3_error(error: Exception, what: str) -> PublishError:
@@ -438,6 +454,7 @@ _HELD_SCHEMA = pa.schema([("file", pa.string()), ("written_in", pa.string())])
 
 class S3Store(Store):
     by_reference = True  # a carried file stays where it was written: no request per unchanged client
+    reread_every = 10
 
     def __init__(self, bucket: str, prefix: str, name: str):
         self.bucket, self.prefix, self.name = bucket, prefix, name
@@ -464,9 +481,7 @@ class S3Store(Store):
         try:
             bucket = self.fs.get_file_info(self.bucket)
             if bucket.type == fs.FileType.NotFound:
-                raise PublishError(f"cannot use {self.uri()}: the bucket {self.bucket} does not exist at the endpoint "
-                                   f"({', '.join(AWS_VARIABLES[-2:])}, else AWS's): create it, or fix "
-                                   f"DESAFIO_OUTPUT_DIR; nothing was written")
+                raise _no_bucket(self.uri(), self.bucket)
             self.fs.get_file_info(fs.FileSelector(self.base, allow_not_found=True))
         except OSError as error:
             raise _s3_error(error, f"cannot use {self.uri()}") from None
@@ -478,8 +493,7 @@ class S3Store(Store):
 
     def _name_in(self, file: str) -> str | None:
         try:
-            with self.fs.open_input_stream(self._path(file)) as handle:
-                name = handle.read().decode().strip()
+            name = _s3_read(self._path(file)).decode().strip()
         except FileNotFoundError:
             return None
         except OSError as error:
@@ -508,7 +522,7 @@ class S3Store(Store):
         return Listing.of(infos)
 
     def read(self, version: str, file: str) -> bytes:
-        return _s3_read(self.fs, self._path(version, file))
+        return _s3_read(self._path(version, file))
 
     def read_many(self, version: str, files: list[str]) -> Iterator[bytes]:
         return read_s3_files(self.uri(version), files)
@@ -546,7 +560,7 @@ class S3Store(Store):
         """Each client file of version and the version holding it (file, written_in), from its _readback.csv;
         None where there is none (a killed run's version, or a retired one already cleaned)."""
         try:
-            return read_table(_s3_read(self.fs, self._path(version, READBACK_FILE)), _HELD_SCHEMA)
+            return read_table(_s3_read(self._path(version, READBACK_FILE)), _HELD_SCHEMA)
         except FileNotFoundError:
             return None
 
@@ -598,12 +612,22 @@ class S3Store(Store):
         return {name: value for name in AWS_VARIABLES if (value := environment(name))}
 
 
-def _s3_read(filesystem, path: str) -> bytes:
-    with filesystem.open_input_stream(path) as handle:  # a HEAD and a GET
-        return handle.read()
+def _s3_read(path: str) -> bytes:
+    """An object's bytes (path: bucket/key) in one GET (pyarrow's streams send a HEAD first)."""
+    bucket, _, key = path.partition("/")
+    client = s3_client()
+    try:
+        return client.get_object(Bucket=bucket, Key=key)["Body"].read()
+    except client.exceptions.NoSuchKey:
+        raise FileNotFoundError(f"s3://{path}") from None
+    except client.exceptions.NoSuchBucket:
+        raise _no_bucket(f"s3://{path}", bucket) from None
+    except Exception as error:  # botocore raises several kinds: an OSError, as pyarrow's are
+        raise OSError(str(error)) from None
 
 
 _IN_FLIGHT = 8  # S3 requests a process keeps in flight: each waits on the network, not the GIL
+_SCAN_BYTES = 16 << 20  # bytes an S3 attempt holds before it scans them
 
 
 def _prefetch(read: Callable[[str], bytes], files: list[str], ahead: int = 64) -> Iterator[bytes]:
@@ -642,31 +666,45 @@ class _LocalAttempt:  # the Spark task's side of LocalStore
         os.rmdir(self.folder)
         sync_filesystem(Path(self.version), files)  # durable before the driver publishes them
 
-    def read_many(self, files: list[str]) -> Iterator[bytes]:
-        return _read_files(self.version, files)
+    def scans(self, files: list[str]) -> pa.Table:
+        """The files read back from the disk, in order (audit.scan_many)."""
+        return scan_many(_read_files(self.version, files))
 
 
 class _S3Attempt:  # the Spark task's side of S3Store
-    """Straight into the version's prefix: each file is one PUT when its handle closes, _IN_FLIGHT at a time."""
+    """Straight into the version's prefix: each file is one PUT when its handle closes, _IN_FLIGHT at a time,
+    with its Content-MD5, so S3 refuses bytes that differ from those sent. The scan for the audit is taken
+    from those bytes as they are sent: no file is read back (pyarrow's read costs a HEAD and a GET)."""
 
     def __init__(self, uri: str):
-        self.path, self.fs = uri.removeprefix("s3://"), s3_filesystem()
+        self.bucket, _, self.key = uri.removeprefix("s3://").partition("/")
+        self.client = s3_client()
         self.pool, self.pending = ThreadPoolExecutor(max_workers=_IN_FLIGHT), []
+        self.unscanned: list[bytes] = []
+        self.scanned: list[pa.Table] = []
 
     def open(self, file: str):
-        # In memory until complete: a failed attempt's half-written file is dropped, never uploaded
-        # (closing, or just dropping, a pyarrow S3 stream would upload what it holds).
+        # In memory until complete: a failed attempt's half-written file is dropped, never uploaded.
         return io.BytesIO()
 
     def close(self, file: str, handle) -> None:
         if len(self.pending) >= 4 * _IN_FLIGHT:  # bounded: each holds its file's bytes until sent
             self.pending.pop(0).result()
-        self.pending.append(self.pool.submit(self._put, file, handle.getvalue()))
+        data = handle.getvalue()
+        self.pending.append(self.pool.submit(self._put, file, data))
         handle.close()
+        self.unscanned.append(data)
+        if sum(map(len, self.unscanned)) >= _SCAN_BYTES:
+            self._scan()
 
     def _put(self, file: str, data: bytes) -> None:
-        with self.fs.open_output_stream(f"{self.path}/{file}") as out:
-            out.write(data)
+        digest = base64.b64encode(hashlib.md5(data).digest()).decode()
+        self.client.put_object(Bucket=self.bucket, Key=f"{self.key}/{file}", Body=data, ContentMD5=digest)
+
+    def _scan(self) -> None:
+        if self.unscanned:
+            self.scanned.append(scan_many(self.unscanned))
+            self.unscanned = []
 
     def finish(self, files: list[str]) -> None:
         try:
@@ -676,8 +714,10 @@ class _S3Attempt:  # the Spark task's side of S3Store
             self.pending.clear()
             self.pool.shutdown()
 
-    def read_many(self, files: list[str]) -> Iterator[bytes]:
-        return read_s3_files(f"s3://{self.path}", files)
+    def scans(self, files: list[str]) -> pa.Table:
+        """The files as sent (each one's PUT checked by S3 against its MD5), in order (audit.scan_many)."""
+        self._scan()
+        return pa.concat_tables(self.scanned) if self.scanned else SCAN_SCHEMA.empty_table()
 
 
 def open_attempt(target: str, partition: int, attempt: int):
@@ -687,5 +727,5 @@ def open_attempt(target: str, partition: int, attempt: int):
 
 def read_s3_files(uri: str, files: list[str]) -> Iterator[bytes]:
     """In a Spark task: the bytes of files under a version's uri, in order, several requests in flight."""
-    filesystem, path = s3_filesystem(), uri.removeprefix("s3://")
-    return _prefetch(lambda file: _s3_read(filesystem, f"{path}/{file}"), files)
+    path = uri.removeprefix("s3://")
+    return _prefetch(lambda file: _s3_read(f"{path}/{file}"), files)

@@ -66,7 +66,7 @@ def test_the_cli_refuses_an_unsupported_location_before_the_run(env_home, monkey
 
 
 def test_blank_aws_settings_count_as_unset(monkeypatch):
-    from desafio_dagster.core.store import s3_filesystem
+    from desafio_dagster.core.store import s3_client, s3_filesystem
 
     monkeypatch.setenv("AWS_REGION", " ")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "sa-east-1")
@@ -75,3 +75,5 @@ def test_blank_aws_settings_count_as_unset(monkeypatch):
     filesystem = s3_filesystem()
     options = filesystem.__reduce__()[1][0]  # what it was built with
     assert (options["region"], options["endpoint_override"], options["scheme"]) == ("sa-east-1", "127.0.0.1:9", "http")
+    client = s3_client()  # boto3's, for single-request reads, checked writes and batch deletes: the same
+    assert (client.meta.region_name, client.meta.endpoint_url) == ("sa-east-1", "http://127.0.0.1:9")

@@ -140,6 +140,26 @@ def _readme_reader(on_s3) -> dict:
     return scope["files"]
 
 
+def test_the_checks_read_every_tenth_written_file_and_any_changed_since_it_was_sent(on_s3, source):
+    from desafio_dagster.definitions import defs
+
+    instance = dg.DagsterInstance.ephemeral()
+    result, _ = export(instance=instance)
+    reads = {c.metadata["files_read"].value for c in result.get_asset_check_evaluations() if "files_read" in c.metadata}
+    assert reads == {-(-SPEC.clients // 10)}, "every tenth file the run wrote, by name"
+    version = on_s3.published()
+    victim = sorted(on_s3.located_files(version))[1]  # not one of the tenth files
+    key = f"exports/movements_csv/{version}/{victim}"
+    on_s3.client().put_object(Bucket=on_s3.bucket, Key=key, Body=on_s3.get(key) + b"not,a,row\n")
+    checks_only = dg.define_asset_job("checks_only", selection=dg.AssetSelection.checks_for_assets("movements_csv"))
+    job = dg.Definitions.merge(defs, dg.Definitions(jobs=[checks_only])).resolve_job_def("checks_only")
+    checked = job.execute_in_process(instance=instance, raise_on_error=False)
+    evaluations = {e.check_name: e for e in checked.get_asset_check_evaluations()}
+    assert not evaluations["client_totals_match_snapshot"].passed
+    assert victim[:8] in str(evaluations["client_totals_match_snapshot"].metadata["detail"].value)
+    assert evaluations["client_totals_match_snapshot"].metadata["files_read"].value == reads.pop() + 1
+
+
 def test_a_version_whose_carried_files_were_copies_is_followed_by_a_full_export(published_s3, on_s3):
     first, _ = published_s3
     key = f"exports/movements_csv/{first}/_format.json"
@@ -189,7 +209,7 @@ def test_incremental_export_on_s3_carries_unchanged_files_by_reference_and_equal
     read = _readme_reader(on_s3)  # a reader that follows the README finds every file, carried or written
     assert {file: table.num_rows for file, table in read.items()} == {file: len(rows) for file, rows in expected.items()}
     assert all(c.passed for c in result.get_asset_check_evaluations())
-    assert {c.metadata["files_read"].value for c in result.get_asset_check_evaluations() if "files_read" in c.metadata} == {2}
+    assert {c.metadata["files_read"].value for c in result.get_asset_check_evaluations() if "files_read" in c.metadata} == {1}
 
     incremental = on_s3.snapshot()
     _, metadata = export()  # nothing changed: nothing published
