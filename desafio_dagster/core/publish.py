@@ -361,15 +361,29 @@ def _write(view: DataFrame | SnapshotView, target: str, by_client: bool, on_prog
             prepared = prepared.repartition(max(2, spark.sparkContext.defaultParallelism * 2), "client_id")
             prepared = prepared.sortWithinPartitions("client_id", "movement_time", "movement_id")
         job = prepared.mapInArrow(_task_writer(target), _SUMMARY_TYPE)
+    first_job = max(spark.sparkContext.statusTracker().getJobIdsForGroup(None) or [-1]) + 1
     with _reporting(spark.sparkContext, on_progress):
         try:
             table = job.toArrow()
         except Exception as error:  # Py4J and PySpark raise many kinds
+            _wait_for_tasks(spark.sparkContext, first_job)
             read_error = re.search(r"SourceReadError: (.+)", str(error))
             if read_error:  # a task could not read the source: explained in the task
                 raise SourceReadError(f"{read_error.group(1).strip()}; nothing was published") from None
             raise spark_job_error(error, "writing the client files") from None
     return table.cast(_SUMMARY_SCHEMA).sort_by("client_id")
+
+
+def _wait_for_tasks(spark_context, first_job: int, timeout: float = 60.0) -> None:
+    """Once a job from first_job on has failed: until none of its tasks runs. Spark kills the others
+    asynchronously, and the driver must not remove the version while one of them still writes into it."""
+    tracker, deadline = spark_context.statusTracker(), time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        jobs = [tracker.getJobInfo(job) for job in tracker.getJobIdsForGroup(None) if job >= first_job]
+        stages = [tracker.getStageInfo(stage) for job in jobs if job is not None for stage in job.stageIds]
+        if not any(stage is not None and stage.numActiveTasks for stage in stages):
+            return
+        time.sleep(0.05)
 
 
 _PUBLISHED_SCHEMA = "client_id long, " + ", ".join(f"`{name}` string" for name in CSV_COLUMNS)

@@ -652,7 +652,7 @@ class _LocalAttempt:  # the Spark task's side of LocalStore
     def __init__(self, version: str, partition: int, attempt: int):
         self.version = version
         self.folder = os.path.join(version, f"{_ATTEMPT_PREFIX}{partition:05d}-{attempt}")
-        os.makedirs(self.folder, exist_ok=True)
+        os.mkdir(self.folder)  # not makedirs: a task late after a failed job must not make a discarded version again
 
     def open(self, file: str):
         return open(os.path.join(self.folder, file), "wb")
