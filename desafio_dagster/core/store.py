@@ -553,8 +553,19 @@ class S3Store(Store):
         return self.uri(version)
 
     def discard(self, version: str) -> None:
-        with contextlib.suppress(OSError):
-            self.fs.delete_dir(self._path(version))
+        """Every object under the version's prefix, listed and deleted a thousand at a time (pyarrow's
+        delete_dir would leave an empty "folder" object behind); best effort: the next cleanup retries."""
+        base = self._key_base()
+        try:
+            pages = s3_client().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=f"{base}{version}/")
+            keys = [item["Key"].removeprefix(base) for page in pages for item in page.get("Contents", [])]
+            self._delete(keys)
+        except Exception:  # botocore's kinds, or PublishError: on a failure path, never hide the first error
+            pass
+
+    def _key_base(self) -> str:
+        """The store's key prefix, with its slash ("" at the bucket's root)."""
+        return self.base.removeprefix(self.bucket).lstrip("/") + "/" if self.base != self.bucket else ""
 
     def _held(self, version: str) -> pa.Table | None:
         """Each client file of version and the version holding it (file, written_in), from its _readback.csv;
@@ -567,10 +578,9 @@ class S3Store(Store):
     def _delete(self, keys: list[str]) -> None:
         """Delete keys (relative to the store's base), a thousand per request (DeleteObjects). pyarrow deletes
         one key in three requests (a HEAD, the DELETE, and a PUT of a folder marker), so boto3 does this."""
-        base = self.base.removeprefix(f"{self.bucket}/") if self.base != self.bucket else ""
-        client = s3_client()
+        base, client = self._key_base(), s3_client()
         for start in range(0, len(keys), 1000):
-            objects = [{"Key": f"{base}/{key}" if base else key} for key in keys[start : start + 1000]]
+            objects = [{"Key": base + key} for key in keys[start : start + 1000]]
             try:
                 errors = client.delete_objects(Bucket=self.bucket, Delete={"Objects": objects, "Quiet": True}).get("Errors")
             except Exception as error:  # botocore raises several kinds

@@ -1,0 +1,70 @@
+"""The S3 store's cleanup when versions hold files by reference (a real S3 server, moto's; no Spark): a
+chain of incremental versions, each holding files that earlier versions wrote. Whatever is removed, every
+file that a kept version's records name stays; everything else goes."""
+
+from desafio_dagster.core.settings import OutputLocation
+from desafio_dagster.core.store import open_store
+
+BASE = "exports/movements_csv"
+
+
+def _version(s3, name: str, held: dict[str, str]) -> None:
+    """A version as the export leaves it: the files it wrote, its records, and _readback.csv naming the
+    version that holds each of its files (held: file -> holder)."""
+    for file, holder in held.items():
+        if holder == name:
+            s3.client().put_object(Bucket=s3.bucket, Key=f"{BASE}/{name}/{file}", Body=f"{name} {file}\n".encode())
+    for record in ("_index.csv", "_snapshot.csv", "_format.json"):
+        s3.client().put_object(Bucket=s3.bucket, Key=f"{BASE}/{name}/{record}", Body=b"record\n")
+    rows = "".join(f"{file},{holder}\n" for file, holder in sorted(held.items()))
+    s3.client().put_object(Bucket=s3.bucket, Key=f"{BASE}/{name}/_readback.csv",
+                           Body=f"file,written_in\n{rows}".encode())
+
+
+def _files(s3) -> dict[str, set[str]]:
+    """The objects under the store, by prefix."""
+    found: dict[str, set[str]] = {}
+    for key in s3.keys(f"{BASE}/"):
+        prefix, _, file = key.removeprefix(f"{BASE}/").partition("/")
+        found.setdefault(prefix, set()).add(file)
+    return found
+
+
+def test_a_chain_of_incremental_versions_keeps_exactly_what_the_kept_versions_hold(s3):
+    store = open_store(OutputLocation(bucket=s3.bucket, prefix="exports"), "movements_csv")
+    records = {"_index.csv", "_snapshot.csv", "_format.json", "_readback.csv"}
+    v1, v2, v3, v4 = ".v-1", ".v-2", ".v-3", ".v-4"
+    _version(s3, v1, {"a.csv": v1, "b.csv": v1, "c.csv": v1, "d.csv": v1})  # a full export
+    _version(s3, v2, {"a.csv": v1, "b.csv": v2, "c.csv": v1, "d.csv": v1})  # b rewritten
+    store.remove_leftovers(keep={v2, v1})
+    assert _files(s3) == {v1: {"a.csv", "b.csv", "c.csv", "d.csv"} | records, v2: {"b.csv"} | records}
+
+    # The next run starts: only v2 is kept. v1 is retired: the file only it held goes, then its records.
+    store.remove_leftovers(keep={v2})
+    assert _files(s3) == {v1: {"a.csv", "c.csv", "d.csv"}, v2: {"b.csv"} | records}
+    _version(s3, v3, {"a.csv": v1, "b.csv": v2, "c.csv": v3, "d.csv": v1})  # c rewritten
+    store.remove_leftovers(keep={v3, v2})
+    assert _files(s3) == {v1: {"a.csv", "c.csv", "d.csv"}, v2: {"b.csv"} | records, v3: {"c.csv"} | records}
+
+    # A killed run's version (no records) goes whole; a retired version that cleanup already cut short
+    # (its records but _readback.csv gone) is retired again.
+    s3.client().put_object(Bucket=s3.bucket, Key=f"{BASE}/.v-killed/e.csv", Body=b"half\n")
+    s3.client().delete_object(Bucket=s3.bucket, Key=f"{BASE}/{v2}/_index.csv")
+    store.remove_leftovers(keep={v3})
+    assert _files(s3) == {v1: {"a.csv", "d.csv"}, v2: {"b.csv"}, v3: {"c.csv"} | records}
+
+    # A full export holds nothing elsewhere: once v3 is retired, every earlier prefix goes.
+    _version(s3, v4, {"a.csv": v4, "b.csv": v4, "c.csv": v4, "d.csv": v4})
+    store.remove_leftovers(keep={v4, v3})
+    assert set(_files(s3)) == {v1, v2, v3, v4}
+    store.remove_leftovers(keep={v4})
+    assert _files(s3) == {v4: {"a.csv", "b.csv", "c.csv", "d.csv"} | records}
+
+
+def test_the_rejected_version_keeps_its_own_files(s3):
+    store = open_store(OutputLocation(bucket=s3.bucket, prefix="exports"), "movements_csv")
+    _version(s3, ".v-1", {"a.csv": ".v-1", "b.csv": ".v-1"})
+    _version(s3, ".v-2", {"a.csv": ".v-1", "b.csv": ".v-2"})
+    s3.client().put_object(Bucket=s3.bucket, Key=f"{BASE}/_rejected", Body=b".v-2\n")
+    store.remove_leftovers(keep={".v-1"})
+    assert _files(s3)[".v-2"] == {"b.csv", "_index.csv", "_snapshot.csv", "_format.json", "_readback.csv"}
