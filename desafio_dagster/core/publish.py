@@ -101,6 +101,7 @@ class Published:
     rewritten: int = 0  # client files written by this export
     carried: int = 0  # client files carried from the previous version (linked, or on S3 referenced)
     removed: int = 0  # client files of the previous version not in this one
+    cleanup_failed: str = ""  # why removing older versions failed after publication (the next run retries)
 
     @property
     def rows(self) -> int:
@@ -333,11 +334,15 @@ def publish_per_client(
         except BaseException:
             store.discard(version)
             raise
+        cleanup = ""
         with watch("cleanup"):
-            store.remove_leftovers(keep={version, previous} - {None})
+            try:  # published already: a failed cleanup is the next run's to finish, not this run's failure
+                store.remove_leftovers(keep={version, previous} - {None})
+            except Exception as error:
+                cleanup = f"{error}".strip().splitlines()[0] if f"{error}".strip() else type(error).__name__
     return Published(path=store.uri(), version=store.uri(version), version_name=version, index=index, audit=findings,
                      seconds=watch.seconds, rewritten=len(index) - len(carry_index), carried=len(carry_index),
-                     removed=len(plan.removed) if plan else 0)
+                     removed=len(plan.removed) if plan else 0, cleanup_failed=cleanup)
 
 
 def published_as_is(store: Store, plan: Plan) -> Published:
@@ -366,7 +371,8 @@ def _write(view: DataFrame | SnapshotView, target: str, by_client: bool, on_prog
         try:
             table = job.toArrow()
         except Exception as error:  # Py4J and PySpark raise many kinds
-            _wait_for_tasks(spark.sparkContext, first_job)
+            with contextlib.suppress(Exception):  # the job's own error is the one to explain
+                _wait_for_tasks(spark.sparkContext, first_job)
             read_error = re.search(r"SourceReadError: (.+)", str(error))
             if read_error:  # a task could not read the source: explained in the task
                 raise SourceReadError(f"{read_error.group(1).strip()}; nothing was published") from None

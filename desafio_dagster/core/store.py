@@ -36,6 +36,7 @@ import io
 import multiprocessing
 import os
 import shutil
+import threading
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
@@ -160,7 +161,8 @@ class Store(ABC):
 
     @abstractmethod
     def carry(self, source: str, files: list[str], version: str) -> None:
-        """The same bytes as source's files, into version, without reading them here."""
+        """The same bytes as source's files, into version, without reading them here (where the store holds
+        files by reference, nothing: the new version's records name where they are)."""
 
     @abstractmethod
     def sync(self, version: str, files: list[str]) -> None:
@@ -392,6 +394,7 @@ class LocalStore(Store):
 # --- S3 ------------------------------------------------------------------------------------
 
 _FILESYSTEMS: dict = {}
+_CLIENTS_LOCK = threading.Lock()
 
 
 def _endpoint_and_region() -> tuple[str, str]:
@@ -422,23 +425,26 @@ def s3_filesystem():
 def s3_client():
     """boto3's S3 client, from the same variables as s3_filesystem, one per process: for what pyarrow's
     filesystem cannot do in one request (a GET without a HEAD, a PUT with its MD5, a batch of deletes)."""
-    import boto3
+    import boto3.session
     from botocore.config import Config
 
     endpoint, region = _endpoint_and_region()
     key = ("boto3", endpoint, region, os.environ.get("AWS_ACCESS_KEY_ID", ""))
-    if key not in _FILESYSTEMS:
-        url = (endpoint if "://" in endpoint else f"https://{endpoint}") if endpoint else None
-        config = Config(ignore_configured_endpoint_urls=True, connect_timeout=10, read_timeout=60,
-                        max_pool_connections=4 * _IN_FLIGHT)  # the endpoint is ours, blank variables unset
-        _FILESYSTEMS[key] = boto3.client("s3", region_name=region, endpoint_url=url, config=config)
-    return _FILESYSTEMS[key]
+    with _CLIENTS_LOCK:  # a client is thread-safe once made; making one is not (tasks read from threads)
+        if key not in _FILESYSTEMS:
+            url = (endpoint if "://" in endpoint else f"https://{endpoint}") if endpoint else None
+            # The endpoint is ours (blank variables unset). Checksums only where S3 requires them: the PUTs
+            # carry their Content-MD5, and a streamed CRC32 trailer is refused by some S3-compatible servers.
+            config = Config(ignore_configured_endpoint_urls=True, connect_timeout=10, read_timeout=60,
+                            max_pool_connections=4 * _IN_FLIGHT, request_checksum_calculation="when_required",
+                            response_checksum_validation="when_required")
+            _FILESYSTEMS[key] = boto3.session.Session().client("s3", region_name=region, endpoint_url=url, config=config)
+        return _FILESYSTEMS[key]
 
 
 def _no_bucket(uri: str, bucket: str) -> PublishError:
     return PublishError(f"cannot use {uri}: the bucket {bucket} does not exist at the endpoint "
-                        f"({', '.join(AWS_VARIABLES[-2:])}, else AWS's): create it, or fix DESAFIO_OUTPUT_DIR; "
-                        f"nothing was written")
+                        f"({', '.join(AWS_VARIABLES[-2:])}, else AWS's): create it, or fix DESAFIO_OUTPUT_DIR")
 
 
 def _s3_error(error: Exception, what: str) -> PublishError:
@@ -632,8 +638,8 @@ def _s3_read(path: str) -> bytes:
         raise FileNotFoundError(f"s3://{path}") from None
     except client.exceptions.NoSuchBucket:
         raise _no_bucket(f"s3://{path}", bucket) from None
-    except Exception as error:  # botocore raises several kinds: an OSError, as pyarrow's are
-        raise OSError(str(error)) from None
+    except Exception as error:  # botocore raises several kinds
+        raise _s3_error(error, f"cannot read s3://{path}") from None
 
 
 _IN_FLIGHT = 8  # S3 requests a process keeps in flight: each waits on the network, not the GIL
@@ -691,6 +697,7 @@ class _S3Attempt:  # the Spark task's side of S3Store
         self.client = s3_client()
         self.pool, self.pending = ThreadPoolExecutor(max_workers=_IN_FLIGHT), []
         self.unscanned: list[bytes] = []
+        self.unscanned_bytes = 0
         self.scanned: list[pa.Table] = []
 
     def open(self, file: str):
@@ -704,17 +711,21 @@ class _S3Attempt:  # the Spark task's side of S3Store
         self.pending.append(self.pool.submit(self._put, file, data))
         handle.close()
         self.unscanned.append(data)
-        if sum(map(len, self.unscanned)) >= _SCAN_BYTES:
+        self.unscanned_bytes += len(data)
+        if self.unscanned_bytes >= _SCAN_BYTES:
             self._scan()
 
     def _put(self, file: str, data: bytes) -> None:
         digest = base64.b64encode(hashlib.md5(data).digest()).decode()
-        self.client.put_object(Bucket=self.bucket, Key=f"{self.key}/{file}", Body=data, ContentMD5=digest)
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=f"{self.key}/{file}", Body=data, ContentMD5=digest)
+        except Exception as error:  # botocore raises several kinds
+            raise _s3_error(error, f"cannot write s3://{self.bucket}/{self.key}/{file}") from None
 
     def _scan(self) -> None:
         if self.unscanned:
             self.scanned.append(scan_many(self.unscanned))
-            self.unscanned = []
+            self.unscanned, self.unscanned_bytes = [], 0
 
     def finish(self, files: list[str]) -> None:
         try:

@@ -123,6 +123,25 @@ def test_a_populate_queued_behind_the_snapshot_makes_the_tasks_give_way(publishe
     assert_untouched(published)
 
 
+def test_a_cleanup_that_fails_after_publication_is_reported_and_the_version_stays_published(
+        published, source_db, spark_session):
+    from desafio_dagster.core.store import LocalStore
+
+    class CleanupFails(LocalStore):  # the disk refuses to remove the versions before the one just published
+        def remove_leftovers(self, keep: set[str]) -> None:
+            if len(keep) > 1:
+                raise OSError("Device or resource busy")
+            super().remove_leftovers(keep)
+
+    folder, _, version = published
+    with exported_view(source_db, spark_session) as (view, snap):
+        result = publish_per_client(view, CleanupFails(folder.parent, folder.name), snap.clients, by_client=True)
+    assert result.cleanup_failed == "Device or resource busy"
+    assert folder.resolve().name == result.version_name != version.name
+    assert published_files(folder) == expected_files(source_db, True), "the new version is the one published"
+    assert version.exists(), "the previous version, as after any publication"
+
+
 def test_a_populate_that_arrives_mid_export_never_hangs_it(source_db, env_home):
     """A populate with another seed arrives while the export holds its snapshot. The export ends
     either on its snapshot (the populate waits for it; the warning says the source changed) or, if the

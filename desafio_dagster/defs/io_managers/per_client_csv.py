@@ -141,6 +141,9 @@ class PerClientCsvIOManager(dg.ConfigurableIOManager):
             "export_seconds": dg.MetadataValue.json(
                 {phase: round(seconds, 3) for phase, seconds in {**obj.seconds, **published.seconds}.items()}),
         })
+        if published.cleanup_failed:
+            context.log.warning(f"published, but older versions could not be removed ({published.cleanup_failed}); "
+                                f"the next export removes them")
         if plan.mode == "unchanged":
             context.log.info(f"no client changed: {published.path} stays as it was ({published.version_name})")
         else:
