@@ -46,7 +46,7 @@ from desafio_dagster.core.audit import (
     failures,
     manifest_bytes,
 )
-from desafio_dagster.core.errors import TransientError
+from desafio_dagster.core.errors import TransientError, first_line
 from desafio_dagster.core.extract import SourceReadError
 from desafio_dagster.core.incremental import (
     FORMAT_FILE,
@@ -339,7 +339,7 @@ def publish_per_client(
             try:  # published already: a failed cleanup is the next run's to finish, not this run's failure
                 store.remove_leftovers(keep={version, previous} - {None})
             except Exception as error:
-                cleanup = f"{error}".strip().splitlines()[0] if f"{error}".strip() else type(error).__name__
+                cleanup = first_line(error)
     return Published(path=store.uri(), version=store.uri(version), version_name=version, index=index, audit=findings,
                      seconds=watch.seconds, rewritten=len(index) - len(carry_index), carried=len(carry_index),
                      removed=len(plan.removed) if plan else 0, cleanup_failed=cleanup)

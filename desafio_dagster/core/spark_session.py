@@ -160,8 +160,7 @@ def start_session(master: str = "local[*]", conf: dict[str, str] | None = None, 
     try:
         return builder.getOrCreate()
     except Exception as error:  # py4j and the launcher raise many kinds
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise SparkStartError(
-            f"Spark failed to start with master {master!r} and JAVA_HOME={java}: {reason}. "
+            f"Spark failed to start with master {master!r} and JAVA_HOME={java}: {first_line(error)}. "
             f"Check DESAFIO_SPARK_MASTER and the Java installation"
         ) from error

@@ -49,7 +49,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from desafio_dagster.core.audit import MANIFEST_FILE, SCAN_SCHEMA, scan_many
-from desafio_dagster.core.errors import DesafioError
+from desafio_dagster.core.errors import DesafioError, first_line
 from desafio_dagster.core.layout import FORMAT_FILE, INDEX_FILE, READBACK_FILE, read_table
 from desafio_dagster.core.settings import OutputLocation, environment
 
@@ -449,7 +449,7 @@ def _no_bucket(uri: str, bucket: str) -> PublishError:
 
 def _s3_error(error: Exception, what: str) -> PublishError:
     names = ", ".join(AWS_VARIABLES)
-    return PublishError(f"{what}: {str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__}. "
+    return PublishError(f"{what}: {first_line(error)}. "
                         f"Check the bucket exists and the credentials and endpoint in the environment ({names}) "
                         f"allow it; the previous output is untouched")
 
