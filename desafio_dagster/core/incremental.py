@@ -77,14 +77,6 @@ def _readback_of(store: Store, version: str, listing: Listing) -> pa.Table:
     return parse_readback(store.read(version, READBACK_FILE)) if READBACK_FILE in listing else READBACK_SCHEMA.empty_table()
 
 
-def _with_held(store: Store, version: str, listing: Listing, records: pa.Table) -> Listing:
-    """The version's listing, with the files it holds by reference in earlier versions (Store.by_reference)
-    as their records say: no request per carried file."""
-    if not store.by_reference:
-        return listing
-    return listing.with_files(records.filter(pc.not_equal(records["written_in"], version)))
-
-
 def unmodified(records: pa.Table, listing: Listing) -> pa.ChunkedArray:
     """For each record, whether its file is still as it was read back (listed, with the same size and mtime)."""
     return same(records, matched(records["file"], listing.client_files()), ["bytes", "mtime_ns"])
@@ -141,7 +133,7 @@ def plan_export(store: Store, expected: pa.Table, fmt: dict, full_refresh: bool 
     manifest = parse_manifest(store.read(published, MANIFEST_FILE))
     index = parse_index(store.read(published, INDEX_FILE))
     records = _readback_of(store, published, listing)
-    listing = _with_held(store, published, listing, records)
+    listing = store.with_held(published, listing, records)
     # Clients whose file name and figures are those the published version recorded, not asked for, whose
     # file the published version lists in its index and its read-back records, and is still as read back.
     # Each table is aligned to the snapshot's clients first.
@@ -173,7 +165,7 @@ def verified_scans(store: Store, version: str, written_in: str) -> tuple[pa.Tabl
     when they were read back. Returns (scans, files read)."""
     listing = store.files(version)
     records = _readback_of(store, version, listing)
-    listing = _with_held(store, version, listing, records)
+    listing = store.with_held(version, listing, records)
     clients = listing.client_files()
     records = matched(clients["file"], records)
     written = np.flatnonzero(pc.fill_null(pc.equal(records["written_in"], written_in), False).to_numpy(zero_copy_only=False))

@@ -298,19 +298,17 @@ def publish_per_client(
             }), carry_records.select(["file", "written_in", *SCAN_SCHEMA.names])])
             del written  # a million rows at 1M clients: not held through the records and the audit
             with watch("records"):
-                if store.by_reference:  # readers find each file in the version its index row names
-                    located = index.append_column("version", matched(index["file"], scanned)["written_in"])
-                store.write(version, INDEX_FILE, table_bytes(located if store.by_reference else index))
+                # Where files may stay in earlier versions, each index row names the version that holds its file.
+                listed = index.append_column("version", matched(index["file"], scanned)["written_in"]) \
+                    if store.by_reference else index
+                store.write(version, INDEX_FILE, table_bytes(listed))
                 store.write(version, MANIFEST_FILE, manifest_bytes(expected))
                 store.write(version, FORMAT_FILE, format_bytes(fmt))
             # The client set from the version itself (one listing, which also gives each file's size and
             # mtime for _readback.csv; the files it holds by reference as their records say): a file the
             # summaries missed is still judged.
             with watch("listing"):
-                listing = store.files(version)
-                if store.by_reference:
-                    listing = listing.with_files(carry_records)
-                clients = listing.client_files()
+                clients = store.with_held(version, store.files(version), carry_records).client_files()
                 known = matched(clients["file"], scanned)  # each listed file's scan, nulls where none came
                 reported = pc.is_valid(known["file"])
                 missed = pc.filter(clients["file"], pc.invert(reported)).to_pylist()

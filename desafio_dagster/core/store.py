@@ -144,6 +144,12 @@ class Store(ABC):
     def files(self, version: str) -> Listing:
         """Every file of a version (one listing)."""
 
+    def with_held(self, version: str, listing: Listing, records: pa.Table) -> Listing:
+        """The version's listing and the files it holds by reference in earlier versions: those of records
+        (file, bytes, mtime_ns, written_in) written elsewhere, as recorded (no request per file). A store
+        that carries files into the version itself holds none."""
+        return listing
+
     @abstractmethod
     def read(self, version: str, file: str) -> bytes:
         """A version's file."""
@@ -526,6 +532,9 @@ class S3Store(Store):
         except OSError as error:
             raise _s3_error(error, f"cannot list {self.uri(version)}") from None
         return Listing.of(infos)
+
+    def with_held(self, version: str, listing: Listing, records: pa.Table) -> Listing:
+        return listing.with_files(records.filter(pc.not_equal(records["written_in"], version)))
 
     def read(self, version: str, file: str) -> bytes:
         return _s3_read(self._path(version, file))
