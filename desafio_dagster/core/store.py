@@ -399,53 +399,55 @@ class LocalStore(Store):
 
 # --- S3 ------------------------------------------------------------------------------------
 
-_FILESYSTEMS: dict = {}
+_CLIENTS: dict = {}  # per process: one pyarrow filesystem and one boto3 client per endpoint, region and key id
 _CLIENTS_LOCK = threading.Lock()
 
 
-def _endpoint_and_region() -> tuple[str, str]:
+def _per_process(kind: str, make: Callable[[str, str], object]):
+    """make(endpoint URL, or "" for AWS's, region), once per process for the standard AWS variables: the
+    endpoint from AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL (https:// unless it names a scheme), the region
+    from AWS_REGION or AWS_DEFAULT_REGION. Credentials are read by the SDKs from the environment."""
     endpoint = (environment("AWS_ENDPOINT_URL_S3") or environment("AWS_ENDPOINT_URL")).strip()
-    return endpoint, (environment("AWS_REGION") or environment("AWS_DEFAULT_REGION") or "us-east-1").strip()
+    endpoint = endpoint if not endpoint or "://" in endpoint else f"https://{endpoint}"
+    region = (environment("AWS_REGION") or environment("AWS_DEFAULT_REGION") or "us-east-1").strip()
+    key = (kind, endpoint, region, os.environ.get("AWS_ACCESS_KEY_ID", ""))
+    with _CLIENTS_LOCK:  # a client is thread-safe once made; making one is not (tasks read from threads)
+        if key not in _CLIENTS:
+            _CLIENTS[key] = make(endpoint, region)
+        return _CLIENTS[key]
 
 
 def s3_filesystem():
-    """pyarrow's S3FileSystem from the standard AWS variables, one per process (the Spark tasks open their
-    own). Credentials (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN) are read by the AWS SDK
-    from the environment, never passed around; the region from AWS_REGION or AWS_DEFAULT_REGION; the
-    endpoint from AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL, which pyarrow does not read by itself."""
+    """pyarrow's S3FileSystem (listings, records), which does not read the endpoint variables by itself."""
     from pyarrow import fs
 
-    endpoint, region = _endpoint_and_region()
-    key = (endpoint, region, os.environ.get("AWS_ACCESS_KEY_ID", ""))
-    if key not in _FILESYSTEMS:
+    def make(endpoint: str, region: str):
         # allow_delayed_open: a small file is one PutObject on close, not a three-request multipart upload.
         options = {"region": region, "connect_timeout": 10, "request_timeout": 60, "allow_delayed_open": True,
                    "check_directory_existence_before_creation": False}
         if endpoint:
-            parts = urlsplit(endpoint if "://" in endpoint else f"https://{endpoint}")
+            parts = urlsplit(endpoint)
             options |= {"endpoint_override": parts.netloc + parts.path.rstrip("/"), "scheme": parts.scheme}
-        _FILESYSTEMS[key] = fs.S3FileSystem(**options)
-    return _FILESYSTEMS[key]
+        return fs.S3FileSystem(**options)
+
+    return _per_process("pyarrow", make)
 
 
 def s3_client():
-    """boto3's S3 client, from the same variables as s3_filesystem, one per process: for what pyarrow's
-    filesystem cannot do in one request (a GET without a HEAD, a PUT with its MD5, a batch of deletes)."""
+    """boto3's S3 client: for what pyarrow's filesystem cannot do in one request (a GET without a HEAD, a
+    PUT with its MD5, a batch of deletes)."""
     import boto3.session
     from botocore.config import Config
 
-    endpoint, region = _endpoint_and_region()
-    key = ("boto3", endpoint, region, os.environ.get("AWS_ACCESS_KEY_ID", ""))
-    with _CLIENTS_LOCK:  # a client is thread-safe once made; making one is not (tasks read from threads)
-        if key not in _FILESYSTEMS:
-            url = (endpoint if "://" in endpoint else f"https://{endpoint}") if endpoint else None
-            # The endpoint is ours (blank variables unset). Checksums only where S3 requires them: the PUTs
-            # carry their Content-MD5, and a streamed CRC32 trailer is refused by some S3-compatible servers.
-            config = Config(ignore_configured_endpoint_urls=True, connect_timeout=10, read_timeout=60,
-                            max_pool_connections=4 * _IN_FLIGHT, request_checksum_calculation="when_required",
-                            response_checksum_validation="when_required")
-            _FILESYSTEMS[key] = boto3.session.Session().client("s3", region_name=region, endpoint_url=url, config=config)
-        return _FILESYSTEMS[key]
+    def make(endpoint: str, region: str):
+        # The endpoint is ours (blank variables unset). Checksums only where S3 requires them: the PUTs
+        # carry their Content-MD5, and a streamed CRC32 trailer is refused by some S3-compatible servers.
+        config = Config(ignore_configured_endpoint_urls=True, connect_timeout=10, read_timeout=60,
+                        max_pool_connections=4 * _IN_FLIGHT, request_checksum_calculation="when_required",
+                        response_checksum_validation="when_required")
+        return boto3.session.Session().client("s3", region_name=region, endpoint_url=endpoint or None, config=config)
+
+    return _per_process("boto3", make)
 
 
 def _no_bucket(uri: str, bucket: str) -> PublishError:
@@ -471,6 +473,8 @@ class S3Store(Store):
     def __init__(self, bucket: str, prefix: str, name: str):
         self.bucket, self.prefix, self.name = bucket, prefix, name
         self.base = "/".join(part for part in (bucket, prefix, name) if part)  # pyarrow's path: bucket/key
+        self.key_prefix = "/".join(part for part in (prefix, name) if part) + "/"  # the versions' key prefix, for boto3
+        self._kept: dict[str, pa.Table] = {}  # _held of the versions a cleanup kept: they do not change
 
     @property
     def fs(self):
@@ -570,17 +574,11 @@ class S3Store(Store):
     def discard(self, version: str) -> None:
         """Every object under the version's prefix, listed and deleted a thousand at a time (pyarrow's
         delete_dir would leave an empty "folder" object behind); best effort: the next cleanup retries."""
-        base = self._key_base()
         try:
-            pages = s3_client().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=f"{base}{version}/")
-            keys = [item["Key"].removeprefix(base) for page in pages for item in page.get("Contents", [])]
-            self._delete(keys)
+            pages = s3_client().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=f"{self.key_prefix}{version}/")
+            self._delete([item["Key"].removeprefix(self.key_prefix) for page in pages for item in page.get("Contents", [])])
         except Exception:  # botocore's kinds, or PublishError: on a failure path, never hide the first error
             pass
-
-    def _key_base(self) -> str:
-        """The store's key prefix, with its slash ("" at the bucket's root)."""
-        return self.base.removeprefix(self.bucket).lstrip("/") + "/" if self.base != self.bucket else ""
 
     def _held(self, version: str) -> pa.Table | None:
         """Each client file of version and the version holding it (file, written_in), from its _readback.csv;
@@ -593,9 +591,9 @@ class S3Store(Store):
     def _delete(self, keys: list[str]) -> None:
         """Delete keys (relative to the store's base), a thousand per request (DeleteObjects). pyarrow deletes
         one key in three requests (a HEAD, the DELETE, and a PUT of a folder marker), so boto3 does this."""
-        base, client = self._key_base(), s3_client()
+        client = s3_client()
         for start in range(0, len(keys), 1000):
-            objects = [{"Key": base + key} for key in keys[start : start + 1000]]
+            objects = [{"Key": self.key_prefix + key} for key in keys[start : start + 1000]]
             try:
                 errors = client.delete_objects(Bucket=self.bucket, Delete={"Objects": objects, "Quiet": True}).get("Errors")
             except Exception as error:  # botocore raises several kinds
@@ -612,7 +610,10 @@ class S3Store(Store):
         from pyarrow import fs
 
         rejected = self._name_in(REJECTED_FILE)
-        held = [table for version in keep if (table := self._held(version)) is not None]
+        for version in keep - self._kept.keys():  # read once per store: a publication cleans up before and after
+            if (table := self._held(version)) is not None:
+                self._kept[version] = table
+        held = [self._kept[version] for version in keep if version in self._kept]
         held = pa.concat_tables(held) if held else _HELD_SCHEMA.empty_table()
         live = set(pc.unique(held["written_in"]).to_pylist()) | keep | {rejected}
         kept_keys = pc.binary_join_element_wise(held["written_in"], held["file"], "/")
@@ -620,6 +621,7 @@ class S3Store(Store):
         for name in sorted(i.base_name for i in infos if i.type == fs.FileType.Directory and i.base_name.startswith(".v-")):
             if name in keep or name == rejected:
                 continue
+            self._kept.pop(name, None)
             retired = self._held(name)
             if retired is not None:
                 keys = pc.binary_join_element_wise(retired["written_in"], retired["file"], "/")
