@@ -101,9 +101,13 @@ def _long_digit_run(data: bytes) -> bool:
     return _LONG_DIGIT_RUN in data.translate(_DIGITS_TO_ZERO)
 
 
-def _scan(data: bytes, values: pa.Array | None) -> FileScan:
-    rows, total = (None, None) if values is None else (len(values), pc.sum(values).as_py() or Decimal(0))
-    return FileScan(_header_ok(data), rows, total, _long_digit_run(data))
+def _rows_and_total(body: bytes) -> tuple[int | None, Decimal | None]:
+    """A file's rows and value sum, from its bytes after the header (None, None where they do not parse)."""
+    try:
+        values = _values(body)
+    except pa.ArrowInvalid:
+        return None, None
+    return len(values), pc.sum(values).as_py() or Decimal(0)
 
 
 def scan_file(path: Path | str) -> FileScan:
@@ -113,10 +117,7 @@ def scan_file(path: Path | str) -> FileScan:
 
 def scan_bytes(data: bytes) -> FileScan:
     """One client file's bytes, read back."""
-    try:
-        return _scan(data, _values(data.partition(b"\n")[2]))
-    except pa.ArrowInvalid:
-        return _scan(data, None)
+    return FileScan(_header_ok(data), *_rows_and_total(data.partition(b"\n")[2]), _long_digit_run(data))
 
 
 def scan_files(paths: list[Path], batch_bytes: int = 16 << 20) -> pa.Table:
@@ -150,6 +151,7 @@ def _scan_batch(datas: list[bytes]) -> pa.Table:
     simple = np.flatnonzero([b'"' not in body and (not body or body.endswith(b"\n")) for body in bodies])
     rows: list[int | None] = [None] * len(datas)
     totals: list[Decimal | None] = [None] * len(datas)
+    done = np.zeros(len(datas), bool)
     try:
         values = _values(b"".join(bodies[i] for i in simple))
     except pa.ArrowInvalid:
@@ -160,11 +162,9 @@ def _scan_batch(datas: list[bytes]) -> pa.Table:
         bounds = np.r_[0, np.cumsum(counts[simple])]
         for i, count, total in zip(simple.tolist(), counts[simple].tolist(), (cents[bounds[1:]] - cents[bounds[:-1]]).tolist()):
             rows[i], totals[i] = count, Decimal(total).scaleb(-2)
-    else:
-        simple = []
-    for i in sorted(set(range(len(datas))) - set(simple)):  # quoted fields, no final newline, or no parse
-        scan = scan_bytes(datas[i])
-        rows[i], totals[i] = scan.rows, scan.total
+        done[simple] = True
+    for i in np.flatnonzero(~done).tolist():  # quoted fields, no final newline, or no parse: one by one
+        rows[i], totals[i] = _rows_and_total(bodies[i])
     return pa.table([pa.array([_header_ok(data) for data in datas], pa.bool_()), pa.array(rows, pa.int64()),
                      pa.array(totals, pa.decimal128(18, 2)), pa.array([_long_digit_run(data) for data in datas], pa.bool_())],
                     schema=SCAN_SCHEMA)

@@ -171,7 +171,7 @@ def verified_scans(store: Store, version: str, written_in: str) -> tuple[pa.Tabl
     written = np.flatnonzero(pc.fill_null(pc.equal(records["written_in"], written_in), False).to_numpy(zero_copy_only=False))
     reread = np.zeros(len(records), bool)
     reread[written[:: store.reread_every]] = True
-    trusted = pc.and_(pc.and_(pc.is_valid(records["file"]), pa.array(~reread)), unmodified(records, listing))
+    trusted = pc.and_(pa.array(~reread), unmodified(records, listing))  # a file without a record is not unmodified
     to_read = pc.filter(clients["file"], pc.invert(trusted)).to_pylist()
     read = store.scan(version, to_read).add_column(0, "file", pa.array(to_read, pa.string()))
     scans = pa.concat_tables([records.filter(trusted).select(read.column_names), read]).sort_by("file")

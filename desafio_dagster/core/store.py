@@ -695,7 +695,7 @@ class _LocalAttempt:  # the Spark task's side of LocalStore
 
     def scans(self, files: list[str]) -> pa.Table:
         """The files read back from the disk, in order (audit.scan_many)."""
-        return scan_many(_read_files(self.version, files))
+        return _scan_files(self.version, files)
 
 
 class _S3Attempt:  # the Spark task's side of S3Store
