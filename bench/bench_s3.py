@@ -89,12 +89,8 @@ def _figures(manifest: bytes) -> list[dict]:
     return [{k: v for k, v in row.items() if k != "fingerprint"} for row in rows]
 
 
-def published(port: int, output: str) -> str:
+def published(client, output: str) -> str:
     """The version an S3 output's pointer names (read with boto3: the counter sees it as "other")."""
-    import boto3
-
-    client = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
-                          aws_access_key_id="bench", aws_secret_access_key="bench-secret")
     bucket, _, prefix = output.removeprefix("s3://").partition("/")
     return client.get_object(Bucket=bucket, Key=f"{prefix}/movements_csv/_published")["Body"].read().decode().strip()
 
@@ -111,7 +107,6 @@ def main() -> None:
 
     import boto3
     from moto.server import ThreadedMotoServer
-    from pyarrow import fs
 
     sys.path.insert(0, str(Path(__file__).parents[1]))
     from desafio_dagster_tests.helpers import free_port
@@ -132,8 +127,9 @@ def main() -> None:
     server.start()
     aws = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench-secret", "AWS_REGION": "us-east-1",
            "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
-    boto3.client("s3", endpoint_url=aws["AWS_ENDPOINT_URL"], region_name="us-east-1", aws_access_key_id="bench",
-                 aws_secret_access_key="bench-secret").create_bucket(Bucket="desafio-bench")
+    client = boto3.client("s3", endpoint_url=aws["AWS_ENDPOINT_URL"], region_name="us-east-1",
+                          aws_access_key_id="bench", aws_secret_access_key="bench-secret")
+    client.create_bucket(Bucket="desafio-bench")
     times: dict[str, list[float]] = {"local": [], "s3": []}
     peaks: dict[str, list[int]] = {"local": [], "s3": []}
     requests: collections.Counter = collections.Counter()
@@ -152,7 +148,7 @@ def main() -> None:
                     times[side].append(seconds)
                     peaks[side].append(peak)
                     if side == "s3":
-                        requests, full_version = counter.counts - before, published(port, output)
+                        requests, full_version = counter.counts - before, published(client, output)
                     print(f"  {side:<5} export {seconds:6.1f} s  peak {mib(peak)}", flush=True)
 
             # An incremental export to S3 after 1% of the clients changed: what it costs per written client,
@@ -161,25 +157,23 @@ def main() -> None:
             before = collections.Counter(counter.counts)
             seconds, peak, _ = run_measured(EXPORT, env | aws | {"DESAFIO_OUTPUT_DIR": f"s3://desafio-bench/run-{args.repeat - 1}"})
             incremental = counter.counts - before
-            incremental_version = published(port, f"s3://desafio-bench/run-{args.repeat - 1}")
+            incremental_version = published(client, f"s3://desafio-bench/run-{args.repeat - 1}")
             print(f"  s3    incremental export ({changed:,} clients changed) {seconds:6.1f} s  peak {mib(peak)}", flush=True)
 
             # Same bytes: the incremental S3 version, each file read where its index says (the README's
-            # reader), against the last local version (the changed clients' rows are the same).
-            os.environ.update(aws)
-            s3 = fs.S3FileSystem(region="us-east-1", endpoint_override=f"127.0.0.1:{port}", scheme="http")
-            base = f"desafio-bench/run-{args.repeat - 1}/movements_csv"
-            with s3.open_input_stream(f"{base}/_published") as handle:
-                version = handle.read().decode().strip()
-            with s3.open_input_stream(f"{base}/{version}/_index.csv") as handle:
-                index = list(csv.DictReader(io.StringIO(handle.read().decode("utf-8"), newline="")))
+            # reader), against the last local version (the changed clients' rows are the same). One GET each.
+            base = f"run-{args.repeat - 1}/movements_csv"
+
+            def get(key: str) -> bytes:
+                return client.get_object(Bucket="desafio-bench", Key=f"{base}/{key}")["Body"].read()
+
+            version = incremental_version
+            index = list(csv.DictReader(io.StringIO(get(f"{version}/_index.csv").decode("utf-8"), newline="")))
             local = (Path(work) / f"local-{args.repeat - 1}" / "out" / "movements_csv").resolve()
             same = sorted(p.name for p in local.iterdir() if not p.name.startswith("_")) == sorted(r["file"] for r in index)
-            for row in index:
-                with s3.open_input_stream(f"{base}/{row['version']}/{row['file']}") as handle:
-                    same = same and handle.read() == (local / row["file"]).read_bytes()
-            with s3.open_input_stream(f"{base}/{version}/_snapshot.csv") as handle:  # but the changed row versions
-                same = same and _figures(handle.read()) == _figures((local / "_snapshot.csv").read_bytes())
+            same = same and all(get(f"{row['version']}/{row['file']}") == (local / row["file"]).read_bytes() for row in index)
+            # _snapshot.csv but the fingerprints of the changed row versions.
+            same = same and _figures(get(f"{version}/_snapshot.csv")) == _figures((local / "_snapshot.csv").read_bytes())
     finally:
         server.stop()
 

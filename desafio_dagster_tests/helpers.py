@@ -363,8 +363,9 @@ class S3:
         """helpers.snapshot of the published version: its client files (read where the index says), its
         records but _readback.csv, and its index's rows without the version that holds each file."""
         version = self.published(name)
-        records = {n: data for n, data in self.version_files(version, name).items()
-                   if n.startswith("_") and n not in (READBACK_FILE, "_index.csv")}
+        base = f"{self.prefix}/{name}/{version}/"
+        records = {key.removeprefix(base): self.get(key) for key in self.keys(base)
+                   if key.removeprefix(base).startswith("_") and key.removeprefix(base) not in (READBACK_FILE, "_index.csv")}
         index = [{k: v for k, v in row.items() if k != "version"} for row in self.index(version, name)]
         return {**self.located_files(version, name), **records, "_index.csv": index}
 
