@@ -2,6 +2,8 @@
 fresh database per test, dropped afterwards."""
 
 import os
+import shutil
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -11,6 +13,8 @@ from psycopg.conninfo import conninfo_to_dict
 from desafio_dagster.core.fakedata import generate
 from desafio_dagster.core.source_db import SourceDatabase, embedded_url, stop_embedded
 from desafio_dagster_tests.helpers import SMALL, fresh_database
+
+SPARK_HOME_VARIABLE = "DESAFIO_TEST_SPARK_HOME"
 
 
 @pytest.fixture(scope="session")
@@ -80,16 +84,52 @@ def env_home(tmp_path, monkeypatch) -> Path:
     """DESAFIO_HOME and DESAFIO_OUTPUT_DIR in a temporary folder."""
     monkeypatch.setenv("DESAFIO_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("DESAFIO_OUTPUT_DIR", str(tmp_path / "data"))
-    return tmp_path
+    yield tmp_path
+    from desafio_dagster.core.connect_server import stop_server
+
+    stop_server(tmp_path / "home")  # a project server a test started there (the run's own is elsewhere)
+
+
+def pytest_configure(config):
+    """The run's Spark Connect server gets a folder of its own, shared by the xdist workers (they inherit it)."""
+    if not hasattr(config, "workerinput") and not os.environ.get(SPARK_HOME_VARIABLE):
+        os.environ[SPARK_HOME_VARIABLE] = tempfile.mkdtemp(prefix="desafio-test-spark-")
+
+
+def pytest_unconfigure(config):
+    if not hasattr(config, "workerinput") and (home := os.environ.pop(SPARK_HOME_VARIABLE, "")):
+        from desafio_dagster.core.connect_server import stop_server
+
+        stop_server(Path(home))
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def spark_server():
+    """One warm Spark Connect server (local[2]) for the whole test run: the first worker starts it, the
+    others reuse it. Every test, and every command a test starts, reaches it as a server of one's own
+    (DESAFIO_SPARK_MASTER=sc://...), unless the test sets a master of its own."""
+    from desafio_dagster.core.spark_session import project_server
+
+    server = project_server("local[2]", home=Path(os.environ[SPARK_HOME_VARIABLE]))
+    os.environ.update({"DESAFIO_SPARK_MASTER": server.url, "SPARK_CONNECT_AUTHENTICATE_TOKEN": server.token,
+                       "DESAFIO_TASK_SECRET": server.task_key})
+    return server
 
 
 @pytest.fixture
-def spark_session():
-    """A local Spark session for tests that call the pure Spark modules directly (the active
-    one, or a new one in the same JVM after a Dagster run stopped it)."""
-    from desafio_dagster.core.spark_session import start_session
+def connected(spark_server):
+    """A Spark Connect session on the run's server, for tests that call the pure Spark modules directly."""
+    from desafio_dagster.core.spark_session import connect
 
-    return start_session("local[2]")
+    connected = connect(spark_server.url)
+    yield connected
+    connected.session.stop()
+
+
+@pytest.fixture
+def spark_session(connected):
+    return connected.session
 
 
 @pytest.fixture

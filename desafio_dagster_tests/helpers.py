@@ -377,3 +377,25 @@ class S3:
             assert rows[0] == CONTRACT, file
             files[file] = rows[1:]
         return files
+
+
+def own_project_server(env: dict[str, str], home: Path, conf_dir: Path | None = None) -> dict[str, str]:
+    """env for a command that starts the project's own Spark Connect server (the default engine) under home,
+    instead of reaching the test run's server; with SPARK_CONF_DIR=conf_dir if given. Stop it with
+    connect_server.stop_server(home)."""
+    env = {name: value for name, value in env.items()
+           if name not in ("SPARK_CONNECT_AUTHENTICATE_TOKEN", "DESAFIO_TASK_SECRET")}
+    env.update({"DESAFIO_SPARK_MASTER": "local[2]", "DESAFIO_HOME": str(home)})
+    if conf_dir is not None:
+        env["SPARK_CONF_DIR"] = str(conf_dir)
+    return env
+
+
+def project_server_traces(home: Path) -> str:
+    """What the project's server under home shows of itself: its environment and its log."""
+    from desafio_dagster.core.connect_server import running_server, state_dir
+
+    pid = running_server(home)
+    assert pid, f"no project server runs under {home}"
+    environ = Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace")
+    return environ + "\n" + (state_dir(home) / "server.log").read_text(errors="replace")

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -71,7 +70,8 @@ from desafio_dagster.core.layout import (
     table_bytes,
 )
 from desafio_dagster.core.progress import Stopwatch
-from desafio_dagster.core.spark_session import spark_job_error
+from desafio_dagster.core.sealed import unseal_into_environment
+from desafio_dagster.core.spark_session import spark_job_error, task_slots
 from desafio_dagster.core.store import PublishError, Store, open_attempt, open_store, read_s3_files
 from desafio_dagster.core.transform import KEY_COLUMNS, RangeReader, SnapshotView
 
@@ -138,98 +138,101 @@ def _line_bytes(lines: pa.Array) -> tuple[np.ndarray, np.ndarray, memoryview]:
     return offsets, counted, memoryview(data if data is not None else b"")
 
 
-def _task_writer(target: str, reader: RangeReader | None = None) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
+def _task_writer(target: str, reader: RangeReader | None = None,
+                 sealed: str = "") -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
     """mapInArrow function: write this partition's clients (rows sorted by client) into the version at target
     (Store.task_target: a local folder, or the S3 version; see open_attempt).
-    With a reader, the partition holds range indexes: the task reads and joins those ranges itself."""
+    With a reader, the partition holds range indexes: the task reads and joins those ranges itself.
+    sealed: the task's credentials (sealed.py)."""
 
     def write(batches):
+        unseal_into_environment(sealed)
         if reader is not None:
             batches = reader.read_and_join(batches)
         context = TaskContext.get()
-        attempt = open_attempt(target, context.partitionId(), context.taskAttemptId())
-        summary: list[list] = []
-        handle = None
-        started = time.monotonic()
-        try:
-            for batch in batches:
-                ids = batch.column("client_id").to_numpy(zero_copy_only=False)
-                if len(ids) == 0:
-                    continue
-                starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
-                ends = np.r_[starts[1:], len(ids)]
-                offsets, counted, data = _line_bytes(csv_lines(batch))
-                firsts = batch.take(pa.array(starts))  # each client's first row: its names
-                names, surnames = (firsts.column(c).to_pylist() for c in ("nome_associado", "sobrenome_associado"))
-                file_names = client_file_names(firsts.column("client_id"), firsts.column("nome_associado"),
-                                               firsts.column("sobrenome_associado")).to_pylist()
-                for client, (start, end) in enumerate(zip(starts.tolist(), ends.tolist())):
-                    client_id = int(ids[start])
-                    if not summary or summary[-1][0] != client_id:
-                        if handle:
-                            attempt.close(summary[-1][3], handle)
-                            handle = None
-                        nome, sobrenome, name = names[client], surnames[client], file_names[client]
-                        handle = attempt.open(name)
-                        handle.write(_HEADER_BYTES)
-                        summary.append([client_id, nome, sobrenome, name, 0])
-                    handle.write(data[offsets[start] : offsets[end]])
-                    summary[-1][4] += int(counted[end] - counted[start])
-            if handle:
-                attempt.close(summary[-1][3], handle)
-                handle = None
-        finally:
-            if handle:  # a failed attempt: its unfinished file is dropped
-                handle.close()
-        files = [row[3] for row in summary]
-        syncing = time.monotonic()
-        attempt.finish(files)  # in the version, durable before the driver publishes it
-        if summary:
-            reading = time.monotonic()
-            scans = attempt.scans(files)  # read back (or, on S3, as sent and checked), in order, for the audit
-            phases = [syncing - started, reading - syncing, time.monotonic() - reading]
-            columns = list(zip(*summary))
-            yield pa.RecordBatch.from_arrays(
-                [*(pa.array(values, field.type) for values, field in zip(columns, INDEX_SCHEMA)),
-                 *(column.combine_chunks() for column in scans.columns),
-                 *(pa.array([seconds / len(summary)] * len(summary), pa.float64()) for seconds in phases)],
-                schema=_SUMMARY_SCHEMA)
+        # Held until the task ends (or its process dies): the driver waits for it before removing the attempt.
+        with open_attempt(target, context.partitionId(), context.taskAttemptId()) as attempt:
+            summary: list[list] = []
+            handle = None
+            started = time.monotonic()
+            try:
+                for batch in batches:
+                    ids = batch.column("client_id").to_numpy(zero_copy_only=False)
+                    if len(ids) == 0:
+                        continue
+                    starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+                    ends = np.r_[starts[1:], len(ids)]
+                    offsets, counted, data = _line_bytes(csv_lines(batch))
+                    firsts = batch.take(pa.array(starts))  # each client's first row: its names
+                    names, surnames = (firsts.column(c).to_pylist() for c in ("nome_associado", "sobrenome_associado"))
+                    file_names = client_file_names(firsts.column("client_id"), firsts.column("nome_associado"),
+                                                   firsts.column("sobrenome_associado")).to_pylist()
+                    for client, (start, end) in enumerate(zip(starts.tolist(), ends.tolist())):
+                        client_id = int(ids[start])
+                        if not summary or summary[-1][0] != client_id:
+                            if handle:
+                                attempt.close(summary[-1][3], handle)
+                                handle = None
+                            nome, sobrenome, name = names[client], surnames[client], file_names[client]
+                            handle = attempt.open(name)
+                            handle.write(_HEADER_BYTES)
+                            summary.append([client_id, nome, sobrenome, name, 0])
+                        handle.write(data[offsets[start] : offsets[end]])
+                        summary[-1][4] += int(counted[end] - counted[start])
+                if handle:
+                    attempt.close(summary[-1][3], handle)
+                    handle = None
+            finally:
+                if handle:  # a failed attempt: its unfinished file is dropped
+                    handle.close()
+            files = [row[3] for row in summary]
+            syncing = time.monotonic()
+            attempt.finish(files)  # in the version, durable before the driver publishes it
+            if summary:
+                reading = time.monotonic()
+                scans = attempt.scans(files)  # read back (or, on S3, as sent and checked), in order, for the audit
+                phases = [syncing - started, reading - syncing, time.monotonic() - reading]
+                columns = list(zip(*summary))
+                yield pa.RecordBatch.from_arrays(
+                    [*(pa.array(values, field.type) for values, field in zip(columns, INDEX_SCHEMA)),
+                     *(column.combine_chunks() for column in scans.columns),
+                     *(pa.array([seconds / len(summary)] * len(summary), pa.float64()) for seconds in phases)],
+                    schema=_SUMMARY_SCHEMA)
 
     # What the plan, Spark's UI and its event log show for the stage.
     write.__name__ = "read_join_and_write_client_files" if reader is not None else "write_client_files"
     return write
 
 
+class _Progress:
+    """Spark Connect's progress of the running job as (tasks done, tasks known, seconds), passed on at most
+    every few seconds while it runs, and once when it is done."""
+
+    def __init__(self, on_progress: Callable[[int, int, float], None], every: float = 5.0):
+        self.on_progress, self.every = on_progress, every
+        self.started = self.last = time.monotonic()
+
+    def __call__(self, stages, inflight_tasks: int, operation_id: str | None, done: bool) -> None:
+        now = time.monotonic()
+        stages = list(stages or [])
+        if stages and (done or now - self.last >= self.every):
+            self.last = now
+            self.on_progress(sum(s.num_completed_tasks for s in stages), sum(s.num_tasks for s in stages),
+                             now - self.started)
+
+
 @contextlib.contextmanager
-def _reporting(spark_context, on_progress: Callable[[int, int, float], None] | None, every: float = 5.0):
-    """While the body runs, report (tasks done, tasks known, seconds) of Spark's active stages."""
+def _reporting(spark, on_progress: Callable[[int, int, float], None] | None):
+    """While the body runs, report the progress of its Spark jobs (see _Progress)."""
     if on_progress is None:
         yield
         return
-    stop, started, tracker = threading.Event(), time.monotonic(), spark_context.statusTracker()
-    first_job = max(tracker.getJobIdsForGroup(None) or [-1]) + 1
-
-    def report(stage_ids) -> None:
-        stages = [s for s in map(tracker.getStageInfo, stage_ids) if s is not None]
-        if stages:
-            on_progress(sum(s.numCompletedTasks for s in stages), sum(s.numTasks for s in stages),
-                        time.monotonic() - started)
-
-    def every_few_seconds():
-        while not stop.wait(every):
-            report(tracker.getActiveStageIds())
-
-    thread = threading.Thread(target=every_few_seconds, daemon=True)
-    thread.start()
+    handler = _Progress(on_progress)
+    spark.registerProgressHandler(handler)
     try:
         yield
     finally:
-        stop.set()
-        thread.join()
-    # Once more at the end, whatever the body's length: the last job's stages, all done.
-    jobs = [job for job in tracker.getJobIdsForGroup(None) if job >= first_job]
-    if jobs and (info := tracker.getJobInfo(max(jobs))) is not None:
-        report(info.stageIds)
+        spark.removeProgressHandler(handler)
 
 
 def publish_per_client(
@@ -241,6 +244,7 @@ def publish_per_client(
     by_client: bool = False,
     on_progress: Callable[[int, int, float], None] | None = None,
     plan: Plan | None = None,
+    sealed: str | None = None,
 ) -> Published:
     """Write view (see transform.snapshot_view) as a new version of name's per-client files plus _index.csv
     in output (a local folder, or a Store: store.py), audit it against expected (the source snapshot's
@@ -255,6 +259,7 @@ def publish_per_client(
 
     A failed audit raises AuditError, keeps the rejected version (locally at output/.<name>.rejected-*)
     and publishes nothing. on_progress(tasks done, tasks, seconds) is called every few seconds while Spark writes.
+    sealed: the tasks' credentials (sealed.py); a SnapshotView's own by default.
     The driver's work is in Arrow, column at a time: nothing per client but the carried files' links
     (on S3, nothing: the index names the version that holds each carried file)."""
     store = output if isinstance(output, Store) else open_store(output, name)
@@ -276,7 +281,8 @@ def publish_per_client(
             store.open_version(version)
             with watch("spark_job"):
                 written = _SUMMARY_SCHEMA.empty_table() if view is None else _write(
-                    view, store.task_target(version), by_client, on_progress)
+                    view, store.task_target(version), by_client, on_progress,
+                    view.reader.sealed if sealed is None and isinstance(view, SnapshotView) else sealed or "")
                 store.drop_attempts(version)
             for phase in ("write", "sync", "scan"):  # summed over the tasks, which run in parallel
                 watch.add(f"tasks_{phase}", pc.sum(written[f"{phase}_seconds"]).as_py() or 0.0)
@@ -353,24 +359,22 @@ def published_as_is(store: Store, plan: Plan) -> Published:
                      seconds={}, carried=len(index))
 
 
-def _write(view: DataFrame | SnapshotView, target: str, by_client: bool, on_progress) -> pa.Table:
+def _write(view: DataFrame | SnapshotView, target: str, by_client: bool, on_progress, sealed: str) -> pa.Table:
     """Run the Spark job that writes the view's clients to target: one summary per client file (_SUMMARY_SCHEMA),
     by client id. The summaries come back as one Arrow table (no Row object per client on the driver)."""
     if isinstance(view, SnapshotView):  # read, join and write in one Python function per task
-        spark, job = view.spark, view.indexes().mapInArrow(_task_writer(target, view.reader), _SUMMARY_TYPE)
+        spark, job = view.spark, view.indexes().mapInArrow(_task_writer(target, view.reader, sealed),
+                                                         _SUMMARY_TYPE)
     else:
         spark, prepared = view.sparkSession, view.select(*KEY_COLUMNS, *CSV_COLUMNS)
         if not by_client:
-            prepared = prepared.repartition(max(2, spark.sparkContext.defaultParallelism * 2), "client_id")
+            prepared = prepared.repartition(max(2, task_slots(spark) * 2), "client_id")
             prepared = prepared.sortWithinPartitions("client_id", "movement_time", "movement_id")
-        job = prepared.mapInArrow(_task_writer(target), _SUMMARY_TYPE)
-    first_job = max(spark.sparkContext.statusTracker().getJobIdsForGroup(None) or [-1]) + 1
-    with _reporting(spark.sparkContext, on_progress):
+        job = prepared.mapInArrow(_task_writer(target, sealed=sealed), _SUMMARY_TYPE)
+    with _reporting(spark, on_progress):
         try:
             table = job.toArrow()
-        except Exception as error:  # Py4J and PySpark raise many kinds
-            with contextlib.suppress(Exception):  # the job's own error is the one to explain
-                _wait_for_tasks(spark.sparkContext, first_job)
+        except Exception as error:  # grpc and PySpark raise many kinds
             read_error = re.search(r"SourceReadError: (.+)", str(error))
             if read_error:  # a task could not read the source: explained in the task
                 raise SourceReadError(f"{read_error.group(1).strip()}; nothing was published") from None
@@ -378,25 +382,14 @@ def _write(view: DataFrame | SnapshotView, target: str, by_client: bool, on_prog
     return table.cast(_SUMMARY_SCHEMA).sort_by("client_id")
 
 
-def _wait_for_tasks(spark_context, first_job: int, timeout: float = 60.0) -> None:
-    """Once a job from first_job on has failed: until none of its tasks runs. Spark kills the others
-    asynchronously, and the driver must not remove the version while one of them still writes into it."""
-    tracker, deadline = spark_context.statusTracker(), time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        jobs = [tracker.getJobInfo(job) for job in tracker.getJobIdsForGroup(None) if job >= first_job]
-        stages = [tracker.getStageInfo(stage) for job in jobs if job is not None for stage in job.stageIds]
-        if not any(stage is not None and stage.numActiveTasks for stage in stages):
-            return
-        time.sleep(0.05)
-
-
 _PUBLISHED_SCHEMA = "client_id long, " + ", ".join(f"`{name}` string" for name in CSV_COLUMNS)
 
 
-def _file_reader(uri: str):
+def _file_reader(uri: str, sealed: str):
     """mapInArrow function: the rows of the batches' client files (column file: a key under uri) as text."""
 
     def read(batches):
+        unseal_into_environment(sealed)
         import pyarrow.csv as pa_csv
 
         options = dict(
@@ -416,7 +409,7 @@ def _file_reader(uri: str):
     return read
 
 
-def read_published(spark, output: Path | str | Store, name: str | None = None) -> DataFrame:
+def read_published(spark, output: Path | str | Store, name: str | None = None, sealed: str = "") -> DataFrame:
     """The published per-client files as one DataFrame: client_id, then CSV_COLUMNS as text.
 
     output: the published folder (a symlink), or a Store. The published version is resolved once, so
@@ -437,8 +430,8 @@ def read_published(spark, output: Path | str | Store, name: str | None = None) -
         holders = index["version"] if "version" in index.column_names else pa.array([version] * len(index))
         keys = [(key,) for key in pc.binary_join_element_wise(holders, index["file"], "/").to_pylist()]
         names = spark.createDataFrame(keys, "file string")
-        names = names.repartition(max(1, min(len(keys) // 200, spark.sparkContext.defaultParallelism * 2)))
-        return names.mapInArrow(_file_reader(store.uri()), _PUBLISHED_SCHEMA)
+        names = names.repartition(max(1, min(len(keys) // 200, task_slots(spark) * 2)))
+        return names.mapInArrow(_file_reader(store.uri(), sealed), _PUBLISHED_SCHEMA)
     schema = ", ".join(f"`{name}` string" for name in CSV_COLUMNS)
     frame = spark.read.csv(  # the folder, not a glob: Spark skips _index.csv and lists 10,000 files fast
         f"file://{local}", schema=schema, header=True, quote='"', escape='"', multiLine=True, encoding="UTF-8"

@@ -1,6 +1,7 @@
-"""Start a SparkSession that works on a laptop and on a cluster. Pure: no Dagster.
+"""Spark for a run: a Spark Connect session on a long-lived server, on a laptop and on a cluster, and
+Spark's errors explained in one line. Pure: no Dagster.
 
-Java: a Java 17 or 21 with the modules Spark needs (desafio_dagster.core.java), checked before Spark starts.
+Java: a Java 17 or 21 with the modules Spark needs (desafio_dagster.core.java), checked before the server starts.
 Python workers run this interpreter (PYSPARK_PYTHON), so they import pyarrow.
 """
 
@@ -9,13 +10,18 @@ from __future__ import annotations
 import os
 import re
 import socket
-import sys
+from dataclasses import dataclass
 from importlib import resources
+from pathlib import Path
 
-from pyspark.sql import SparkSession
+from pyspark.sql.connect.client import DefaultChannelBuilder
+from pyspark.sql.connect.session import SparkSession
 
+from desafio_dagster.core import settings
+from desafio_dagster.core.connect_server import ConnectServer, ConnectServerError, ensure_server
 from desafio_dagster.core.errors import DesafioError, TransientError, first_line
 from desafio_dagster.core.java import JavaNotFound, find_java_home
+from desafio_dagster.core.sealed import TASK_KEY_VARIABLE, seal
 from desafio_dagster.core.settings import environment
 
 LOG4J_CONFIG = resources.files("desafio_dagster").joinpath("log4j2.properties")
@@ -44,7 +50,8 @@ class SparkJobLost(TransientError):
 
 # What Spark says when the cluster, not the job, failed: these alone are retried.
 _LOST = re.compile(r"ExecutorLostFailure|executor \S+ (?:was )?lost|Lost executor|FetchFailed|Connection reset|"
-                   r"Connection refused|Broken pipe|RpcTimeoutException|Python worker exited unexpectedly", re.I)
+                   r"Connection refused|Broken pipe|RpcTimeoutException|Python worker exited unexpectedly|"
+                   r"StatusCode\.UNAVAILABLE|Socket closed|failed to connect to all addresses", re.I)
 _MEMORY = re.compile(r"OutOfMemoryError|Not enough memory|Java heap space|GC overhead limit|MemoryError|"
                      r"exceeds? .{0,40}memory", re.I)
 # An exception's line in a Java or Python trace: "org.apache.spark.SparkException: Job aborted ...",
@@ -117,50 +124,101 @@ def _check_master_reachable(master: str) -> None:
         ) from None
 
 
-def prepare_environment() -> str:
-    """Set JAVA_HOME and the Python of Spark's workers in this process; return JAVA_HOME.
-    Call it before other threads run: changing the environment is not thread-safe."""
-    java = java_home()
-    os.environ["JAVA_HOME"] = java
-    os.environ["PYSPARK_PYTHON"] = sys.executable
-    os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
-    return java
+def _split(conf: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+    """(the server's static settings, the session's SQL settings): Connect sets only spark.sql.* per session."""
+    static = {key: value for key, value in conf.items() if not key.startswith("spark.sql.")}
+    return static, {key: value for key, value in conf.items() if key.startswith("spark.sql.")}
 
 
-# Below this many rows an export is start-up bound, above it compute bound (bench/bench_export.py).
-SHORT_JOB_ROWS = 3_000_000
+_MASTER = re.compile(r"local(?:\[(?:\*|\d+)(?:,\d+)?\])?|spark://[^/]+|yarn|k8s://.+")
 
 
-def start_session(master: str = "local[*]", conf: dict[str, str] | None = None, app_name: str = "desafio_dagster",
-                  short: bool = True) -> SparkSession:
-    """A SparkSession on master with DEFAULT_CONF overridden by conf. short: the session runs a
-    short job (see SHORT_JOB_ROWS), so in local mode its JVM compiles with the quick JIT tier only."""
+def _local_cores(master: str) -> int | None:
+    """The task slots of a local master: local, local[N], local[N,F], local[*]."""
+    match = re.fullmatch(r"local(?:\[(\*|\d+)(?:,\d+)?\])?", master)
+    if not match:
+        return None
+    return os.cpu_count() or 1 if match.group(1) == "*" else int(match.group(1) or 1)
+
+
+@dataclass(frozen=True)
+class Connected:
+    """A Spark Connect session and what a run needs besides it."""
+
+    session: SparkSession
+    task_key: str  # seals the tasks' credentials (sealed.py); empty if the executors have none
+    engine: str  # which engine, for the run's log and the UI
+
+    def seal(self, environment: dict[str, str]) -> str:
+        """environment sealed for the tasks; a clear error if it holds secrets the executors could not open."""
+        if environment and not self.task_key:
+            raise SparkStartError(
+                f"the tasks need credentials ({', '.join(sorted(environment))}) but {TASK_KEY_VARIABLE} is not set: "
+                f"set it here and in the executors' environment of your Connect server (a Fernet key: python -c "
+                f"'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())')")
+        return seal(environment, self.task_key)
+
+
+def project_server(master: str = "local[*]", conf: dict[str, str] | None = None,
+                   home: Path | None = None) -> ConnectServer:
+    """The project's Connect server for home (DESAFIO_HOME) with master and DEFAULT_CONF overridden by conf's
+    static settings: reused if one runs as asked, else started (connect_server.py)."""
+    if not _MASTER.fullmatch(master):
+        raise SparkStartError(f"Spark failed to start: {master!r} is not a Spark master. Set DESAFIO_SPARK_MASTER to "
+                              f"local[*], spark://host:7077, or sc://host:15002 for a Spark Connect server of your own")
     _check_master_reachable(master)
-    java = prepare_environment()
-    settings = {**DEFAULT_CONF, **(conf or {})}
-    java_options = {
-        "spark.driver.extraJavaOptions": [f"-Dlog4j2.configurationFile={LOG4J_CONFIG}"],
-        "spark.executor.extraJavaOptions": [f"-Dlog4j2.configurationFile={LOG4J_CONFIG}"],
-    }
-    if master.startswith("local") and short:
-        # Short local runs are start-up bound: the quick JIT tier alone saves about 4 s of a 1M-row
-        # export here (23.7 -> 19.8 s), but costs 19 s at 10M (78.5 -> 97.2 s), where the full JIT pays.
-        java_options["spark.driver.extraJavaOptions"].append("-XX:TieredStopAtLevel=1")
-    for key, options in java_options.items():
-        settings[key] = " ".join([*options, settings.get(key, "")]).strip()
-    builder = SparkSession.builder.master(master).appName(app_name)
-    for key, value in settings.items():
-        builder = builder.config(key, value)
-    running = SparkSession.getActiveSession()
-    if running is not None and any(running.sparkContext.getConf().get(key) != value for key, value in settings.items()
-                                   if key.startswith("spark.executorEnv.")):
-        # getOrCreate would hand back this session, whose executors lack the environment asked for
-        # (a password, AWS credentials): a process that runs several jobs, e.g. a test session.
-        running.stop()
+    static = _split({**DEFAULT_CONF, **(conf or {})})[0]
+    if (cores := _local_cores(master)) is not None:
+        static.setdefault("spark.default.parallelism", str(cores))
+    for side in ("driver", "executor"):
+        key = f"spark.{side}.extraJavaOptions"
+        static[key] = f"-Dlog4j2.configurationFile={LOG4J_CONFIG} {static.get(key, '')}".strip()
+    home = home or settings.HOME.path()
     try:
-        return builder.getOrCreate()
-    except Exception as error:  # py4j and the launcher raise many kinds
-        raise SparkStartError(
-            f"Spark failed to start with master {master!r} and JAVA_HOME={java}: {first_line(error)}. "
-            f"Check DESAFIO_SPARK_MASTER and the Java installation"
-        ) from error
+        return ensure_server(home, master, static, environment("JAVA_HOME"), java_home)
+    except ConnectServerError as error:
+        raise SparkStartError(f"Spark failed to start: {error}. Check DESAFIO_SPARK_MASTER ({master}) and the Java "
+                              f"installation") from None
+
+
+def connect(master: str = "local[*]", conf: dict[str, str] | None = None, home: Path | None = None) -> Connected:
+    """A new Spark Connect session (one per run: sessions on one server are isolated).
+
+    master sc://host:port: a Connect server of your own (its token from SPARK_CONNECT_AUTHENTICATE_TOKEN, the
+    tasks' key from DESAFIO_TASK_SECRET); conf's spark.sql.* settings apply, the rest is the server's.
+    Any other master (local[*], spark://host:7077): the project's own server (project_server)."""
+    session_conf = _split({**DEFAULT_CONF, **(conf or {})})[1]
+    if master.startswith("sc://"):
+        url, token, key = master, environment("SPARK_CONNECT_AUTHENTICATE_TOKEN"), environment(TASK_KEY_VARIABLE)
+        engine = f"Spark Connect at {master.split('/;')[0]} (a server of your own)"
+    else:
+        server = project_server(master, conf, home)
+        url, token, key = server.url, server.token, server.task_key
+        engine = f"Spark Connect at {server.url}: the project's server (pid {server.pid}, master {master})"
+    os.environ["SPARK_CONNECT_MODE_ENABLED"] = "1"  # pyspark.sql.functions and friends build Connect plans
+    try:
+        builder = SparkSession.builder.channelBuilder(
+            DefaultChannelBuilder(f"{url}/;token={token}" if token and ";token=" not in url else url))
+        session = builder.create()
+        for name, value in session_conf.items():
+            session.conf.set(name, value)
+    except Exception as error:  # grpc and pyspark raise many kinds
+        raise SparkStartError(f"cannot open a Spark Connect session at {url.split('/;')[0]}: {first_line(error)}. "
+                              f"Check DESAFIO_SPARK_MASTER and that the server runs") from None
+    return Connected(session, key, engine)
+
+
+def start_session(master: str = "local[*]", conf: dict[str, str] | None = None) -> SparkSession:
+    """A Spark Connect session on master (see connect)."""
+    return connect(master, conf).session
+
+
+def task_slots(spark: SparkSession) -> int:
+    """How many tasks Spark runs at once: spark.default.parallelism if the server sets it (the project's
+    does for a local master), else the partitions Spark gives a range by default (one per core of a cluster)."""
+    configured = spark.conf.get("spark.default.parallelism", None)
+    if configured:
+        return int(configured)
+    from pyspark.sql import functions as F
+
+    return spark.range(0, 1 << 16).select(F.spark_partition_id().alias("p")).distinct().count()

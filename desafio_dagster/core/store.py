@@ -37,6 +37,7 @@ import multiprocessing
 import os
 import shutil
 import threading
+import time
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
@@ -311,7 +312,7 @@ class LocalStore(Store):
         return str(self.output_dir / version)
 
     def drop_attempts(self, version: str) -> None:
-        for folder in (self.output_dir / version).glob(f"{_ATTEMPT_PREFIX}*"):
+        for folder in _wait_for_writers(self.output_dir / version):
             shutil.rmtree(folder, ignore_errors=True)
 
     def files(self, version: str) -> Listing:
@@ -382,7 +383,14 @@ class LocalStore(Store):
         return str(rejected)
 
     def discard(self, version: str) -> None:
-        shutil.rmtree(self.output_dir / version, ignore_errors=True)
+        # Out of the tasks' way first: a task that comes late cannot make its attempt folder there.
+        doomed = self.output_dir / f".{self.name}.discarded-{uuid.uuid4().hex[:8]}"
+        try:
+            (self.output_dir / version).rename(doomed)
+        except FileNotFoundError:
+            return
+        _wait_for_writers(doomed)
+        shutil.rmtree(doomed, ignore_errors=True)
 
     def remove_leftovers(self, keep: set[str]) -> None:
         for path in self.output_dir.glob(f".{self.name}.*"):
@@ -670,6 +678,31 @@ def _prefetch(read: Callable[[str], bytes], files: list[str], ahead: int = 64) -
 _ATTEMPT_PREFIX = ".attempt-"
 
 
+def _wait_for_writers(version: Path, bound: float = 60.0) -> list[Path]:
+    """The version's attempt folders, once no task writes into them (each holds a lock on its folder while it
+    writes: Spark kills the other tasks of a failed job asynchronously). bound: a hung task's folder is left
+    for the next run's cleanup rather than waited for."""
+    import fcntl  # POSIX only: the definitions load without it
+
+    folders = list(version.glob(f"{_ATTEMPT_PREFIX}*"))
+    deadline = time.monotonic() + bound
+    for folder in folders:
+        with contextlib.suppress(FileNotFoundError):
+            fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                while True:
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        break
+                    except BlockingIOError:
+                        if time.monotonic() > deadline:
+                            break
+                        time.sleep(0.02)
+            finally:
+                os.close(fd)
+    return folders
+
+
 class _LocalAttempt:  # the Spark task's side of LocalStore
     """Writes into a folder of the attempt's own inside the version, then renames each complete file into
     the version: a file there is always complete, and a retried or speculative attempt (which writes the
@@ -680,6 +713,17 @@ class _LocalAttempt:  # the Spark task's side of LocalStore
         self.version = version
         self.folder = os.path.join(version, f"{_ATTEMPT_PREFIX}{partition:05d}-{attempt}")
         os.mkdir(self.folder)  # not makedirs: a task late after a failed job must not make a discarded version again
+        # Locked while the task writes: the driver removes the attempt only once it may (_wait_for_writers).
+        import fcntl
+
+        self.lock = os.open(self.folder, os.O_RDONLY | os.O_DIRECTORY)
+        fcntl.flock(self.lock, fcntl.LOCK_EX)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        os.close(self.lock)
 
     def open(self, file: str):
         return open(os.path.join(self.folder, file), "wb")
@@ -702,6 +746,12 @@ class _S3Attempt:  # the Spark task's side of S3Store
     """Straight into the version's prefix: each file is one PUT when its handle closes, _IN_FLIGHT at a time,
     with its Content-MD5, so S3 refuses bytes that differ from those sent. The scan for the audit is taken
     from those bytes as they are sent: no file is read back (pyarrow's read costs a HEAD and a GET)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass  # a PUT that comes after its version was discarded leaves an object the next cleanup removes
 
     def __init__(self, uri: str):
         self.bucket, _, self.key = uri.removeprefix("s3://").partition("/")

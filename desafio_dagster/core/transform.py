@@ -22,6 +22,7 @@ from pyspark.sql import DataFrame, SparkSession
 
 from desafio_dagster.core.extract import Clients, ExportedSnapshot, read_clients
 from desafio_dagster.core.layout import CSV_COLUMNS
+from desafio_dagster.core.sealed import unseal_into_environment
 
 KEY_COLUMNS = ("client_id", "movement_id", "movement_time")
 VIEW_SCHEMA = pa.schema([("client_id", pa.int64()), ("movement_id", pa.int64()), ("movement_time", pa.timestamp("us")),
@@ -75,15 +76,18 @@ def flat_rows(tables: dict[str, pa.Table], mask_card_numbers: bool = True) -> pa
 
 @dataclass(frozen=True)
 class RangeReader:
-    """What a Spark task needs to make its part of the view (picklable: options, ranges and a flag)."""
+    """What a Spark task needs to make its part of the view (picklable: options, ranges, a flag, and the
+    credentials sealed: sealed.py)."""
 
     options: dict[str, str]  # ExportedSnapshot.read_options
     ranges: list[Clients]
     mask_card_numbers: bool
+    sealed: str = ""  # the tasks' environment (the password, the AWS credentials), sealed
 
     def read_and_join(self, indexes: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         """The flat view of the ranges whose indexes the batches hold (SnapshotView.indexes), each read from
         the snapshot and joined. Runs in a Spark task."""
+        unseal_into_environment(self.sealed)
         for batch in indexes:
             for index in batch.column(0).to_pylist():
                 rows = flat_rows(read_clients(self.options, self.ranges[index]), self.mask_card_numbers)
@@ -112,8 +116,9 @@ class SnapshotView:
 
 
 def snapshot_view(spark: SparkSession, exported: ExportedSnapshot, parts: int, mask_card_numbers: bool = True,
-                  only: pa.Array | None = None) -> SnapshotView:
+                  only: pa.Array | None = None, sealed: str = "") -> SnapshotView:
     """The flat view of the export's snapshot (of the clients in `only`, if given), in at most `parts`
-    ranges of clients about equal in movements, one partition each. Nothing else is read."""
+    ranges of clients about equal in movements, one partition each. Nothing else is read. sealed: the
+    tasks' credentials (Connected.seal)."""
     ranges = exported.snapshot.client_ranges(parts, only)
-    return SnapshotView(spark, RangeReader(exported.read_options(), ranges, mask_card_numbers))
+    return SnapshotView(spark, RangeReader(exported.read_options(), ranges, mask_card_numbers, sealed))

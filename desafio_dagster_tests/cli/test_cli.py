@@ -16,6 +16,7 @@ import dagster as dg
 import psycopg
 import pytest
 
+from desafio_dagster.core.connect_server import stop_server
 from desafio_dagster.core.fakedata import GenerationSpec, generate
 from desafio_dagster.core.source_db import embedded_url, stop_embedded
 from desafio_dagster_tests.helpers import free_port
@@ -183,7 +184,13 @@ def test_empty_settings_take_the_defaults_under_the_working_directory(tmp_path, 
     env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"} | {
         "DESAFIO_HOME": "", "DESAFIO_OUTPUT_DIR": " ", "DESAFIO_SPARK_MASTER": "", "DESAFIO_SCHEMA": "",
         "DESAFIO_POSTGRES_URL": database_url}
-    done = _run(["run", "--clients", "12"], env, cwd=work)
+    env = {name: value for name, value in env.items()
+           if name not in ("SPARK_CONNECT_AUTHENTICATE_TOKEN", "DESAFIO_TASK_SECRET")}
+    try:  # the default engine too: the project's Connect server under ./.desafio
+        done = _run(["run", "--clients", "12"], env, cwd=work)
+        assert (work / ".desafio" / "spark-connect" / "server.json").exists()
+    finally:
+        stop_server(work / ".desafio")
     assert done.returncode == 0, done.stdout + done.stderr
     summary = _summary(done.stdout)
     assert summary["log"].parent == work / ".desafio" / "logs"

@@ -20,7 +20,6 @@ def test_too_few_free_connections_fail_clearly_before_any_task_connects(private_
     url = make_conninfo(superuser, dbname="small_server")
     SourceDatabase(url).replace(generate(SMALL))
     monkeypatch.setenv("DESAFIO_POSTGRES_URL", url)
-    monkeypatch.setenv("DESAFIO_SPARK_MASTER", "local[2]")  # two tasks at once: two connections
     monkeypatch.setattr(extract, "ROWS_PER_PARTITION", 20)  # this small source in more ranges than task slots
 
     result = run("export")

@@ -23,6 +23,7 @@ from desafio_dagster_tests.helpers import (
     failed_run_message,
     full_refresh_file,
     output,
+    own_project_server,
     published_files,
     run,
     snapshot,
@@ -113,7 +114,7 @@ def test_io_manager_loads_the_published_files_as_a_spark_dataframe(source, env_h
     from desafio_dagster.defs.io_managers.per_client_csv import PerClientCsvIOManager
     from desafio_dagster.defs.resources.spark import SparkResource
 
-    manager = PerClientCsvIOManager(spark=SparkResource(master="local[2]"),
+    manager = PerClientCsvIOManager(spark=SparkResource(),
                                     base_dir=str(env_home / "data"))
     context = dg.build_input_context(asset_key=dg.AssetKey("movements_csv"),
                                      upstream_output=dg.build_output_context(asset_key=dg.AssetKey("movements_csv")))
@@ -161,7 +162,9 @@ def test_bad_spark_master_fails_clearly_and_keeps_the_output(published, monkeypa
 
 @pytest.mark.command
 def test_missing_java_fails_clearly_and_keeps_the_output(published, tmp_path):
-    env = {**os.environ, "JAVA_HOME": str(tmp_path / "no-java"), "DAGSTER_HOME": str(tmp_path)}
+    """The project's Connect server would start on this Java (a server of one's own needs none here)."""
+    env = own_project_server({**os.environ, "JAVA_HOME": str(tmp_path / "no-java"), "DAGSTER_HOME": str(tmp_path)},
+                             tmp_path / "home")
     out, _ = start_dagster_cli("export", "-c", full_refresh_file(tmp_path), env=env).communicate(timeout=300)
     assert f"JAVA_HOME={tmp_path / 'no-java'} has no bin/java" in out
     assert_untouched(published)
@@ -192,8 +195,8 @@ def _failing_first_attempts(task_writer, marker: Path):
     the files of its first three batches (and says how many files in marker)."""
     from pyspark import TaskContext
 
-    def writer(staging: str):
-        write = task_writer(staging)
+    def writer(staging: str, reader=None, sealed: str = ""):
+        write = task_writer(staging, reader, sealed)
 
         def write_or_fail(batches):
             context = TaskContext.get()
@@ -220,23 +223,23 @@ def test_a_failed_task_attempt_is_retried_without_duplicate_rows(published, sour
     """A task attempt fails after it has written some client files: Spark retries the task (local[2,4]
     allows four attempts), the retry re-reads the same snapshot, and only the accepted attempt's files
     are published. The view as a DataFrame (arrow.maxRecordsPerBatch splits it into many batches): the
-    attempt folders are the same whether a task joins its rows itself or receives them."""
-    from pyspark.sql import SparkSession
-
+    attempt folders are the same whether a task joins its rows itself or receives them. A project server
+    of the test's own: task retries are a master's setting."""
     from desafio_dagster.core import publish
-    from desafio_dagster.core.spark_session import start_session
+    from desafio_dagster.core.connect_server import stop_server
+    from desafio_dagster.core.spark_session import connect
 
     folder = published[0]
     marker = tmp_path / "failed-attempt"
     monkeypatch.setattr(publish, "_task_writer", _failing_first_attempts(publish._task_writer, marker))
-    if (active := SparkSession.getActiveSession()) is not None:
-        active.stop()
-    spark = start_session("local[2,4]", {"spark.sql.execution.arrow.maxRecordsPerBatch": "20"})  # many batches
     try:
+        spark = connect("local[2,4]", {"spark.sql.execution.arrow.maxRecordsPerBatch": "20"},  # many batches
+                        home=tmp_path / "spark").session
         with exported_view(source, spark) as (view, snap):
             publish.publish_per_client(view.frame(), folder.parent, snap.clients, by_client=True)
-    finally:
         spark.stop()
+    finally:
+        stop_server(tmp_path / "spark")
     assert int(marker.read_text()) > 0, "the failed attempt had written files"
     assert published_files(folder) == expected_files(source, True)
     assert list(folder.resolve().glob(".attempt-*")) == [], "the failed attempts' folders are removed"

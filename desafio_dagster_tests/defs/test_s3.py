@@ -15,6 +15,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from desafio_dagster.core.audit import AuditError
+from desafio_dagster.core.connect_server import stop_server
 from desafio_dagster.core.incremental import parse_readback
 from desafio_dagster.core.layout import INDEX_FILE, parse_index
 from desafio_dagster.core.publish import publish_per_client
@@ -29,6 +30,8 @@ from desafio_dagster_tests.helpers import (
     export_checks,
     exported_view,
     failed_run_message,
+    own_project_server,
+    project_server_traces,
     run,
     start_dagster_cli,
 )
@@ -58,14 +61,6 @@ def published_s3(on_s3, source, env_home):
     return version, on_s3.snapshot()
 
 
-def _session_with_aws_env():
-    """A local Spark session whose tasks have the AWS variables (as spark.executorEnv.*, like the export's)."""
-    from desafio_dagster.core.spark_session import start_session
-
-    env = {f"spark.executorEnv.{k}": v for k, v in os.environ.items() if k.startswith("AWS_")}
-    return start_session("local[2]", env)
-
-
 @pytest.mark.parametrize("mask", [True, False])
 def test_s3_files_equal_the_sql_oracle_and_the_checks_pass(on_s3, source, env_home, mask):
     result, metadata = export({"ops": {"movements_csv": {"config": {"mask_card_numbers": mask}}}})
@@ -91,7 +86,7 @@ def test_the_io_manager_reads_the_published_s3_version(published_s3, source, env
     from desafio_dagster.defs.io_managers.per_client_csv import PerClientCsvIOManager
     from desafio_dagster.defs.resources.spark import SparkResource
 
-    manager = PerClientCsvIOManager(spark=SparkResource(master="local[2]"))
+    manager = PerClientCsvIOManager(spark=SparkResource())
     context = dg.build_input_context(asset_key=dg.AssetKey("movements_csv"),
                                      upstream_output=dg.build_output_context(asset_key=dg.AssetKey("movements_csv")))
     frame = manager.load_input(context)
@@ -104,26 +99,23 @@ def test_the_io_manager_reads_the_published_s3_version(published_s3, source, env
     manager.spark.teardown_after_execution(None)
 
 
-def test_a_failed_audit_on_s3_publishes_nothing_and_keeps_the_rejected_version(published_s3, on_s3, source):
+def test_a_failed_audit_on_s3_publishes_nothing_and_keeps_the_rejected_version(published_s3, on_s3, source, connected):
     version, files = published_s3
     store = open_store(OutputLocation(bucket=on_s3.bucket, prefix="exports"), "movements_csv")
-    spark = _session_with_aws_env()
-    try:
-        with exported_view(source, spark) as (snapshot_view, exported):
-            view = snapshot_view.frame()
-            victim = view.filter("movement_id IS NOT NULL").agg(F.min("client_id")).first()[0]
-            broken = view.unionByName(view.filter(F.col("client_id") == victim))  # its rows twice
-            with pytest.raises(AuditError) as raised:
-                publish_per_client(broken, store, exported.clients)
-            first = on_s3.get("exports/movements_csv/_rejected").decode().strip()
-            assert "client_totals_match_snapshot" in str(raised.value) and "Nothing was published" in str(raised.value)
-            assert f"exports/movements_csv/{first}" in str(raised.value)
-            assert on_s3.published() == version and on_s3.snapshot() == files
-            assert on_s3.version_files(first), "the rejected version is kept for inspection"
-            with pytest.raises(AuditError):  # only the last rejected version is kept
-                publish_per_client(broken, store, exported.clients)
-    finally:
-        spark.stop()
+    sealed = connected.seal(store.task_environment())  # the AWS variables, as the export sends them
+    with exported_view(source, connected.session) as (snapshot_view, exported):
+        view = snapshot_view.frame()
+        victim = view.filter("movement_id IS NOT NULL").agg(F.min("client_id")).first()[0]
+        broken = view.unionByName(view.filter(F.col("client_id") == victim))  # its rows twice
+        with pytest.raises(AuditError) as raised:
+            publish_per_client(broken, store, exported.clients, sealed=sealed)
+        first = on_s3.get("exports/movements_csv/_rejected").decode().strip()
+        assert "client_totals_match_snapshot" in str(raised.value) and "Nothing was published" in str(raised.value)
+        assert f"exports/movements_csv/{first}" in str(raised.value)
+        assert on_s3.published() == version and on_s3.snapshot() == files
+        assert on_s3.version_files(first), "the rejected version is kept for inspection"
+        with pytest.raises(AuditError):  # only the last rejected version is kept
+            publish_per_client(broken, store, exported.clients, sealed=sealed)
     second = on_s3.get("exports/movements_csv/_rejected").decode().strip()
     assert second != first and not on_s3.version_files(first) and on_s3.version_files(second)
     assert on_s3.published() == version and on_s3.snapshot() == files
@@ -263,9 +255,14 @@ def test_the_cli_prints_the_s3_version_and_the_secret_reaches_the_tasks_and_appe
         folder.mkdir()
     (conf / "spark-defaults.conf").write_text(f"spark.eventLog.enabled true\nspark.eventLog.dir file://{events}\n"
                                               "spark.eventLog.compress false\n")
-    env = {**os.environ, "DAGSTER_HOME": str(dagster_home), "SPARK_CONF_DIR": str(conf)}
-    done = subprocess.run([sys.executable, "-m", "desafio_dagster.cli", "run", "--job", "export"], env=env,
-                          cwd=env_home / "cwd", capture_output=True, text=True, timeout=300)
+    home = env_home / "home"  # the default engine: the project's own Connect server, its event log on
+    env = own_project_server({**os.environ, "DAGSTER_HOME": str(dagster_home)}, home, conf)
+    try:
+        done = subprocess.run([sys.executable, "-m", "desafio_dagster.cli", "run", "--job", "export"], env=env,
+                              cwd=env_home / "cwd", capture_output=True, text=True, timeout=300)
+        server = project_server_traces(home) if done.returncode == 0 else ""
+    finally:
+        stop_server(home)
     out = done.stdout + done.stderr
     assert done.returncode == 0, out[-4000:]
     version = on_s3.published()
@@ -275,8 +272,8 @@ def test_the_cli_prints_the_s3_version_and_the_secret_reaches_the_tasks_and_appe
     _nothing_local(env_home)
 
     spark_log = "\n".join(p.read_text() for p in events.rglob("*") if p.is_file())
-    assert '"spark.executorEnv.AWS_SECRET_ACCESS_KEY":"*********(redacted)"' in spark_log.replace(" ", ""), \
-        "the secret key travels to the tasks as a redacted executor environment variable"
+    assert '"spark.executorEnv.DESAFIO_TASK_SECRET":"*********(redacted)"' in spark_log.replace(" ", ""), \
+        "the key that opens the tasks' sealed credentials is a redacted executor environment variable"
     with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
         [record] = instance.get_runs()
         dagster_events = "\n".join(dg.serialize_value(entry) for entry in instance.all_logs(record.run_id))
@@ -284,7 +281,8 @@ def test_the_cli_prints_the_s3_version_and_the_secret_reaches_the_tasks_and_appe
     files = "\n".join(p.read_text(errors="replace") for p in dagster_home.rglob("*") if p.is_file() and p.suffix != ".db")
     assert f"{on_s3.output_dir}/movements_csv/.v-" in dagster_events, "the metadata names the version"
     places = {"Spark event log": spark_log, "Dagster event log and metadata": dagster_events, "run config": run_config,
-              "Dagster's compute logs and storage files": files, "the run's output": out}
+              "Dagster's compute logs and storage files": files, "the run's output": out,
+              "the Spark server's environment and log": server}
     for place, text in places.items():
         assert on_s3.secret not in text, f"the secret key appears in {place}"
 

@@ -1,5 +1,5 @@
 """The source's password reaches the Spark tasks, which log in with it, and appears nowhere else: not in
-Spark's event log (what the Spark UI and its history server show: the environment, every query plan),
+the Spark Connect server's environment or log, not in Spark's event log (what the Spark UI and its history server show: the environment, every query plan),
 not in Dagster's event log, compute logs or run config, not in the run's output.
 
 The server is an embedded Postgres whose pg_hba.conf requires a password (scram-sha-256) from every
@@ -15,9 +15,10 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
+from desafio_dagster.core.connect_server import stop_server
 from desafio_dagster.core.fakedata import generate
 from desafio_dagster.core.source_db import SourceDatabase
-from desafio_dagster_tests.helpers import SMALL, dagster_cli, published_files
+from desafio_dagster_tests.helpers import SMALL, dagster_cli, own_project_server, project_server_traces, published_files
 
 
 @pytest.fixture
@@ -48,17 +49,23 @@ def test_the_password_reaches_the_tasks_and_appears_nowhere_else(password_only_u
     # Spark's own event log: the environment and every SQL execution's plan, as the UI shows them.
     (conf / "spark-defaults.conf").write_text(f"spark.eventLog.enabled true\nspark.eventLog.dir file://{events}\n"
                                               "spark.eventLog.compress false\n")
-    env = {**os.environ, "DESAFIO_POSTGRES_URL": url, "DAGSTER_HOME": str(dagster_home), "SPARK_CONF_DIR": str(conf)}
+    # The default engine: the project's own Connect server, started by this export, its event log on.
+    home = env_home / "home"
+    env = own_project_server({**os.environ, "DESAFIO_POSTGRES_URL": url, "DAGSTER_HOME": str(dagster_home)}, home, conf)
     env.pop("PGPASSWORD", None)
-    code, out = dagster_cli("export", env=env)
-    assert code == 0, out[-4000:]
+    try:
+        code, out = dagster_cli("export", env=env)
+        assert code == 0, out[-4000:]
+        server = project_server_traces(home)
+    finally:
+        stop_server(home)
     with source.connect() as conn:
         clients = conn.execute("SELECT count(*) FROM associado").fetchone()[0]
     assert len(published_files(env_home / "data" / "movements_csv")) == clients == SMALL.clients
 
     spark_log = "\n".join(p.read_text() for p in events.rglob("*") if p.is_file())
-    assert '"spark.executorEnv.PGPASSWORD":"*********(redacted)"' in spark_log.replace(" ", ""), \
-        "the tasks' password travels as a redacted executor environment variable"
+    assert '"spark.executorEnv.DESAFIO_TASK_SECRET":"*********(redacted)"' in spark_log.replace(" ", ""), \
+        "the key that opens the tasks' sealed password is a redacted executor environment variable"
     assert "read_join_and_write_client_files" in spark_log and "SparkListenerSQLExecutionStart" in spark_log, "the plans"
     with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
         [run] = instance.get_runs()
@@ -66,6 +73,7 @@ def test_the_password_reaches_the_tasks_and_appears_nowhere_else(password_only_u
         run_config = json.dumps(run.run_config)
     files = "\n".join(p.read_text(errors="replace") for p in dagster_home.rglob("*") if p.is_file() and p.suffix != ".db")
     places = {"Spark event log": spark_log, "Dagster event log": dagster_events, "run config": run_config,
-              "Dagster's compute logs and storage files": files, "the run's output": out}
+              "Dagster's compute logs and storage files": files, "the run's output": out,
+              "the Spark server's environment and log": server}
     for place, text in places.items():
         assert password not in text, f"the password appears in {place}"

@@ -7,6 +7,7 @@ from desafio_dagster.core.extract import ExportedSnapshot, partitions_for
 from desafio_dagster.core.incremental import file_format, plan_export
 from desafio_dagster.core.layout import CSV_CONTRACT
 from desafio_dagster.core.progress import Stopwatch
+from desafio_dagster.core.spark_session import task_slots
 from desafio_dagster.core.transform import snapshot_view
 from desafio_dagster.defs.assets.source import RAW_TABLES, SOURCE_DATABASE_POOL
 from desafio_dagster.defs.io_managers.per_client_csv import ExportedView, PerClientCsvIOManager
@@ -84,16 +85,16 @@ def movements_csv(
             if len(plan.rewrite):  # else no Spark at all
                 only = None if plan.mode == "full" else plan.rewrite
                 movements = snapshot.movements(only)
-                # The export's size decides the local JVM's compiler (see start_session), so Spark
-                # starts after the snapshot: its figures take 0.3 s at 1M movements.
                 with watch("spark_start"):
-                    session = spark.session({**db.task_environment(), **store.task_environment()}, rows=movements)
-                slots = session.sparkContext.defaultParallelism
+                    connected = spark.connected()
+                    slots = task_slots(connected.session)
                 parts = partitions_for(movements, slots, postgres.max_export_connections)
                 exported.check_connections(parts, slots)
-                context.log.info(f"Spark on {spark.master_url}: up to {parts} tasks read {movements:,} movements, "
+                context.log.info(f"{connected.engine}: up to {parts} tasks read {movements:,} movements, "
                                  f"a range of clients each")
-                view = snapshot_view(session, exported, parts, config.mask_card_numbers, only)
+                context.add_output_metadata({"spark_engine": connected.engine})
+                sealed = connected.seal({**db.task_environment(), **store.task_environment()})
+                view = snapshot_view(connected.session, exported, parts, config.mask_card_numbers, only, sealed)
         except BaseException:
             exported.close()
             raise

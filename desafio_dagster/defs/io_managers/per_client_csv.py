@@ -154,4 +154,5 @@ class PerClientCsvIOManager(dg.ConfigurableIOManager):
     def load_input(self, context: dg.InputContext) -> DataFrame:
         with user_errors():
             store = self.store(context.upstream_output.asset_key.path[-1])
-            return read_published(self.spark.session(store.task_environment()), store)
+            connected = self.spark.connected()
+            return read_published(connected.session, store, sealed=connected.seal(store.task_environment()))

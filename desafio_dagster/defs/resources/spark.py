@@ -1,48 +1,51 @@
-"""Spark as a Dagster resource: dagster-pyspark's lazy session, started by
-desafio_dagster.core.spark_session (Java discovery, clear start-up errors) and stopped after use."""
+"""Spark as a Dagster resource: dagster-pyspark's lazy session, here a Spark Connect session on a server
+that outlives the run (desafio_dagster.core.spark_session.connect), released after use."""
 
 from typing import Any
 
 import dagster as dg
 from dagster_pyspark import LazyPySparkResource
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 from pyspark.sql import SparkSession
 
 from desafio_dagster.core import settings
-from desafio_dagster.core.spark_session import DEFAULT_CONF, SHORT_JOB_ROWS, start_session
+from desafio_dagster.core.spark_session import DEFAULT_CONF, Connected, connect
 
 
 class SparkResource(LazyPySparkResource):
-    """A SparkSession on `master` (local[*], or spark://host:port), started on first use and stopped
-    when the resource is torn down (after the run, under the in-process executor the jobs use)."""
+    """A Spark Connect session, opened on first use and released when the resource is torn down (after the
+    run, under the in-process executor the jobs use). master local[*] or spark://host:port: the project's
+    own Connect server for that master, started once and reused by later runs; sc://host:port: yours."""
 
     spark_config: dict[str, Any] = Field(
-        default_factory=lambda: dict(DEFAULT_CONF), description="spark.* settings of the session"
-    )
+        default_factory=lambda: dict(DEFAULT_CONF),
+        description="spark.* settings: spark.sql.* for the run's session; the others start the project's server "
+                    "with them (a change starts a new server)")
     master: str = Field(default="", description=settings.SPARK_MASTER.describe())
+    _connected: Connected | None = PrivateAttr(default=None)
 
     @classmethod
     def _is_dagster_maintained(cls) -> bool:
         return False  # this subclass is the project's own
 
     def _init_session(self) -> None:
-        self.session()
+        self.connected()
 
     @property
     def master_url(self) -> str:
         return settings.SPARK_MASTER.value(self.master)
 
-    def session(self, executor_env: dict[str, str] | None = None, rows: int = 0) -> SparkSession:
-        """The run's session, started on first use with executor_env in the executors' (and their Python
-        workers') environment: spark.executorEnv.*, whose values Spark redacts in its UI and event log.
-        rows: about how many rows the run's job handles (it tunes the local JVM's compiler)."""
+    def connected(self) -> Connected:
+        """The run's session and how to seal the tasks' credentials for it, opened on first use."""
         if self._spark_session is None:
-            env = {f"spark.executorEnv.{name}": value for name, value in (executor_env or {}).items()}
-            self._spark_session = start_session(self.master_url, {**self.spark_config, **env},
-                                                short=rows < SHORT_JOB_ROWS)
-        return self._spark_session
+            self._connected = connect(self.master_url, {key: str(value) for key, value in self.spark_config.items()})
+            self._spark_session = self._connected.session
+        return self._connected
+
+    def session(self) -> SparkSession:
+        return self.connected().session
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         if self._spark_session is not None:
-            self._spark_session.stop()
+            self._spark_session.stop()  # the session only: the server stays for the next run
             self._spark_session = None
