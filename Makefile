@@ -9,7 +9,7 @@ DESAFIO_OUTPUT_DIR := $(call or_default,DESAFIO_OUTPUT_DIR,$(CURDIR)/data)
 DAGSTER_HOME := $(call or_default,DAGSTER_HOME,$(DESAFIO_HOME)/dagster)
 export DESAFIO_HOME DESAFIO_OUTPUT_DIR DAGSTER_HOME
 
-.PHONY: run test test-quick check ui install install-dev bench stop-db clean screenshot java test-tools
+.PHONY: run test test-quick check ui install install-dev bench stop stop-db clean screenshot java test-tools
 
 # Behind a TLS-intercepting proxy: EXTRA_CA_BUNDLE=/path/to/proxy-ca.pem make run. pip then
 # trusts that bundle in addition to its own CA list (never instead of verification).
@@ -84,7 +84,12 @@ bench: java install-dev
 stop-db: install
 	$(BIN)/python -m desafio_dagster.cli stop-db
 
-clean: stop-db  # removes the embedded database, staging and the published output, nothing else
+# Between runs, the embedded Postgres and the Spark Connect server keep running (a run then starts in
+# about a second); this stops both.
+stop: install
+	$(BIN)/python -m desafio_dagster.cli stop
+
+clean: stop  # removes the embedded database, staging and the published output, nothing else
 	rm -rf "$(DESAFIO_HOME)" "$(DESAFIO_OUTPUT_DIR)/movements_csv" "$(DESAFIO_OUTPUT_DIR)"/.movements_csv.*
 
 screenshot: test-tools install-dev  # refresh docs/asset-graph.png from a real dagster dev + Chromium

@@ -106,12 +106,12 @@ def pytest_unconfigure(config):
 
 @pytest.fixture(scope="session", autouse=True)
 def spark_server():
-    """One warm Spark Connect server (local[2]) for the whole test run: the first worker starts it, the
+    """One warm Spark Connect server (local[4]: the tests wait on Postgres and files more than on the CPU) for the whole test run: the first worker starts it, the
     others reuse it. Every test, and every command a test starts, reaches it as a server of one's own
     (DESAFIO_SPARK_MASTER=sc://...), unless the test sets a master of its own."""
     from desafio_dagster.core.spark_session import project_server
 
-    server = project_server("local[2]", home=Path(os.environ[SPARK_HOME_VARIABLE]))
+    server = project_server("local[4]", home=Path(os.environ[SPARK_HOME_VARIABLE]))
     os.environ.update({"DESAFIO_SPARK_MASTER": server.url, "SPARK_CONNECT_AUTHENTICATE_TOKEN": server.token,
                        "DESAFIO_TASK_SECRET": server.task_key})
     return server
@@ -124,7 +124,7 @@ def connected(spark_server):
 
     connected = connect(spark_server.url)
     yield connected
-    connected.session.stop()
+    connected.close()
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""`python -m desafio_dagster.cli run | stop-db`: what `make run` and `make stop-db` call
+"""`python -m desafio_dagster.cli run | stop | stop-db`: what `make run`, `make stop` and `make stop-db` call
 (`run --job grow [--days N]` adds days of activity to the source instead of replacing it).
 
 `run` executes a job in this process with the DagsterInstance under DAGSTER_HOME (so the UI
@@ -52,7 +52,7 @@ def output_to(log: Path) -> Iterator[TextIO]:
 def _postgres_location(config: settings.Settings) -> str:
     if config.postgres_url:
         return describe(config.postgres_url)
-    return f"embedded, in {config.pgdata} (`make stop-db` stops it)"
+    return f"embedded, in {config.pgdata} (`make stop` stops it)"
 
 
 def _summary(report, config: settings.Settings, job_name: str, elapsed: float, log: Path) -> list[str]:
@@ -86,6 +86,9 @@ def _summary(report, config: settings.Settings, job_name: str, elapsed: float, l
         else:
             lines.append(f"              {Path(where)}")
         lines.append(f"  Export    {_export_line(export)}")
+        if export.get("spark_engine"):
+            lines.append(f"  Spark     {export['spark_engine']}"
+                         + (" (`make stop` stops it)" if "the project's server" in export["spark_engine"] else ""))
     lines.append(f"  Log       {log}")
     lines.append(f"  UI        `make ui`, then open {UI_URL} (runs, assets, checks)")
     return lines
@@ -182,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     run_parser.add_argument("--full-refresh", action="store_true",
                             help="rewrite every client file (by default the export rewrites only what changed)")
     commands.add_parser("stop-db", help="stop the embedded Postgres under DESAFIO_HOME")
+    commands.add_parser("stop", help="stop what runs under DESAFIO_HOME between runs: the embedded Postgres and "
+                                     "the project's Spark Connect server")
     args = parser.parse_args(argv)
     if args.command == "run":
         if args.clients and args.job not in ("etl", "populate"):
@@ -191,8 +196,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.full_refresh and args.job not in ("etl", "export"):
             parser.error("--full-refresh applies to the export: use it with --job etl or --job export")
         return run(args.job, args.clients, args.days, args.full_refresh)
-    stopped = stop_embedded(settings.read().home)
+    home = settings.read().home
+    stopped = stop_embedded(home)
     print("embedded Postgres stopped" if stopped else "embedded Postgres was not running")
+    if args.command == "stop":
+        from desafio_dagster.core.connect_server import stop_server
+
+        print("Spark Connect server stopped" if stop_server(home) else "Spark Connect server was not running")
     return 0
 
 

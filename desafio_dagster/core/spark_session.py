@@ -7,9 +7,13 @@ Python workers run this interpreter (PYSPARK_PYTHON), so they import pyarrow.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 import socket
+import tempfile
+import uuid
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -148,6 +152,7 @@ class Connected:
     session: SparkSession
     task_key: str  # seals the tasks' credentials (sealed.py); empty if the executors have none
     engine: str  # which engine, for the run's log and the UI
+    slot: int | None = None  # the lock on the session's slot (see _SessionSlot), held until close()
 
     def seal(self, environment: dict[str, str]) -> str:
         """environment sealed for the tasks; a clear error if it holds secrets the executors could not open."""
@@ -157,6 +162,90 @@ class Connected:
                 f"set it here and in the executors' environment of your Connect server (a Fernet key: python -c "
                 f"'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())')")
         return seal(environment, self.task_key)
+
+    def close(self) -> None:
+        """Close the session (kept on the server for the next run that takes its slot) and free its slot."""
+        self.session.stop()
+        if self.slot is not None:
+            os.close(self.slot)
+
+
+SESSION_SLOTS = 8
+
+
+class _SessionSlot:
+    """One of the SESSION_SLOTS server sessions that this machine's runs take in turn, one run at a time each
+    (a lock file per slot, in a per-user folder). A Connect session's Python workers belong to it (Spark
+    isolates each session's artifacts), so a run that reattaches to the slot's session finds them warm: a
+    new session pays a Python worker start and its imports (about 3 s here) on its first job. The slot's
+    file remembers the settings its last run set, so that the next one starts from the server's."""
+
+    def __init__(self, url: str, token: str):
+        import fcntl  # POSIX only: the definitions load without it
+
+        folder = Path(tempfile.gettempdir()) / f"desafio-spark-sessions-{os.getuid()}" / \
+            hashlib.sha256(url.encode()).hexdigest()[:16]
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.fd = None
+        for number in range(SESSION_SLOTS):
+            fd = os.open(folder / f"{number}.json", os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            self.fd, self.number = fd, number
+            break
+        self.seed = f"{url}|{socket.gethostname()}|{hashlib.sha256(token.encode()).hexdigest()}"
+        self.state = self._read()
+
+    def _read(self) -> dict:
+        if self.fd is None:
+            return {}
+        try:
+            state = json.loads(os.pread(self.fd, 1 << 16, 0) or b"{}")
+            return state if isinstance(state, dict) else {}
+        except ValueError:
+            return {}
+
+    def write(self, **state) -> None:
+        self.state = {**self.state, **state}
+        data = json.dumps(self.state).encode()
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, data, 0)
+
+    def session_id(self) -> str:
+        return str(uuid.uuid5(uuid.NAMESPACE_URL, f"{self.seed}|{self.number}|{self.state.get('generation', 0)}"))
+
+
+def _open_session(url: str, token: str, session_conf: dict[str, str]) -> tuple[SparkSession, int | None]:
+    """A session on the server at url with session_conf set: a slot's session if one is free (warm), else a
+    new one. Whatever a killed run left running in the slot's session is interrupted first."""
+    slot = _SessionSlot(url, token)
+    for attempt in range(2):
+        parameters = ";".join(f"{name}={value}" for name, value in (
+            ("token", token), ("session_id", slot.session_id() if slot.fd is not None else "")) if value)
+        session = SparkSession.builder.channelBuilder(
+            DefaultChannelBuilder(f"{url}/;{parameters}" if parameters else url)).create()
+        if slot.fd is None:
+            break
+        session.release_session_on_close = False  # stop() closes the connection; the session stays warm
+        try:
+            session.interruptAll()  # a run killed in this slot may have left its job running
+            break
+        except Exception as error:  # the server closed this session (idle too long, or restarted): a new one
+            session.stop()
+            if attempt or "SESSION_CLOSED" not in str(error):
+                raise
+            slot.write(generation=slot.state.get("generation", 0) + 1, keys=[])
+    for name in slot.state.get("keys", []):
+        if name not in session_conf:
+            session.conf.unset(name)
+    for name, value in session_conf.items():
+        session.conf.set(name, value)
+    if slot.fd is not None:
+        slot.write(keys=sorted(session_conf))
+    return session, slot.fd
 
 
 def project_server(master: str = "local[*]", conf: dict[str, str] | None = None,
@@ -197,15 +286,11 @@ def connect(master: str = "local[*]", conf: dict[str, str] | None = None, home: 
         engine = f"Spark Connect at {server.url}: the project's server (pid {server.pid}, master {master})"
     os.environ["SPARK_CONNECT_MODE_ENABLED"] = "1"  # pyspark.sql.functions and friends build Connect plans
     try:
-        builder = SparkSession.builder.channelBuilder(
-            DefaultChannelBuilder(f"{url}/;token={token}" if token and ";token=" not in url else url))
-        session = builder.create()
-        for name, value in session_conf.items():
-            session.conf.set(name, value)
+        session, slot = _open_session(url.split("/;")[0], token, session_conf)
     except Exception as error:  # grpc and pyspark raise many kinds
         raise SparkStartError(f"cannot open a Spark Connect session at {url.split('/;')[0]}: {first_line(error)}. "
                               f"Check DESAFIO_SPARK_MASTER and that the server runs") from None
-    return Connected(session, key, engine)
+    return Connected(session, key, engine, slot)
 
 
 def start_session(master: str = "local[*]", conf: dict[str, str] | None = None) -> SparkSession:

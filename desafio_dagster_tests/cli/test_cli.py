@@ -16,7 +16,7 @@ import dagster as dg
 import psycopg
 import pytest
 
-from desafio_dagster.core.connect_server import stop_server
+from desafio_dagster.core.connect_server import running_server, stop_server
 from desafio_dagster.core.fakedata import GenerationSpec, generate
 from desafio_dagster.core.source_db import embedded_url, stop_embedded
 from desafio_dagster_tests.helpers import free_port
@@ -186,9 +186,13 @@ def test_empty_settings_take_the_defaults_under_the_working_directory(tmp_path, 
         "DESAFIO_POSTGRES_URL": database_url}
     env = {name: value for name, value in env.items()
            if name not in ("SPARK_CONNECT_AUTHENTICATE_TOKEN", "DESAFIO_TASK_SECRET")}
-    try:  # the default engine too: the project's Connect server under ./.desafio
+    try:  # the default engine too: the project's Connect server under ./.desafio, which `stop` stops
         done = _run(["run", "--clients", "12"], env, cwd=work)
-        assert (work / ".desafio" / "spark-connect" / "server.json").exists()
+        server = running_server(work / ".desafio")
+        assert server, "the run left the project's Spark Connect server running for the next one"
+        stopped = _run(["stop"], env, cwd=work)
+        assert "Spark Connect server stopped" in stopped.stdout and running_server(work / ".desafio") is None
+        assert not Path(f"/proc/{server}").exists()
     finally:
         stop_server(work / ".desafio")
     assert done.returncode == 0, done.stdout + done.stderr

@@ -24,7 +24,8 @@ def test_too_few_free_connections_fail_clearly_before_any_task_connects(private_
 
     result = run("export")
     message = failed_run_message(result)
-    assert "would open up to 2 connections at once" in message and "max_connections=5" in message, message
+    # The run's Spark server has 4 task slots; 2 connections are free.
+    assert "would open up to 4 connections at once" in message and "max_connections=5" in message, message
     assert "max_export_connections" in message
     restarts = [e for e in result.all_events if e.event_type_value == "STEP_RESTARTED"]
     assert restarts == [], "a setting to change, not a fault to retry"

@@ -233,11 +233,11 @@ def test_a_failed_task_attempt_is_retried_without_duplicate_rows(published, sour
     marker = tmp_path / "failed-attempt"
     monkeypatch.setattr(publish, "_task_writer", _failing_first_attempts(publish._task_writer, marker))
     try:
-        spark = connect("local[2,4]", {"spark.sql.execution.arrow.maxRecordsPerBatch": "20"},  # many batches
-                        home=tmp_path / "spark").session
-        with exported_view(source, spark) as (view, snap):
+        connected = connect("local[2,4]", {"spark.sql.execution.arrow.maxRecordsPerBatch": "20"},  # many batches
+                            home=tmp_path / "spark")
+        with exported_view(source, connected.session) as (view, snap):
             publish.publish_per_client(view.frame(), folder.parent, snap.clients, by_client=True)
-        spark.stop()
+        connected.close()
     finally:
         stop_server(tmp_path / "spark")
     assert int(marker.read_text()) > 0, "the failed attempt had written files"

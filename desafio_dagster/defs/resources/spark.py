@@ -46,6 +46,6 @@ class SparkResource(LazyPySparkResource):
         return self.connected().session
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
-        if self._spark_session is not None:
-            self._spark_session.stop()  # the session only: the server stays for the next run
-            self._spark_session = None
+        if self._connected is not None:
+            self._connected.close()  # the session only: the server stays for the next run
+            self._spark_session = self._connected = None
