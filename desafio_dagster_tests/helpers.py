@@ -399,3 +399,11 @@ def project_server_traces(home: Path) -> str:
     assert pid, f"no project server runs under {home}"
     environ = Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace")
     return environ + "\n" + (state_dir(home) / "server.log").read_text(errors="replace")
+
+
+def exited(pid: int) -> bool:
+    """pid has exited (a zombie counts: its parent, or an init that does not reap, has not reaped it yet)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("Z")
+    except FileNotFoundError:
+        return True

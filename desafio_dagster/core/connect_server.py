@@ -111,6 +111,14 @@ def _is_ours(pid: int, folder: Path) -> bool:
     return owner == os.getuid() and SERVER_CLASS.encode() in cmdline and any(marker in arg for arg in cmdline)
 
 
+def is_alive(pid: int) -> bool:
+    """The process runs (neither gone nor a zombie)."""
+    try:
+        return not Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("Z")
+    except (FileNotFoundError, IndexError):
+        return False
+
+
 def _listening(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.settimeout(1.0)

@@ -7,6 +7,7 @@ Python workers run this interpreter (PYSPARK_PYTHON), so they import pyarrow.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -22,7 +23,7 @@ from pyspark.sql.connect.client import DefaultChannelBuilder
 from pyspark.sql.connect.session import SparkSession
 
 from desafio_dagster.core import settings
-from desafio_dagster.core.connect_server import ConnectServer, ConnectServerError, ensure_server
+from desafio_dagster.core.connect_server import ConnectServer, ConnectServerError, ensure_server, is_alive
 from desafio_dagster.core.errors import DesafioError, TransientError, first_line
 from desafio_dagster.core.java import JavaNotFound, find_java_home
 from desafio_dagster.core.sealed import TASK_KEY_VARIABLE, seal
@@ -153,6 +154,11 @@ class Connected:
     task_key: str  # seals the tasks' credentials (sealed.py); empty if the executors have none
     engine: str  # which engine, for the run's log and the UI
     slot: int | None = None  # the lock on the session's slot (see _SessionSlot), held until close()
+    server_pid: int | None = None  # the project's server, on this machine
+
+    def alive(self) -> bool:
+        """False once the project's server is known to be gone (a server of your own: assumed alive)."""
+        return self.server_pid is None or is_alive(self.server_pid)
 
     def seal(self, environment: dict[str, str]) -> str:
         """environment sealed for the tasks; a clear error if it holds secrets the executors could not open."""
@@ -165,7 +171,8 @@ class Connected:
 
     def close(self) -> None:
         """Close the session (kept on the server for the next run that takes its slot) and free its slot."""
-        self.session.stop()
+        with contextlib.suppress(Exception):  # a lost server: nothing to close there
+            self.session.stop()
         if self.slot is not None:
             os.close(self.slot)
 
@@ -218,15 +225,21 @@ class _SessionSlot:
         return str(uuid.uuid5(uuid.NAMESPACE_URL, f"{self.seed}|{self.number}|{self.state.get('generation', 0)}"))
 
 
-def _open_session(url: str, token: str, session_conf: dict[str, str]) -> tuple[SparkSession, int | None]:
+def _open_session(url: str, token: str, session_conf: dict[str, str], ours: bool) -> tuple[SparkSession, int | None]:
     """A session on the server at url with session_conf set: a slot's session if one is free (warm), else a
-    new one. Whatever a killed run left running in the slot's session is interrupted first."""
+    new one. Whatever a killed run left running in the slot's session is interrupted first. ours: the
+    project's own server, on this machine: a lost connection to it is given up after a few seconds (the
+    step's retry starts a new server), not after pyspark's ten minutes meant for a remote one."""
+    from pyspark.sql.connect.client.retries import DefaultPolicy
+
     slot = _SessionSlot(url, token)
     for attempt in range(2):
         parameters = ";".join(f"{name}={value}" for name, value in (
             ("token", token), ("session_id", slot.session_id() if slot.fd is not None else "")) if value)
         session = SparkSession.builder.channelBuilder(
             DefaultChannelBuilder(f"{url}/;{parameters}" if parameters else url)).create()
+        if ours:
+            session.client.set_retry_policies([DefaultPolicy(max_retries=4, max_backoff=2000)])
         if slot.fd is None:
             break
         session.release_session_on_close = False  # stop() closes the connection; the session stays warm
@@ -238,6 +251,10 @@ def _open_session(url: str, token: str, session_conf: dict[str, str]) -> tuple[S
             if attempt or "SESSION_CLOSED" not in str(error):
                 raise
             slot.write(generation=slot.state.get("generation", 0) + 1, keys=[])
+    if slot.fd is not None:  # the last run's temporary views and settings go
+        for table in session.catalog.listTables():
+            if table.isTemporary:
+                session.catalog.dropTempView(table.name)
     for name in slot.state.get("keys", []):
         if name not in session_conf:
             session.conf.unset(name)
@@ -286,11 +303,12 @@ def connect(master: str = "local[*]", conf: dict[str, str] | None = None, home: 
         engine = f"Spark Connect at {server.url}: the project's server (pid {server.pid}, master {master})"
     os.environ["SPARK_CONNECT_MODE_ENABLED"] = "1"  # pyspark.sql.functions and friends build Connect plans
     try:
-        session, slot = _open_session(url.split("/;")[0], token, session_conf)
+        session, slot = _open_session(url.split("/;")[0], token, session_conf, ours=not master.startswith("sc://"))
     except Exception as error:  # grpc and pyspark raise many kinds
-        raise SparkStartError(f"cannot open a Spark Connect session at {url.split('/;')[0]}: {first_line(error)}. "
-                              f"Check DESAFIO_SPARK_MASTER and that the server runs") from None
-    return Connected(session, key, engine, slot)
+        kind = SparkJobLost if _LOST.search(str(error)) else SparkStartError  # a server restarting may answer later
+        raise kind(f"cannot open a Spark Connect session at {url.split('/;')[0]}: {first_line(error)}. "
+                   f"Check DESAFIO_SPARK_MASTER and that the server runs") from None
+    return Connected(session, key, engine, slot, None if master.startswith("sc://") else server.pid)
 
 
 def start_session(master: str = "local[*]", conf: dict[str, str] | None = None) -> SparkSession:
@@ -301,9 +319,12 @@ def start_session(master: str = "local[*]", conf: dict[str, str] | None = None) 
 def task_slots(spark: SparkSession) -> int:
     """How many tasks Spark runs at once: spark.default.parallelism if the server sets it (the project's
     does for a local master), else the partitions Spark gives a range by default (one per core of a cluster)."""
-    configured = spark.conf.get("spark.default.parallelism", None)
-    if configured:
-        return int(configured)
     from pyspark.sql import functions as F
 
-    return spark.range(0, 1 << 16).select(F.spark_partition_id().alias("p")).distinct().count()
+    try:
+        configured = spark.conf.get("spark.default.parallelism", None)
+        if configured:
+            return int(configured)
+        return spark.range(0, 1 << 16).select(F.spark_partition_id().alias("p")).distinct().count()
+    except Exception as error:  # grpc and pyspark raise many kinds
+        raise spark_job_error(error, "counting the task slots") from None

@@ -19,7 +19,7 @@ import pytest
 from desafio_dagster.core.connect_server import running_server, stop_server
 from desafio_dagster.core.fakedata import GenerationSpec, generate
 from desafio_dagster.core.source_db import embedded_url, stop_embedded
-from desafio_dagster_tests.helpers import free_port
+from desafio_dagster_tests.helpers import exited, free_port
 
 CLI = [sys.executable, "-m", "desafio_dagster.cli"]
 SCREEN_ROWS, SCREEN_COLUMNS = 25, 100
@@ -192,7 +192,7 @@ def test_empty_settings_take_the_defaults_under_the_working_directory(tmp_path, 
         assert server, "the run left the project's Spark Connect server running for the next one"
         stopped = _run(["stop"], env, cwd=work)
         assert "Spark Connect server stopped" in stopped.stdout and running_server(work / ".desafio") is None
-        assert not Path(f"/proc/{server}").exists()
+        assert exited(server)
     finally:
         stop_server(work / ".desafio")
     assert done.returncode == 0, done.stdout + done.stderr

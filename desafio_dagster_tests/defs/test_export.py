@@ -5,6 +5,7 @@ import csv
 import os
 import re
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -243,6 +244,68 @@ def test_a_failed_task_attempt_is_retried_without_duplicate_rows(published, sour
     assert int(marker.read_text()) > 0, "the failed attempt had written files"
     assert published_files(folder) == expected_files(source, True)
     assert list(folder.resolve().glob(".attempt-*")) == [], "the failed attempts' folders are removed"
+
+
+def _blocking_until_the_server_is_killed(task_writer, started: Path, killed: Path):
+    """publish._task_writer whose tasks, on the first server, signal `started` and wait until that server was
+    killed, then exit without writing; on a later server (`killed` exists) they write as usual."""
+
+    def writer(staging: str, reader=None, sealed: str = ""):
+        write = task_writer(staging, reader, sealed)
+
+        def write_or_wait(batches):
+            if not killed.exists():
+                started.touch()
+                while not killed.exists():
+                    time.sleep(0.05)
+                os._exit(1)  # this task's server is gone: it must not write
+            yield from write(batches)
+
+        return write_or_wait
+
+    return writer
+
+
+@pytest.mark.command
+def test_a_spark_server_killed_mid_export_is_retried_on_a_new_server_and_publishes_once(
+        published, source, env_home, tmp_path, monkeypatch):
+    """The default engine (the project's own server, started by the export) is killed while its tasks run: the
+    step fails as a lost connection (transient), its retry starts a new server, and one version is published,
+    equal to the oracle."""
+    from desafio_dagster.core import publish
+    from desafio_dagster.core.connect_server import running_server
+
+    home = env_home / "home"
+    for name, value in own_project_server(dict(os.environ), home).items():
+        monkeypatch.setenv(name, value)
+    for name in ("SPARK_CONNECT_AUTHENTICATE_TOKEN", "DESAFIO_TASK_SECRET"):
+        monkeypatch.delenv(name, raising=False)
+    started, killed = tmp_path / "task-started", tmp_path / "server-killed"
+    monkeypatch.setattr(publish, "_task_writer", _blocking_until_the_server_is_killed(publish._task_writer,
+                                                                                      started, killed))
+    victims = []
+
+    def kill_the_server_once_a_task_runs():
+        deadline = time.monotonic() + 180  # a bound, not a timing: the task signals when it runs
+        while not started.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        victims.append(running_server(home))
+        os.kill(victims[0], signal.SIGKILL)
+        killed.touch()
+
+    killer = threading.Thread(target=kill_the_server_once_a_task_runs, daemon=True)
+    killer.start()
+    result = run("export", FULL_REFRESH)
+    killer.join()
+    assert result.success, failed_run_message(result)
+    [retried] = [e.event_specific_data.error.cause.message for e in result.all_events
+                 if e.event_type_value == "STEP_UP_FOR_RETRY"]  # the policy's retry, caused by the step's error
+    assert "lost an executor or a connection" in retried and "\n" not in retried.strip(), retried
+    assert running_server(home) not in (None, victims[0]), "the retry ran on a new server"
+    folder = output(env_home)
+    assert published_files(folder) == expected_files(source, True)
+    versions = [p for p in folder.parent.iterdir() if p.name.startswith(".movements_csv.v-")]
+    assert folder.resolve() != published[2] and len(versions) == 2, "published once: the new and the previous version"
 
 
 def test_a_failing_spark_job_fails_clearly_and_keeps_the_output(published, source, spark_session):

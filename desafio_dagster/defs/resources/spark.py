@@ -36,7 +36,11 @@ class SparkResource(LazyPySparkResource):
         return settings.SPARK_MASTER.value(self.master)
 
     def connected(self) -> Connected:
-        """The run's session and how to seal the tasks' credentials for it, opened on first use."""
+        """The run's session and how to seal the tasks' credentials for it, opened on first use (again, for a
+        retried step, if the project's server was lost)."""
+        if self._connected is not None and not self._connected.alive():
+            self._connected.close()
+            self._spark_session = self._connected = None
         if self._spark_session is None:
             self._connected = connect(self.master_url, {key: str(value) for key, value in self.spark_config.items()})
             self._spark_session = self._connected.session
