@@ -1,34 +1,53 @@
 """Run a command and measure its wall time and the peak memory of its whole process tree."""
 
+import contextlib
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 
 import psutil
 
 
-def run_measured(cmd: list[str], env: dict | None = None, interval: float = 0.1) -> tuple[float, int, str]:
-    """(seconds, peak resident bytes summed over the process and its descendants, output)."""
+def tree_rss(pid: int, leave_out: set[int] = frozenset()) -> tuple[int, set[int]]:
+    """(resident bytes of pid and its descendants but the subtrees of leave_out, the pids counted)."""
+    try:
+        root = psutil.Process(pid)
+        tree = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0, set()
+    left_out = set()
+    for p in tree:
+        if p.pid in leave_out:
+            with contextlib.suppress(psutil.Error):
+                left_out |= {p.pid, *(c.pid for c in p.children(recursive=True))}
+    total, counted = 0, set()
+    for p in tree:
+        if p.pid not in left_out:
+            with contextlib.suppress(psutil.Error):
+                total += p.memory_info().rss
+                counted.add(p.pid)
+    return total, counted
+
+
+def run_measured(cmd: list[str], env: dict | None = None, interval: float = 0.1,
+                 engine: Callable[[], int | None] | None = None) -> tuple[float, int, str]:
+    """(seconds, peak resident bytes summed over the process and its descendants, output). engine: the pid
+    of a long-lived engine the command may start or use (a Spark Connect server): its tree is left out of
+    the command's and its own peak is kept in engine_peak[0] (see last_engine_peak)."""
     started = time.monotonic()
     process = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     peak = 0
     done = threading.Event()
+    last_engine_peak[0] = 0
 
     def sample():
         nonlocal peak
-        root = psutil.Process(process.pid)
         while not done.is_set():
-            try:
-                tree = [root, *root.children(recursive=True)]
-                total = 0
-                for p in tree:
-                    try:
-                        total += p.memory_info().rss
-                    except psutil.Error:
-                        pass
-                peak = max(peak, total)
-            except psutil.Error:
-                pass
+            server = engine() if engine else None
+            peak = max(peak, tree_rss(process.pid, {server} if server else set())[0])
+            if server:
+                last_engine_peak[0] = max(last_engine_peak[0], tree_rss(server)[0])
             time.sleep(interval)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -40,6 +59,9 @@ def run_measured(cmd: list[str], env: dict | None = None, interval: float = 0.1)
     if process.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed ({process.returncode}):\n{output[-4000:]}")
     return elapsed, peak, output
+
+
+last_engine_peak = [0]  # the engine's peak during the last run_measured with an engine
 
 
 def mib(n: int) -> str:

@@ -7,6 +7,7 @@ import os
 import sys
 from pathlib import Path
 
+from desafio_dagster.core.connect_server import state_dir, stop_server
 from desafio_dagster.core.fakedata import generate
 from desafio_dagster_tests.helpers import dagster_cli, expected_files
 from desafio_dagster_tests.system.test_cluster import (
@@ -61,27 +62,30 @@ def test_export_on_a_cluster_without_a_shared_folder_publishes_to_s3(s3, source_
             "SPARK_CONF_DIR": str(conf_dir),
         })
         assert returncode == 0 and "RUN_SUCCESS" in out, f"cluster export failed\n{out[-4000:]}\n{cluster.log_tails()}"
+        assert stop_server(home), "the driver: the project's Spark Connect server, which `make stop` ends"
 
         # The oracle's files, in S3.
         assert s3.published_files() == expected_files(source_db, True)
 
         # Every task ran on the worker's executor, the per-client writers included.
-        state = cluster.state()
-        [app] = [a for a in state.get("completedapps", []) if a["name"] == "desafio_dagster"]
+        [app] = [a for a in cluster.completed_apps() if a["name"] == "desafio_dagster"]
         executors = {str(e["id"]) for e in get_json(f"{cluster.worker_ui}/json/")["finishedexecutors"]
                      if e["appid"] == app["id"]}
         tasks = finished_tasks(events)
         assert executors and tasks and all(t[1] in executors for t in tasks), tasks[:5]
-        assert any("publish.py" in stage for stage, _, _ in tasks)
+        assert "read_join_and_write_client_files" in "\n".join(p.read_text() for p in events.rglob("*") if p.is_file())
 
         # Nothing written locally: no CSV on the worker's side, nothing in the driver's cwd or DESAFIO_HOME.
         worker_side = [p for p in cluster.root.rglob("*") if p.suffix == ".csv" or p.name.startswith(".v-")]
         assert worker_side == []
-        assert list(cwd.iterdir()) == [] and not [p for p in home.rglob("*") if p.is_file()]
+        assert list(cwd.iterdir()) == [] and not [p for p in home.rglob("*") if p.is_file()
+                                                  and not p.is_relative_to(state_dir(home))]
         spark_log = "\n".join(p.read_text() for p in events.rglob("*") if p.is_file())
-        assert '"spark.executorEnv.AWS_SECRET_ACCESS_KEY":"*********(redacted)"' in spark_log.replace(" ", "")
+        # The tasks get the AWS variables sealed; the key that opens them is a redacted executor variable.
+        assert '"spark.executorEnv.DESAFIO_TASK_SECRET":"*********(redacted)"' in spark_log.replace(" ", "")
         executor_logs = "\n".join(p.read_text(errors="replace") for p in Path(cluster.work_dir).rglob("*") if p.is_file())
         for place, text in {"Spark event log": spark_log, "executor logs": executor_logs, "run output": out}.items():
             assert s3.secret not in text, f"the secret key appears in the {place}"
     finally:
+        stop_server(tmp_path / "driver" / "home")
         cluster.stop()
