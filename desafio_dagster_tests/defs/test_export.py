@@ -55,6 +55,8 @@ def test_published_files_equal_the_sql_oracle_row_by_row(source, env_home, mask)
     metadata = result.asset_materializations_for_node("movements_csv")[0].metadata
     assert metadata["dagster/row_count"].value == sum(map(len, expected.values()))
     assert metadata["clients"].value == SPEC.clients
+    # The UI names the engine the run used: here the test run's own Connect server, reached as one's own.
+    assert metadata["spark_engine"].value == f"Spark Connect at {os.environ['DESAFIO_SPARK_MASTER']} (a server of your own)"
 
 
 def test_rerun_replaces_the_output_atomically_without_duplicates(source, env_home):
