@@ -89,7 +89,8 @@ def main() -> None:
                      "export", "-c", f"{work}/full.yaml"], env, engine=lambda: running_server(home))
                 phases = export_seconds(work)
                 runs.append((seconds, peak, last_engine_peak[0], phases))
-            time.sleep(5)
+            after = tree_rss(running_server(home))[0]
+            time.sleep(75)  # the server's JVM gives unused heap back after a minute idle
             idle = tree_rss(running_server(home))[0]
         finally:
             stop_server(home)
@@ -110,7 +111,8 @@ def main() -> None:
         print(f"  export, {name} engine (full_refresh, whole process, checks included): {seconds:6.2f} s; "
               f"run's process tree {mib(peak)}, engine peak {mib(engine)}, together {mib(peak + engine)}; "
               f"spark_start {phases.get('spark_start', 0):.2f} s, spark_job {phases.get('spark_job', 0):.2f} s")
-    print(f"  engine idle: {mib(idle_before)} after the probes, {mib(idle)} after the exports")
+    print(f"  engine idle: {mib(idle_before)} after the probes; after the exports {mib(after)}, "
+          f"then {mib(idle)} after 75 s idle")
     if ducks:
         duck_seconds, duck_peak = sorted(ducks)[len(ducks) // 2]
         print(f"  DuckDB extract -> join -> one CSV per client: {duck_seconds:6.2f} s, peak {mib(duck_peak)}")

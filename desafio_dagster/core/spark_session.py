@@ -279,6 +279,8 @@ def project_server(master: str = "local[*]", conf: dict[str, str] | None = None,
     for side in ("driver", "executor"):
         key = f"spark.{side}.extraJavaOptions"
         static[key] = f"-Dlog4j2.configurationFile={LOG4J_CONFIG} {static.get(key, '')}".strip()
+    # The server outlives the runs: once idle for a minute, G1 collects and gives unused heap back to the OS.
+    static["spark.driver.extraJavaOptions"] = f"-XX:G1PeriodicGCInterval=60000 {static['spark.driver.extraJavaOptions']}"
     home = home or settings.HOME.path()
     try:
         return ensure_server(home, master, static, environment("JAVA_HOME"), java_home)
