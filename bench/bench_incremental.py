@@ -14,6 +14,7 @@ Each run adds a day to desafio_bench.
 """
 
 import argparse
+import contextlib
 import filecmp
 import os
 import sys
@@ -26,7 +27,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_export import movements  # noqa: E402
 from bench_populate import bench_url, populate_job  # noqa: E402
-from measure import mib, run_measured  # noqa: E402
+from measure import mib, run_measured, warm_engine  # noqa: E402
 
 from desafio_dagster.core.incremental import READBACK_FILE  # noqa: E402
 
@@ -66,10 +67,11 @@ def main() -> None:
         seconds, _ = populate_job(url, {"clients": args.populate or 10_000, "movements_per_card": [0, 66], "seed": 11})
         print(f"populated in {seconds:.1f} s")
     full_refresh = {"ops": {"movements_csv": {"config": {"full_refresh": True}}}}
-    with tempfile.TemporaryDirectory() as directory:
+    with tempfile.TemporaryDirectory() as directory, contextlib.ExitStack() as stack:
         work = Path(directory)
         env = {**os.environ, "DESAFIO_POSTGRES_URL": url, "DAGSTER_HOME": str(work),
                "DESAFIO_HOME": str(work / "home"), "DESAFIO_OUTPUT_DIR": str(work / "out")}
+        stack.enter_context(warm_engine(work / "home"))  # the runs find the Spark Connect server up
         folder = work / "out" / "movements_csv"
         job("export", env, work, full_refresh)
         rows_before, clients_before = movements(url)

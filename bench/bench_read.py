@@ -8,23 +8,27 @@ machine the tasks share its cores with the Postgres backends that serve them.
 """
 
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_populate import bench_url  # noqa: E402
 
+from desafio_dagster.core.connect_server import stop_server  # noqa: E402
 from desafio_dagster.core.extract import ExportedSnapshot  # noqa: E402
 from desafio_dagster.core.source_db import SourceDatabase  # noqa: E402
-from desafio_dagster.core.spark_session import start_session  # noqa: E402
+from desafio_dagster.core.spark_session import connect  # noqa: E402
 from desafio_dagster.core.transform import snapshot_view  # noqa: E402
 
 
 def main() -> None:
     db = SourceDatabase(bench_url())
     results = []
+    home = Path(tempfile.mkdtemp(prefix="bench-read-"))  # the project's Spark server, one master after the other
     for cores in (1, 2):
-        spark = start_session(f"local[{cores}]")
+        connected = connect(f"local[{cores}]", home=home)
+        spark = connected.session
         exported = ExportedSnapshot.open(db)
         try:
             snapshot = exported.snapshot
@@ -35,9 +39,10 @@ def main() -> None:
             seconds = time.monotonic() - started
         finally:
             exported.close()
-            spark.stop()
+            connected.close()
         rows = snapshot.counts["movimento"]
         results.append((cores, rows, seconds))
+    stop_server(home)
     print(f"read benchmark: {results[0][1]:,} movements from the export's snapshot, one connection per task")
     for cores, rows, seconds in results:
         print(f"  local[{cores}]: {seconds:6.2f} s, {rows / seconds:12,.0f} rows/s")

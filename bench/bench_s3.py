@@ -31,7 +31,7 @@ from psycopg.conninfo import make_conninfo
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_export import movements  # noqa: E402
 from bench_populate import SERVER, populate_job  # noqa: E402
-from measure import mib, run_measured  # noqa: E402
+from measure import mib, run_measured, warm_engine  # noqa: E402
 
 EXPORT = [sys.executable, "-m", "dagster", "job", "execute", "-m", "desafio_dagster.definitions", "-j", "export"]
 
@@ -134,13 +134,13 @@ def main() -> None:
     peaks: dict[str, list[int]] = {"local": [], "s3": []}
     requests: collections.Counter = collections.Counter()
     try:
-        with tempfile.TemporaryDirectory() as work:
+        with tempfile.TemporaryDirectory() as work, warm_engine(Path(work) / "home"):
             for attempt in range(args.repeat):
                 for side in ("local", "s3") if attempt % 2 == 0 else ("s3", "local"):
                     run_dir = Path(work) / f"{side}-{attempt}"
                     output = f"s3://desafio-bench/run-{attempt}" if side == "s3" else str(run_dir / "out")
                     env = {**os.environ, **(aws if side == "s3" else {}), "DESAFIO_POSTGRES_URL": url,
-                           "DAGSTER_HOME": str(run_dir), "DESAFIO_HOME": str(run_dir / "home"),
+                           "DAGSTER_HOME": str(run_dir), "DESAFIO_HOME": str(Path(work) / "home"),
                            "DESAFIO_OUTPUT_DIR": output}
                     run_dir.mkdir()
                     before = collections.Counter(counter.counts)

@@ -17,6 +17,7 @@ Each run adds a day to the databases (desafio_bench_100k, desafio_bench_1m).
 """
 
 import argparse
+import contextlib
 import os
 import sys
 import tempfile
@@ -28,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from bench_export import movements  # noqa: E402
 from bench_incremental import ACTIVE_SHARE, NEW_SHARE, export_metadata, job  # noqa: E402
 from bench_populate import bench_url, populate_job  # noqa: E402
-from measure import mib  # noqa: E402
+from measure import mib, warm_engine  # noqa: E402
 
 # About 10.5M movements at either size: ten times the clients, a tenth of the movements per card.
 SIZES = {100_000: ("desafio_bench_100k", [0, 66]), 1_000_000: ("desafio_bench_1m", [0, 7])}
@@ -54,10 +55,12 @@ def measure(clients: int) -> dict:
     if movements(url)[1] < clients:
         seconds, _ = populate_job(url, {"clients": clients, "movements_per_card": per_card, "seed": 11})
         print(f"populated {name} in {seconds:.1f} s", flush=True)
-    with tempfile.TemporaryDirectory(dir=os.environ.get("DESAFIO_BENCH_TMP")) as directory:
+    with tempfile.TemporaryDirectory(dir=os.environ.get("DESAFIO_BENCH_TMP")) as directory, \
+            contextlib.ExitStack() as stack:
         work = Path(directory)
         env = {**os.environ, "DESAFIO_POSTGRES_URL": url, "DAGSTER_HOME": str(work),
                "DESAFIO_HOME": str(work / "home"), "DESAFIO_OUTPUT_DIR": str(work / "out")}
+        stack.enter_context(warm_engine(work / "home"))  # the runs find the Spark Connect server up
         rows, total_clients = movements(url)
         result = {"clients": total_clients, "movements": rows}
         result["full"] = export(env, work, FULL_REFRESH)

@@ -5,6 +5,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import psutil
 
@@ -59,6 +60,20 @@ def run_measured(cmd: list[str], env: dict | None = None, interval: float = 0.1,
     if process.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed ({process.returncode}):\n{output[-4000:]}")
     return elapsed, peak, output
+
+
+@contextlib.contextmanager
+def warm_engine(home: Path):
+    """The project's Spark Connect server for home (what an export with DESAFIO_HOME=home uses), started
+    before the runs measured, which find it warm, and stopped after them."""
+    from desafio_dagster.core.connect_server import stop_server
+    from desafio_dagster.core.spark_session import project_server
+
+    try:
+        project_server(home=home)
+        yield
+    finally:
+        stop_server(home)
 
 
 last_engine_peak = [0]  # the engine's peak during the last run_measured with an engine
