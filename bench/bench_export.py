@@ -30,6 +30,16 @@ def movements(url: str) -> tuple[int, int]:
             return 0, 0
 
 
+def populated(clients: int | None) -> str:
+    """The URL of desafio_bench, populated with `clients` clients first if given, or if it is empty
+    (10,000 clients, ~1M movements)."""
+    url = bench_url()
+    if clients or movements(url)[0] == 0:
+        seconds, peak = populate_job(url, {"clients": clients or 10_000, "movements_per_card": [0, 66], "seed": 11})
+        print(f"populated in {seconds:.1f} s (peak {mib(peak)})")
+    return url
+
+
 # The export's phases that make up its audit: the snapshot's figures, the tasks' read-back (summed over
 # tasks), and the driver's listing and comparison.
 AUDIT_PHASES = ("snapshot_figures", "tasks_scan", "listing", "audit")
@@ -50,10 +60,7 @@ def main() -> None:
     parser.add_argument("--no-duckdb", action="store_true",
                         help="the export alone (at 10M movements the DuckDB script took 1,071 s and 11.2 GiB here)")
     args = parser.parse_args()
-    url = bench_url()
-    if args.populate or movements(url)[0] == 0:
-        seconds, peak = populate_job(url, {"clients": args.populate or 10_000, "movements_per_card": [0, 66], "seed": 11})
-        print(f"populated in {seconds:.1f} s (peak {mib(peak)})")
+    url = populated(args.populate)
     rows, clients = movements(url)
 
     jobs, ducks, audits = [], [], []

@@ -25,8 +25,7 @@ import dagster as dg
 import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_export import movements  # noqa: E402
-from bench_populate import bench_url, populate_job  # noqa: E402
+from bench_export import movements, populated  # noqa: E402
 from measure import mib, run_measured, warm_engine  # noqa: E402
 
 from desafio_dagster.core.incremental import READBACK_FILE  # noqa: E402
@@ -62,10 +61,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--populate", type=int, metavar="CLIENTS", help="populate this many clients first")
     args = parser.parse_args()
-    url = bench_url()
-    if args.populate or movements(url)[0] == 0:
-        seconds, _ = populate_job(url, {"clients": args.populate or 10_000, "movements_per_card": [0, 66], "seed": 11})
-        print(f"populated in {seconds:.1f} s")
+    url = populated(args.populate)
     full_refresh = {"ops": {"movements_csv": {"config": {"full_refresh": True}}}}
     with tempfile.TemporaryDirectory() as directory, contextlib.ExitStack() as stack:
         work = Path(directory)

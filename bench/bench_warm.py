@@ -23,8 +23,7 @@ from pathlib import Path
 import dagster as dg
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_export import movements  # noqa: E402
-from bench_populate import bench_url, populate_job  # noqa: E402
+from bench_export import movements, populated  # noqa: E402
 from measure import last_engine_peak, mib, run_measured, tree_rss  # noqa: E402
 
 from desafio_dagster.core.connect_server import running_server, stop_server  # noqa: E402
@@ -61,10 +60,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="warm runs of each; the median is reported")
     parser.add_argument("--no-duckdb", action="store_true", help="the export alone")
     args = parser.parse_args()
-    url = bench_url()
-    if args.populate or movements(url)[0] == 0:
-        seconds, _ = populate_job(url, {"clients": args.populate or 10_000, "movements_per_card": [0, 66], "seed": 11})
-        print(f"populated in {seconds:.1f} s")
+    url = populated(args.populate)
     rows, clients = movements(url)
 
     with tempfile.TemporaryDirectory() as work:
