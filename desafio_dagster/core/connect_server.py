@@ -52,6 +52,7 @@ class ConnectServer:
     task_key: str  # the key that seals the tasks' environment (sealed.py)
     pid: int
     master: str
+    home: Path
 
 
 def state_dir(home: Path) -> Path:
@@ -205,12 +206,19 @@ def ensure_server(home: Path, master: str, conf: dict[str, str], java_setting: s
             _terminate(state["pid"], folder)  # stale (another setting, another code), crashed, or hung
             state = None
         if state is None:
-            state = {**_start(folder, master, conf, find_java(), f"{master} under {home}"), "fingerprint": wanted}
+            java = find_java()
+            try:
+                started = _start(folder, master, conf, java, f"{master} under {home}")
+            except ConnectServerError as error:
+                if "BindException" not in str(error) and "already in use" not in str(error):
+                    raise
+                started = _start(folder, master, conf, java, f"{master} under {home}")  # its port was taken meanwhile
+            state = {**started, "fingerprint": wanted}
             fd = os.open(folder / "server.json", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w") as out:
                 json.dump(state, out)
         return ConnectServer(url=f"sc://localhost:{state['port']}", token=state["token"], task_key=state["task_key"],
-                             pid=state["pid"], master=state["master"])
+                             pid=state["pid"], master=state["master"], home=Path(home))
 
 
 def stop_server(home: Path) -> bool:

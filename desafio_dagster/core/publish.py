@@ -206,33 +206,43 @@ def _task_writer(target: str, reader: RangeReader | None = None,
 
 class _Progress:
     """Spark Connect's progress of the running job as (tasks done, tasks known, seconds), passed on at most
-    every few seconds while it runs, and once when it is done."""
+    every few seconds while it runs, and once when it is done: Connect sends progress every few seconds,
+    so a short job may end before it sent any, and finished(tasks) then reports the end itself."""
 
-    def __init__(self, on_progress: Callable[[int, int, float], None], every: float = 5.0):
+    def __init__(self, on_progress: Callable[[int, int, float], None] | None, every: float = 5.0):
         self.on_progress, self.every = on_progress, every
         self.started = self.last = time.monotonic()
+        self.ended = False
 
     def __call__(self, stages, inflight_tasks: int, operation_id: str | None, done: bool) -> None:
         now = time.monotonic()
         stages = list(stages or [])
         if stages and (done or now - self.last >= self.every):
-            self.last = now
-            self.on_progress(sum(s.num_completed_tasks for s in stages), sum(s.num_tasks for s in stages),
-                             now - self.started)
+            self.last, self.ended = now, self.ended or (done and all(s.done for s in stages))
+            self._report(sum(s.num_completed_tasks for s in stages), sum(s.num_tasks for s in stages))
+
+    def finished(self, tasks: int | None) -> None:
+        """The job succeeded with `tasks` tasks (None: unknown): its end, unless Connect reported it."""
+        if not self.ended and tasks:
+            self.ended = True
+            self._report(tasks, tasks)
+
+    def _report(self, done: int, known: int) -> None:
+        if self.on_progress is not None:
+            self.on_progress(done, known, time.monotonic() - self.started)
 
 
 @contextlib.contextmanager
 def _reporting(spark, on_progress: Callable[[int, int, float], None] | None):
     """While the body runs, report the progress of its Spark jobs (see _Progress)."""
-    if on_progress is None:
-        yield
-        return
     handler = _Progress(on_progress)
-    spark.registerProgressHandler(handler)
+    if on_progress is not None:
+        spark.registerProgressHandler(handler)
     try:
-        yield
+        yield handler
     finally:
-        spark.removeProgressHandler(handler)
+        if on_progress is not None:
+            spark.removeProgressHandler(handler)
 
 
 def publish_per_client(
@@ -362,7 +372,9 @@ def published_as_is(store: Store, plan: Plan) -> Published:
 def _write(view: DataFrame | SnapshotView, target: str, by_client: bool, on_progress, sealed: str) -> pa.Table:
     """Run the Spark job that writes the view's clients to target: one summary per client file (_SUMMARY_SCHEMA),
     by client id. The summaries come back as one Arrow table (no Row object per client on the driver)."""
+    tasks = None  # known for a SnapshotView: one task per range of clients
     if isinstance(view, SnapshotView):  # read, join and write in one Python function per task
+        tasks = view.partitions
         spark, job = view.spark, view.indexes().mapInArrow(_task_writer(target, view.reader, sealed),
                                                          _SUMMARY_TYPE)
     else:
@@ -371,7 +383,7 @@ def _write(view: DataFrame | SnapshotView, target: str, by_client: bool, on_prog
             prepared = prepared.repartition(max(2, task_slots(spark) * 2), "client_id")
             prepared = prepared.sortWithinPartitions("client_id", "movement_time", "movement_id")
         job = prepared.mapInArrow(_task_writer(target, sealed=sealed), _SUMMARY_TYPE)
-    with _reporting(spark, on_progress):
+    with _reporting(spark, on_progress) as progress:
         try:
             table = job.toArrow()
         except Exception as error:  # grpc and PySpark raise many kinds
@@ -379,6 +391,7 @@ def _write(view: DataFrame | SnapshotView, target: str, by_client: bool, on_prog
             if read_error:  # a task could not read the source: explained in the task
                 raise SourceReadError(f"{read_error.group(1).strip()}; nothing was published") from None
             raise spark_job_error(error, "writing the client files") from None
+        progress.finished(tasks)
     return table.cast(_SUMMARY_SCHEMA).sort_by("client_id")
 
 

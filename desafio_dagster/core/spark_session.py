@@ -23,7 +23,7 @@ from pyspark.sql.connect.client import DefaultChannelBuilder
 from pyspark.sql.connect.session import SparkSession
 
 from desafio_dagster.core import settings
-from desafio_dagster.core.connect_server import ConnectServer, ConnectServerError, ensure_server, is_alive
+from desafio_dagster.core.connect_server import ConnectServer, ConnectServerError, ensure_server, is_alive, state_dir
 from desafio_dagster.core.errors import DesafioError, TransientError, first_line
 from desafio_dagster.core.java import JavaNotFound, find_java_home
 from desafio_dagster.core.sealed import TASK_KEY_VARIABLE, seal
@@ -182,17 +182,21 @@ SESSION_SLOTS = 8
 
 class _SessionSlot:
     """One of the SESSION_SLOTS server sessions that this machine's runs take in turn, one run at a time each
-    (a lock file per slot, in a per-user folder). A Connect session's Python workers belong to it (Spark
-    isolates each session's artifacts), so a run that reattaches to the slot's session finds them warm: a
-    new session pays a Python worker start and its imports (about 3 s here) on its first job. The slot's
-    file remembers the settings its last run set, so that the next one starts from the server's."""
+    (a lock file per slot: in the project's server's own folder, else in a per-user folder). A Connect
+    session's Python workers belong to it (Spark isolates each session's artifacts), so a run that
+    reattaches to the slot's session finds them warm: a new session pays a Python worker start and its
+    imports (about 3 s here) on its first job. The session ids derive from the folder too: processes that
+    do not share the locks never share a session. The slot's file remembers the settings its last run set,
+    so that the next one starts from the server's."""
 
-    def __init__(self, url: str, token: str):
+    def __init__(self, url: str, token: str, folder: Path | None):
         import fcntl  # POSIX only: the definitions load without it
 
-        folder = Path(tempfile.gettempdir()) / f"desafio-spark-sessions-{os.getuid()}" / \
+        folder = folder or Path(tempfile.gettempdir()) / f"desafio-spark-sessions-{os.getuid()}" / \
             hashlib.sha256(url.encode()).hexdigest()[:16]
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if folder.stat().st_uid != os.getuid():
+            raise SparkStartError(f"{folder} belongs to another user: remove it, or set TMPDIR to a folder of yours")
         self.fd = None
         for number in range(SESSION_SLOTS):
             fd = os.open(folder / f"{number}.json", os.O_RDWR | os.O_CREAT, 0o600)
@@ -203,7 +207,7 @@ class _SessionSlot:
                 continue
             self.fd, self.number = fd, number
             break
-        self.seed = f"{url}|{socket.gethostname()}|{hashlib.sha256(token.encode()).hexdigest()}"
+        self.seed = f"{url}|{socket.gethostname()}|{folder}|{hashlib.sha256(token.encode()).hexdigest()}"
         self.state = self._read()
 
     def _read(self) -> dict:
@@ -225,14 +229,16 @@ class _SessionSlot:
         return str(uuid.uuid5(uuid.NAMESPACE_URL, f"{self.seed}|{self.number}|{self.state.get('generation', 0)}"))
 
 
-def _open_session(url: str, token: str, session_conf: dict[str, str], ours: bool) -> tuple[SparkSession, int | None]:
+def _open_session(url: str, token: str, session_conf: dict[str, str],
+                  ours: Path | None) -> tuple[SparkSession, int | None]:
     """A session on the server at url with session_conf set: a slot's session if one is free (warm), else a
     new one. Whatever a killed run left running in the slot's session is interrupted first. ours: the
-    project's own server, on this machine: a lost connection to it is given up after a few seconds (the
-    step's retry starts a new server), not after pyspark's ten minutes meant for a remote one."""
+    project's own server's folder, on this machine: its slots are there, and a lost connection to it is
+    given up after a few seconds (the step's retry starts a new server), not after pyspark's ten minutes
+    meant for a remote one."""
     from pyspark.sql.connect.client.retries import DefaultPolicy
 
-    slot = _SessionSlot(url, token)
+    slot = _SessionSlot(url, token, ours / "sessions" if ours else None)
     for attempt in range(2):
         parameters = ";".join(f"{name}={value}" for name, value in (
             ("token", token), ("session_id", slot.session_id() if slot.fd is not None else "")) if value)
@@ -305,7 +311,8 @@ def connect(master: str = "local[*]", conf: dict[str, str] | None = None, home: 
         engine = f"Spark Connect at {server.url}: the project's server (pid {server.pid}, master {master})"
     os.environ["SPARK_CONNECT_MODE_ENABLED"] = "1"  # pyspark.sql.functions and friends build Connect plans
     try:
-        session, slot = _open_session(url.split("/;")[0], token, session_conf, ours=not master.startswith("sc://"))
+        session, slot = _open_session(url.split("/;")[0], token, session_conf,
+                                      None if master.startswith("sc://") else state_dir(server.home))
     except Exception as error:  # grpc and pyspark raise many kinds
         kind = SparkJobLost if _LOST.search(str(error)) else SparkStartError  # a server restarting may answer later
         raise kind(f"cannot open a Spark Connect session at {url.split('/;')[0]}: {first_line(error)}. "

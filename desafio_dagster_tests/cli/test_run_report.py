@@ -34,3 +34,21 @@ def test_messages_round_trip():
     assert progress.parse(progress.rows_loaded(1_234_567, 2.0)) == progress.Progress("rows", 1_234_567)
     assert progress.parse(progress.tasks_done(3, 8, 12.4)) == progress.Progress("tasks", 3, 8)
     assert progress.parse("extracted movimento: 10 rows") is None
+
+
+def test_a_job_that_ends_before_spark_reports_progress_still_reports_its_end():
+    """Spark Connect sends progress every few seconds: a short job may end before it sends any."""
+    from pyspark.sql.connect.shell.progress import StageInfo
+
+    from desafio_dagster.core.publish import _Progress
+
+    seen = []
+    quiet = _Progress(lambda done, known, seconds: seen.append((done, known)))
+    quiet.finished(3)
+    assert seen == [(3, 3)]
+
+    seen.clear()
+    reported = _Progress(lambda done, known, seconds: seen.append((done, known)))
+    reported([StageInfo(stage_id=1, num_tasks=3, num_completed_tasks=3, num_bytes_read=0, done=True)], 0, "op", True)
+    reported.finished(3)
+    assert seen == [(3, 3)], "reported once"
