@@ -403,7 +403,6 @@ def project_server_traces(home: Path) -> str:
 
 def exited(pid: int) -> bool:
     """pid has exited (a zombie counts: its parent, or an init that does not reap, has not reaped it yet)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("Z")
-    except FileNotFoundError:
-        return True
+    from desafio_dagster.core.connect_server import is_alive
+
+    return not is_alive(pid)

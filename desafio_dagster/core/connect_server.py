@@ -62,7 +62,8 @@ def state_dir(home: Path) -> Path:
 def code_fingerprint() -> str:
     """The project's code as this process sees it: an edit must not meet Python workers that imported the old code."""
     package = Path(__file__).resolve().parent.parent
-    files = sorted((str(p.relative_to(package)), p.stat().st_size, p.stat().st_mtime_ns) for p in package.rglob("*.py"))
+    files = sorted((str(p.relative_to(package)), stat.st_size, stat.st_mtime_ns)
+                   for p in package.rglob("*.py") if (stat := p.stat()))
     return hashlib.sha256(json.dumps(files).encode()).hexdigest()[:16]
 
 
@@ -120,6 +121,12 @@ def is_alive(pid: int) -> bool:
         return False
 
 
+def _write_private(path: Path, text: str) -> None:
+    """path with text, readable by this user only (0600 from its creation)."""
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as out:
+        out.write(text)
+
+
 def _listening(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.settimeout(1.0)
@@ -162,10 +169,9 @@ def _start(folder: Path, master: str, conf: dict[str, str], java_home: str, prin
                 "spark.connect.grpc.binding.port": str(port),
                 # The executors of a cluster get the tasks' key as the server's own executors do (Spark redacts it).
                 f"spark.executorEnv.{TASK_KEY_VARIABLE}": task_key}
-    properties = folder / "server.properties"  # 0600: it holds the tasks' key; off the command line (ps)
-    fd = os.open(properties, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.writelines(f"{key}={str(value).replace(chr(92), chr(92) * 2)}\n" for key, value in settings.items())
+    properties = folder / "server.properties"  # private: it holds the tasks' key; off the command line (ps)
+    _write_private(properties, "".join(f"{key}={str(value).replace(chr(92), chr(92) * 2)}\n"
+                                       for key, value in settings.items()))
     # The server outlives the run: none of the run's credentials (they reach the tasks sealed, per job).
     env = {name: value for name, value in os.environ.items() if not (
         name.startswith(("SPARK_REMOTE", "SPARK_CONNECT_MODE", "SPARK_LOCAL_REMOTE", "AWS_", "PG", "DAGSTER_POSTGRES_"))
@@ -214,9 +220,7 @@ def ensure_server(home: Path, master: str, conf: dict[str, str], java_setting: s
                     raise
                 started = _start(folder, master, conf, java, f"{master} under {home}")  # its port was taken meanwhile
             state = {**started, "fingerprint": wanted}
-            fd = os.open(folder / "server.json", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as out:
-                json.dump(state, out)
+            _write_private(folder / "server.json", json.dumps(state))
         return ConnectServer(url=f"sc://localhost:{state['port']}", token=state["token"], task_key=state["task_key"],
                              pid=state["pid"], master=state["master"], home=Path(home))
 

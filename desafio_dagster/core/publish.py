@@ -146,9 +146,9 @@ def _task_writer(target: str, reader: RangeReader | None = None,
     sealed: the task's credentials (sealed.py)."""
 
     def write(batches):
-        unseal_into_environment(sealed)
+        unseal_into_environment(sealed)  # once: the reader's and the store's credentials
         if reader is not None:
-            batches = reader.read_and_join(batches)
+            batches = reader.joined(batches)
         context = TaskContext.get()
         # Held until the task ends (or its process dies): the driver waits for it before removing the attempt.
         with open_attempt(target, context.partitionId(), context.taskAttemptId()) as attempt:
@@ -291,8 +291,7 @@ def publish_per_client(
             store.open_version(version)
             with watch("spark_job"):
                 written = _SUMMARY_SCHEMA.empty_table() if view is None else _write(
-                    view, store.task_target(version), by_client, on_progress,
-                    view.reader.sealed if sealed is None and isinstance(view, SnapshotView) else sealed or "")
+                    view, store.task_target(version), by_client, on_progress, sealed)
                 store.drop_attempts(version)
             for phase in ("write", "sync", "scan"):  # summed over the tasks, which run in parallel
                 watch.add(f"tasks_{phase}", pc.sum(written[f"{phase}_seconds"]).as_py() or 0.0)
@@ -369,20 +368,20 @@ def published_as_is(store: Store, plan: Plan) -> Published:
                      seconds={}, carried=len(index))
 
 
-def _write(view: DataFrame | SnapshotView, target: str, by_client: bool, on_progress, sealed: str) -> pa.Table:
+def _write(view: DataFrame | SnapshotView, target: str, by_client: bool, on_progress, sealed: str | None) -> pa.Table:
     """Run the Spark job that writes the view's clients to target: one summary per client file (_SUMMARY_SCHEMA),
     by client id. The summaries come back as one Arrow table (no Row object per client on the driver)."""
     tasks = None  # known for a SnapshotView: one task per range of clients
     if isinstance(view, SnapshotView):  # read, join and write in one Python function per task
         tasks = view.partitions
-        spark, job = view.spark, view.indexes().mapInArrow(_task_writer(target, view.reader, sealed),
-                                                         _SUMMARY_TYPE)
+        writer = _task_writer(target, view.reader, view.reader.sealed if sealed is None else sealed)
+        spark, job = view.spark, view.indexes().mapInArrow(writer, _SUMMARY_TYPE)
     else:
         spark, prepared = view.sparkSession, view.select(*KEY_COLUMNS, *CSV_COLUMNS)
         if not by_client:
             prepared = prepared.repartition(max(2, task_slots(spark) * 2), "client_id")
             prepared = prepared.sortWithinPartitions("client_id", "movement_time", "movement_id")
-        job = prepared.mapInArrow(_task_writer(target, sealed=sealed), _SUMMARY_TYPE)
+        job = prepared.mapInArrow(_task_writer(target, sealed=sealed or ""), _SUMMARY_TYPE)
     with _reporting(spark, on_progress) as progress:
         try:
             table = job.toArrow()

@@ -125,7 +125,7 @@ def _check_master_reachable(master: str) -> None:
     except OSError as error:
         raise SparkStartError(
             f"cannot reach the Spark master at {host}:{port} ({error.strerror or error}): start the cluster, "
-            f"or fix DESAFIO_SPARK_MASTER ({master}); use local[*] to run Spark inside this process"
+            f"or fix DESAFIO_SPARK_MASTER ({master}); use local[*] to run Spark on this machine"
         ) from None
 
 
@@ -135,12 +135,13 @@ def _split(conf: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
     return static, {key: value for key, value in conf.items() if key.startswith("spark.sql.")}
 
 
-_MASTER = re.compile(r"local(?:\[(?:\*|\d+)(?:,\d+)?\])?|spark://[^/]+|yarn|k8s://.+")
+_LOCAL = re.compile(r"local(?:\[(\*|\d+)(?:,\d+)?\])?")  # local, local[N], local[N,F], local[*]
+_CLUSTER = re.compile(r"spark://[^/]+|yarn|k8s://.+")
 
 
 def _local_cores(master: str) -> int | None:
-    """The task slots of a local master: local, local[N], local[N,F], local[*]."""
-    match = re.fullmatch(r"local(?:\[(\*|\d+)(?:,\d+)?\])?", master)
+    """The task slots of a local master."""
+    match = _LOCAL.fullmatch(master)
     if not match:
         return None
     return os.cpu_count() or 1 if match.group(1) == "*" else int(match.group(1) or 1)
@@ -275,7 +276,7 @@ def project_server(master: str = "local[*]", conf: dict[str, str] | None = None,
                    home: Path | None = None) -> ConnectServer:
     """The project's Connect server for home (DESAFIO_HOME) with master and DEFAULT_CONF overridden by conf's
     static settings: reused if one runs as asked, else started (connect_server.py)."""
-    if not _MASTER.fullmatch(master):
+    if not (_LOCAL.fullmatch(master) or _CLUSTER.fullmatch(master)):
         raise SparkStartError(f"Spark failed to start: {master!r} is not a Spark master. Set DESAFIO_SPARK_MASTER to "
                               f"local[*], spark://host:7077, or sc://host:15002 for a Spark Connect server of your own")
     _check_master_reachable(master)
@@ -302,27 +303,22 @@ def connect(master: str = "local[*]", conf: dict[str, str] | None = None, home: 
     tasks' key from DESAFIO_TASK_SECRET); conf's spark.sql.* settings apply, the rest is the server's.
     Any other master (local[*], spark://host:7077): the project's own server (project_server)."""
     session_conf = _split({**DEFAULT_CONF, **(conf or {})})[1]
-    if master.startswith("sc://"):
-        url, token, key = master, environment("SPARK_CONNECT_AUTHENTICATE_TOKEN"), environment(TASK_KEY_VARIABLE)
-        engine = f"Spark Connect at {master.split('/;')[0]} (a server of your own)"
+    server = None if master.startswith("sc://") else project_server(master, conf, home)
+    if server is None:
+        url, token, key = master.split("/;")[0], environment("SPARK_CONNECT_AUTHENTICATE_TOKEN"), \
+            environment(TASK_KEY_VARIABLE)
+        engine = f"Spark Connect at {url} (a server of your own)"
     else:
-        server = project_server(master, conf, home)
         url, token, key = server.url, server.token, server.task_key
         engine = f"Spark Connect at {server.url}: the project's server (pid {server.pid}, master {master})"
     os.environ["SPARK_CONNECT_MODE_ENABLED"] = "1"  # pyspark.sql.functions and friends build Connect plans
     try:
-        session, slot = _open_session(url.split("/;")[0], token, session_conf,
-                                      None if master.startswith("sc://") else state_dir(server.home))
+        session, slot = _open_session(url, token, session_conf, server and state_dir(server.home))
     except Exception as error:  # grpc and pyspark raise many kinds
         kind = SparkJobLost if _LOST.search(str(error)) else SparkStartError  # a server restarting may answer later
-        raise kind(f"cannot open a Spark Connect session at {url.split('/;')[0]}: {first_line(error)}. "
+        raise kind(f"cannot open a Spark Connect session at {url}: {first_line(error)}. "
                    f"Check DESAFIO_SPARK_MASTER and that the server runs") from None
-    return Connected(session, key, engine, slot, None if master.startswith("sc://") else server.pid)
-
-
-def start_session(master: str = "local[*]", conf: dict[str, str] | None = None) -> SparkSession:
-    """A Spark Connect session on master (see connect)."""
-    return connect(master, conf).session
+    return Connected(session, key, engine, slot, server and server.pid)
 
 
 def task_slots(spark: SparkSession) -> int:

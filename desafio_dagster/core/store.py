@@ -192,7 +192,7 @@ class Store(ABC):
         the files a kept version holds by reference."""
 
     def task_environment(self) -> dict[str, str]:
-        """What the Spark tasks need in their environment (secrets travel as spark.executorEnv.*)."""
+        """What the Spark tasks need in their environment (it reaches them sealed: core/sealed.py)."""
         return {}
 
     def local_folder(self, version: str) -> Path | None:

@@ -85,9 +85,13 @@ class RangeReader:
     sealed: str = ""  # the tasks' environment (the password, the AWS credentials), sealed
 
     def read_and_join(self, indexes: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        """The flat view of the ranges whose indexes the batches hold (SnapshotView.indexes), each read from
-        the snapshot and joined. Runs in a Spark task."""
+        """mapInArrow function: the task's credentials opened, then joined(indexes)."""
         unseal_into_environment(self.sealed)
+        return self.joined(indexes)
+
+    def joined(self, indexes: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        """The flat view of the ranges whose indexes the batches hold (SnapshotView.indexes), each read from
+        the snapshot and joined. Runs in a Spark task whose credentials are open."""
         for batch in indexes:
             for index in batch.column(0).to_pylist():
                 rows = flat_rows(read_clients(self.options, self.ranges[index]), self.mask_card_numbers)
