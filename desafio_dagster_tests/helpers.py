@@ -24,7 +24,7 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from desafio_dagster.core.fakedata import GenerationSpec
-from desafio_dagster.core.incremental import READBACK_FILE
+from desafio_dagster.core.incremental import READBACK_FILE, SOURCE_FILE
 from desafio_dagster.core.layout import HEADER
 
 REPO = Path(__file__).resolve().parents[1]
@@ -281,8 +281,9 @@ def published_files(folder: Path) -> dict[str, list[list[str]]]:
 
 def snapshot(folder: Path) -> dict[str, bytes]:
     """Every file of a version folder, by name, with its bytes; but _readback.csv, which records when
-    each file was written (its mtime, the version that wrote it), so two writes of the same bytes differ."""
-    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.name != READBACK_FILE}
+    each file was written (its mtime, the version that wrote it), so two writes of the same bytes differ, and
+    _source.json, which records the source snapshot read (a transaction's view, not the data)."""
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.name not in (READBACK_FILE, SOURCE_FILE)}
 
 
 def output(env_home: Path) -> Path:
@@ -361,11 +362,11 @@ class S3:
 
     def snapshot(self, name: str = "movements_csv") -> dict[str, bytes | list]:
         """helpers.snapshot of the published version: its client files (read where the index says), its
-        records but _readback.csv, and its index's rows without the version that holds each file."""
+        records but _readback.csv and _source.json, and its index's rows without the version that holds each file."""
         version = self.published(name)
         base = f"{self.prefix}/{name}/{version}/"
         records = {key.removeprefix(base): self.get(key) for key in self.keys(base)
-                   if key.removeprefix(base).startswith("_") and key.removeprefix(base) not in (READBACK_FILE, "_index.csv")}
+                   if key.removeprefix(base).startswith("_") and key.removeprefix(base) not in (READBACK_FILE, SOURCE_FILE, "_index.csv")}
         index = [{k: v for k, v in row.items() if k != "version"} for row in self.index(version, name)]
         return {**self.located_files(version, name), **records, "_index.csv": index}
 

@@ -31,7 +31,8 @@ import pyarrow.csv as pa_csv
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from desafio_dagster.core.audit import expected_figures
+from desafio_dagster.core import journal
+from desafio_dagster.core.audit import FIGURES_SCHEMA, expected_figures
 from desafio_dagster.core.errors import TransientError, first_line
 from desafio_dagster.core.source_db import (
     POPULATE_FIRST,
@@ -66,41 +67,63 @@ _CLIENTS_ROWS = {
 # the four tables, along the output's join path (a card counts for its account's client). Any insert,
 # update or delete of one of those rows changes it (but for a 2^-64 chance). Hashing the rows' text
 # instead would also ignore updates that change nothing, but took 11.2 s instead of 5.7 s at 10M
-# movements here (3.2 s without fingerprints). Each row also carries movimento's totals (rows, highest
-# id, XOR of row hashes): its part of SourceDatabase.fingerprint, so the export scans the big table once.
+# movements here (3.2 s without fingerprints). Of every client, or of the clients in {clients} (a
+# condition on a client id, e.g. "= ANY(...)"): what the change journal names after a change.
 # Cards are grouped straight by client (1M clients: 11.8 s here; by account, then by client, 13.4 s).
 _CLIENT_FIGURES = f"""
 WITH per_card AS (
-    SELECT id_cartao, count(*) AS movements, sum(vlr_transacao) AS total, max(id) AS top,
-           bit_xor({row_hash("movimento")}) AS hash
-    FROM movimento GROUP BY id_cartao),
+    SELECT id_cartao, count(*) AS movements, sum(vlr_transacao) AS total, bit_xor({row_hash("movimento")}) AS hash
+    FROM movimento {{movements}} GROUP BY id_cartao),
 per_client AS (
     SELECT c.id_associado, sum(p.movements) AS movements, sum(p.total) AS total,
            bit_xor({row_hash("cartao", "k.")} # coalesce(p.hash, 0)) AS hash
-    FROM cartao k JOIN conta c ON c.id = k.id_conta LEFT JOIN per_card p ON p.id_cartao = k.id
+    FROM cartao k JOIN conta c ON c.id = k.id_conta LEFT JOIN per_card p ON p.id_cartao = k.id {{cards}}
     GROUP BY c.id_associado),
-accounts AS (SELECT id_associado, bit_xor({row_hash("conta")}) AS hash FROM conta GROUP BY id_associado)
+accounts AS (SELECT id_associado, bit_xor({row_hash("conta")}) AS hash FROM conta {{accounts}} GROUP BY id_associado)
 SELECT a.id, a.nome, a.sobrenome, coalesce(r.movements, 0)::bigint, coalesce(r.total, 0),
-       {row_hash("associado", "a.")} # coalesce(r.hash, 0) # coalesce(s.hash, 0),
-       (SELECT coalesce(sum(movements), 0)::bigint FROM per_card), (SELECT coalesce(max(top), 0) FROM per_card),
-       (SELECT coalesce(bit_xor(hash), 0) FROM per_card)
+       {row_hash("associado", "a.")} # coalesce(r.hash, 0) # coalesce(s.hash, 0)
 FROM associado a LEFT JOIN per_client r ON r.id_associado = a.id LEFT JOIN accounts s ON s.id_associado = a.id
-ORDER BY a.id"""
+{{clients}} ORDER BY a.id"""
+_OF_CLIENTS = {
+    "movements": "WHERE id_cartao IN (SELECT k.id FROM cartao k JOIN conta c ON c.id = k.id_conta WHERE c.id_associado {})",
+    "cards": "WHERE c.id_associado {}", "accounts": "WHERE id_associado {}", "clients": "WHERE a.id {}"}
 ROWS_PER_PARTITION = 500_000  # movements one Spark task reads and writes, about
 _BLOCK_BYTES = 8 << 20
+# Past this share of the clients changed, the figures of every client cost less than those of the changed ones.
+_MOST_CHANGED = 0.3
 
 
 _FIGURES_SCHEMA = pa.schema([("id", pa.int64()), ("nome", pa.string()), ("sobrenome", pa.string()),
-                             ("movements", pa.int64()), ("total", pa.decimal128(18, 2)), ("fingerprint", pa.int64()),
-                             ("table_rows", pa.int64()), ("table_top", pa.int64()), ("table_hash", pa.int64())])
-_TABLE_TOTALS = ("table_rows", "table_top", "table_hash")
+                             ("movements", pa.int64()), ("total", pa.decimal128(18, 2)), ("fingerprint", pa.int64())])
 
 
-def _client_figures(conn: psycopg.Connection) -> pa.Table:
-    """_CLIENT_FIGURES as an Arrow table, streamed with COPY and parsed by Arrow (a million rows in a few
-    seconds, where fetching them as Python tuples took 11 s)."""
-    statement = sql.SQL("COPY ({}) TO STDOUT (FORMAT csv)").format(sql.SQL(_CLIENT_FIGURES))
-    return pa.Table.from_batches(list(_copied_batches(conn, statement, _FIGURES_SCHEMA)), _FIGURES_SCHEMA)
+def client_figures(conn: psycopg.Connection, clients: np.ndarray | None = None) -> pa.Table:
+    """Each client's figures (audit.FIGURES_SCHEMA), of every client or of those ids, from the tables in conn's
+    snapshot: _CLIENT_FIGURES streamed with COPY and parsed by Arrow (a million rows in a few seconds, where
+    fetching them as Python tuples took 11 s)."""
+    if clients is None:
+        parts = dict.fromkeys(_OF_CLIENTS, sql.SQL(""))
+    else:
+        condition = sql.SQL("= ANY({}::bigint[])").format(sql.Literal(clients.tolist()))
+        parts = {name: sql.SQL(text).format(condition) for name, text in _OF_CLIENTS.items()}
+    statement = sql.SQL("COPY ({}) TO STDOUT (FORMAT csv)").format(sql.SQL(_CLIENT_FIGURES).format(**parts))
+    return expected_figures(pa.Table.from_batches(list(_copied_batches(conn, statement, _FIGURES_SCHEMA)), _FIGURES_SCHEMA))
+
+
+def _updated(published: pa.Table, changes: journal.Changes, fresh: pa.Table) -> pa.Table:
+    """The published figures with the changed clients' replaced by fresh ones (a client in changes but not in
+    fresh is gone)."""
+    kept = published.filter(pc.invert(pc.is_in(published["client_id"], value_set=pa.array(changes.clients))))
+    return pa.concat_tables([kept.select(FIGURES_SCHEMA.names).cast(FIGURES_SCHEMA), fresh]).sort_by("client_id")
+
+
+@dataclass(frozen=True)
+class PublishedFigures:
+    """What the published version recorded of the source it was exported from: the snapshot (journal.
+    current_snapshot) and every client's figures."""
+
+    snapshot: str
+    clients: pa.Table  # audit.FIGURES_SCHEMA
 
 
 class SourceReadError(TransientError):
@@ -129,8 +152,10 @@ class Snapshot:
     id: str  # pg_export_snapshot(): the tasks import it
     counts: dict[str, int]  # rows per table
     clients: pa.Table  # what each client's file must hold (audit.FIGURES_SCHEMA), by client id
-    fingerprint: dict[str, list[int]]  # see SourceDatabase.fingerprint
-    figures_seconds: float  # the time the two took to compute
+    fingerprint: dict[str, list[int]]  # see SourceDatabase.fingerprint; {} where the journal tells changes
+    figures_seconds: float  # the time the figures took to compute
+    source: str | None = None  # journal.current_snapshot, where the source keeps a change journal
+    changed: int | None = None  # clients whose figures were computed from the journal's changes; None: all were
 
     def client_ranges(self, parts: int, only: pa.Array | None = None) -> list[Clients]:
         """At most `parts` ranges of client ids in order, about equal in movements (a client weighs one
@@ -175,7 +200,10 @@ class ExportedSnapshot:
         self.db, self._conn, self.snapshot, self._closing = db, conn, snapshot, closing
 
     @classmethod
-    def open(cls, db: SourceDatabase, on_wait: Callable[[str], None] | None = None) -> ExportedSnapshot:
+    def open(cls, db: SourceDatabase, on_wait: Callable[[str], None] | None = None,
+             published: PublishedFigures | None = None) -> ExportedSnapshot:
+        """published: what the published version recorded of its source; with it, and a change journal that
+        covers the changes since, only the changed clients' figures are computed."""
         with contextlib.ExitStack() as closing:
             conn = closing.enter_context(db.connect(purpose="export"))
             db.require_tables(conn)
@@ -188,15 +216,21 @@ class ExportedSnapshot:
             db.lock_tables(conn, "ACCESS SHARE", on_wait)
             started = time.monotonic()
             snapshot_id = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
-            figures = _client_figures(conn)
-            clients = expected_figures(figures)
-            fingerprint = db.fingerprint(conn, tables=TABLES[:3])  # movimento's comes with the figures
-            fingerprint["movimento"] = [figures[c][0].as_py() for c in _TABLE_TOTALS] if len(figures) else [0, 0, 0]
-            counts = {table: rows for table, (rows, _, _) in fingerprint.items()}
-            if counts["associado"] == 0:
+            source = journal.current_snapshot(conn) if journal.ready(conn) else None
+            changes = journal.changes_since(conn, published.snapshot) if source and published else None
+            if changes is not None and not changes.everything and len(changes) <= _MOST_CHANGED * len(published.clients):
+                clients = _updated(published.clients, changes, client_figures(conn, changes.clients))
+                fingerprint, changed = {}, len(changes)
+            else:
+                clients, changed = client_figures(conn), None
+                fingerprint = {} if source else db.fingerprint(conn)  # without a journal, the checks compare these
+            if not len(clients):
                 raise SourceDatabaseError(
                     f"the source database {db} has no clients (associado is empty): {POPULATE_FIRST}")
-            snapshot = Snapshot(snapshot_id, counts, clients, fingerprint, time.monotonic() - started)
+            accounts, cards = conn.execute("SELECT (SELECT count(*) FROM conta), (SELECT count(*) FROM cartao)").fetchone()
+            counts = {"associado": len(clients), "conta": accounts, "cartao": cards,
+                      "movimento": pc.sum(clients["rows"]).as_py()}  # every movement has a card, an account, a client
+            snapshot = Snapshot(snapshot_id, counts, clients, fingerprint, time.monotonic() - started, source, changed)
             return cls(db, conn, snapshot, closing.pop_all())  # open until close()
 
     def check_connections(self, parts: int, task_slots: int) -> None:
@@ -224,6 +258,13 @@ class ExportedSnapshot:
     def close(self) -> None:
         """End the transaction: the snapshot can no longer be imported, and a waiting populate proceeds."""
         self._closing.close()
+
+    def forget_seen_changes(self) -> int:
+        """Once a version of this snapshot is published: remove the journal's rows it saw (rows removed)."""
+        if self.snapshot.source is None:
+            return 0
+        with self.db.connect(autocommit=True, purpose="export") as conn:
+            return journal.forget(conn, self.snapshot.source)
 
 
 @contextlib.contextmanager

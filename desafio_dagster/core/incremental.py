@@ -6,7 +6,10 @@ Each version holds, beside the client files and _index.csv:
 - _format.json: what else decides a file's bytes for the same rows: the export's code version, the
   contract's columns, masking;
 - _readback.csv: each file as it was read back after it was written (its scan, for the audit), its size
-  and mtime then, and the version that wrote it.
+  and mtime then, and the version that wrote it;
+- _source.json: the source snapshot it was exported from, where the source keeps a change journal
+  (core/journal.py): the next export computes the figures of the clients changed since, and takes the
+  others' from _snapshot.csv.
 
 A client's file is carried into the next version (a hard link locally; on S3 it stays where it was
 written, and the new version's index names that version: see store.py) when the format is the same, the
@@ -29,12 +32,14 @@ import pyarrow.compute as pc
 
 from desafio_dagster.core.audit import MANIFEST_FILE, SCAN_SCHEMA, parse_manifest
 from desafio_dagster.core.errors import DesafioError
+from desafio_dagster.core.extract import PublishedFigures
 from desafio_dagster.core.layout import (
     CSV_COLUMNS,
     FORMAT_FILE,
     INDEX_FILE,
     INDEX_SCHEMA,
     READBACK_FILE,
+    SOURCE_FILE,
     matched,
     parse_index,
     read_table,
@@ -61,6 +66,21 @@ def file_format(code_version: str, masked: bool) -> dict:
 def format_bytes(fmt: dict) -> bytes:
     """_format.json's bytes."""
     return (json.dumps(fmt, sort_keys=True) + "\n").encode("utf-8")
+
+
+def source_bytes(snapshot: str | None) -> bytes:
+    """_source.json's bytes: the source snapshot (journal.current_snapshot), null without a journal."""
+    return (json.dumps({"snapshot": snapshot}) + "\n").encode("utf-8")
+
+
+def published_figures(store: Store) -> PublishedFigures | None:
+    """What the published version recorded of its source (its snapshot and figures), if it recorded a snapshot."""
+    published = store.published()
+    try:
+        snapshot = json.loads(store.read(published, SOURCE_FILE))["snapshot"] if published else None
+    except FileNotFoundError:  # a version made before the journal
+        return None
+    return PublishedFigures(snapshot, parse_manifest(store.read(published, MANIFEST_FILE))) if snapshot else None
 
 
 def readback_bytes(records: pa.Table) -> bytes:

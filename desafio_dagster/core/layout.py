@@ -28,6 +28,7 @@ HEADER = ",".join(CSV_COLUMNS) + "\n"
 INDEX_FILE = "_index.csv"
 READBACK_FILE = "_readback.csv"  # each client file as read back once written, and the version that wrote it
 FORMAT_FILE = "_format.json"  # what else decides a file's bytes: the code version, the columns, masking
+SOURCE_FILE = "_source.json"  # the source snapshot a version was exported from (core/journal.py)
 
 
 def client_file_names(ids: pa.Array, nomes: pa.Array, sobrenomes: pa.Array) -> pa.Array:

@@ -55,6 +55,7 @@ from desafio_dagster.core.incremental import (
     file_format,
     format_bytes,
     readback_bytes,
+    source_bytes,
 )
 from desafio_dagster.core.layout import (
     CSV_COLUMNS,
@@ -62,6 +63,7 @@ from desafio_dagster.core.layout import (
     INDEX_FILE,
     INDEX_SCHEMA,
     LOCATED_INDEX_SCHEMA,
+    SOURCE_FILE,
     client_file_names,
     matched,
     parse_index,
@@ -255,6 +257,7 @@ def publish_per_client(
     on_progress: Callable[[int, int, float], None] | None = None,
     plan: Plan | None = None,
     sealed: str | None = None,
+    source: str | None = None,
 ) -> Published:
     """Write view (see transform.snapshot_view) as a new version of name's per-client files plus _index.csv
     in output (a local folder, or a Store: store.py), audit it against expected (the source snapshot's
@@ -266,6 +269,7 @@ def publish_per_client(
     plan: an incremental export (incremental.plan_export): view holds the rewritten clients only (None
     if there are none) and plan's carried files are carried from the published version, which must still
     be plan.published; plan.format is recorded in the version's _format.json.
+    source: the source snapshot expected was computed in (journal.current_snapshot), recorded in _source.json.
 
     A failed audit raises AuditError, keeps the rejected version (locally at output/.<name>.rejected-*)
     and publishes nothing. on_progress(tasks done, tasks, seconds) is called every few seconds while Spark writes.
@@ -319,6 +323,7 @@ def publish_per_client(
                 store.write(version, INDEX_FILE, table_bytes(listed))
                 store.write(version, MANIFEST_FILE, manifest_bytes(expected))
                 store.write(version, FORMAT_FILE, format_bytes(fmt))
+                store.write(version, SOURCE_FILE, source_bytes(source))
             # The client set from the version itself (one listing, which also gives each file's size and
             # mtime for _readback.csv; the files it holds by reference as their records say): a file the
             # summaries missed is still judged.
@@ -333,7 +338,7 @@ def publish_per_client(
                 records = known.filter(reported).add_column(1, "bytes", stats["bytes"]).add_column(
                     2, "mtime_ns", stats["mtime_ns"])
                 store.write(version, READBACK_FILE, readback_bytes(records))
-                store.sync(version, [INDEX_FILE, MANIFEST_FILE, FORMAT_FILE, READBACK_FILE])
+                store.sync(version, [INDEX_FILE, MANIFEST_FILE, FORMAT_FILE, SOURCE_FILE, READBACK_FILE])
             with watch("audit"):
                 findings = audit(pa.concat_tables([records.select(scans.column_names), scans]), expected, masked)
             if failures(findings):

@@ -23,6 +23,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
+from desafio_dagster.core import journal
 from desafio_dagster.core.errors import DesafioError, TransientError
 from desafio_dagster.core.fakedata import (
     TABLES,
@@ -224,10 +225,11 @@ class SourceDatabase:
             yield conn
 
     def apply_schema(self, conn: psycopg.Connection | None = None) -> None:
-        """Create the schema, type, tables and indexes that do not exist yet (idempotent)."""
+        """Create the schema, type, tables and indexes that do not exist yet, and the change journal (idempotent)."""
         with self._maybe_connect(conn) as conn:
             conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema)))
             conn.execute(SCHEMA_SQL)
+            journal.install(conn)
 
     @contextlib.contextmanager
     def _maybe_connect(self, conn: psycopg.Connection | None) -> Iterator[psycopg.Connection]:
@@ -353,8 +355,9 @@ class SourceDatabase:
                 )
             for name, _ in indexes:
                 conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(name)))
-            conn.execute(sql.SQL("TRUNCATE {}").format(identifiers(TABLES)))
-            counts = self._copy_chunks(conn, chunks, on_progress)
+            with journal.paused_for_load(conn):  # the journal records "every client", not each row
+                conn.execute(sql.SQL("TRUNCATE {}").format(identifiers(TABLES)))
+                counts = self._copy_chunks(conn, chunks, on_progress)
             for _, definition in indexes:
                 conn.execute(definition)
             for table, name, definition in foreign_keys:
@@ -385,6 +388,7 @@ class SourceDatabase:
             self._populate_lock(conn, on_wait)
             self.require_tables(conn)
             self.lock_tables(conn, "EXCLUSIVE", on_wait)
+            journal.install(conn)  # a source made before the journal: exports read the days added from it on
             state = self.growth_state(conn)
             def day_loaded(day_number: int, added: dict[str, int]) -> None:
                 if on_day:

@@ -51,7 +51,7 @@ import pyarrow.compute as pc
 
 from desafio_dagster.core.audit import MANIFEST_FILE, SCAN_SCHEMA, scan_many
 from desafio_dagster.core.errors import DesafioError, first_line
-from desafio_dagster.core.layout import FORMAT_FILE, INDEX_FILE, READBACK_FILE, read_table
+from desafio_dagster.core.layout import FORMAT_FILE, INDEX_FILE, READBACK_FILE, SOURCE_FILE, read_table
 from desafio_dagster.core.settings import OutputLocation, environment
 
 # The standard variables an S3 store reads (never shown with their values): credentials, region, endpoint.
@@ -640,7 +640,7 @@ class S3Store(Store):
             if name not in live:
                 self.discard(name)
             elif retired is not None:
-                self._delete([f"{name}/{record}" for record in (INDEX_FILE, MANIFEST_FILE, FORMAT_FILE)])
+                self._delete([f"{name}/{record}" for record in (INDEX_FILE, MANIFEST_FILE, FORMAT_FILE, SOURCE_FILE)])
                 self._delete([f"{name}/{READBACK_FILE}"])
 
     def task_environment(self) -> dict[str, str]:

@@ -1,9 +1,11 @@
 """Change detection per client: one insert, update or delete in any of the four tables changes the
-fingerprint of exactly the clients whose file it changes (real Postgres, the export's own snapshot)."""
+fingerprint of exactly the clients whose file it changes, and the change journal names exactly those
+clients, so the figures an export takes from the journal are those of every client computed afresh
+(real Postgres, the export's own snapshot)."""
 
 import pytest
 
-from desafio_dagster.core.extract import ExportedSnapshot
+from desafio_dagster.core.extract import ExportedSnapshot, PublishedFigures
 from desafio_dagster.core.fakedata import generate
 from desafio_dagster_tests.helpers import SMALL
 
@@ -38,14 +40,16 @@ CHANGES = {
 }
 
 
-def _clients(db) -> dict[int, tuple]:
+def _snapshot(db, published: PublishedFigures | None = None):
+    exported = ExportedSnapshot.open(db, published=published)
+    exported.close()
+    return exported.snapshot
+
+
+def _clients(db, published: PublishedFigures | None = None) -> dict[int, tuple]:
     """Client id -> (file, rows, total, fingerprint), from the export's snapshot."""
-    exported = ExportedSnapshot.open(db)
-    try:
-        return {f["client_id"]: (f["file"], f["rows"], f["vlr_transacao_total"], f["fingerprint"])
-                for f in exported.snapshot.clients.to_pylist()}
-    finally:
-        exported.close()
+    return {f["client_id"]: (f["file"], f["rows"], f["vlr_transacao_total"], f["fingerprint"])
+            for f in _snapshot(db, published).clients.to_pylist()}
 
 
 @pytest.mark.parametrize("change", list(CHANGES))
@@ -54,6 +58,7 @@ def test_a_change_alters_the_fingerprint_of_exactly_the_affected_clients(source_
     with source_db.connect() as conn:
         for client in range(3, 15):
             assert conn.execute(f"SELECT count(*) FROM movimento WHERE id = {A_MOVEMENT_OF.format(client)}").fetchone()[0] == 1
+    exported = _snapshot(source_db)
     before = _clients(source_db)
     statement, affected = CHANGES[change]
     with source_db.connect() as conn:
@@ -63,6 +68,10 @@ def test_a_change_alters_the_fingerprint_of_exactly_the_affected_clients(source_
     changed = {c for c in before.keys() | after.keys() if before.get(c) != after.get(c)}
     assert changed == affected
     assert all(before[c][3] != after[c][3] for c in changed if c in before and c in after), "the fingerprint moved"
+    # The journal names those clients, and the published figures updated with theirs are every client's afresh.
+    journaled = _snapshot(source_db, PublishedFigures(exported.source, exported.clients))
+    assert journaled.changed == len(affected), "the journal names exactly the affected clients"
+    assert _clients(source_db, PublishedFigures(exported.source, exported.clients)) == after
 
 
 def test_the_fingerprint_is_the_same_in_every_snapshot_of_unchanged_data(populated_db):

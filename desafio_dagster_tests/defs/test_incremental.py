@@ -47,6 +47,7 @@ def test_only_changed_clients_are_rewritten_and_the_result_equals_a_full_export(
     result, metadata = export()
     assert (metadata["export_mode"], metadata["clients_rewritten"], metadata["clients_carried"],
             metadata["clients_removed"]) == ("incremental", 3, SPEC.clients - 3, 1)
+    assert metadata["clients_figured"] == 4, "the change journal's clients: 3, 12, 61 and 13 (gone)"
     assert _written(folder) == _files_of(folder, 3, 12, 61)
     version = folder.resolve()
     carried = {p.name for p in version.iterdir() if not p.name.startswith("_")} - _written(folder)
@@ -59,7 +60,7 @@ def test_only_changed_clients_are_rewritten_and_the_result_equals_a_full_export(
 
     incremental = snapshot(folder)
     _, full = export(FULL_REFRESH)
-    assert (full["export_mode"], full["clients_rewritten"]) == ("full", SPEC.clients)
+    assert (full["export_mode"], full["clients_rewritten"], full["clients_figured"]) == ("full", SPEC.clients, SPEC.clients)
     assert folder.resolve() != version
     assert snapshot(folder) == incremental, "byte-identical to a full export of the same snapshot"
 
@@ -69,7 +70,7 @@ def test_nothing_changed_publishes_nothing_and_starts_no_spark(published, env_ho
     result, metadata = export()
     assert (metadata["export_mode"], metadata["clients_rewritten"], metadata["clients_carried"]) == (
         "unchanged", 0, SPEC.clients)
-    assert metadata["version"] == str(published[2])
+    assert metadata["version"] == str(published[2]) and metadata["clients_figured"] == 0
     assert_untouched(published)
     assert all(c.passed for c in result.get_asset_check_evaluations())
 
@@ -118,3 +119,17 @@ def test_after_a_populate_every_file_is_rewritten(published, source, env_home):
         "full", SPEC.clients, 0)
     assert "every client changed" in metadata["export_reason"]
     assert published_files(output(env_home)) == expected_files(source, True)
+
+
+def test_the_checks_name_the_clients_changed_since_the_export_from_the_change_journal(source, env_home):
+    instance = dg.DagsterInstance.ephemeral()
+    export(instance=instance)
+    checks = run("checks", instance=instance)
+    [fresh] = [c for c in checks.get_asset_check_evaluations() if c.check_name == "source_unchanged_since_export"]
+    assert fresh.passed and fresh.metadata["clients_changed"].value == 0
+    with source.connect() as conn:
+        conn.execute("UPDATE associado SET idade = idade + 1 WHERE id IN (4, 9)")
+    checks = run("checks", instance=instance)
+    [stale] = [c for c in checks.get_asset_check_evaluations() if c.check_name == "source_unchanged_since_export"]
+    assert not stale.passed and stale.severity == dg.AssetCheckSeverity.WARN
+    assert "clients 4, 9 changed since the export" in stale.description and stale.metadata["clients_changed"].value == 2

@@ -4,7 +4,7 @@ import dagster as dg
 from pydantic import Field
 
 from desafio_dagster.core.extract import ExportedSnapshot, partitions_for
-from desafio_dagster.core.incremental import file_format, plan_export
+from desafio_dagster.core.incremental import file_format, plan_export, published_figures
 from desafio_dagster.core.layout import CSV_CONTRACT
 from desafio_dagster.core.progress import Stopwatch
 from desafio_dagster.core.spark_session import task_slots
@@ -66,16 +66,20 @@ def movements_csv(
     with user_errors():
         store = csv_io_manager.store(context.asset_key.path[-1])  # refuses an unsupported location first
         db = postgres.database()
-        exported = ExportedSnapshot.open(db, on_wait=context.log.warning)
         watch = Stopwatch()
+        with watch("published_figures"):  # what the published version recorded of its source
+            published = None if config.full_refresh else published_figures(store)
+        exported = ExportedSnapshot.open(db, on_wait=context.log.warning, published=published)
         watch.add("snapshot_figures", exported.snapshot.figures_seconds)
         try:
             snapshot = exported.snapshot
             with watch("plan"):
                 plan = plan_export(store, snapshot.clients, file_format(CODE_VERSION, config.mask_card_numbers),
                                    config.full_refresh, config.clients)
+            figured = (f"figures of the {snapshot.changed:,} clients the change journal names" if snapshot.changed
+                       is not None else "figures of every client")
             context.log.info(f"snapshot {snapshot.id}: {snapshot.counts['associado']:,} clients, "
-                             f"{snapshot.counts['movimento']:,} movements; {plan.mode} export ({plan.reason}): "
+                             f"{snapshot.counts['movimento']:,} movements, {figured}; {plan.mode} export ({plan.reason}): "
                              f"{len(plan.rewrite):,} clients to write, {plan.carried:,} to carry, "
                              f"{len(plan.removed):,} to remove")
             if plan.modified:

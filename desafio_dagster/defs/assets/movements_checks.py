@@ -4,14 +4,17 @@ and a warning when the source has changed since."""
 
 import dagster as dg
 
+from desafio_dagster.core import journal
 from desafio_dagster.core.audit import MANIFEST_FILE, RULES, audit, parse_manifest
-from desafio_dagster.core.errors import DesafioError
+from desafio_dagster.core.errors import DesafioError, first_line
 from desafio_dagster.core.incremental import verified_scans
+from desafio_dagster.core.source_db import SourceDatabaseError
 from desafio_dagster.core.store import Store
 from desafio_dagster.defs.io_managers.per_client_csv import PerClientCsvIOManager, sha256
 from desafio_dagster.defs.resources.postgres import PostgresResource
 
 ASSET = dg.AssetKey("movements_csv")
+_SHOWN = 5  # changed clients named
 SPECS = [
     *(dg.AssetCheckSpec(name, asset=ASSET, blocking=True, description=description) for name, description in RULES.items()),
     dg.AssetCheckSpec("source_unchanged_since_export", asset=ASSET, blocking=False,
@@ -63,25 +66,38 @@ def movements_csv_checks(
             yield dg.AssetCheckResult(check_name=finding.rule, passed=finding.passed,
                                       metadata={"violations": finding.violations, "detail": finding.detail,
                                                 "files_read": read, "files_as_read_back_before": len(scans) - read})
-        yield _source_unchanged(postgres, metadata.get("source_fingerprint") or {})
+        yield _source_unchanged(postgres, metadata.get("source_snapshot") or "", metadata.get("source_fingerprint") or {})
         return
     yield dg.AssetCheckResult(check_name="source_unchanged_since_export", passed=False,
                               severity=dg.AssetCheckSeverity.WARN, description="no export to compare with")
 
 
-def _source_unchanged(postgres: PostgresResource, exported: dict) -> dg.AssetCheckResult:
+def _source_unchanged(postgres: PostgresResource, snapshot: str, exported: dict) -> dg.AssetCheckResult:
+    """From the change journal where the export recorded its snapshot (a query of the changes since), else
+    from the tables' fingerprints (a scan of each table)."""
+    db = postgres.database()
     try:
-        live = postgres.database().fingerprint()
+        if snapshot:
+            with db.connect(purpose="checks") as conn:
+                changes = journal.changes_since(conn, snapshot)
+            if changes is None:
+                raise SourceDatabaseError("the change journal no longer covers the export's snapshot (a later export "
+                                          "or a populate moved on)")
+            changed = ["every client (a populate)"] if changes.everything else changes.clients[:_SHOWN].tolist()
+            metadata = {"clients_changed": "all" if changes.everything else len(changes)}
+        else:
+            live = db.fingerprint()
+            changed = sorted(table for table in live if live[table] != exported.get(table))
+            metadata = {"changed_tables": changed, "rows_now": {t: v[0] for t, v in live.items()},
+                        "rows_exported": {t: v[0] for t, v in exported.items()}}
     except Exception as error:  # a warning, never a failed run: the source may be down for a while
         return dg.AssetCheckResult(check_name="source_unchanged_since_export", passed=False,
                                    severity=dg.AssetCheckSeverity.WARN,
-                                   description=f"could not read the source to compare: {error}")
-    changed = sorted(table for table in live if live[table] != exported.get(table))
+                                   description=f"could not read the source to compare: {first_line(error)}")
+    what = f"clients {', '.join(map(str, changed))}" if snapshot else ", ".join(changed)
     return dg.AssetCheckResult(
         check_name="source_unchanged_since_export", passed=not changed, severity=dg.AssetCheckSeverity.WARN,
-        description=(f"the output is older than the source: {', '.join(changed)} changed since the export read them; "
+        description=(f"the output is older than the source: {what} changed since the export read them; "
                      f"run the export job to refresh it") if changed else "the source is as the export read it",
-        metadata={"changed_tables": changed,
-                  "rows_now": {t: v[0] for t, v in live.items()},
-                  "rows_exported": {t: v[0] for t, v in exported.items()}},
+        metadata=metadata,
     )

@@ -13,6 +13,7 @@ from pyspark.sql import DataFrame
 
 from desafio_dagster.core import settings
 from desafio_dagster.core.audit import MANIFEST_FILE
+from desafio_dagster.core.errors import first_line
 from desafio_dagster.core.extract import ExportedSnapshot, Snapshot
 from desafio_dagster.core.incremental import Plan
 from desafio_dagster.core.progress import tasks_done
@@ -105,9 +106,16 @@ class PerClientCsvIOManager(dg.ConfigurableIOManager):
                     published = published_as_is(store, plan)
                 else:
                     published = publish_per_client(obj.view, store, obj.snapshot.clients, store.name,
-                                                   masked=obj.masked, by_client=True, on_progress=progress, plan=plan)
+                                                   masked=obj.masked, by_client=True, on_progress=progress, plan=plan,
+                                                   source=obj.snapshot.source)
             finally:
                 obj.exported.close()  # the tasks have read the snapshot: a waiting populate may go on
+        journal_kept = ""
+        if plan.mode != "unchanged":
+            try:  # the journal's rows this version saw are no longer needed; kept, they only cost a little
+                obj.exported.forget_seen_changes()
+            except Exception as error:
+                journal_kept = first_line(error)
         index = published.index
         rows = index["rows"].to_numpy()
         top = index.take(np.lexsort((index["client_id"].to_numpy(), -rows))[: self.top_clients])
@@ -132,6 +140,10 @@ class PerClientCsvIOManager(dg.ConfigurableIOManager):
             "masked_card_numbers": obj.masked,
             "snapshot_manifest_sha256": sha256(store.read(published.version_name, MANIFEST_FILE)),
             "source_fingerprint": dg.MetadataValue.json(obj.snapshot.fingerprint),
+            # The source snapshot, where the source keeps a change journal: the checks ask it what changed since.
+            "source_snapshot": obj.snapshot.source or "",
+            # Clients whose figures came from the journal's changes (the others' from the published version).
+            "clients_figured": len(obj.snapshot.clients) if obj.snapshot.changed is None else obj.snapshot.changed,
             "audit": dg.MetadataValue.json({f.rule: f.detail if not f.passed else "passed" for f in published.audit}
                                            if published.audit else "nothing published: no client changed"),
             # Where the export's time went, by phase: the snapshot's figures (SQL, with the fingerprints), the
@@ -144,6 +156,9 @@ class PerClientCsvIOManager(dg.ConfigurableIOManager):
         if published.cleanup_failed:
             context.log.warning(f"published, but older versions could not be removed ({published.cleanup_failed}); "
                                 f"the next export removes them")
+        if journal_kept:
+            context.log.warning(f"published, but the change journal's rows this export saw could not be removed "
+                                f"({journal_kept}); the next export removes them")
         if plan.mode == "unchanged":
             context.log.info(f"no client changed: {published.path} stays as it was ({published.version_name})")
         else:

@@ -1,0 +1,104 @@
+"""The change journal of the source (sql/change_journal.sql): which clients changed since an export's snapshot,
+at a cost that grows with the changes, not with the source. Pure: no Dagster.
+
+Statement triggers on the four tables write, in the writer's own transaction, the clients each statement
+touched and that transaction's id. An export records the snapshot it read (`pg_current_snapshot()`) with the
+version it publishes; the next export's changed clients are the journal's rows that snapshot did not see
+(`pg_visible_in_snapshot`), read in its own snapshot: exact whatever the order in which writers commit. Once a
+version is published, the rows its snapshot saw are removed, and the journal's horizon says so: a version
+whose snapshot does not see every removed row is followed by a full computation of the figures, as is a
+source whose journal is missing or has a trigger disabled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from importlib import resources
+
+import numpy as np
+import psycopg
+from psycopg import sql
+
+from desafio_dagster.core.fakedata import TABLES
+
+JOURNAL_SQL = resources.files("desafio_dagster").joinpath("sql/change_journal.sql").read_text()
+_EVENTS = ("insert", "update", "delete", "truncate")
+TRIGGERS = tuple(f"{table}_journal_{event}" for table in TABLES for event in _EVENTS)
+
+
+@dataclass(frozen=True)
+class Changes:
+    """The clients changed since a snapshot: every client (a populate replaced the tables), or these ids."""
+
+    everything: bool
+    clients: np.ndarray  # int64 ids, sorted; empty when everything
+
+    def __len__(self) -> int:
+        return len(self.clients)
+
+
+def install(conn: psycopg.Connection) -> None:
+    """Create the journal, its triggers and horizon in the connection's schema (idempotent)."""
+    conn.execute(JOURNAL_SQL)
+
+
+def ready(conn: psycopg.Connection) -> bool:
+    """Whether every trigger of the journal exists and fires (in conn's snapshot: within an export's transaction,
+    as they were when its snapshot was taken)."""
+    enabled = conn.execute(
+        """SELECT count(*) FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+           WHERE c.relnamespace = current_schema()::regnamespace AND t.tgname = ANY(%s) AND t.tgenabled IN ('O', 'A')""",
+        (list(TRIGGERS),)).fetchone()[0]
+    return enabled == len(TRIGGERS)
+
+
+def current_snapshot(conn: psycopg.Connection) -> str:
+    """The snapshot conn's transaction reads, as text: what a later export asks changes_since about."""
+    return conn.execute("SELECT pg_current_snapshot()::text").fetchone()[0]
+
+
+def changes_since(conn: psycopg.Connection, snapshot: str) -> Changes | None:
+    """The clients changed between snapshot and conn's own, or None if the journal cannot tell: it is not
+    ready, or rows that snapshot did not see were removed already."""
+    if not ready(conn):
+        return None
+    covered = conn.execute(
+        """SELECT coalesce(bool_and(pg_snapshot_xmax(h.snapshot) <= pg_snapshot_xmax(%(s)s::pg_snapshot) AND NOT EXISTS (
+                      SELECT 1 FROM pg_snapshot_xip(%(s)s::pg_snapshot) x
+                      WHERE x < pg_snapshot_xmax(h.snapshot) AND pg_visible_in_snapshot(x, h.snapshot))), true)
+           FROM change_journal_horizon h""", {"s": snapshot}).fetchone()[0]
+    if not covered:
+        return None
+    everything, ids = conn.execute(
+        """SELECT coalesce(bool_or(client_id IS NULL), false), array_remove(array_agg(DISTINCT client_id), NULL)
+           FROM change_journal WHERE NOT pg_visible_in_snapshot(xid, %s::pg_snapshot)""", (snapshot,)).fetchone()
+    return Changes(bool(everything), np.array([] if everything else sorted(ids or []), np.int64))
+
+
+def forget(conn: psycopg.Connection, snapshot: str) -> int:
+    """Remove the rows a published version's snapshot saw, and move the horizon there (a horizon already past it
+    stays). Rows removed. Its own transaction."""
+    with conn.transaction():
+        moved = conn.execute(
+            """INSERT INTO change_journal_horizon (snapshot) VALUES (%(s)s::pg_snapshot)
+               ON CONFLICT (one) DO UPDATE SET snapshot = excluded.snapshot
+               WHERE pg_snapshot_xmin(change_journal_horizon.snapshot) <= pg_snapshot_xmin(excluded.snapshot)""",
+            {"s": snapshot}).rowcount
+        if not moved:
+            return 0
+        return conn.execute("DELETE FROM change_journal WHERE pg_visible_in_snapshot(xid, %s::pg_snapshot)",
+                            (snapshot,)).rowcount
+
+
+@contextlib.contextmanager
+def paused_for_load(conn: psycopg.Connection) -> Iterator[None]:
+    """For a load that replaces the tables (TRUNCATE, then COPY) in conn's transaction, with the tables locked:
+    the row triggers stay off during the load, so the journal records only the TRUNCATE's 'every client'."""
+    toggles = [(table, f"{table}_journal_{event}") for table in TABLES for event in _EVENTS[:3]]
+    for table, trigger in toggles:
+        conn.execute(sql.SQL("ALTER TABLE {} DISABLE TRIGGER {}").format(sql.Identifier(table), sql.Identifier(trigger)))
+    yield
+    for table, trigger in toggles:
+        conn.execute(sql.SQL("ALTER TABLE {} ENABLE TRIGGER {}").format(sql.Identifier(table), sql.Identifier(trigger)))

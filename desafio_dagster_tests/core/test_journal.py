@@ -1,0 +1,104 @@
+"""The change journal (core/journal.py) on a real Postgres: what it records, whatever the order in which
+writers commit; what a populate leaves in it; when it cannot tell and the export computes every client's
+figures."""
+
+import psycopg
+import pytest
+
+from desafio_dagster.core import journal
+from desafio_dagster.core.extract import ExportedSnapshot, PublishedFigures
+from desafio_dagster.core.fakedata import generate
+from desafio_dagster_tests.helpers import SMALL
+
+
+def _exported(db, published: PublishedFigures | None = None):
+    exported = ExportedSnapshot.open(db, published=published)
+    exported.close()
+    return exported
+
+
+def _published(exported) -> PublishedFigures:
+    return PublishedFigures(exported.snapshot.source, exported.snapshot.clients)
+
+
+def _rename(conn, client: int) -> None:
+    conn.execute("UPDATE associado SET sobrenome = sobrenome || 'x' WHERE id = %s", (client,))
+
+
+def test_a_change_committed_after_the_snapshot_by_a_transaction_begun_before_it_is_found_next_time(populated_db):
+    """The journal orders by visibility, not by when a writer started: a transaction that wrote before an
+    export's snapshot but committed after it is a change the next export finds."""
+    with populated_db.connect() as late:
+        _rename(late, 3)  # written, not committed
+        first = _exported(populated_db)
+        late.commit()
+    assert first.snapshot.source, "a populated source keeps a journal"
+    second = _exported(populated_db, _published(first))
+    assert second.snapshot.changed == 1
+    assert second.snapshot.clients.equals(_exported(populated_db).snapshot.clients)
+    with populated_db.connect() as conn:
+        assert journal.changes_since(conn, second.snapshot.source).clients.tolist() == []
+
+
+def test_a_rolled_back_change_is_no_change(populated_db):
+    first = _exported(populated_db)
+    with populated_db.connect() as conn:
+        _rename(conn, 4)
+        conn.rollback()
+        assert len(journal.changes_since(conn, first.snapshot.source)) == 0
+
+
+def test_a_populate_is_every_client_and_leaves_no_row_per_loaded_row(populated_db):
+    first = _exported(populated_db)
+    populated_db.replace(generate(SMALL))
+    with populated_db.connect() as conn:
+        changes = journal.changes_since(conn, first.snapshot.source)
+        assert changes.everything
+        assert conn.execute("SELECT count(*) FROM change_journal WHERE client_id IS NOT NULL").fetchone()[0] == 0
+    after = _exported(populated_db, _published(first))
+    assert after.snapshot.changed is None, "every client's figures were computed"
+
+
+def test_published_changes_are_forgotten_and_an_older_snapshot_then_gets_every_figure(populated_db):
+    first = _exported(populated_db)
+    with populated_db.connect() as conn:
+        _rename(conn, 5)
+        conn.commit()
+    second = _exported(populated_db, _published(first))
+    assert second.snapshot.changed == 1
+    with populated_db.connect() as conn:
+        rows = conn.execute("SELECT count(*) FROM change_journal").fetchone()[0]  # the populate's, and the rename
+    assert second.forget_seen_changes() == rows > 1  # the version of second's snapshot is published
+    with populated_db.connect() as conn:
+        assert conn.execute("SELECT count(*) FROM change_journal").fetchone()[0] == 0
+        assert journal.changes_since(conn, first.snapshot.source) is None, "the rows first did not see are gone"
+        assert len(journal.changes_since(conn, second.snapshot.source)) == 0
+        assert journal.forget(conn, first.snapshot.source) == 0, "the horizon does not move back"
+    again = _exported(populated_db, _published(first))
+    assert again.snapshot.changed is None and again.snapshot.clients.equals(second.snapshot.clients)
+
+
+@pytest.mark.parametrize("how", ["a trigger disabled", "no journal"])
+def test_without_a_whole_journal_every_figure_is_computed_and_the_tables_fingerprinted(populated_db, how):
+    first = _exported(populated_db)
+    with populated_db.connect() as conn:
+        if how == "no journal":
+            conn.execute("DROP TABLE change_journal, change_journal_horizon; DROP FUNCTION change_journal_clients CASCADE")
+        else:
+            conn.execute("ALTER TABLE movimento DISABLE TRIGGER movimento_journal_update")
+        conn.commit()
+        assert not journal.ready(conn)
+    after = _exported(populated_db, _published(first))
+    assert after.snapshot.source is None and after.snapshot.changed is None
+    assert set(after.snapshot.fingerprint) == {"associado", "conta", "cartao", "movimento"}
+    populated_db.apply_schema()  # a populate or a growth puts the journal back
+    with populated_db.connect() as conn:
+        assert journal.ready(conn)
+
+
+def test_a_writer_with_another_search_path_is_journaled(populated_db):
+    first = _exported(populated_db)
+    with psycopg.connect(populated_db.url) as conn:  # search_path: public
+        conn.execute(f"UPDATE {populated_db.schema}.associado SET idade = idade + 1 WHERE id = 6")
+    with populated_db.connect() as conn:
+        assert journal.changes_since(conn, first.snapshot.source).clients.tolist() == [6]
