@@ -192,7 +192,7 @@ def _task_writer(target: str, reader: RangeReader | None = None,
             attempt.finish(files)  # in the version, durable before the driver publishes it
             if summary:
                 reading = time.monotonic()
-                scans = attempt.scans(files)  # read back (or, on S3, as sent and checked), in order, for the audit
+                scans = attempt.scans(files)  # as stored (on S3, checked by its MD5), in order, for the audit
                 phases = [syncing - started, reading - syncing, time.monotonic() - reading]
                 columns = list(zip(*summary))
                 yield pa.RecordBatch.from_arrays(

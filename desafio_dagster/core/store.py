@@ -703,13 +703,62 @@ def _wait_for_writers(version: Path, bound: float = 60.0) -> list[Path]:
     return folders
 
 
-class _LocalAttempt:  # the Spark task's side of LocalStore
+class _Attempt:
+    """What a Spark task attempt writes to. Each file is held in memory until complete, then stored whole
+    (_store): a failed attempt's unfinished file is dropped, never stored. The scan for the audit is taken from
+    the bytes as they are stored, not read back."""
+
+    def __init__(self):
+        self.unscanned: list[bytes] = []
+        self.unscanned_bytes = 0
+        self.scanned: list[pa.Table] = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+    def open(self, file: str):
+        return io.BytesIO()
+
+    def close(self, file: str, handle) -> None:
+        data = handle.getvalue()
+        handle.close()
+        self._store(file, data)
+        self.unscanned.append(data)
+        self.unscanned_bytes += len(data)
+        if self.unscanned_bytes >= _SCAN_BYTES:
+            self._scan()
+
+    def _store(self, file: str, data: bytes) -> None:
+        raise NotImplementedError
+
+    def _scan(self) -> None:
+        if self.unscanned:
+            self.scanned.append(scan_many(self.unscanned))
+            self.unscanned, self.unscanned_bytes = [], 0
+
+    def finish(self, files: list[str]) -> None:
+        """Every file stored and durable, before the driver publishes them."""
+
+    def scans(self, files: list[str]) -> pa.Table:
+        """The files as stored, in order (audit.scan_many)."""
+        self._scan()
+        return pa.concat_tables(self.scanned) if self.scanned else SCAN_SCHEMA.empty_table()
+
+
+class _LocalAttempt(_Attempt):  # the Spark task's side of LocalStore
     """Writes into a folder of the attempt's own inside the version, then renames each complete file into
     the version: a file there is always complete, and a retried or speculative attempt (which writes the
     same bytes, from the same snapshot) replaces it whole. What a failed attempt left in its folder is
-    removed by the driver (LocalStore.drop_attempts)."""
+    removed by the driver (LocalStore.drop_attempts). Creating the files in that new, small folder and
+    renaming them in costs less than creating them in the version's large one (measured here: about 200
+    against 420 µs a file among 200,000, unnamed O_TMPFILE files 330-470 µs): ext4 places a new folder's
+    inodes in another block group."""
 
     def __init__(self, version: str, partition: int, attempt: int):
+        super().__init__()
         self.version = version
         self.folder = os.path.join(version, f"{_ATTEMPT_PREFIX}{partition:05d}-{attempt}")
         os.mkdir(self.folder)  # not makedirs: a task late after a failed job must not make a discarded version again
@@ -719,17 +768,12 @@ class _LocalAttempt:  # the Spark task's side of LocalStore
         self.lock = os.open(self.folder, os.O_RDONLY | os.O_DIRECTORY)
         fcntl.flock(self.lock, fcntl.LOCK_EX)
 
-    def __enter__(self):
-        return self
-
     def __exit__(self, *exc) -> None:
         os.close(self.lock)
 
-    def open(self, file: str):
-        return open(os.path.join(self.folder, file), "wb")
-
-    def close(self, file: str, handle) -> None:
-        handle.close()
+    def _store(self, file: str, data: bytes) -> None:
+        with open(os.path.join(self.folder, file), "wb") as out:
+            out.write(data)
 
     def finish(self, files: list[str]) -> None:
         for file in files:
@@ -737,44 +781,22 @@ class _LocalAttempt:  # the Spark task's side of LocalStore
         os.rmdir(self.folder)
         sync_filesystem(Path(self.version), files)  # durable before the driver publishes them
 
-    def scans(self, files: list[str]) -> pa.Table:
-        """The files read back from the disk, in order (audit.scan_many)."""
-        return _scan_files(self.version, files)
 
-
-class _S3Attempt:  # the Spark task's side of S3Store
+class _S3Attempt(_Attempt):  # the Spark task's side of S3Store
     """Straight into the version's prefix: each file is one PUT when its handle closes, _IN_FLIGHT at a time,
-    with its Content-MD5, so S3 refuses bytes that differ from those sent. The scan for the audit is taken
-    from those bytes as they are sent: no file is read back (pyarrow's read costs a HEAD and a GET)."""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        pass  # a PUT that comes after its version was discarded leaves an object the next cleanup removes
+    with its Content-MD5, so S3 refuses bytes that differ from those sent (pyarrow's read back would cost a
+    HEAD and a GET). A PUT that comes after its version was discarded leaves an object the next cleanup removes."""
 
     def __init__(self, uri: str):
+        super().__init__()
         self.bucket, _, self.key = uri.removeprefix("s3://").partition("/")
         self.client = s3_client()
         self.pool, self.pending = ThreadPoolExecutor(max_workers=_IN_FLIGHT), []
-        self.unscanned: list[bytes] = []
-        self.unscanned_bytes = 0
-        self.scanned: list[pa.Table] = []
 
-    def open(self, file: str):
-        # In memory until complete: a failed attempt's half-written file is dropped, never uploaded.
-        return io.BytesIO()
-
-    def close(self, file: str, handle) -> None:
+    def _store(self, file: str, data: bytes) -> None:
         if len(self.pending) >= 4 * _IN_FLIGHT:  # bounded: each holds its file's bytes until sent
             self.pending.pop(0).result()
-        data = handle.getvalue()
         self.pending.append(self.pool.submit(self._put, file, data))
-        handle.close()
-        self.unscanned.append(data)
-        self.unscanned_bytes += len(data)
-        if self.unscanned_bytes >= _SCAN_BYTES:
-            self._scan()
 
     def _put(self, file: str, data: bytes) -> None:
         digest = base64.b64encode(hashlib.md5(data).digest()).decode()
@@ -783,11 +805,6 @@ class _S3Attempt:  # the Spark task's side of S3Store
         except Exception as error:  # botocore raises several kinds
             raise _s3_error(error, f"cannot write s3://{self.bucket}/{self.key}/{file}") from None
 
-    def _scan(self) -> None:
-        if self.unscanned:
-            self.scanned.append(scan_many(self.unscanned))
-            self.unscanned, self.unscanned_bytes = [], 0
-
     def finish(self, files: list[str]) -> None:
         try:
             for put in self.pending:
@@ -795,11 +812,6 @@ class _S3Attempt:  # the Spark task's side of S3Store
         finally:
             self.pending.clear()
             self.pool.shutdown()
-
-    def scans(self, files: list[str]) -> pa.Table:
-        """The files as sent (each one's PUT checked by S3 against its MD5), in order (audit.scan_many)."""
-        self._scan()
-        return pa.concat_tables(self.scanned) if self.scanned else SCAN_SCHEMA.empty_table()
 
 
 def open_attempt(target: str, partition: int, attempt: int):
