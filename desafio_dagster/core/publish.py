@@ -287,21 +287,19 @@ def publish_per_client(
         if len(carry_index) and current != plan.published:
             raise PublishedVersionChanged(f"{store.uri()} was published again while this export ran (it points at "
                                           f"{current}, not {plan.published}): the export starts again from a fresh plan")
-        with watch("cleanup"):
-            store.remove_leftovers(keep={current} if current else set())
+        with watch("cleanup"):  # an older version is spared to be recycled into this one (LocalStore.open_version)
+            store.remove_leftovers(keep={current} if current else set(), spare=bool(len(carry_index)))
         token = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
         version = store.version_name(token)
         try:
-            store.open_version(version)
+            with watch("carry"):  # the same bytes: audited when they were written
+                store.open_version(version, plan.published if len(carry_index) else None, carry_records)
             with watch("spark_job"):
                 written = _SUMMARY_SCHEMA.empty_table() if view is None else _write(
                     view, store.task_target(version), by_client, on_progress, sealed)
                 store.drop_attempts(version)
             for phase in ("write", "sync", "scan"):  # summed over the tasks, which run in parallel
                 watch.add(f"tasks_{phase}", pc.sum(written[f"{phase}_seconds"]).as_py() or 0.0)
-            with watch("carry"):  # the same bytes: audited when they were written
-                if len(carry_index):
-                    store.carry(plan.published, carry_index["file"].to_pylist(), version)
             index = pa.concat_tables([written.select(INDEX_SCHEMA.names), carry_index]).sort_by("client_id")
             ids = index["client_id"].to_numpy()
             twice = ids[1:][ids[1:] == ids[:-1]]

@@ -131,7 +131,10 @@ class Store(ABC):
         """The published version's name (resolved once), or None."""
 
     @abstractmethod
-    def open_version(self, version: str) -> None: ...
+    def open_version(self, version: str, source: str | None = None, carried: pa.Table | None = None) -> None:
+        """Make a new version holding source's carried files (carried: their records, file and written_in), the
+        same bytes, not read here (where the store holds files by reference, nothing: the new version's records
+        name where they are)."""
 
     @abstractmethod
     def task_target(self, version: str) -> str:
@@ -167,11 +170,6 @@ class Store(ABC):
     def write(self, version: str, file: str, data: bytes) -> None: ...
 
     @abstractmethod
-    def carry(self, source: str, files: list[str], version: str) -> None:
-        """The same bytes as source's files, into version, without reading them here (where the store holds
-        files by reference, nothing: the new version's records name where they are)."""
-
-    @abstractmethod
     def sync(self, version: str, files: list[str]) -> None:
         """The version's files are durable before it is published."""
 
@@ -187,9 +185,10 @@ class Store(ABC):
     def discard(self, version: str) -> None: ...
 
     @abstractmethod
-    def remove_leftovers(self, keep: set[str]) -> None:
+    def remove_leftovers(self, keep: set[str], spare: bool = False) -> None:
         """Versions of killed runs and versions older than the kept ones (the last rejected one stays), but
-        the files a kept version holds by reference."""
+        the files a kept version holds by reference. spare: where the store recycles a version into the next
+        one (open_version), the newest complete one is spared for it."""
 
     def task_environment(self) -> dict[str, str]:
         """What the Spark tasks need in their environment (it reaches them sealed: core/sealed.py)."""
@@ -305,8 +304,39 @@ class LocalStore(Store):
     def published(self) -> str | None:
         return self.link.resolve().name if self.link.is_symlink() else None
 
-    def open_version(self, version: str) -> None:
-        (self.output_dir / version).mkdir()
+    def open_version(self, version: str, source: str | None = None, carried: pa.Table | None = None) -> None:
+        """The carried files are hard links to source's. When remove_leftovers(spare=True) spared an older
+        version, that folder becomes the new version: renamed, then only the files that differ from the carried
+        ones are removed or linked (those changed over the last two exports), instead of a link per carried
+        file in a new folder, then removing a folder of as many files."""
+        folder = self.output_dir / version
+        spared = self._spared(keep={source}) if source and carried is not None and len(carried) else None
+        if spared is None:
+            folder.mkdir()
+            if carried is not None and len(carried):
+                self._link(source, carried["file"].to_pylist(), version)
+            return
+        os.rename(self.output_dir / spared, folder)
+        had = read_table((folder / READBACK_FILE).read_bytes(), _HELD_SCHEMA)  # spared: its files as it published them
+        for record in (READBACK_FILE, INDEX_FILE, MANIFEST_FILE, FORMAT_FILE, SOURCE_FILE):  # the last: never spared again
+            (folder / record).unlink(missing_ok=True)
+        had_keys, wanted_keys = (pc.binary_join_element_wise(t["written_in"], t["file"], "/") for t in (had, carried))
+        stale = pc.filter(had["file"], pc.invert(pc.is_in(had_keys, value_set=wanted_keys))).to_pylist()
+        missing = pc.filter(carried["file"], pc.invert(pc.is_in(wanted_keys, value_set=had_keys))).to_pylist()
+
+        def unlink(chunk: list[str]) -> None:
+            for file in chunk:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(folder, file))
+
+        _in_parallel(unlink, stale)
+        self._link(source, missing, version)
+
+    def _spared(self, keep: set[str]) -> str | None:
+        """The newest version folder besides keep whose records were all written (_readback.csv is the last)."""
+        complete = sorted(p.name for p in self.output_dir.glob(f".{self.name}.v-*")
+                          if p.name not in keep and (p / READBACK_FILE).is_file())
+        return complete[-1] if complete else None
 
     def task_target(self, version: str) -> str:
         return str(self.output_dir / version)
@@ -339,7 +369,7 @@ class LocalStore(Store):
     def write(self, version: str, file: str, data: bytes) -> None:
         (self.output_dir / version / file).write_bytes(data)
 
-    def carry(self, source: str, files: list[str], version: str) -> None:  # the same inodes: hard links
+    def _link(self, source: str, files: list[str], version: str) -> None:  # the same inodes: hard links
         source_folder, folder = str(self.output_dir / source), str(self.output_dir / version)
 
         def link(chunk: list[str]) -> None:
@@ -392,7 +422,8 @@ class LocalStore(Store):
         _wait_for_writers(doomed)
         shutil.rmtree(doomed, ignore_errors=True)
 
-    def remove_leftovers(self, keep: set[str]) -> None:
+    def remove_leftovers(self, keep: set[str], spare: bool = False) -> None:
+        keep = keep | ({self._spared(keep)} if spare else set())
         for path in self.output_dir.glob(f".{self.name}.*"):
             if path.name in keep or path.name.endswith(".lock") or path.name.startswith(f".{self.name}.rejected-"):
                 continue
@@ -527,8 +558,8 @@ class S3Store(Store):
     def published(self) -> str | None:
         return self._name_in(POINTER_FILE)
 
-    def open_version(self, version: str) -> None:
-        pass  # no folders: a key prefix
+    def open_version(self, version: str, source: str | None = None, carried: pa.Table | None = None) -> None:
+        pass  # no folders, a key prefix; carried files stay in the versions that wrote them (the new index names those)
 
     def task_target(self, version: str) -> str:
         return self.uri(version)
@@ -557,9 +588,6 @@ class S3Store(Store):
     def write(self, version: str, file: str, data: bytes) -> None:
         with self.fs.open_output_stream(self._path(version, file)) as out:
             out.write(data)
-
-    def carry(self, source: str, files: list[str], version: str) -> None:
-        pass  # by reference: the files stay in the versions that wrote them (the new index names those)
 
     def sync(self, version: str, files: list[str]) -> None:
         pass  # a PUT that returned is durable
@@ -610,7 +638,7 @@ class S3Store(Store):
                 raise _s3_error(OSError(f"{errors[0].get('Key')}: {errors[0].get('Code')} {errors[0].get('Message', '')}"),
                                 f"cannot delete {len(errors)} retired files under {self.uri()}")
 
-    def remove_leftovers(self, keep: set[str]) -> None:
+    def remove_leftovers(self, keep: set[str], spare: bool = False) -> None:
         """Versions are key prefixes, and a version's files may live in earlier versions' prefixes. A prefix
         no kept version holds a file in is removed whole. A version that is no longer kept, but holds files
         a kept version uses, is retired: the files only it held (written or carried) are deleted, then its

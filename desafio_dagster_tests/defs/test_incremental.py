@@ -133,3 +133,32 @@ def test_the_checks_name_the_clients_changed_since_the_export_from_the_change_jo
     [stale] = [c for c in checks.get_asset_check_evaluations() if c.check_name == "source_unchanged_since_export"]
     assert not stale.passed and stale.severity == dg.AssetCheckSeverity.WARN
     assert "clients 4, 9 changed since the export" in stale.description and stale.metadata["clients_changed"].value == 2
+
+
+def test_each_export_recycles_the_version_before_the_published_one_and_keeps_both_whole(published, source, env_home):
+    """The third version is made in the first one's folder (only the files changed over the last two exports
+    are removed or linked), the second stays as it was published, and the output equals a full export's."""
+    folder, _, first = published
+    first_inode = first.stat().st_ino
+
+    def change(client: int) -> None:
+        with source.connect() as conn:
+            conn.execute("UPDATE associado SET sobrenome = sobrenome || ' Filho' WHERE id = %s", (client,))
+            conn.execute("DELETE FROM movimento WHERE id = (SELECT min(m.id) FROM movimento m JOIN cartao k "
+                         "ON k.id = m.id_cartao WHERE k.id_associado = %s)", (client + 1,))
+
+    change(20)
+    export()
+    second, second_files = folder.resolve(), snapshot(folder)
+    change(30)
+    _, metadata = export()
+    third = folder.resolve()
+    assert third.name != first.name and third.stat().st_ino == first_inode, "the first version's folder, recycled"
+    assert _written(folder) == _files_of(folder, 30, 31)
+    assert metadata["clients_carried"] == SPEC.clients - 2
+    assert snapshot(second) == second_files, "the previous version is untouched"
+    assert published_files(folder) == expected_files(source, True)
+    assert not first.exists() and {p.name for p in folder.parent.glob(".movements_csv.v-*")} == {second.name, third.name}
+    incremental = snapshot(folder)
+    export(FULL_REFRESH)
+    assert snapshot(folder) == incremental, "byte-identical to a full export of the same snapshot"

@@ -128,10 +128,10 @@ def test_a_cleanup_that_fails_after_publication_is_reported_and_the_version_stay
     from desafio_dagster.core.store import LocalStore
 
     class CleanupFails(LocalStore):  # the disk refuses to remove the versions before the one just published
-        def remove_leftovers(self, keep: set[str]) -> None:
+        def remove_leftovers(self, keep: set[str], spare: bool = False) -> None:
             if len(keep) > 1:
                 raise OSError("Device or resource busy")
-            super().remove_leftovers(keep)
+            super().remove_leftovers(keep, spare)
 
     folder, _, version = published
     with exported_view(source_db, spark_session) as (view, snap):
