@@ -113,7 +113,6 @@ class Plan:
     carry_index: pa.Table = field(default_factory=INDEX_SCHEMA.empty_table)  # carried files' _index.csv rows
     carry_records: pa.Table = field(default_factory=READBACK_SCHEMA.empty_table)  # and their _readback.csv rows
     removed: list[str] = field(default_factory=list)  # files of clients no longer in the snapshot
-    modified: list[str] = field(default_factory=list)  # published files changed since read back: rewritten
     published: str | None = None  # the version the files are carried from (its name in the store)
 
     @property
@@ -140,31 +139,29 @@ def plan_export(store: Store, expected: pa.Table, fmt: dict, full_refresh: bool 
     published = store.published()
     if full_refresh:
         return full_plan(expected, fmt, "full_refresh was asked", published)
-    listing = store.files(published) if published else Listing.empty()  # one listing: files, sizes, mtimes
-    if INDEX_FILE not in listing:
+    if published is None:
         return full_plan(expected, fmt, "first export: nothing is published yet", published)
-    if FORMAT_FILE not in listing:
+    try:
+        published_format = json.loads(store.read(published, FORMAT_FILE).decode("utf-8"))
+        manifest = parse_manifest(store.read(published, MANIFEST_FILE))
+        index = parse_index(store.read(published, INDEX_FILE))
+        records = parse_readback(store.read(published, READBACK_FILE))
+    except FileNotFoundError:
         return full_plan(expected, fmt, "the published version predates incremental export", published)
-    published_format = json.loads(store.read(published, FORMAT_FILE).decode("utf-8"))
     if published_format != fmt:
         changed = sorted(key for key in fmt.keys() | published_format.keys()
                          if fmt.get(key) != published_format.get(key))
         return full_plan(expected, fmt, f"{', '.join(changed)} changed since the published version", published)
-    manifest = parse_manifest(store.read(published, MANIFEST_FILE))
-    index = parse_index(store.read(published, INDEX_FILE))
-    records = _readback_of(store, published, listing)
-    listing = store.with_held(published, listing, records)
-    # Clients whose file name and figures are those the published version recorded, not asked for, whose
-    # file the published version lists in its index and its read-back records, and is still as read back.
-    # Each table is aligned to the snapshot's clients first.
+    # Clients whose file name and figures are those the published version recorded, not asked for, and whose
+    # file the published version lists in its index and its read-back records: their files are carried as
+    # recorded (a file edited by hand since is the checks' to find). Each table is aligned to the snapshot's
+    # clients first.
     files = expected["file"]
     recorded, entries, records = (matched(files, table) for table in (manifest, index, records))
-    candidates = functools.reduce(pc.and_, [
+    kept = functools.reduce(pc.and_, [
         same(expected, recorded, ["client_id", "rows", "vlr_transacao_total", "fingerprint"]),
         pc.invert(pc.is_in(expected["client_id"], value_set=targeted)),
         pc.is_valid(entries["file"]), pc.is_valid(records["file"])])
-    kept = pc.and_(candidates, unmodified(records, listing))
-    modified = sorted(pc.filter(files, pc.and_(candidates, pc.invert(kept))).to_pylist())
     carry_index, carry_records = entries.filter(kept), records.filter(kept)
     rewrite = pc.filter(expected["client_id"], pc.invert(kept)).combine_chunks()
     removed = sorted(manifest.filter(pc.invert(pc.is_in(manifest["client_id"], value_set=expected["client_id"])))
@@ -173,9 +170,9 @@ def plan_export(store: Store, expected: pa.Table, fmt: dict, full_refresh: bool 
         return Plan("unchanged", "no client changed", fmt, rewrite, carry_index, carry_records, published=published)
     if not len(carry_index):  # e.g. after a populate: read everything, by ranges of clients
         return Plan("full", "every client changed since the published version", fmt, rewrite, removed=removed,
-                    modified=modified, published=published)
+                    published=published)
     what = f"{len(rewrite):,} clients new, changed or asked for"
-    return Plan("incremental", what, fmt, rewrite, carry_index, carry_records, removed, modified, published)
+    return Plan("incremental", what, fmt, rewrite, carry_index, carry_records, removed, published)
 
 
 def verified_scans(store: Store, version: str, written_in: str) -> tuple[pa.Table, int]:

@@ -313,6 +313,7 @@ def publish_per_client(
                 "header_ok": written["header_ok"], "rows": written["scanned_rows"],
                 "vlr_transacao_total": written["vlr_transacao_total"], "long_digit_run": written["long_digit_run"],
             }), carry_records.select(["file", "written_in", *SCAN_SCHEMA.names])])
+            written_files = written["file"].to_pylist()
             del written  # a million rows at 1M clients: not held through the records and the audit
             with watch("records"):
                 # Where files may stay in earlier versions, each index row names the version that holds its file.
@@ -322,17 +323,20 @@ def publish_per_client(
                 store.write(version, MANIFEST_FILE, manifest_bytes(expected))
                 store.write(version, FORMAT_FILE, format_bytes(fmt))
                 store.write(version, SOURCE_FILE, source_bytes(source))
-            # The client set from the version itself (one listing, which also gives each file's size and
-            # mtime for _readback.csv; the files it holds by reference as their records say): a file the
-            # summaries missed is still judged.
+            # The client set from the version itself (one listing; the files it holds by reference as their records
+            # say): a file the summaries missed is still judged. Each file's size and mtime for _readback.csv: of
+            # the written files from the listing, of the carried ones (the same inodes) as their records say.
             with watch("listing"):
-                clients = store.with_held(version, store.files(version), carry_records).client_files()
+                clients = store.with_held(version, store.files(version, stats_of=written_files),
+                                          carry_records).client_files()
                 known = matched(clients["file"], scanned)  # each listed file's scan, nulls where none came
                 reported = pc.is_valid(known["file"])
                 missed = pc.filter(clients["file"], pc.invert(reported)).to_pylist()
                 scans = store.scan(version, missed).add_column(0, "file", pa.array(missed, pa.string()))
             with watch("records"):
-                stats = clients.filter(reported)
+                carried = matched(clients["file"], carry_records)
+                stats = pa.table({column: pc.coalesce(clients[column], carried[column]) for column in ("bytes", "mtime_ns")})
+                stats = stats.filter(reported)
                 records = known.filter(reported).add_column(1, "bytes", stats["bytes"]).add_column(
                     2, "mtime_ns", stats["mtime_ns"])
                 store.write(version, READBACK_FILE, readback_bytes(records))

@@ -145,8 +145,9 @@ class Store(ABC):
         """Remove what failed task attempts left in the version, once the Spark job is done."""
 
     @abstractmethod
-    def files(self, version: str) -> Listing:
-        """Every file of a version (one listing)."""
+    def files(self, version: str, stats_of: list[str] | None = None) -> Listing:
+        """Every file of a version (one listing). stats_of: only those files' sizes and mtimes are needed (the
+        others' may be null): locally the others are not stat'ed, which is most of a listing's cost."""
 
     def with_held(self, version: str, listing: Listing, records: pa.Table) -> Listing:
         """The version's listing and the files it holds by reference in earlier versions: those of records
@@ -345,12 +346,21 @@ class LocalStore(Store):
         for folder in _wait_for_writers(self.output_dir / version):
             shutil.rmtree(folder, ignore_errors=True)
 
-    def files(self, version: str) -> Listing:
+    def files(self, version: str, stats_of: list[str] | None = None) -> Listing:
         from pyarrow import fs
 
-        # Arrow's listing stats each entry in C++: 3.2-3.5 s for a million files here, os.scandir 3.8-4.2 s.
-        return Listing.of(fs.LocalFileSystem().get_file_info(fs.FileSelector(str(self.output_dir / version),
-                                                                             allow_not_found=True)))
+        folder = str(self.output_dir / version)
+        if stats_of is None:  # Arrow's listing stats each entry in C++: 2.4-3.5 s for a million files here
+            return Listing.of(fs.LocalFileSystem().get_file_info(fs.FileSelector(folder, allow_not_found=True)))
+        try:  # the names alone: 0.4 s for a million
+            names = pa.array(sorted(name for name in os.listdir(folder) if not name.startswith(".")), pa.string())
+        except FileNotFoundError:
+            return Listing.empty()
+        stats = [os.stat(os.path.join(folder, file)) for file in stats_of]
+        at = pc.index_in(names, value_set=pa.array(stats_of, pa.string()))
+        return Listing(pa.table({"file": names,
+                                 "bytes": pa.array([s.st_size for s in stats], pa.int64()).take(at),
+                                 "mtime_ns": pa.array([s.st_mtime_ns for s in stats], pa.int64()).take(at)}))
 
     def read(self, version: str, file: str) -> bytes:
         return (self.output_dir / version / file).read_bytes()
@@ -567,7 +577,7 @@ class S3Store(Store):
     def drop_attempts(self, version: str) -> None:
         pass  # a failed attempt's unfinished file was never sent
 
-    def files(self, version: str) -> Listing:
+    def files(self, version: str, stats_of: list[str] | None = None) -> Listing:
         from pyarrow import fs
 
         try:

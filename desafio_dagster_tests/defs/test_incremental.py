@@ -98,18 +98,25 @@ def test_what_changes_a_file_for_the_same_rows_rewrites_every_file(published, en
     assert metadata["export_reason"] == "code_version changed since the published version"
 
 
-def test_a_published_file_edited_by_hand_is_rewritten(published, source, env_home):
+def test_a_published_file_edited_by_hand_is_found_by_the_checks_and_rewritten_when_asked(published, source, env_home):
+    """An export carries an unchanged client's file as its records say (no stat per file); the checks find a
+    file edited since, name it and the fix, and an export asked for that client mends it."""
     folder = published[0]
     victim = sorted(_files_of(folder, 9))[0]
     with open(folder / victim, "a", encoding="utf-8") as handle:
         handle.write("not,a,row\n")
     instance = dg.DagsterInstance.ephemeral()
-    result, metadata = export(instance=instance)
+    result = run("export", instance=instance)
+    assert result.asset_materializations_for_node("movements_csv")[0].metadata["export_mode"].value == "unchanged"
+    failed = {c.check_name: c for c in result.get_asset_check_evaluations() if not c.passed}
+    assert set(failed) == {"client_totals_match_snapshot", "total_rows_match_snapshot"}
+    totals = failed["client_totals_match_snapshot"].description
+    assert victim in totals and "run the export with clients: [9]" in totals
+    result, metadata = export({"ops": {"movements_csv": {"config": {"clients": [9]}}}}, instance=instance)
     assert (metadata["export_mode"], metadata["clients_rewritten"]) == ("incremental", 1)
     assert _written(folder) == {victim}
     assert published_files(folder) == expected_files(source, True)
-    said = [e.user_message for e in instance.all_logs(result.run_id) if "changed since they were written" in e.user_message]
-    assert said and victim in said[0], "the run says which published file it found changed"
+    assert all(c.passed for c in result.get_asset_check_evaluations())
 
 
 def test_after_a_populate_every_file_is_rewritten(published, source, env_home):

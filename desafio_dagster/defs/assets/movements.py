@@ -82,9 +82,6 @@ def movements_csv(
                              f"{snapshot.counts['movimento']:,} movements, {figured}; {plan.mode} export ({plan.reason}): "
                              f"{len(plan.rewrite):,} clients to write, {plan.carried:,} to carry, "
                              f"{len(plan.removed):,} to remove")
-            if plan.modified:
-                context.log.warning(f"{len(plan.modified):,} published files changed since they were written "
-                                    f"(e.g. {plan.modified[0]}): they are rewritten")
             view = None
             if len(plan.rewrite):  # else no Spark at all
                 only = None if plan.mode == "full" else plan.rewrite

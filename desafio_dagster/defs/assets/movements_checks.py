@@ -64,12 +64,24 @@ def movements_csv_checks(
         scans, read = verified_scans(store, version, metadata.get("written_in", version))
         for finding in audit(scans, expected, metadata["masked_card_numbers"]):
             yield dg.AssetCheckResult(check_name=finding.rule, passed=finding.passed,
+                                      description=None if finding.passed else f"{finding.detail}{_fix(finding)}",
                                       metadata={"violations": finding.violations, "detail": finding.detail,
                                                 "files_read": read, "files_as_read_back_before": len(scans) - read})
         yield _source_unchanged(postgres, metadata.get("source_snapshot") or "", metadata.get("source_fingerprint") or {})
         return
     yield dg.AssetCheckResult(check_name="source_unchanged_since_export", passed=False,
                               severity=dg.AssetCheckSeverity.WARN, description="no export to compare with")
+
+
+def _fix(finding) -> str:
+    """How to rewrite the files a finding names (a file edited by hand since it was published: an export carries
+    unchanged clients' files as recorded, so only a rewrite asked for mends it)."""
+    ids = sorted({int(file[:8]) for file in finding.files if file[:8].isdigit()})
+    if not ids:
+        return ""
+    shown = ", ".join(map(str, ids[:_SHOWN])) + (", ..." if len(ids) > _SHOWN else "")
+    return (f". If they were changed after publication, rewrite them: run the export with clients: [{shown}] "
+            f"(or full_refresh: true)")
 
 
 def _source_unchanged(postgres: PostgresResource, snapshot: str, exported: dict) -> dg.AssetCheckResult:
