@@ -26,21 +26,25 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_export import movements, populated  # noqa: E402
-from measure import mib, run_measured, warm_engine  # noqa: E402
+from measure import last_engine_peak, mib, run_measured, warm_engine  # noqa: E402
 
+from desafio_dagster.core.connect_server import running_server  # noqa: E402
 from desafio_dagster.core.incremental import READBACK_FILE  # noqa: E402
 
 ACTIVE_SHARE, NEW_SHARE = 0.009, 0.001  # of the clients, in the day the growth adds: 1% in all
 
 
 def job(name: str, env: dict, work: Path, config: dict | None = None) -> tuple[float, int]:
+    """(seconds, peak memory): of the job's process tree and of the project's Spark Connect server (under the
+    run's DESAFIO_HOME) together, each at its own peak during the run."""
     args = [sys.executable, "-m", "dagster", "job", "execute", "-m", "desafio_dagster.definitions", "-j", name]
     if config:
         path = work / f"{name}.yaml"
         path.write_text(yaml.safe_dump(config))
         args += ["-c", str(path)]
-    seconds, peak, _ = run_measured(args, env)
-    return seconds, peak
+    home = Path(env["DESAFIO_HOME"]) if "DESAFIO_HOME" in env else None
+    seconds, peak, _ = run_measured(args, env, engine=(lambda: running_server(home)) if home else None)
+    return seconds, peak + last_engine_peak[0]
 
 
 def export_metadata(dagster_home: Path) -> dict:

@@ -7,7 +7,7 @@ on a database of its own (populated on first use, kept for the next run):
 4. an export with nothing changed.
 
 Each is a whole `dagster job execute -j export` process, checks included, with its wall time and the peak
-memory of its process tree (the JVM and Python workers included). Then the ratios between the two sizes
+memory of its process tree plus that of the Spark Connect server it uses (the JVM and its Python workers). Then the ratios between the two sizes
 and the cost per client and per movement.
 
     python bench/bench_scale.py                       # both sizes (about 20 minutes here, populates included)
