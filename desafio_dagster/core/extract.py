@@ -122,8 +122,9 @@ class PublishedFigures:
     """What the published version recorded of the source it was exported from: the snapshot (journal.
     current_snapshot) and every client's figures."""
 
+    version: str  # the published version, in its store
     snapshot: str
-    clients: pa.Table  # audit.FIGURES_SCHEMA
+    clients: pa.Table  # audit.FIGURES_SCHEMA: its _snapshot.csv
 
 
 class SourceReadError(TransientError):

@@ -74,13 +74,13 @@ class Listing:
 
     @classmethod
     def of(cls, infos: list) -> Listing:
-        """From pyarrow FileInfos (a local or an S3 listing): the files only."""
-        from pyarrow import fs
-
-        files = [i for i in infos if i.type == fs.FileType.File]
-        return cls(pa.table({"file": pa.array([i.base_name for i in files], pa.string()),
-                             "bytes": pa.array([i.size for i in files], pa.int64()),
-                             "mtime_ns": pa.array([i.mtime_ns or 0 for i in files], pa.int64())}).sort_by("file"))
+        """From pyarrow FileInfos (a local or an S3 listing): the files only (a million in 0.3 s: one pass per
+        attribute, no FileType enum per entry)."""
+        table = pa.table({"file": pa.array([i.base_name for i in infos], pa.string()),
+                          "bytes": pa.array([i.size for i in infos], pa.int64()),
+                          "mtime_ns": pa.array([i.mtime_ns or 0 for i in infos], pa.int64()),
+                          "is_file": pa.array([i.is_file for i in infos], pa.bool_())})
+        return cls(table.filter(table["is_file"]).drop_columns("is_file").sort_by("file"))
 
     @classmethod
     def empty(cls) -> Listing:
@@ -350,12 +350,20 @@ class LocalStore(Store):
         from pyarrow import fs
 
         folder = str(self.output_dir / version)
-        if stats_of is None:  # Arrow's listing stats each entry in C++: 2.4-3.5 s for a million files here
-            return Listing.of(fs.LocalFileSystem().get_file_info(fs.FileSelector(folder, allow_not_found=True)))
-        try:  # the names alone: 0.4 s for a million
-            names = pa.array(sorted(name for name in os.listdir(folder) if not name.startswith(".")), pa.string())
+        try:  # the names alone: 0.4 s for a million here
+            names = pa.array([name for name in os.listdir(folder) if not name.startswith(".")], pa.string())
         except FileNotFoundError:
             return Listing.empty()
+        names = names.take(pc.sort_indices(names))
+        if stats_of is None:  # a stat each, by Arrow in C++ from two threads: 1.5 s for a million here (selector: 2.5)
+            paths = pc.binary_join_element_wise(f"{folder}/", names, "").to_pylist()
+            half = len(paths) // 2
+            with ThreadPoolExecutor(max_workers=2) as pool:
+                infos = [info for part in pool.map(fs.LocalFileSystem().get_file_info, [paths[:half], paths[half:]])
+                         for info in part]
+            table = pa.table({"file": names, "bytes": pa.array([i.size for i in infos], pa.int64()),
+                              "mtime_ns": pa.array([i.mtime_ns for i in infos], pa.int64())})
+            return Listing(table.filter(pc.is_valid(table["bytes"])))  # folders have no size
         stats = [os.stat(os.path.join(folder, file)) for file in stats_of]
         at = pc.index_in(names, value_set=pa.array(stats_of, pa.string()))
         return Listing(pa.table({"file": names,

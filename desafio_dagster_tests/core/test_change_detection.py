@@ -69,9 +69,9 @@ def test_a_change_alters_the_fingerprint_of_exactly_the_affected_clients(source_
     assert changed == affected
     assert all(before[c][3] != after[c][3] for c in changed if c in before and c in after), "the fingerprint moved"
     # The journal names those clients, and the published figures updated with theirs are every client's afresh.
-    journaled = _snapshot(source_db, PublishedFigures(exported.source, exported.clients))
+    journaled = _snapshot(source_db, PublishedFigures("v", exported.source, exported.clients))
     assert journaled.changed == len(affected), "the journal names exactly the affected clients"
-    assert _clients(source_db, PublishedFigures(exported.source, exported.clients)) == after
+    assert _clients(source_db, PublishedFigures("v", exported.source, exported.clients)) == after
 
 
 def test_the_fingerprint_is_the_same_in_every_snapshot_of_unchanged_data(populated_db):

@@ -18,7 +18,7 @@ def _exported(db, published: PublishedFigures | None = None):
 
 
 def _published(exported) -> PublishedFigures:
-    return PublishedFigures(exported.snapshot.source, exported.snapshot.clients)
+    return PublishedFigures("v", exported.snapshot.source, exported.snapshot.clients)
 
 
 def _rename(conn, client: int) -> None:

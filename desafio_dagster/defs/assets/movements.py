@@ -75,7 +75,7 @@ def movements_csv(
             snapshot = exported.snapshot
             with watch("plan"):
                 plan = plan_export(store, snapshot.clients, file_format(CODE_VERSION, config.mask_card_numbers),
-                                   config.full_refresh, config.clients)
+                                   config.full_refresh, config.clients, published)
             figured = (f"figures of the {snapshot.changed:,} clients the change journal names" if snapshot.changed
                        is not None else "figures of every client")
             context.log.info(f"snapshot {snapshot.id}: {snapshot.counts['associado']:,} clients, "
