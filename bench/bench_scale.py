@@ -3,8 +3,11 @@ on a database of its own (populated on first use, kept for the next run):
 
 1. a full export (full_refresh) into an empty output;
 2. the `grow` job adds one day touching about 1% of the clients;
-3. the incremental export of that change;
-4. an export with nothing changed.
+3. the incremental export of that change (the first after a full export: every carried file is linked into a
+   new folder);
+4. another day grown, and its incremental export (as every day from then on: the version before the published
+   one is recycled, and only what changed over the last two exports is removed or linked);
+5. an export with nothing changed.
 
 Each is a whole `dagster job execute -j export` process, checks included, with its wall time and the peak
 memory of its process tree plus that of the Spark Connect server it uses (the JVM and its Python workers). Then the ratios between the two sizes
@@ -13,7 +16,7 @@ and the cost per client and per movement.
     python bench/bench_scale.py                       # both sizes (about 20 minutes here, populates included)
     python bench/bench_scale.py --sizes 100000        # one size
 
-Each run adds a day to the databases (desafio_bench_100k, desafio_bench_1m).
+Each run adds two days to the databases (desafio_bench_100k, desafio_bench_1m).
 """
 
 import argparse
@@ -34,6 +37,7 @@ from measure import mib, warm_engine  # noqa: E402
 # About 10.5M movements at either size: ten times the clients, a tenth of the movements per card.
 SIZES = {100_000: ("desafio_bench_100k", [0, 66]), 1_000_000: ("desafio_bench_1m", [0, 7])}
 FULL_REFRESH = {"ops": {"movements_csv": {"config": {"full_refresh": True}}}}
+KINDS = ("full", "incremental", "recycled", "unchanged")
 
 
 def step_seconds(dagster_home: Path) -> dict[str, float]:
@@ -64,9 +68,10 @@ def measure(clients: int) -> dict:
         rows, total_clients = movements(url)
         result = {"clients": total_clients, "movements": rows}
         result["full"] = export(env, work, FULL_REFRESH)
-        job("grow", env, work, {"ops": {"source_database": {"config": {
-            "add_days": 1, "active_clients_per_day": ACTIVE_SHARE, "new_clients_per_day": NEW_SHARE}}}})
-        result["incremental"] = export(env, work)
+        for kind in ("incremental", "recycled"):
+            job("grow", env, work, {"ops": {"source_database": {"config": {
+                "add_days": 1, "active_clients_per_day": ACTIVE_SHARE, "new_clients_per_day": NEW_SHARE}}}})
+            result[kind] = export(env, work)
         result["unchanged"] = export(env, work)
     return result
 
@@ -74,7 +79,7 @@ def measure(clients: int) -> dict:
 def report(result: dict) -> None:
     full_seconds, clients = result["full"][0], result["clients"]
     print(f"{clients:,} clients, {result['movements']:,} movements (before the day added)")
-    for kind in ("full", "incremental", "unchanged"):
+    for kind in KINDS:
         seconds, peak, metadata = result[kind]
         steps = metadata["steps"]
         print(f"  {kind:<12} {seconds:7.1f} s ({seconds / full_seconds:6.1%} of full), peak {mib(peak):>10}, "
@@ -97,7 +102,7 @@ def main() -> None:
         report(result)
     if len(results) == 2:
         small, large = (results[c] for c in sorted(results))
-        for kind in ("full", "incremental", "unchanged"):
+        for kind in KINDS:
             print(f"  {kind}: 1M / 100k clients = {large[kind][0] / small[kind][0]:.2f}x the time, "
                   f"{large[kind][1] / small[kind][1]:.2f}x the peak memory")
         print("  targets: full at 1M <= 2x full at 100k and <= 4 GiB; incremental <= 10% of full; unchanged <= 5%")

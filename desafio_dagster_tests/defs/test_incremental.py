@@ -98,20 +98,31 @@ def test_what_changes_a_file_for_the_same_rows_rewrites_every_file(published, en
     assert metadata["export_reason"] == "code_version changed since the published version"
 
 
-def test_a_published_file_edited_by_hand_is_found_by_the_checks_and_rewritten_when_asked(published, source, env_home):
-    """An export carries an unchanged client's file as its records say (no stat per file); the checks find a
-    file edited since, name it and the fix, and an export asked for that client mends it."""
+def test_a_published_file_edited_by_hand_is_found_by_the_checks_of_its_day_and_rewritten_when_asked(
+        published, source, env_home, monkeypatch):
+    """An export carries an unchanged client's file as its records say (no stat per file). The checks stat one
+    sixteenth of the files a day (client id modulo 16): on another day's slice the edit goes unseen; on its own
+    day they find it, name it and the fix, and an export asked for that client mends it."""
+    from desafio_dagster.core.incremental import SLICES, todays_slice
+    from desafio_dagster.defs.assets import movements_checks
+
+    assert {todays_slice(day * 86400.0) for day in range(SLICES)} == set(range(SLICES)), "every slice in turn"
     folder = published[0]
     victim = sorted(_files_of(folder, 9))[0]
     with open(folder / victim, "a", encoding="utf-8") as handle:
         handle.write("not,a,row\n")
     instance = dg.DagsterInstance.ephemeral()
+    monkeypatch.setattr(movements_checks, "todays_slice", lambda: 10)
     result = run("export", instance=instance)
     assert result.asset_materializations_for_node("movements_csv")[0].metadata["export_mode"].value == "unchanged"
+    assert all(c.passed for c in result.get_asset_check_evaluations()), "client 9 is not in slice 10"
+    monkeypatch.setattr(movements_checks, "todays_slice", lambda: 9)
+    result = run("checks", instance=instance)
     failed = {c.check_name: c for c in result.get_asset_check_evaluations() if not c.passed}
     assert set(failed) == {"client_totals_match_snapshot", "total_rows_match_snapshot"}
-    totals = failed["client_totals_match_snapshot"].description
-    assert victim in totals and "run the export with clients: [9]" in totals
+    totals = failed["client_totals_match_snapshot"]
+    assert victim in totals.description and "run the export with clients: [9]" in totals.description
+    assert totals.metadata["files_read"].value == 1 and totals.metadata["slice_stat_today"].value == "9 of 16"
     result, metadata = export({"ops": {"movements_csv": {"config": {"clients": [9]}}}}, instance=instance)
     assert (metadata["export_mode"], metadata["clients_rewritten"]) == ("incremental", 1)
     assert _written(folder) == {victim}

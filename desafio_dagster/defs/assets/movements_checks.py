@@ -7,7 +7,7 @@ import dagster as dg
 from desafio_dagster.core import journal
 from desafio_dagster.core.audit import MANIFEST_FILE, RULES, audit, parse_manifest
 from desafio_dagster.core.errors import DesafioError, first_line
-from desafio_dagster.core.incremental import verified_scans
+from desafio_dagster.core.incremental import SLICES, todays_slice, verified_scans
 from desafio_dagster.core.source_db import SourceDatabaseError
 from desafio_dagster.core.store import Store
 from desafio_dagster.defs.io_managers.per_client_csv import PerClientCsvIOManager, sha256
@@ -61,12 +61,15 @@ def movements_csv_checks(
     else:
         expected = parse_manifest(manifest)
         # The files this run wrote, and any changed since it was read back, are read again.
-        scans, read = verified_scans(store, version, metadata.get("written_in", version))
+        checked_slice = todays_slice()
+        scans, read = verified_scans(store, version, metadata.get("written_in", version), checked_slice)
         for finding in audit(scans, expected, metadata["masked_card_numbers"]):
             yield dg.AssetCheckResult(check_name=finding.rule, passed=finding.passed,
                                       description=None if finding.passed else f"{finding.detail}{_fix(finding)}",
                                       metadata={"violations": finding.violations, "detail": finding.detail,
-                                                "files_read": read, "files_as_read_back_before": len(scans) - read})
+                                                "files_read": read, "files_as_read_back_before": len(scans) - read,
+                                                # The carried files stat'ed today: client id modulo SLICES.
+                                                "slice_stat_today": f"{checked_slice} of {SLICES}"})
         yield _source_unchanged(postgres, metadata.get("source_snapshot") or "", metadata.get("source_fingerprint") or {})
         return
     yield dg.AssetCheckResult(check_name="source_unchanged_since_export", passed=False,
