@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from bench_export import movements  # noqa: E402
 from bench_incremental import ACTIVE_SHARE, NEW_SHARE, export_metadata, job  # noqa: E402
 from bench_populate import bench_url, populate_job  # noqa: E402
-from measure import mib, warm_engine  # noqa: E402
+from measure import last_engine_peak, mib, warm_engine  # noqa: E402
 
 # About 10.5M movements at either size: ten times the clients, a tenth of the movements per card.
 SIZES = {100_000: ("desafio_bench_100k", [0, 66]), 1_000_000: ("desafio_bench_1m", [0, 7])}
@@ -50,7 +50,7 @@ def step_seconds(dagster_home: Path) -> dict[str, float]:
 def export(env: dict, work: Path, config: dict | None = None) -> tuple[float, int, dict]:
     """(seconds, peak, what the run recorded: the materialization's metadata and its steps' times)."""
     seconds, peak = job("export", env, work, config)
-    return seconds, peak, {**export_metadata(work), "steps": step_seconds(work)}
+    return seconds, peak, {**export_metadata(work), "steps": step_seconds(work), "engine_peak": last_engine_peak[0]}
 
 
 def measure(clients: int) -> dict:
@@ -82,7 +82,8 @@ def report(result: dict) -> None:
     for kind in KINDS:
         seconds, peak, metadata = result[kind]
         steps = metadata["steps"]
-        print(f"  {kind:<12} {seconds:7.1f} s ({seconds / full_seconds:6.1%} of full), peak {mib(peak):>10}, "
+        print(f"  {kind:<12} {seconds:7.1f} s ({seconds / full_seconds:6.1%} of full), peak (run + engine) {mib(peak):>10} "
+              f"(engine {mib(metadata['engine_peak'])}), "
               f"{metadata['clients_rewritten']:>9,} files written, {metadata['clients_carried']:>9,} carried; "
               f"steps: export {steps.get('movements_csv', 0):.1f} s, checks {steps.get('movements_csv_checks', 0):.1f} s")
         phases = {**metadata["export_seconds"], "checks": steps.get("movements_csv_checks", 0.0)}
