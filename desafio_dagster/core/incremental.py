@@ -5,18 +5,17 @@ Each version holds, beside the client files and _index.csv:
 - _snapshot.csv: per client, the snapshot's figures and fingerprint (audit.FIGURES_SCHEMA);
 - _format.json: what else decides a file's bytes for the same rows: the export's code version, the
   contract's columns, masking;
-- _readback.csv: each file as it was read back after it was written (its scan, for the audit), its size
-  and mtime then, and the version that wrote it;
+- _readback.csv: each file as its task stored it (its scan, for the audit), its size and mtime then, and
+  the version that wrote it;
 - _source.json: the source snapshot it was exported from, where the source keeps a change journal
   (core/journal.py): the next export computes the figures of the clients changed since, and takes the
   others' from _snapshot.csv.
 
 A client's file is carried into the next version (a hard link locally; on S3 it stays where it was
 written, and the new version's index names that version: see store.py) when the format is the same, the
-client's figures and fingerprint are the same, and the file is unmodified since it was read back (same size
-and mtime, from one listing of the version; a file held by reference is taken as its record says); it keeps
-its read-back scan. Every other client of the snapshot is rewritten;
-clients no longer in the snapshot lose their file.
+client's figures and fingerprint are the same; the file is taken as its records say (no listing of the
+published version: a file edited by hand is the checks' to find, verified_scans) and keeps its recorded scan.
+Every other client of the snapshot is rewritten; clients no longer in the snapshot lose their file.
 """
 
 from __future__ import annotations
@@ -49,7 +48,7 @@ from desafio_dagster.core.layout import (
 )
 from desafio_dagster.core.store import Listing, Store
 
-# Each client file as it was read back once written: its size and mtime then (from the version's listing),
+# Each client file as its task stored it: its size and mtime then (from the version's listing or its record),
 # the version that wrote it, and its scan (audit.SCAN_SCHEMA).
 READBACK_SCHEMA = pa.schema([("file", pa.string()), ("bytes", pa.int64()), ("mtime_ns", pa.int64()),
                              ("written_in", pa.string()), *SCAN_SCHEMA])
@@ -102,7 +101,7 @@ def _readback_of(store: Store, version: str) -> pa.Table:
 
 
 def unmodified(records: pa.Table, listing: Listing) -> pa.ChunkedArray:
-    """For each record, whether its file is still as it was read back (listed, with the same size and mtime)."""
+    """For each record, whether its file is still as it was written (listed, with the same size and mtime)."""
     return same(records, matched(records["file"], listing.client_files()), ["bytes", "mtime_ns"])
 
 

@@ -9,7 +9,7 @@ The driver holds what the tasks report, and the records, as Arrow tables.
 
 Publication is write–audit–publish: the files go into a new hidden version (a folder,
 or an S3 key prefix: store.py holds what differs between the two), each task scans its
-files (read back from a local disk once synced; on S3, as sent with their MD5), the driver audits the version against the
+files as it stores them (locally synced; on S3 sent with their MD5), the driver audits the version against the
 source snapshot's own figures (audit.py), and only then publishes it: locally the
 symlink OUTPUT/<name> is swapped to it with one rename, on S3 a pointer object naming
 it is written last. Readers see the old
@@ -78,7 +78,7 @@ from desafio_dagster.core.store import PublishError, Store, open_attempt, open_s
 from desafio_dagster.core.transform import KEY_COLUMNS, RangeReader, SnapshotView
 
 _HEADER_BYTES = HEADER.encode()
-# What a task reports of each client file it wrote: its _index.csv row, its scan once read back
+# What a task reports of each client file it wrote: its _index.csv row, its scan as stored
 # (audit.SCAN_SCHEMA, the rows as scanned_rows), and the task's time on each phase spread over its files
 # (summed, the tasks' total).
 _SUMMARY_SCHEMA = pa.schema([*INDEX_SCHEMA, ("header_ok", pa.bool_()), ("scanned_rows", pa.int64()),

@@ -1,6 +1,6 @@
 """Where the versions of the per-client files live: a local folder, or an S3 bucket and prefix. Pure: no Dagster.
 
-publish.py holds the one publication protocol (write, read back, audit, publish, clean up) and
+publish.py holds the one publication protocol (write, scan, audit, publish, clean up) and
 incremental.py the one plan; a Store holds only what differs between the two backends:
 
 | operation               | LocalStore (DESAFIO_OUTPUT_DIR=/a/folder)     | S3Store (DESAFIO_OUTPUT_DIR=s3://bucket/prefix)   |
@@ -10,9 +10,11 @@ incremental.py the one plan; a Store holds only what differs between the two bac
 |                         | renamed into the version once complete (a     | file with its Content-MD5 (a retried attempt PUTs |
 |                         | retry renames the same bytes); one syncfs     | the same bytes; a failed one's unfinished file is |
 |                         |                                               | never sent)                                       |
-| the audit's scan        | the files read back from the disk             | the bytes as sent (S3 checked their MD5)          |
+| the audit's scan        | the bytes as stored (the checks read back)    | the bytes as sent (S3 checked their MD5)          |
 | stat (for _readback)    | size and mtime_ns                              | size and LastModified, from one LIST              |
-| carry an unchanged file | hard link                                      | nothing: it stays where an earlier version wrote   |
+| carry an unchanged file | hard link (in the recycled folder of the      | nothing: it stays where an earlier version wrote   |
+|                         | version before the published one: only those   |                                                    |
+|                         | that changed over two exports)                 |                                                    |
 |                         |                                                | it, and the index's `version` column names that    |
 |                         |                                                | version (no request per unchanged client)          |
 | publish                 | symlink OUTPUT/<name> swapped by one rename    | pointer object prefix/<name>/_published holding   |

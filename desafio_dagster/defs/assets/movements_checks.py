@@ -60,7 +60,7 @@ def movements_csv_checks(
             yield dg.AssetCheckResult(check_name=name, passed=False, description=str(error))
     else:
         expected = parse_manifest(manifest)
-        # The files this run wrote, and any changed since it was read back, are read again.
+        # The files this run wrote, and any found changed since it was written, are read again.
         checked_slice = todays_slice()
         scans, read = verified_scans(store, version, metadata.get("written_in", version), checked_slice)
         for finding in audit(scans, expected, metadata["masked_card_numbers"]):
