@@ -1,8 +1,9 @@
 """The change journal of the source (sql/change_journal.sql): which clients changed since an export's snapshot,
 at a cost that grows with the changes, not with the source. Pure: no Dagster.
 
-Statement triggers on the four tables write, in the writer's own transaction, the clients each statement
-touched and that transaction's id. An export records the snapshot it read (`pg_current_snapshot()`) with the
+Statement triggers on the four tables write, in the writer's own transaction, the keys each statement
+touched (clients, cards, accounts: the export looks the cards' and accounts' clients up in its own snapshot)
+and that transaction's id. An export records the snapshot it read (`pg_current_snapshot()`) with the
 version it publishes; the next export's changed clients are the journal's rows that snapshot did not see
 (`pg_visible_in_snapshot`), read in its own snapshot: exact whatever the order in which writers commit. Once a
 version is published, the rows its snapshot saw are removed, and the journal's horizon says so: a version
@@ -45,11 +46,12 @@ def install(conn: psycopg.Connection) -> None:
 
 
 def ready(conn: psycopg.Connection) -> bool:
-    """Whether every trigger of the journal exists and fires (in conn's snapshot: within an export's transaction,
-    as they were when its snapshot was taken)."""
+    """Whether every trigger of the journal exists and always fires (in conn's snapshot: within an export's
+    transaction, as they were when its snapshot was taken). A trigger that does not fire in a session with
+    session_replication_role = replica (a restore's, a logical replica's) counts as missing."""
     enabled = conn.execute(
         """SELECT count(*) FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
-           WHERE c.relnamespace = current_schema()::regnamespace AND t.tgname = ANY(%s) AND t.tgenabled IN ('O', 'A')""",
+           WHERE c.relnamespace = current_schema()::regnamespace AND t.tgname = ANY(%s) AND t.tgenabled = 'A'""",
         (list(TRIGGERS),)).fetchone()[0]
     return enabled == len(TRIGGERS)
 
@@ -59,35 +61,51 @@ def current_snapshot(conn: psycopg.Connection) -> str:
     return conn.execute("SELECT pg_current_snapshot()::text").fetchone()[0]
 
 
+# Whether snapshot %(newer)s sees every transaction snapshot %(older)s sees.
+_SEES_ALL = """(pg_snapshot_xmax({older}) <= pg_snapshot_xmax({newer}) AND NOT EXISTS (
+    SELECT 1 FROM pg_snapshot_xip({newer}) x WHERE x < pg_snapshot_xmax({older}) AND pg_visible_in_snapshot(x, {older})))"""
+
+# The changes a snapshot did not see, each row's clients looked up in conn's own snapshot: the clients it names,
+# and those of the cards and accounts it names (a card counts for its client and its account's).
+_CHANGED_CLIENTS = """
+WITH changed AS (SELECT client_id, card_id, account_id FROM change_journal
+                 WHERE NOT pg_visible_in_snapshot(xid, %(since)s::pg_snapshot))
+SELECT coalesce(bool_or(client_id IS NULL AND card_id IS NULL AND account_id IS NULL), false),
+       (SELECT array_agg(id ORDER BY id) FROM (
+            SELECT client_id FROM changed WHERE client_id IS NOT NULL
+            UNION SELECT k.id_associado FROM changed j JOIN cartao k ON k.id = j.card_id
+            UNION SELECT c.id_associado FROM changed j JOIN cartao k ON k.id = j.card_id JOIN conta c ON c.id = k.id_conta
+            UNION SELECT c.id_associado FROM changed j JOIN conta c ON c.id = j.account_id) AS ids (id))
+FROM changed"""
+
+
 def changes_since(conn: psycopg.Connection, snapshot: str) -> Changes | None:
-    """The clients changed between snapshot and conn's own, or None if the journal cannot tell: it is not
-    ready, or rows that snapshot did not see were removed already."""
+    """The clients changed between snapshot and conn's own (call it in a REPEATABLE READ transaction), or None
+    if the journal cannot tell: it is not ready, or rows that snapshot did not see were removed already."""
     if not ready(conn):
         return None
     covered = conn.execute(
-        """SELECT coalesce(bool_and(pg_snapshot_xmax(h.snapshot) <= pg_snapshot_xmax(%(s)s::pg_snapshot) AND NOT EXISTS (
-                      SELECT 1 FROM pg_snapshot_xip(%(s)s::pg_snapshot) x
-                      WHERE x < pg_snapshot_xmax(h.snapshot) AND pg_visible_in_snapshot(x, h.snapshot))), true)
-           FROM change_journal_horizon h""", {"s": snapshot}).fetchone()[0]
+        "SELECT coalesce(bool_and(" + _SEES_ALL.format(older="h.snapshot", newer="%(s)s::pg_snapshot") + "), true) "
+        "FROM change_journal_horizon h", {"s": snapshot}).fetchone()[0]
     if not covered:
         return None
-    everything, ids = conn.execute(
-        """SELECT coalesce(bool_or(client_id IS NULL), false), array_remove(array_agg(DISTINCT client_id), NULL)
-           FROM change_journal WHERE NOT pg_visible_in_snapshot(xid, %s::pg_snapshot)""", (snapshot,)).fetchone()
-    return Changes(bool(everything), np.array([] if everything else sorted(ids or []), np.int64))
+    everything, ids = conn.execute(_CHANGED_CLIENTS, {"since": snapshot}).fetchone()
+    return Changes(bool(everything), np.array([] if everything else ids or [], np.int64))
 
 
 def forget(conn: psycopg.Connection, snapshot: str) -> int:
-    """Remove the rows a published version's snapshot saw, and move the horizon there (a horizon already past it
-    stays). Rows removed. Its own transaction."""
+    """Remove the rows a published version's snapshot saw, and move the horizon there; only forward: a
+    snapshot that does not see everything the horizon's saw (an older export publishing late) removes nothing.
+    Rows removed. Its own transaction."""
     with conn.transaction():
-        moved = conn.execute(
-            """INSERT INTO change_journal_horizon (snapshot) VALUES (%(s)s::pg_snapshot)
-               ON CONFLICT (one) DO UPDATE SET snapshot = excluded.snapshot
-               WHERE pg_snapshot_xmin(change_journal_horizon.snapshot) <= pg_snapshot_xmin(excluded.snapshot)""",
-            {"s": snapshot}).rowcount
-        if not moved:
+        conn.execute("LOCK TABLE change_journal_horizon IN EXCLUSIVE MODE")
+        forward = conn.execute(
+            "SELECT coalesce(bool_and(" + _SEES_ALL.format(older="h.snapshot", newer="%(s)s::pg_snapshot") + "), true) "
+            "FROM change_journal_horizon h", {"s": snapshot}).fetchone()[0]
+        if not forward:
             return 0
+        conn.execute("""INSERT INTO change_journal_horizon (snapshot) VALUES (%s::pg_snapshot)
+                        ON CONFLICT (one) DO UPDATE SET snapshot = excluded.snapshot""", (snapshot,))
         return conn.execute("DELETE FROM change_journal WHERE pg_visible_in_snapshot(xid, %s::pg_snapshot)",
                             (snapshot,)).rowcount
 
@@ -101,4 +119,4 @@ def paused_for_load(conn: psycopg.Connection) -> Iterator[None]:
         conn.execute(sql.SQL("ALTER TABLE {} DISABLE TRIGGER {}").format(sql.Identifier(table), sql.Identifier(trigger)))
     yield
     for table, trigger in toggles:
-        conn.execute(sql.SQL("ALTER TABLE {} ENABLE TRIGGER {}").format(sql.Identifier(table), sql.Identifier(trigger)))
+        conn.execute(sql.SQL("ALTER TABLE {} ENABLE ALWAYS TRIGGER {}").format(sql.Identifier(table), sql.Identifier(trigger)))

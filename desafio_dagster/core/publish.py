@@ -291,6 +291,7 @@ def publish_per_client(
             store.remove_leftovers(keep={current} if current else set(), spare=bool(len(carry_index)))
         token = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
         version = store.version_name(token)
+        pending: list = []  # records being written by records_pool
         try:
             with watch("carry"):  # the same bytes: audited when they were written
                 store.open_version(version, plan.published if len(carry_index) else None, carry_records)
@@ -341,9 +342,9 @@ def publish_per_client(
                 stats = stats.filter(reported)
                 records = known.filter(reported).add_column(1, "bytes", stats["bytes"]).add_column(
                     2, "mtime_ns", stats["mtime_ns"])
-                store.write(version, READBACK_FILE, readback_bytes(records))
-                for written_record in pending:
+                for written_record in pending:  # _readback.csv last: the version's records are then all there
                     written_record.result()
+                store.write(version, READBACK_FILE, readback_bytes(records))
                 store.sync(version, [INDEX_FILE, MANIFEST_FILE, FORMAT_FILE, SOURCE_FILE, READBACK_FILE])
             with watch("audit"):
                 findings = audit(pa.concat_tables([records.select(scans.column_names), scans]), expected, masked)
@@ -356,6 +357,8 @@ def publish_per_client(
         except AuditError:
             raise
         except BaseException:
+            for written_record in pending:  # no record written into the version once it is discarded
+                written_record.cancel() or written_record.exception()
             store.discard(version)
             raise
         cleanup = ""

@@ -245,6 +245,13 @@ def sync_filesystem(folder: Path, files: list[str]) -> None:
         list(pool.map(fsync, [*(folder / f for f in files), folder]))
 
 
+def _stat(path: str) -> os.stat_result | None:
+    try:
+        return os.stat(path)
+    except FileNotFoundError:
+        return None
+
+
 def _in_parallel(work: Callable[[list[str]], None], files: list[str], threads: int = 4) -> None:
     """work over files in a few threads (each file's call waits on the disk or the network, not the GIL)."""
     with ThreadPoolExecutor(max_workers=threads) as pool:
@@ -366,11 +373,11 @@ class LocalStore(Store):
             table = pa.table({"file": names, "bytes": pa.array([i.size for i in infos], pa.int64()),
                               "mtime_ns": pa.array([i.mtime_ns for i in infos], pa.int64())})
             return Listing(table.filter(pc.is_valid(table["bytes"])))  # folders have no size
-        stats = [os.stat(os.path.join(folder, file)) for file in stats_of]
+        stats = [_stat(os.path.join(folder, file)) for file in stats_of]  # None for a file gone meanwhile
         at = pc.index_in(names, value_set=pa.array(stats_of, pa.string()))
         return Listing(pa.table({"file": names,
-                                 "bytes": pa.array([s.st_size for s in stats], pa.int64()).take(at),
-                                 "mtime_ns": pa.array([s.st_mtime_ns for s in stats], pa.int64()).take(at)}))
+                                 "bytes": pa.array([s and s.st_size for s in stats], pa.int64()).take(at),
+                                 "mtime_ns": pa.array([s and s.st_mtime_ns for s in stats], pa.int64()).take(at)}))
 
     def read(self, version: str, file: str) -> bytes:
         return (self.output_dir / version / file).read_bytes()
@@ -386,15 +393,24 @@ class LocalStore(Store):
         with ProcessPoolExecutor(os.cpu_count(), mp_context=multiprocessing.get_context("spawn")) as pool:
             return pa.concat_tables(pool.map(_scan_files, [folder] * len(chunks), chunks))
 
-    def write(self, version: str, file: str, data: bytes) -> None:
-        (self.output_dir / version / file).write_bytes(data)
+    def write(self, version: str, file: str, data: bytes) -> None:  # whole or not at all: a temporary, renamed
+        path = self.output_dir / version / file
+        temporary = path.with_name(f".{file}.{uuid.uuid4().hex[:8]}")
+        temporary.write_bytes(data)
+        os.replace(temporary, path)
 
     def _link(self, source: str, files: list[str], version: str) -> None:  # the same inodes: hard links
         source_folder, folder = str(self.output_dir / source), str(self.output_dir / version)
 
         def link(chunk: list[str]) -> None:
             for file in chunk:
-                os.link(os.path.join(source_folder, file), os.path.join(folder, file))
+                try:
+                    os.link(os.path.join(source_folder, file), os.path.join(folder, file))
+                except FileNotFoundError:
+                    raise PublishError(
+                        f"{file} is missing from the published version {self.output_dir / source}: a published file "
+                        f"was removed by hand; run the export with clients: [{file[:8].lstrip('0') or 0}] (or "
+                        f"full_refresh: true) to write it again") from None
 
         _in_parallel(link, files)
 

@@ -78,12 +78,44 @@ def test_published_changes_are_forgotten_and_an_older_snapshot_then_gets_every_f
     assert again.snapshot.changed is None and again.snapshot.clients.equals(second.snapshot.clients)
 
 
+def test_a_movement_written_while_its_card_moves_to_another_client_counts_for_the_new_client(populated_db):
+    """The writer's view of which client owns a card may be older than the export's: the journal names the card,
+    and the export looks its client up in its own snapshot."""
+    first = _exported(populated_db)
+    with populated_db.connect() as conn:
+        card, owner = conn.execute("SELECT k.id, k.id_associado FROM cartao k JOIN conta c ON c.id = k.id_conta "
+                                   "WHERE c.id_associado = 3 ORDER BY k.id LIMIT 1").fetchone()
+    with populated_db.connect() as late:
+        late.execute("INSERT INTO movimento SELECT max(id) + 1, 1.00, 'x', '2025-12-31 10:00', %s FROM movimento", (card,))
+        with populated_db.connect() as mover:  # the card moves to client 4's first account, committed first
+            mover.execute("UPDATE cartao SET id_associado = 4, id_conta = (SELECT min(id) FROM conta WHERE id_associado = 4) "
+                          "WHERE id = %s", (card,))
+        second = _exported(populated_db, _published(first))
+        late.commit()
+    assert owner == 3 and second.snapshot.changed == 2  # clients 3 and 4, the movement not seen yet
+    third = _exported(populated_db, _published(second))
+    assert third.snapshot.changed == 1, "client 4, through the card the movement names"
+    assert third.snapshot.clients.equals(_exported(populated_db).snapshot.clients)
+
+
+def test_a_writer_in_replica_mode_is_journaled_and_a_trigger_that_would_not_fire_there_counts_as_missing(populated_db):
+    first = _exported(populated_db)
+    with populated_db.connect() as conn:
+        conn.execute("SET session_replication_role = replica")  # as a restore or a logical replica's apply
+        _rename(conn, 7)
+        conn.commit()
+        assert journal.changes_since(conn, first.snapshot.source).clients.tolist() == [7]
+        conn.execute("ALTER TABLE associado ENABLE TRIGGER associado_journal_update")  # origin sessions only
+        conn.commit()
+        assert not journal.ready(conn)
+
+
 @pytest.mark.parametrize("how", ["a trigger disabled", "no journal"])
 def test_without_a_whole_journal_every_figure_is_computed_and_the_tables_fingerprinted(populated_db, how):
     first = _exported(populated_db)
     with populated_db.connect() as conn:
         if how == "no journal":
-            conn.execute("DROP TABLE change_journal, change_journal_horizon; DROP FUNCTION change_journal_clients CASCADE")
+            conn.execute("DROP TABLE change_journal, change_journal_horizon; DROP FUNCTION change_journal_keys CASCADE")
         else:
             conn.execute("ALTER TABLE movimento DISABLE TRIGGER movimento_journal_update")
         conn.commit()

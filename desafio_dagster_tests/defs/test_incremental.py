@@ -180,3 +180,17 @@ def test_each_export_recycles_the_version_before_the_published_one_and_keeps_bot
     incremental = snapshot(folder)
     export(FULL_REFRESH)
     assert snapshot(folder) == incremental, "byte-identical to a full export of the same snapshot"
+
+
+def test_a_published_file_removed_by_hand_fails_the_next_export_clearly_until_it_is_asked_for(published, source, env_home):
+    folder = published[0]
+    victim = sorted(_files_of(folder, 9))[0]
+    (folder / victim).unlink()
+    with source.connect() as conn:
+        conn.execute("UPDATE associado SET idade = idade + 1 WHERE id = 3")
+    message = failed_run_message(run("export"))
+    assert f"{victim} is missing from the published version" in message and "clients: [9]" in message
+    assert folder.resolve() == published[2], "nothing published"
+    _, metadata = export({"ops": {"movements_csv": {"config": {"clients": [9]}}}})
+    assert (metadata["export_mode"], metadata["clients_rewritten"]) == ("incremental", 2)
+    assert published_files(folder) == expected_files(source, True)

@@ -3,6 +3,7 @@
 and a warning when the source has changed since."""
 
 import dagster as dg
+import psycopg
 
 from desafio_dagster.core import journal
 from desafio_dagster.core.audit import MANIFEST_FILE, RULES, audit, parse_manifest
@@ -94,6 +95,7 @@ def _source_unchanged(postgres: PostgresResource, snapshot: str, exported: dict)
     try:
         if snapshot:
             with db.connect(purpose="checks") as conn:
+                conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ  # one snapshot for the whole question
                 changes = journal.changes_since(conn, snapshot)
             if changes is None:
                 raise SourceDatabaseError("the change journal no longer covers the export's snapshot (a later export "
