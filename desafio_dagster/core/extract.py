@@ -228,9 +228,12 @@ class ExportedSnapshot:
             if not len(clients):
                 raise SourceDatabaseError(
                     f"the source database {db} has no clients (associado is empty): {POPULATE_FIRST}")
-            accounts, cards = conn.execute("SELECT (SELECT count(*) FROM conta), (SELECT count(*) FROM cartao)").fetchone()
-            counts = {"associado": len(clients), "conta": accounts, "cartao": cards,
-                      "movimento": pc.sum(clients["rows"]).as_py()}  # every movement has a card, an account, a client
+            if fingerprint:
+                counts = {table: rows for table, (rows, _, _) in fingerprint.items()}
+            else:
+                accounts, cards = conn.execute("SELECT (SELECT count(*) FROM conta), (SELECT count(*) FROM cartao)").fetchone()
+                counts = {"associado": len(clients), "conta": accounts, "cartao": cards,
+                          "movimento": pc.sum(clients["rows"]).as_py()}  # every movement has a card, an account, a client
             snapshot = Snapshot(snapshot_id, counts, clients, fingerprint, time.monotonic() - started, source, changed)
             return cls(db, conn, snapshot, closing.pop_all())  # open until close()
 

@@ -61,9 +61,11 @@ def current_snapshot(conn: psycopg.Connection) -> str:
     return conn.execute("SELECT pg_current_snapshot()::text").fetchone()[0]
 
 
-# Whether snapshot %(newer)s sees every transaction snapshot %(older)s sees.
-_SEES_ALL = """(pg_snapshot_xmax({older}) <= pg_snapshot_xmax({newer}) AND NOT EXISTS (
-    SELECT 1 FROM pg_snapshot_xip({newer}) x WHERE x < pg_snapshot_xmax({older}) AND pg_visible_in_snapshot(x, {older})))"""
+# Whether snapshot %(s)s sees every transaction the horizon's snapshot saw (true without a horizon).
+_SEES_HORIZON = """SELECT coalesce(bool_and(pg_snapshot_xmax(h.snapshot) <= pg_snapshot_xmax(%(s)s::pg_snapshot) AND NOT EXISTS (
+    SELECT 1 FROM pg_snapshot_xip(%(s)s::pg_snapshot) x
+    WHERE x < pg_snapshot_xmax(h.snapshot) AND pg_visible_in_snapshot(x, h.snapshot))), true)
+FROM change_journal_horizon h"""
 
 # The changes a snapshot did not see, each row's clients looked up in conn's own snapshot: the clients it names,
 # and those of the cards and accounts it names (a card counts for its client and its account's).
@@ -84,10 +86,7 @@ def changes_since(conn: psycopg.Connection, snapshot: str) -> Changes | None:
     if the journal cannot tell: it is not ready, or rows that snapshot did not see were removed already."""
     if not ready(conn):
         return None
-    covered = conn.execute(
-        "SELECT coalesce(bool_and(" + _SEES_ALL.format(older="h.snapshot", newer="%(s)s::pg_snapshot") + "), true) "
-        "FROM change_journal_horizon h", {"s": snapshot}).fetchone()[0]
-    if not covered:
+    if not conn.execute(_SEES_HORIZON, {"s": snapshot}).fetchone()[0]:
         return None
     everything, ids = conn.execute(_CHANGED_CLIENTS, {"since": snapshot}).fetchone()
     return Changes(bool(everything), np.array([] if everything else ids or [], np.int64))
@@ -99,10 +98,7 @@ def forget(conn: psycopg.Connection, snapshot: str) -> int:
     Rows removed. Its own transaction."""
     with conn.transaction():
         conn.execute("LOCK TABLE change_journal_horizon IN EXCLUSIVE MODE")
-        forward = conn.execute(
-            "SELECT coalesce(bool_and(" + _SEES_ALL.format(older="h.snapshot", newer="%(s)s::pg_snapshot") + "), true) "
-            "FROM change_journal_horizon h", {"s": snapshot}).fetchone()[0]
-        if not forward:
+        if not conn.execute(_SEES_HORIZON, {"s": snapshot}).fetchone()[0]:
             return 0
         conn.execute("""INSERT INTO change_journal_horizon (snapshot) VALUES (%s::pg_snapshot)
                         ON CONFLICT (one) DO UPDATE SET snapshot = excluded.snapshot""", (snapshot,))

@@ -388,7 +388,8 @@ class SourceDatabase:
             self._populate_lock(conn, on_wait)
             self.require_tables(conn)
             self.lock_tables(conn, "EXCLUSIVE", on_wait)
-            journal.install(conn)  # a source made before the journal: exports read the days added from it on
+            if not journal.ready(conn):  # a source made before the journal: exports read the days added from it on
+                journal.install(conn)
             state = self.growth_state(conn)
             def day_loaded(day_number: int, added: dict[str, int]) -> None:
                 if on_day:
