@@ -40,6 +40,7 @@ from desafio_dagster.core.layout import (
     INDEX_SCHEMA,
     READBACK_FILE,
     SOURCE_FILE,
+    client_ids,
     matched,
     parse_index,
     read_table,
@@ -218,7 +219,5 @@ def verified_scans(store: Store, version: str, written_in: str, checked_slice: i
 
 
 def _in_slice(files: pa.ChunkedArray | pa.Array, checked_slice: int) -> pa.ChunkedArray | pa.Array:
-    """Whether each file's client id (its 8-digit prefix) falls in checked_slice."""
-    prefix = pc.utf8_slice_codeunits(files, 0, 8)
-    ids = pc.cast(pc.if_else(pc.utf8_is_digit(prefix), prefix, "-1"), pa.int64())
-    return pc.equal(pc.remainder(ids, SLICES), checked_slice)
+    """Whether each file's client id falls in checked_slice (null for a name that is not a client's)."""
+    return pc.equal(pc.remainder(client_ids(files), SLICES), checked_slice)

@@ -44,6 +44,12 @@ def client_file_names(ids: pa.Array, nomes: pa.Array, sobrenomes: pa.Array) -> p
     return pc.binary_join_element_wise(padded, pc.binary_join_element_wise(slugs, ".csv", ""), "_")
 
 
+def client_ids(files: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    """The client id each file name starts with (client_file_names' 8 digits), null for any other name."""
+    prefix = pc.utf8_slice_codeunits(files, 0, 8)
+    return pc.cast(pc.if_else(pc.utf8_is_digit(prefix), prefix, pa.scalar(None, pa.string())), pa.int64())
+
+
 INDEX_SCHEMA = pa.schema([("client_id", pa.int64()), ("nome_associado", pa.string()),
                           ("sobrenome_associado", pa.string()), ("file", pa.string()), ("rows", pa.int64())])
 # On a store that carries files by reference (S3), _index.csv has a sixth column: the version whose folder

@@ -12,11 +12,9 @@ incremental.py the one plan; a Store holds only what differs between the two bac
 |                         |                                               | never sent)                                       |
 | the audit's scan        | the bytes as stored (the checks read back)    | the bytes as sent (S3 checked their MD5)          |
 | stat (for _readback)    | size and mtime_ns                              | size and LastModified, from one LIST              |
-| carry an unchanged file | hard link (in the recycled folder of the      | nothing: it stays where an earlier version wrote   |
-|                         | version before the published one: only those   |                                                    |
-|                         | that changed over two exports)                 |                                                    |
-|                         |                                                | it, and the index's `version` column names that    |
-|                         |                                                | version (no request per unchanged client)          |
+| carry an unchanged file | hard link, into the recycled folder of the     | nothing: it stays where an earlier version wrote   |
+|                         | version before the published one (only the     | it, and the index's `version` column names that    |
+|                         | files changed over two exports are linked)     | version (no request per unchanged client)          |
 | publish                 | symlink OUTPUT/<name> swapped by one rename    | pointer object prefix/<name>/_published holding   |
 |                         |                                                | the version's name, written last                  |
 | keep a rejected version | renamed .<name>.rejected-<token>               | named by the object prefix/<name>/_rejected       |
@@ -53,7 +51,7 @@ import pyarrow.compute as pc
 
 from desafio_dagster.core.audit import MANIFEST_FILE, SCAN_SCHEMA, scan_many
 from desafio_dagster.core.errors import DesafioError, first_line
-from desafio_dagster.core.layout import FORMAT_FILE, INDEX_FILE, READBACK_FILE, SOURCE_FILE, read_table
+from desafio_dagster.core.layout import FORMAT_FILE, INDEX_FILE, READBACK_FILE, SOURCE_FILE, client_ids, read_table
 from desafio_dagster.core.settings import OutputLocation, environment
 
 # The standard variables an S3 store reads (never shown with their values): credentials, region, endpoint.
@@ -409,7 +407,7 @@ class LocalStore(Store):
                 except FileNotFoundError:
                     raise PublishError(
                         f"{file} is missing from the published version {self.output_dir / source}: a published file "
-                        f"was removed by hand; run the export with clients: [{file[:8].lstrip('0') or 0}] (or "
+                        f"was removed by hand; run the export with clients: [{client_ids(pa.array([file]))[0]}] (or "
                         f"full_refresh: true) to write it again") from None
 
         _in_parallel(link, files)

@@ -4,11 +4,13 @@ and a warning when the source has changed since."""
 
 import dagster as dg
 import psycopg
+import pyarrow as pa
 
 from desafio_dagster.core import journal
 from desafio_dagster.core.audit import MANIFEST_FILE, RULES, audit, parse_manifest
 from desafio_dagster.core.errors import DesafioError, first_line
 from desafio_dagster.core.incremental import SLICES, todays_slice, verified_scans
+from desafio_dagster.core.layout import client_ids
 from desafio_dagster.core.source_db import SourceDatabaseError
 from desafio_dagster.core.store import Store
 from desafio_dagster.defs.io_managers.per_client_csv import PerClientCsvIOManager, sha256
@@ -80,7 +82,7 @@ def movements_csv_checks(
 def _fix(finding) -> str:
     """How to rewrite the files a finding names (a file edited by hand since it was published: an export carries
     unchanged clients' files as recorded, so only a rewrite asked for mends it)."""
-    ids = sorted({int(file[:8]) for file in finding.files if file[:8].isdigit()})
+    ids = sorted(set(client_ids(pa.array(finding.files, pa.string())).drop_null().to_pylist()))
     if not ids:
         return ""
     shown = ", ".join(map(str, ids[:_SHOWN])) + (", ..." if len(ids) > _SHOWN else "")
