@@ -198,6 +198,23 @@ def exported_view(db, spark, mask: bool = True, parts: int = 2):
         exported.close()
 
 
+def source_snapshot(db, published=None):
+    """The export's snapshot of db (extract.Snapshot), its transaction closed; published: what the published
+    version recorded of its source (extract.PublishedFigures)."""
+    from desafio_dagster.core.extract import ExportedSnapshot
+
+    exported = ExportedSnapshot.open(db, published=published)
+    exported.close()
+    return exported
+
+
+def as_published(snapshot):
+    """A Snapshot's figures as a published version would have recorded them (extract.PublishedFigures)."""
+    from desafio_dagster.core.extract import PublishedFigures
+
+    return PublishedFigures("published", snapshot.source, snapshot.clients)
+
+
 def failure_message(result) -> str:
     """The step failures of a Dagster run, each with its causes (after the retries a step is allowed,
     Dagster's own message is "Exceeded max_retries", caused by the last attempt's error)."""

@@ -5,9 +5,8 @@ clients, so the figures an export takes from the journal are those of every clie
 
 import pytest
 
-from desafio_dagster.core.extract import ExportedSnapshot, PublishedFigures
 from desafio_dagster.core.fakedata import generate
-from desafio_dagster_tests.helpers import SMALL
+from desafio_dagster_tests.helpers import SMALL, as_published, source_snapshot
 
 # (change, SQL, the clients whose fingerprint must change). Clients 3..14 have at least one movement
 # (asserted below); every statement touches only the rows it names.
@@ -40,16 +39,10 @@ CHANGES = {
 }
 
 
-def _snapshot(db, published: PublishedFigures | None = None):
-    exported = ExportedSnapshot.open(db, published=published)
-    exported.close()
-    return exported.snapshot
-
-
-def _clients(db, published: PublishedFigures | None = None) -> dict[int, tuple]:
+def _clients(db, published=None) -> dict[int, tuple]:
     """Client id -> (file, rows, total, fingerprint), from the export's snapshot."""
     return {f["client_id"]: (f["file"], f["rows"], f["vlr_transacao_total"], f["fingerprint"])
-            for f in _snapshot(db, published).clients.to_pylist()}
+            for f in source_snapshot(db, published).snapshot.clients.to_pylist()}
 
 
 @pytest.mark.parametrize("change", list(CHANGES))
@@ -58,7 +51,7 @@ def test_a_change_alters_the_fingerprint_of_exactly_the_affected_clients(source_
     with source_db.connect() as conn:
         for client in range(3, 15):
             assert conn.execute(f"SELECT count(*) FROM movimento WHERE id = {A_MOVEMENT_OF.format(client)}").fetchone()[0] == 1
-    exported = _snapshot(source_db)
+    exported = source_snapshot(source_db).snapshot
     before = _clients(source_db)
     statement, affected = CHANGES[change]
     with source_db.connect() as conn:
@@ -69,9 +62,9 @@ def test_a_change_alters_the_fingerprint_of_exactly_the_affected_clients(source_
     assert changed == affected
     assert all(before[c][3] != after[c][3] for c in changed if c in before and c in after), "the fingerprint moved"
     # The journal names those clients, and the published figures updated with theirs are every client's afresh.
-    journaled = _snapshot(source_db, PublishedFigures("v", exported.source, exported.clients))
+    journaled = source_snapshot(source_db, as_published(exported)).snapshot
     assert journaled.changed == len(affected), "the journal names exactly the affected clients"
-    assert _clients(source_db, PublishedFigures("v", exported.source, exported.clients)) == after
+    assert _clients(source_db, as_published(exported)) == after
 
 
 def test_the_fingerprint_is_the_same_in_every_snapshot_of_unchanged_data(populated_db):
