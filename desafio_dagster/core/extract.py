@@ -305,9 +305,9 @@ def copy_rows(conn: psycopg.Connection, table: str, clients: Clients | None) -> 
         identifiers(schema.names), sql.Identifier(table), where)
     try:
         yield from _copied_batches(conn, statement, schema)
-    except psycopg.OperationalError as error:
+    except psycopg.OperationalError as error:  # the server's reason when it came (libpq may put it on any line)
         raise SourceReadError(f"connection to Postgres lost in a Spark task reading {table}: "
-                              f"{first_line(error)}") from None
+                              f"{error.diag.message_primary or first_line(error)}") from None
 
 
 def _copied_batches(conn: psycopg.Connection, statement: sql.Composable, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
