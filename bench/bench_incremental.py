@@ -26,7 +26,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_export import movements, populated  # noqa: E402
-from measure import last_engine_peak, mib, run_measured, warm_engine  # noqa: E402
+from measure import last_peaks, mib, run_measured, warm_engine  # noqa: E402
 
 from desafio_dagster.core.connect_server import running_server  # noqa: E402
 from desafio_dagster.core.incremental import READBACK_FILE  # noqa: E402
@@ -36,7 +36,7 @@ ACTIVE_SHARE, NEW_SHARE = 0.009, 0.001  # of the clients, in the day the growth 
 
 def job(name: str, env: dict, work: Path, config: dict | None = None) -> tuple[float, int]:
     """(seconds, peak memory): of the job's process tree and of the project's Spark Connect server (under the
-    run's DESAFIO_HOME) together, each at its own peak during the run."""
+    run's DESAFIO_HOME) together, at the same instants (each one's own peak: measure.last_peaks, last_run_peak)."""
     args = [sys.executable, "-m", "dagster", "job", "execute", "-m", "desafio_dagster.definitions", "-j", name]
     if config:
         path = work / f"{name}.yaml"
@@ -44,7 +44,11 @@ def job(name: str, env: dict, work: Path, config: dict | None = None) -> tuple[f
         args += ["-c", str(path)]
     home = Path(env["DESAFIO_HOME"]) if "DESAFIO_HOME" in env else None
     seconds, peak, _ = run_measured(args, env, engine=(lambda: running_server(home)) if home else None)
-    return seconds, peak + last_engine_peak[0]
+    last_run_peak[0] = peak
+    return seconds, last_peaks["together"] if home else peak
+
+
+last_run_peak = [0]  # the last job's own process tree at its peak
 
 
 def export_metadata(dagster_home: Path) -> dict:

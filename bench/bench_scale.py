@@ -10,7 +10,8 @@ on a database of its own (populated on first use, kept for the next run):
 5. an export with nothing changed.
 
 Each is a whole `dagster job execute -j export` process, checks included, with its wall time and the peak
-memory of its process tree plus that of the Spark Connect server it uses (the JVM and its Python workers). Then the ratios between the two sizes
+memory of its process tree and of the Spark Connect server it uses (the JVM and its Python workers): together, sampled
+at the same instants, and each at its own peak. Then the ratios between the two sizes
 and the cost per client and per movement.
 
     python bench/bench_scale.py                       # both sizes (about 20 minutes here, populates included)
@@ -30,9 +31,9 @@ import dagster as dg
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_export import movements  # noqa: E402
-from bench_incremental import ACTIVE_SHARE, NEW_SHARE, export_metadata, job  # noqa: E402
+from bench_incremental import ACTIVE_SHARE, NEW_SHARE, export_metadata, job, last_run_peak  # noqa: E402
 from bench_populate import bench_url, populate_job  # noqa: E402
-from measure import last_engine_peak, mib, warm_engine  # noqa: E402
+from measure import last_peaks, mib, warm_engine  # noqa: E402
 
 # About 10.5M movements at either size: ten times the clients, a tenth of the movements per card.
 SIZES = {100_000: ("desafio_bench_100k", [0, 66]), 1_000_000: ("desafio_bench_1m", [0, 7])}
@@ -50,7 +51,8 @@ def step_seconds(dagster_home: Path) -> dict[str, float]:
 def export(env: dict, work: Path, config: dict | None = None) -> tuple[float, int, dict]:
     """(seconds, peak, what the run recorded: the materialization's metadata and its steps' times)."""
     seconds, peak = job("export", env, work, config)
-    return seconds, peak, {**export_metadata(work), "steps": step_seconds(work), "engine_peak": last_engine_peak[0]}
+    return seconds, peak, {**export_metadata(work), "steps": step_seconds(work), "run_peak": last_run_peak[0],
+                          "engine_peak": last_peaks["engine"]}
 
 
 def measure(clients: int) -> dict:
@@ -82,8 +84,8 @@ def report(result: dict) -> None:
     for kind in KINDS:
         seconds, peak, metadata = result[kind]
         steps = metadata["steps"]
-        print(f"  {kind:<12} {seconds:7.1f} s ({seconds / full_seconds:6.1%} of full), peak (run + engine) {mib(peak):>10} "
-              f"(engine {mib(metadata['engine_peak'])}), "
+        print(f"  {kind:<12} {seconds:7.1f} s ({seconds / full_seconds:6.1%} of full), peak of run + engine at one instant "
+              f"{mib(peak):>10} (each at its own peak: run {mib(metadata['run_peak'])}, engine {mib(metadata['engine_peak'])}), "
               f"{metadata['clients_rewritten']:>9,} files written, {metadata['clients_carried']:>9,} carried; "
               f"steps: export {steps.get('movements_csv', 0):.1f} s, checks {steps.get('movements_csv_checks', 0):.1f} s")
         phases = {**metadata["export_seconds"], "checks": steps.get("movements_csv_checks", 0.0)}

@@ -24,7 +24,7 @@ import dagster as dg
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_export import movements, populated  # noqa: E402
-from measure import last_engine_peak, mib, run_measured, tree_rss  # noqa: E402
+from measure import last_peaks, mib, run_measured, tree_rss  # noqa: E402
 
 from desafio_dagster.core.connect_server import running_server, stop_server  # noqa: E402
 
@@ -84,7 +84,7 @@ def main() -> None:
                     [sys.executable, "-m", "dagster", "job", "execute", "-m", "desafio_dagster.definitions", "-j",
                      "export", "-c", f"{work}/full.yaml"], env, engine=lambda: running_server(home))
                 phases = export_seconds(work)
-                runs.append((seconds, peak, last_engine_peak[0], phases))
+                runs.append((seconds, peak, last_peaks["engine"], phases))
             after = tree_rss(running_server(home))[0]
             time.sleep(75)  # the server's JVM gives unused heap back after a minute idle
             idle = tree_rss(running_server(home))[0]

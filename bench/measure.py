@@ -35,20 +35,22 @@ def run_measured(cmd: list[str], env: dict | None = None, interval: float = 0.1,
                  engine: Callable[[], int | None] | None = None) -> tuple[float, int, str]:
     """(seconds, peak resident bytes summed over the process and its descendants, output). engine: the pid
     of a long-lived engine the command may start or use (a Spark Connect server): its tree is left out of
-    the command's and its own peak is kept in engine_peak[0] (see last_engine_peak)."""
+    the command's; its own peak, and the peak of both sampled at the same instants, are kept in last_peaks."""
     started = time.monotonic()
     process = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     peak = 0
     done = threading.Event()
-    last_engine_peak[0] = 0
+    last_peaks.update(engine=0, together=0)
 
     def sample():
         nonlocal peak
         while not done.is_set():
             server = engine() if engine else None
-            peak = max(peak, tree_rss(process.pid, {server} if server else set())[0])
-            if server:
-                last_engine_peak[0] = max(last_engine_peak[0], tree_rss(server)[0])
+            own = tree_rss(process.pid, {server} if server else set())[0]
+            engine_rss = tree_rss(server)[0] if server else 0
+            peak = max(peak, own)
+            last_peaks["engine"] = max(last_peaks["engine"], engine_rss)
+            last_peaks["together"] = max(last_peaks["together"], own + engine_rss)
             time.sleep(interval)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -76,7 +78,9 @@ def warm_engine(home: Path):
         stop_server(home)
 
 
-last_engine_peak = [0]  # the engine's peak during the last run_measured with an engine
+# Of the last run_measured with an engine: the engine's peak, and the peak of the run's tree and the engine
+# together (sampled at the same instants: the two peak at different times, so this is less than their sum).
+last_peaks = {"engine": 0, "together": 0}
 
 
 def mib(n: int) -> str:

@@ -57,23 +57,35 @@ INDEX_SCHEMA = pa.schema([("client_id", pa.int64()), ("nome_associado", pa.strin
 LOCATED_INDEX_SCHEMA = INDEX_SCHEMA.append(pa.field("version", pa.string()))
 
 
+_NEEDS_QUOTES = '[",\r\n]'  # what makes Python's csv module quote a field
+
+
 def quoted(text: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
     """Text as an RFC 4180 field: quoted, its quotes doubled, where it holds a comma, a quote or a line
     break; as it is otherwise (what Python's csv module writes). Arrow compute, vectorised."""
     quote = pc.binary_join_element_wise('"', pc.replace_substring(text, '"', '""'), '"', "")
-    return pc.if_else(pc.match_substring_regex(text, '[",\r\n]'), quote, text)
+    return pc.if_else(pc.match_substring_regex(text, _NEEDS_QUOTES), quote, text)
 
 
 def table_bytes(table: pa.Table) -> bytes:
     """A table as UTF-8 CSV, as Python's csv module writes it: a header row, text quoted only where needed
-    (quoted), booleans as 1 and 0, nulls empty, "\n" line ends. The bytes of each version's records,
-    in Arrow compute (a million rows in about a second)."""
+    (quoted), booleans as 1 and 0, nulls empty, "\n" line ends. The bytes of each version's records.
+    Where no text needs quotes (file and version names always, names of people nearly always), Arrow's
+    writer writes them (about 0.3 s a million rows here); otherwise Arrow compute quotes them (1.6 s)."""
     header = (",".join(table.column_names) + "\n").encode()
     if not table.num_rows:
         return header
+    columns = [column.cast(pa.int8()) if pa.types.is_boolean(column.type) else column for column in table.columns]
+    if not any(pc.any(pc.match_substring_regex(column, _NEEDS_QUOTES)).as_py()
+               for column in columns if pa.types.is_string(column.type)):
+        sink = pa.BufferOutputStream()
+        sink.write(header)
+        pa_csv.write_csv(pa.table(columns, names=table.column_names), sink,
+                         pa_csv.WriteOptions(include_header=False, quoting_style="none"))
+        return sink.getvalue().to_pybytes()
     fields = []
-    for column in table.columns:
-        text = pc.fill_null((column.cast(pa.int8()) if pa.types.is_boolean(column.type) else column).cast(pa.string()), "")
+    for column in columns:
+        text = pc.fill_null(column.cast(pa.string()), "")
         fields.append(quoted(text) if pa.types.is_string(column.type) else text)
     lines = pc.binary_join_element_wise(pc.binary_join_element_wise(*fields, ","), "\n", "")
     lines = lines.combine_chunks().cast(pa.large_string())

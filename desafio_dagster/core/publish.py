@@ -39,7 +39,6 @@ from pyspark.sql.pandas.types import from_arrow_schema
 
 from desafio_dagster.core.audit import (
     MANIFEST_FILE,
-    SCAN_SCHEMA,
     AuditError,
     Finding,
     audit,
@@ -83,6 +82,7 @@ _HEADER_BYTES = HEADER.encode()
 # (summed, the tasks' total).
 _SUMMARY_SCHEMA = pa.schema([*INDEX_SCHEMA, ("header_ok", pa.bool_()), ("scanned_rows", pa.int64()),
                              ("vlr_transacao_total", pa.decimal128(18, 2)), ("long_digit_run", pa.bool_()),
+                             ("bytes", pa.int64()), ("mtime_ns", pa.int64()),  # as stored (null on S3: listed)
                              ("write_seconds", pa.float64()), ("sync_seconds", pa.float64()),
                              ("scan_seconds", pa.float64())])
 _SUMMARY_TYPE = from_arrow_schema(_SUMMARY_SCHEMA)  # the same, as Spark's mapInArrow takes it
@@ -197,7 +197,7 @@ def _task_writer(target: str, reader: RangeReader | None = None,
                 columns = list(zip(*summary))
                 yield pa.RecordBatch.from_arrays(
                     [*(pa.array(values, field.type) for values, field in zip(columns, INDEX_SCHEMA)),
-                     *(column.combine_chunks() for column in scans.columns),
+                     *(column.combine_chunks() for column in scans.columns), *attempt.stats(),
                      *(pa.array([seconds / len(summary)] * len(summary), pa.float64()) for seconds in phases)],
                     schema=_SUMMARY_SCHEMA)
 
@@ -309,12 +309,13 @@ def publish_per_client(
             if not len(index):
                 raise PublishError("the view has no clients: nothing to publish; the previous output is untouched")
             # Each file's scan as its task read it back (or as it was when carried), with the version that wrote it.
+            # Each file's size and mtime as its task stored it or as its record says (null where the listing gives them).
             scanned = pa.concat_tables([pa.table({
-                "file": written["file"], "written_in": pa.array([version] * len(written), pa.string()),
+                "file": written["file"], "bytes": written["bytes"], "mtime_ns": written["mtime_ns"],
+                "written_in": pa.array([version] * len(written), pa.string()),
                 "header_ok": written["header_ok"], "rows": written["scanned_rows"],
                 "vlr_transacao_total": written["vlr_transacao_total"], "long_digit_run": written["long_digit_run"],
-            }), carry_records.select(["file", "written_in", *SCAN_SCHEMA.names])])
-            written_files = written["file"].to_pylist()
+            }), carry_records.select(READBACK_SCHEMA.names)])
             del written  # a million rows at 1M clients: not held through the records and the audit
             # The index and the snapshot's figures are written by two threads while the version is listed and its
             # _readback.csv made (Arrow's compute releases the GIL: the three take 1.4 s at 1M here, 2.9 s in turn).
@@ -326,22 +327,21 @@ def publish_per_client(
                            records_pool.submit(lambda: store.write(version, MANIFEST_FILE, manifest_bytes(expected)))]
                 store.write(version, FORMAT_FILE, format_bytes(fmt))
                 store.write(version, SOURCE_FILE, source_bytes(source))
-            # The client set from the version itself (one listing; the files it holds by reference as their records
-            # say): a file the summaries missed is still judged. Each file's size and mtime for _readback.csv: of
-            # the written files from the listing, of the carried ones (the same inodes) as their records say.
+            # The client set from the version itself (one listing of names; the files it holds by reference as their
+            # records say): a file the summaries missed is still judged. Each file's size and mtime for _readback.csv:
+            # from the listing where it gives them (S3), else as its task stored it or as its record says.
             with watch("listing"):
-                clients = store.with_held(version, store.files(version, stats_of=written_files),
-                                          carry_records).client_files()
+                clients = store.with_held(version, store.files(version, stats_of=[]), carry_records).client_files()
                 known = matched(clients["file"], scanned)  # each listed file's scan, nulls where none came
                 reported = pc.is_valid(known["file"])
                 missed = pc.filter(clients["file"], pc.invert(reported)).to_pylist()
                 scans = store.scan(version, missed).add_column(0, "file", pa.array(missed, pa.string()))
             with watch("records"):
-                carried = matched(clients["file"], carry_records)
-                stats = pa.table({column: pc.coalesce(clients[column], carried[column]) for column in ("bytes", "mtime_ns")})
-                stats = stats.filter(reported)
-                records = known.filter(reported).add_column(1, "bytes", stats["bytes"]).add_column(
-                    2, "mtime_ns", stats["mtime_ns"])
+                records = known.filter(reported)
+                listed_stats = clients.filter(reported)
+                for column in ("bytes", "mtime_ns"):
+                    records = records.set_column(records.schema.get_field_index(column), column,
+                                                 pc.coalesce(listed_stats[column], records[column]))
                 for written_record in pending:  # _readback.csv last: the version's records are then all there
                     written_record.result()
                 store.write(version, READBACK_FILE, readback_bytes(records))
