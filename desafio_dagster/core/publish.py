@@ -364,7 +364,7 @@ def publish_per_client(
         cleanup = ""
         with watch("cleanup"):
             try:  # published already: a failed cleanup is the next run's to finish, not this run's failure
-                store.remove_leftovers(keep={version, previous} - {None})
+                store.remove_leftovers(keep={version, previous, store.finish_twin(version)} - {None})
             except Exception as error:
                 cleanup = first_line(error)
     return Published(path=store.uri(), version=store.uri(version), version_name=version, index=index, audit=findings,

@@ -136,6 +136,11 @@ class Store(ABC):
         same bytes, not read here (where the store holds files by reference, nothing: the new version's records
         name where they are)."""
 
+    def finish_twin(self, version: str) -> str | None:
+        """Once version is published: complete the twin of its files that its tasks made (LocalStore, a full
+        export), which the next export recycles; the twin's name, or None if there is none."""
+        return None
+
     @abstractmethod
     def task_target(self, version: str) -> str:
         """What the Spark tasks write to (see open_attempt): a string, holding no secret."""
@@ -270,6 +275,11 @@ def _scan_files(folder: str, files: list[str]) -> pa.Table:
     return scan_many(_read_files(folder, files))
 
 
+def twin_of(version: str) -> str:
+    """The folder beside a version that its twin is made in (LocalStore.open_version): a version name, newer."""
+    return f"{version}-twin"
+
+
 class LocalStore(Store):
     def __init__(self, output_dir: Path | str, name: str):
         self.output_dir, self.name = Path(output_dir).resolve(), name
@@ -316,13 +326,19 @@ class LocalStore(Store):
         """The carried files are hard links to source's. When remove_leftovers(spare=True) spared an older
         version, that folder becomes the new version: renamed, then only the files that differ from the carried
         ones are removed or linked (those changed over the last two exports), instead of a link per carried
-        file in a new folder, then removing a folder of as many files."""
+        file in a new folder, then removing a folder of as many files.
+        A version that carries nothing (a full export) gets a twin folder too: its tasks link each file they
+        write into it (_LocalAttempt), and once published it becomes the version the next export recycles
+        (finish_twin), so the export after a full one removes or links only what changed, not a link per file.
+        """
         folder = self.output_dir / version
         spared = self._spared(keep={source}) if source and carried is not None and len(carried) else None
         if spared is None:
             folder.mkdir()
             if carried is not None and len(carried):
                 self._link(source, carried["file"].to_pylist(), version)
+            else:
+                (self.output_dir / twin_of(version)).mkdir()
             return
         os.rename(self.output_dir / spared, folder)
         had = read_table((folder / READBACK_FILE).read_bytes(), _HELD_SCHEMA)  # spared: its files as it published them
@@ -339,6 +355,13 @@ class LocalStore(Store):
 
         _in_parallel(unlink, stale)
         self._link(source, missing, version)
+
+    def finish_twin(self, version: str) -> str | None:
+        twin = self.output_dir / twin_of(version)
+        if not twin.is_dir():
+            return None
+        os.link(self.output_dir / version / READBACK_FILE, twin / READBACK_FILE)  # complete: it may be spared
+        return twin.name
 
     def _spared(self, keep: set[str]) -> str | None:
         """The newest version folder besides keep whose records were all written (_readback.csv is the last)."""
@@ -837,6 +860,8 @@ class _LocalAttempt(_Attempt):  # the Spark task's side of LocalStore
 
         self.lock = os.open(self.folder, os.O_RDONLY | os.O_DIRECTORY)
         fcntl.flock(self.lock, fcntl.LOCK_EX)
+        twin = twin_of(version)
+        self.twin = twin if os.path.isdir(twin) else None  # LocalStore.open_version made one: a full export
 
     def __exit__(self, *exc) -> None:
         os.close(self.lock)
@@ -851,6 +876,11 @@ class _LocalAttempt(_Attempt):  # the Spark task's side of LocalStore
     def finish(self, files: list[str]) -> None:
         for file in files:
             os.rename(os.path.join(self.folder, file), os.path.join(self.version, file))
+            if self.twin:  # the same inode: a retried attempt's file replaces the first one's there too
+                twin_file = os.path.join(self.twin, file)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(twin_file)
+                os.link(os.path.join(self.version, file), twin_file)
         os.rmdir(self.folder)
         sync_filesystem(Path(self.version), files)  # durable before the driver publishes them
 

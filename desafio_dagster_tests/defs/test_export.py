@@ -68,9 +68,12 @@ def test_rerun_replaces_the_output_atomically_without_duplicates(source, env_hom
     assert run("export", FULL_REFRESH).success
     assert snapshot(folder) == first, "same source, same bytes; never appended"
     assert folder.resolve() != first_version
+    second_version = folder.resolve()
     assert run("export", FULL_REFRESH).success
-    versions = sorted(p.name for p in folder.parent.iterdir() if p.name.startswith(".movements_csv.v-"))
-    assert len(versions) == 2, "the current and the previous version only"
+    versions = {p.name for p in folder.parent.iterdir() if p.name.startswith(".movements_csv.v-")}
+    current = folder.resolve().name
+    assert versions == {current, f"{current}-twin", second_version.name}, \
+        "the current version, its twin (for the next export to recycle) and the previous version only"
 
 
 def test_etl_runs_populate_then_export(database_url, env_home, source_db):
@@ -180,7 +183,7 @@ def test_killed_run_leaves_the_previous_output_and_the_next_run_cleans_up(publis
     process = start_dagster_cli("export", "-c", full_refresh_file(tmp_path), env={**os.environ, "DAGSTER_HOME": str(tmp_path)})
     deadline = time.monotonic() + 240
     # Kill once the new version exists: from before the Spark job starts until it is audited and published.
-    while not (new := set(folder.parent.glob(".movements_csv.v-*")) - before):
+    while not (new := {p for p in folder.parent.glob(".movements_csv.v-*") if not p.name.endswith("-twin")} - before):
         assert process.poll() is None and time.monotonic() < deadline, "export ended before it could be killed"
         time.sleep(0.05)
     os.killpg(process.pid, signal.SIGKILL)
@@ -189,7 +192,8 @@ def test_killed_run_leaves_the_previous_output_and_the_next_run_cleans_up(publis
     assert folder.resolve() == published[2] and snapshot(folder) == published[1] and killed != published[2]
     assert run("export", FULL_REFRESH).success
     assert snapshot(folder) == published[1]
-    assert not killed.exists(), "the next run removes the killed run's version"
+    assert not killed.exists() and not killed.with_name(f"{killed.name}-twin").exists(), \
+        "the next run removes the killed run's version and its twin"
     assert list(folder.parent.glob(".movements_csv.v-*/.attempt-*")) == []
 
 
@@ -306,7 +310,7 @@ def test_a_spark_server_killed_mid_export_is_retried_on_a_new_server_and_publish
     assert running_server(home) not in (None, victims[0]), "the retry ran on a new server"
     folder = output(env_home)
     assert published_files(folder) == expected_files(source, True)
-    versions = [p for p in folder.parent.iterdir() if p.name.startswith(".movements_csv.v-")]
+    versions = [p for p in folder.parent.iterdir() if p.name.startswith(".movements_csv.v-") and not p.name.endswith("-twin")]
     assert folder.resolve() != published[2] and len(versions) == 2, "published once: the new and the previous version"
 
 

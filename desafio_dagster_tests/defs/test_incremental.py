@@ -1,6 +1,8 @@
 """Incremental export end to end: only new or changed clients go through Spark, the other files are
 carried by hard link, and the result is byte-identical to a full export of the same snapshot."""
 
+import shutil
+
 import dagster as dg
 
 from desafio_dagster.core.fakedata import generate
@@ -154,10 +156,16 @@ def test_the_checks_name_the_clients_changed_since_the_export_from_the_change_jo
 
 
 def test_each_export_recycles_the_version_before_the_published_one_and_keeps_both_whole(published, source, env_home):
-    """The third version is made in the first one's folder (only the files changed over the last two exports
-    are removed or linked), the second stays as it was published, and the output equals a full export's."""
+    """A full export leaves a twin of its version (the same inodes), which the next export recycles; from then on
+    each version is made in the folder of the version before the published one (only the files changed over the
+    last two exports are removed or linked); the version before stays as it was published, and the output
+    equals a full export's."""
     folder, _, first = published
     first_inode = first.stat().st_ino
+    twin = first.with_name(f"{first.name}-twin")
+    twin_inode = twin.stat().st_ino
+    assert {p.name: p.stat().st_ino for p in twin.iterdir()} == {
+        p.name: p.stat().st_ino for p in first.iterdir() if p.name in (*published_files(folder), READBACK_FILE)}
 
     def change(client: int) -> None:
         with source.connect() as conn:
@@ -165,25 +173,35 @@ def test_each_export_recycles_the_version_before_the_published_one_and_keeps_bot
             conn.execute("DELETE FROM movimento WHERE id = (SELECT min(m.id) FROM movimento m JOIN cartao k "
                          "ON k.id = m.id_cartao WHERE k.id_associado = %s)", (client + 1,))
 
-    change(20)
+    change(10)
     export()
     second, second_files = folder.resolve(), snapshot(folder)
+    assert second.stat().st_ino == twin_inode and not twin.exists(), "the full export's twin, recycled"
+    assert published_files(folder) == expected_files(source, True)
+    change(20)
+    export()
+    third, third_files = folder.resolve(), snapshot(folder)
+    assert third.stat().st_ino == first_inode, "the first version's folder, recycled"
+    assert snapshot(second) == second_files, "the previous version is untouched"
     change(30)
     _, metadata = export()
-    third = folder.resolve()
-    assert third.name != first.name and third.stat().st_ino == first_inode, "the first version's folder, recycled"
+    fourth = folder.resolve()
+    assert fourth.stat().st_ino == twin_inode, "the second version's folder, recycled"
     assert _written(folder) == _files_of(folder, 30, 31)
     assert metadata["clients_carried"] == SPEC.clients - 2
-    assert snapshot(second) == second_files, "the previous version is untouched"
+    assert snapshot(third) == third_files, "the previous version is untouched"
     assert published_files(folder) == expected_files(source, True)
-    assert not first.exists() and {p.name for p in folder.parent.glob(".movements_csv.v-*")} == {second.name, third.name}
+    assert {p.name for p in folder.parent.glob(".movements_csv.v-*")} == {third.name, fourth.name}
     incremental = snapshot(folder)
     export(FULL_REFRESH)
     assert snapshot(folder) == incremental, "byte-identical to a full export of the same snapshot"
 
 
 def test_a_published_file_removed_by_hand_fails_the_next_export_clearly_until_it_is_asked_for(published, source, env_home):
+    """Where the next export links the carried files from the published version (no folder to recycle: an output
+    published before twins were made, or whose twin was removed), a file missing there fails it clearly."""
     folder = published[0]
+    shutil.rmtree(published[2].with_name(f"{published[2].name}-twin"))
     victim = sorted(_files_of(folder, 9))[0]
     (folder / victim).unlink()
     with source.connect() as conn:
