@@ -192,15 +192,18 @@ def test_published_ports_bind_to_loopback_only():
 
 
 def test_the_spark_services_get_what_their_tasks_need_and_nothing_more():
-    """The executors read the source from Postgres over the network (the password comes from the
-    driver as a redacted executor variable) and write the output: no secret, no home, no storage."""
+    """The executors read the source from Postgres over the network (the password comes from each run,
+    sealed) and write the output: of the project's settings the worker holds only the key that opens what
+    the runs seal; no home, no storage. The Connect server (the driver) holds none, and no volume."""
     stack = services()
-    for name in ("spark-master", "spark-worker"):
+    for name, allowed in (("spark-master", set()), ("spark-connect", set()), ("spark-worker", {"DESAFIO_TASK_SECRET"})):
         env = raw_env(stack[name])
-        assert not [k for k in env if k.startswith(("DAGSTER_", "DESAFIO_", "PG"))], (name, env)
-    assert stack["spark-master"].get("volumes") is None
+        assert [k for k in env if k.startswith(("DAGSTER_", "DESAFIO_", "PG", "AWS_"))] == sorted(allowed), (name, env)
+        assert stack[name].get("ports") is None or name == "spark-master", f"{name} publishes no port"
+    assert stack["spark-master"].get("volumes") is None and stack["spark-connect"].get("volumes") is None
     assert stack["spark-worker"]["volumes"] == ["desafio-output:/var/lib/desafio/data"]
     assert service_env(stack["user-code"])["DESAFIO_OUTPUT_DIR"] == "/var/lib/desafio/data"
+    assert service_env(stack["user-code"])["DESAFIO_SPARK_MASTER"] == "sc://spark-connect:15002"
 
 
 def test_postgres_healthcheck_waits_for_tcp_after_init():

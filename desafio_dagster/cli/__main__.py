@@ -184,6 +184,10 @@ def main(argv: list[str] | None = None) -> int:
                             help="with --job grow: days of activity to add after the source's last day (default 1)")
     run_parser.add_argument("--full-refresh", action="store_true",
                             help="rewrite every client file (by default the export rewrites only what changed)")
+    serve = commands.add_parser("spark-connect", help="run a Spark Connect server for a cluster in the foreground, "
+                                "on every interface, without a token (a deployment's service: the compose stack's)")
+    serve.add_argument("--master", required=True, help="spark://host:7077 (or local[*])")
+    serve.add_argument("--port", type=_positive, default=15002)
     commands.add_parser("stop-db", help="stop the embedded Postgres under DESAFIO_HOME")
     commands.add_parser("stop", help="stop what runs under DESAFIO_HOME between runs: the embedded Postgres and "
                                      "the project's Spark Connect server")
@@ -196,6 +200,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.full_refresh and args.job not in ("etl", "export"):
             parser.error("--full-refresh applies to the export: use it with --job etl or --job export")
         return run(args.job, args.clients, args.days, args.full_refresh)
+    if args.command == "spark-connect":
+        from desafio_dagster.core.spark_session import SparkStartError
+        from desafio_dagster.core.spark_session import serve as serve_spark_connect
+
+        try:
+            serve_spark_connect(args.master, args.port)  # does not return
+        except SparkStartError as error:
+            parser.error(str(error))
     home = settings.read().home
     stopped = stop_embedded(home)
     print("embedded Postgres stopped" if stopped else "embedded Postgres was not running")

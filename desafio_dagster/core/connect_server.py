@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import pyspark
 
@@ -197,6 +198,16 @@ def _start(folder: Path, master: str, conf: dict[str, str], java_home: str, prin
                                      f"{START_TIMEOUT:.0f} s: {_log_cause(log)}")
         time.sleep(0.1)
     return {"pid": process.pid, "port": port, "token": token, "task_key": task_key, "master": master}
+
+
+def serve(master: str, conf: dict[str, str]) -> NoReturn:
+    """Replace this process with a Connect server for master with conf, in the foreground, on every interface
+    (conf's spark.connect.grpc.binding.port), and without a token unless SPARK_CONNECT_AUTHENTICATE_TOKEN is set.
+    Its Python workers run this interpreter (where the project is installed) unless PYSPARK_PYTHON says otherwise."""
+    spark_home = Path(pyspark.__file__).parent
+    command = [str(spark_home / "bin" / "spark-submit"), "--class", SERVER_CLASS, "--name", "desafio_dagster",
+               "--master", master, *(arg for key, value in conf.items() for arg in ("--conf", f"{key}={value}"))]
+    os.execve(command[0], command, {"PYSPARK_PYTHON": sys.executable, **os.environ})
 
 
 def ensure_server(home: Path, master: str, conf: dict[str, str], java_setting: str,

@@ -18,12 +18,14 @@ import uuid
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import NoReturn
 
 from pyspark.sql.connect.client import DefaultChannelBuilder
 from pyspark.sql.connect.session import SparkSession
 
 from desafio_dagster.core import settings
 from desafio_dagster.core.connect_server import ConnectServer, ConnectServerError, ensure_server, is_alive, state_dir
+from desafio_dagster.core.connect_server import serve as serve_connect
 from desafio_dagster.core.errors import DesafioError, TransientError, first_line
 from desafio_dagster.core.java import JavaNotFound, find_java_home
 from desafio_dagster.core.sealed import TASK_KEY_VARIABLE, seal
@@ -272,14 +274,8 @@ def _open_session(url: str, token: str, session_conf: dict[str, str],
     return session, slot.fd
 
 
-def project_server(master: str = "local[*]", conf: dict[str, str] | None = None,
-                   home: Path | None = None) -> ConnectServer:
-    """The project's Connect server for home (DESAFIO_HOME) with master and DEFAULT_CONF overridden by conf's
-    static settings: reused if one runs as asked, else started (connect_server.py)."""
-    if not (_LOCAL.fullmatch(master) or _CLUSTER.fullmatch(master)):
-        raise SparkStartError(f"Spark failed to start: {master!r} is not a Spark master. Set DESAFIO_SPARK_MASTER to "
-                              f"local[*], spark://host:7077, or sc://host:15002 for a Spark Connect server of your own")
-    _check_master_reachable(master)
+def server_conf(master: str, conf: dict[str, str] | None = None) -> dict[str, str]:
+    """The static settings of a Connect server the project runs for master: DEFAULT_CONF overridden by conf's."""
     static = _split({**DEFAULT_CONF, **(conf or {})})[0]
     if (cores := _local_cores(master)) is not None:
         static.setdefault("spark.default.parallelism", str(cores))
@@ -288,9 +284,30 @@ def project_server(master: str = "local[*]", conf: dict[str, str] | None = None,
         static[key] = f"-Dlog4j2.configurationFile={LOG4J_CONFIG} {static.get(key, '')}".strip()
     # The server outlives the runs: once idle for a minute, G1 collects and gives unused heap back to the OS.
     static["spark.driver.extraJavaOptions"] = f"-XX:G1PeriodicGCInterval=60000 {static['spark.driver.extraJavaOptions']}"
+    return static
+
+
+def serve(master: str, port: int) -> NoReturn:
+    """Become a Spark Connect server for master with the project's settings, in the foreground, listening on
+    every interface without a token: a deployment's service (the compose stack's spark-connect), whose private
+    network is its boundary. The executors' environment holds the tasks' key (DESAFIO_TASK_SECRET): a cluster's
+    workers', or with a local master this process's own."""
+    if not (_LOCAL.fullmatch(master) or _CLUSTER.fullmatch(master)):
+        raise SparkStartError(f"{master!r} is not a Spark master: give spark://host:7077 or local[*]")
+    serve_connect(master, {**server_conf(master), "spark.connect.grpc.binding.port": str(port)})
+
+
+def project_server(master: str = "local[*]", conf: dict[str, str] | None = None,
+                   home: Path | None = None) -> ConnectServer:
+    """The project's Connect server for home (DESAFIO_HOME) with master and DEFAULT_CONF overridden by conf's
+    static settings: reused if one runs as asked, else started (connect_server.py)."""
+    if not (_LOCAL.fullmatch(master) or _CLUSTER.fullmatch(master)):
+        raise SparkStartError(f"Spark failed to start: {master!r} is not a Spark master. Set DESAFIO_SPARK_MASTER to "
+                              f"local[*], spark://host:7077, or sc://host:15002 for a Spark Connect server of your own")
+    _check_master_reachable(master)
     home = home or settings.HOME.path()
     try:
-        return ensure_server(home, master, static, environment("JAVA_HOME"), java_home)
+        return ensure_server(home, master, server_conf(master, conf), environment("JAVA_HOME"), java_home)
     except ConnectServerError as error:
         raise SparkStartError(f"Spark failed to start: {error}. Check DESAFIO_SPARK_MASTER ({master}) and the Java "
                               f"installation") from None

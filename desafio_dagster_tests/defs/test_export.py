@@ -5,6 +5,9 @@ import csv
 import os
 import re
 import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -19,9 +22,11 @@ from desafio_dagster_tests.helpers import (
     SPEC,
     assert_untouched,
     expected_files,
+    export,
     export_checks,
     exported_view,
     failed_run_message,
+    free_port,
     full_refresh_file,
     output,
     own_project_server,
@@ -344,3 +349,40 @@ def test_a_failing_spark_job_fails_clearly_and_keeps_the_output(published, sourc
             assert message.startswith("the Spark job writing the client files failed: ") and cause in message
             assert "\n" not in message and "log" not in message and not isinstance(raised.value, TransientError)
     assert_untouched(published)
+
+
+@pytest.mark.command
+def test_a_deployments_connect_server_serves_exports_without_a_token_and_opens_the_sealed_credentials(
+        source, env_home, tmp_path, monkeypatch):
+    """`python -m desafio_dagster.cli spark-connect` (the compose stack's spark-connect service): in the foreground,
+    with the project's Spark settings, on every interface, no token; the tasks' key only in its environment. An
+    export through it as sc:// is the oracle's, and names that engine."""
+    from desafio_dagster.core.sealed import new_key
+
+    port, key = free_port(), new_key()
+    environment = {k: v for k, v in os.environ.items() if k not in ("SPARK_CONNECT_AUTHENTICATE_TOKEN", "DESAFIO_POSTGRES_URL")}
+    with open(tmp_path / "server.log", "w") as log:
+        server = subprocess.Popen([sys.executable, "-m", "desafio_dagster.cli", "spark-connect", "--master", "local[2]",
+                                   "--port", str(port)], env={**environment, "DESAFIO_TASK_SECRET": key},
+                                  stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not _listening(port):
+            assert server.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "the server did not listen within 120 s"
+            time.sleep(0.2)
+        monkeypatch.delenv("SPARK_CONNECT_AUTHENTICATE_TOKEN")
+        monkeypatch.setenv("DESAFIO_SPARK_MASTER", f"sc://localhost:{port}")
+        monkeypatch.setenv("DESAFIO_TASK_SECRET", key)
+        _, metadata = export(FULL_REFRESH)
+        assert metadata["spark_engine"] == f"Spark Connect at sc://localhost:{port} (a server of your own)"
+        assert published_files(output(env_home)) == expected_files(source, True)
+        assert server.poll() is None, "it serves the next run too"
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(60)
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0

@@ -12,6 +12,7 @@ order on one stack; the module's fixture removes the project's volumes before an
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
 import json
@@ -35,7 +36,7 @@ STAND_INS = Path(__file__).resolve().parent / "docker"
 PROJECT = "desafio-dagster"  # the compose file's name:
 OF_PROJECT = f"label=com.docker.compose.project={PROJECT}"  # a filter for its containers, volumes and networks
 IMAGE = "desafio-dagster:local"
-SERVICES = {"postgres", "user-code", "webserver", "daemon", "spark-master", "spark-worker"}
+SERVICES = {"postgres", "user-code", "webserver", "daemon", "spark-master", "spark-worker", "spark-connect"}
 IMAGE_BUDGET = 1_300_000_000  # bytes: the image's own layers, over its PYTHON_IMAGE base
 FAIL_FAST = 60  # seconds from `up --wait` to its failure on a wrong password
 CLIENTS = 300
@@ -139,6 +140,7 @@ def stack(docker_engine, tmp_path_factory):
     settings = dict(line.split("=", 1) for line in (REPO / ".env.example").read_text().splitlines()
                     if re.match(r"^[A-Z_]+=", line))
     settings.update({name: secrets.token_hex(16) for name in PASSWORDS})
+    settings["DESAFIO_TASK_SECRET"] = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()  # as .env.example says
     settings.update(PYTHON_IMAGE="desafio-stand-in-python:3.11", POSTGRES_IMAGE="desafio-stand-in-postgres:15",
                     DAGSTER_UI_PORT=str(free_port()), SPARK_UI_PORT=str(free_port()), SPARK_WORKER_CORES="2")
     if HOST_CA_BUNDLE.exists():  # this machine's TLS-intercepting proxy, for pip inside the build
@@ -232,10 +234,18 @@ def test_etl_runs_through_the_queue_in_user_code_with_spark_tasks_on_the_worker(
                for n in checks for c in n["assetChecksOrError"]["checks"]}
     assert results and {k: r for k, r in results.items() if r != {"runId": run_id, "status": "SUCCEEDED"}} == {}
 
-    # spark-worker started the executors, under its own name, for a driver in user-code (the run).
+    # spark-worker started the executors, under its own name, for the driver in spark-connect; user-code,
+    # where the run ran, is a thin client: no JVM runs there.
     logs = stack.exec("spark-worker", "sh", "-c", "cat /tmp/spark-worker/app-*/*/stderr")
-    assert re.search(r'"--driver-url" "spark://CoarseGrainedScheduler@user-code:\d+"', logs), logs[-3000:]
+    assert re.search(r'"--driver-url" "spark://CoarseGrainedScheduler@spark-connect:\d+"', logs), logs[-3000:]
     assert '"--hostname" "spark-worker"' in logs, logs[-3000:]
+    processes = stack.exec("user-code", "sh", "-c", "cat /proc/[0-9]*/cmdline | tr '\\0' ' '; echo")
+    assert "dagster" in processes and "java" not in processes, processes
+    engine = stack.graphql(f"""{{ logsForRun(runId: "{run_id}") {{ ... on EventConnection {{ events {{
+        ... on MaterializationEvent {{ metadataEntries {{ label ... on TextMetadataEntry {{ text }} }} }} }} }} }} }}""")
+    engines = {e["text"] for event in engine["logsForRun"]["events"] for e in event.get("metadataEntries", [])
+               if e["label"] == "spark_engine"}
+    assert engines == {"Spark Connect at sc://spark-connect:15002 (a server of your own)"}, engines
 
 
 def test_csvs_on_the_shared_volume_equal_the_source_database_row_by_row(stack):
