@@ -314,7 +314,7 @@ def assert_untouched(published) -> None:
     folder, files, version = published
     assert folder.resolve() == version and snapshot(folder) == files
     leftovers = [p.name for p in folder.parent.iterdir() if ".link-" in p.name]
-    assert leftovers + [str(p) for p in folder.parent.glob(f".{folder.name}.v-*/.attempt-*")] == []
+    assert leftovers + [str(p) for p in folder.parent.glob(f".{folder.name}.v-*/.attempts")] == []
 
 
 # --- an S3 server on loopback (the s3 fixture) -------------------------------------------

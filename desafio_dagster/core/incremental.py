@@ -165,7 +165,7 @@ def plan_export(store: Store, expected: pa.Table, fmt: dict, full_refresh: bool 
     # recorded (a file edited by hand since is the checks' to find). Each table is aligned to the snapshot's
     # clients first.
     files = expected["file"]
-    recorded, entries, records = (matched(files, table) for table in (manifest, index, records))
+    recorded, entries, records = matched(files, manifest, index, records)
     kept = functools.reduce(pc.and_, [
         same(expected, recorded, ["client_id", "rows", "vlr_transacao_total", "fingerprint"]),
         pc.invert(pc.is_in(expected["client_id"], value_set=targeted)),

@@ -104,14 +104,21 @@ def read_table(data: bytes, schema: pa.Schema) -> pa.Table:
                                include_columns=[name for name in schema.names if name in header]))
 
 
-def matched(keys: pa.ChunkedArray | pa.Array, table: pa.Table, key: str = "file") -> pa.Table:
+def matched(keys: pa.ChunkedArray | pa.Array, table: pa.Table, *more: pa.Table, key: str = "file") -> pa.Table | list[pa.Table]:
     """table's row for each of keys, in keys' order (a row of nulls where table has none, or the key is
     null). Tables of one version are in client order, like the snapshot's figures: then they are aligned
-    already (one string comparison instead of a hash lookup of a million names)."""
+    already (one string comparison instead of a hash lookup of a million names). With more tables, a list:
+    each aligned too, the lookup made once for those whose keys are table's (one version's records)."""
     values = table[key]
     if len(values) == len(keys) and pc.all(pc.equal(values, keys), skip_nulls=False).as_py():
-        return table
-    return table.take(pc.index_in(keys, value_set=values))
+        at = None
+    else:
+        at = pc.index_in(keys, value_set=values)
+    aligned = []
+    for each in (table, *more):
+        same_keys = each is table or (len(each) == len(values) and pc.all(pc.equal(each[key], values), skip_nulls=False).as_py())
+        aligned.append((each if at is None else each.take(at)) if same_keys else matched(keys, each, key=key))
+    return aligned if more else aligned[0]
 
 
 def same(left: pa.Table, right: pa.Table, columns: Iterable[str]) -> pa.ChunkedArray:

@@ -315,7 +315,7 @@ def publish_per_client(
                 "written_in": pa.array([version] * len(written), pa.string()),
                 "header_ok": written["header_ok"], "rows": written["scanned_rows"],
                 "vlr_transacao_total": written["vlr_transacao_total"], "long_digit_run": written["long_digit_run"],
-            }), carry_records.select(READBACK_SCHEMA.names)])
+            }), carry_records.select(READBACK_SCHEMA.names)]).sort_by("file")  # in the listing's order: aligned
             del written  # a million rows at 1M clients: not held through the records and the audit
             # The index and the snapshot's figures are written by two threads while the version is listed and its
             # _readback.csv made (Arrow's compute releases the GIL: the three take 1.4 s at 1M here, 2.9 s in turn).

@@ -373,8 +373,8 @@ class LocalStore(Store):
         return str(self.output_dir / version)
 
     def drop_attempts(self, version: str) -> None:
-        for folder in _wait_for_writers(self.output_dir / version):
-            shutil.rmtree(folder, ignore_errors=True)
+        _wait_for_writers(self.output_dir / version)
+        shutil.rmtree(self.output_dir / version / _ATTEMPTS, ignore_errors=True)
 
     def files(self, version: str, stats_of: list[str] | None = None) -> Listing:
         from pyarrow import fs
@@ -760,7 +760,8 @@ def _prefetch(read: Callable[[str], bytes], files: list[str], ahead: int = 64) -
 # --- what a Spark task attempt writes to -------------------------------------------------------
 
 
-_ATTEMPT_PREFIX = ".attempt-"
+# The attempts' folders, in one folder of the version: found without listing the version (a million entries).
+_ATTEMPTS = ".attempts"
 
 
 def _wait_for_writers(version: Path, bound: float = 60.0) -> list[Path]:
@@ -769,7 +770,7 @@ def _wait_for_writers(version: Path, bound: float = 60.0) -> list[Path]:
     for the next run's cleanup rather than waited for."""
     import fcntl  # POSIX only: the definitions load without it
 
-    folders = list(version.glob(f"{_ATTEMPT_PREFIX}*"))
+    folders = list((version / _ATTEMPTS).glob("*"))
     deadline = time.monotonic() + bound
     for folder in folders:
         with contextlib.suppress(FileNotFoundError):
@@ -842,8 +843,8 @@ class _Attempt:
 
 
 class _LocalAttempt(_Attempt):  # the Spark task's side of LocalStore
-    """Writes into a folder of the attempt's own inside the version, then renames each complete file into
-    the version: a file there is always complete, and a retried or speculative attempt (which writes the
+    """Writes into a folder of the attempt's own (in the version's .attempts), then renames each complete file
+    into the version: a file there is always complete, and a retried or speculative attempt (which writes the
     same bytes, from the same snapshot) replaces it whole. What a failed attempt left in its folder is
     removed by the driver (LocalStore.drop_attempts). Creating the files in that new, small folder and
     renaming them in costs less than creating them in the version's large one (measured here: about 200
@@ -853,8 +854,11 @@ class _LocalAttempt(_Attempt):  # the Spark task's side of LocalStore
     def __init__(self, version: str, partition: int, attempt: int):
         super().__init__()
         self.version = version
-        self.folder = os.path.join(version, f"{_ATTEMPT_PREFIX}{partition:05d}-{attempt}")
-        os.mkdir(self.folder)  # not makedirs: a task late after a failed job must not make a discarded version again
+        attempts = os.path.join(version, _ATTEMPTS)
+        with contextlib.suppress(FileExistsError):  # not makedirs: a task late after a failed job must not make a
+            os.mkdir(attempts)  # discarded version again
+        self.folder = os.path.join(attempts, f"{partition:05d}-{attempt}")
+        os.mkdir(self.folder)
         # Locked while the task writes: the driver removes the attempt only once it may (_wait_for_writers).
         import fcntl
 

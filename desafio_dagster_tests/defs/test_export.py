@@ -199,7 +199,7 @@ def test_killed_run_leaves_the_previous_output_and_the_next_run_cleans_up(publis
     assert snapshot(folder) == published[1]
     assert not killed.exists() and not killed.with_name(f"{killed.name}-twin").exists(), \
         "the next run removes the killed run's version and its twin"
-    assert list(folder.parent.glob(".movements_csv.v-*/.attempt-*")) == []
+    assert list(folder.parent.glob(".movements_csv.v-*/.attempts")) == []
 
 
 def _failing_first_attempts(task_writer, marker: Path):
@@ -219,7 +219,7 @@ def _failing_first_attempts(task_writer, marker: Path):
             def three_batches_then_fail():
                 for number, batch in enumerate(batches):
                     if number == 3:
-                        written = list(Path(staging).glob(f".attempt-*-{context.taskAttemptId()}/*"))
+                        written = list(Path(staging, ".attempts").glob(f"*-{context.taskAttemptId()}/*"))
                         marker.write_text(str(len(written)))
                         raise RuntimeError("the first attempt fails")
                     yield batch
@@ -254,7 +254,7 @@ def test_a_failed_task_attempt_is_retried_without_duplicate_rows(published, sour
         stop_server(tmp_path / "spark")
     assert int(marker.read_text()) > 0, "the failed attempt had written files"
     assert published_files(folder) == expected_files(source, True)
-    assert list(folder.resolve().glob(".attempt-*")) == [], "the failed attempts' folders are removed"
+    assert list(folder.resolve().glob(".attempts")) == [], "the failed attempts' folders are removed"
 
 
 def _blocking_until_the_server_is_killed(task_writer, started: Path, killed: Path):
@@ -364,7 +364,7 @@ def test_a_deployments_connect_server_serves_exports_without_a_token_and_opens_t
     with open(tmp_path / "server.log", "w") as log:
         server = subprocess.Popen([sys.executable, "-m", "desafio_dagster.cli", "spark-connect", "--master", "local[2]",
                                    "--port", str(port)], env={**environment, "DESAFIO_TASK_SECRET": key},
-                                  stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                                  stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=tmp_path)
     try:
         deadline = time.monotonic() + 120
         while not _listening(port):
