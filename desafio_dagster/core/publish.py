@@ -37,6 +37,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import from_arrow_schema
 
+from desafio_dagster.core import faults
 from desafio_dagster.core.audit import (
     MANIFEST_FILE,
     AuditError,
@@ -299,6 +300,7 @@ def publish_per_client(
                 written = _SUMMARY_SCHEMA.empty_table() if view is None else _write(
                     view, store.task_target(version), by_client, on_progress, sealed)
                 store.drop_attempts(version)
+            faults.reached("tasks")
             for phase in ("write", "sync", "scan"):  # summed over the tasks, which run in parallel
                 watch.add(f"tasks_{phase}", pc.sum(written[f"{phase}_seconds"]).as_py() or 0.0)
             index = pa.concat_tables([written.select(INDEX_SCHEMA.names), carry_index]).sort_by("client_id")
@@ -346,14 +348,17 @@ def publish_per_client(
                     written_record.result()
                 store.write(version, READBACK_FILE, readback_bytes(records))
                 store.sync(version, [INDEX_FILE, MANIFEST_FILE, FORMAT_FILE, SOURCE_FILE, READBACK_FILE])
+            faults.reached("records")
             with watch("audit"):
                 findings = audit(pa.concat_tables([records.select(scans.column_names), scans]), expected, masked)
             if failures(findings):
                 rejected = store.reject(version, token)
                 raise AuditError(f"{failures(findings)}. Nothing was published; the previous output is untouched; "
                                  f"the rejected version is kept for inspection at {rejected}")
+            faults.reached("audit")
             with watch("publish"):
                 previous = store.publish(version)
+            faults.reached("publish")
         except AuditError:
             raise
         except BaseException:
@@ -367,6 +372,7 @@ def publish_per_client(
                 store.remove_leftovers(keep={version, previous, store.finish_twin(version)} - {None})
             except Exception as error:
                 cleanup = first_line(error)
+        faults.reached("cleanup")
     return Published(path=store.uri(), version=store.uri(version), version_name=version, index=index, audit=findings,
                      seconds=watch.seconds, rewritten=len(index) - len(carry_index), carried=len(carry_index),
                      removed=len(plan.removed) if plan else 0, cleanup_failed=cleanup)

@@ -3,6 +3,7 @@
 import dagster as dg
 from pydantic import Field
 
+from desafio_dagster.core import faults
 from desafio_dagster.core.extract import ExportedSnapshot, partitions_for
 from desafio_dagster.core.incremental import file_format, plan_export, published_figures
 from desafio_dagster.core.layout import CSV_CONTRACT
@@ -70,6 +71,7 @@ def movements_csv(
         with watch("published_figures"):  # what the published version recorded of its source
             published = None if config.full_refresh else published_figures(store)
         exported = ExportedSnapshot.open(db, on_wait=context.log.warning, published=published)
+        faults.reached("snapshot")
         watch.add("snapshot_figures", exported.snapshot.figures_seconds)
         try:
             snapshot = exported.snapshot
