@@ -1,33 +1,54 @@
 """The crash-point matrix: an export killed with SIGKILL at each of its named steps (core/faults.py), each
 time at exactly that step (no timing). After each kill a reader of the published output finds one complete,
 audited version: the previous one until the swap, the new one from it. The next run cleans up and publishes
-output byte-identical to an uninterrupted export of the same snapshot, and nothing is left behind."""
+output byte-identical to an uninterrupted export of the same snapshot, and nothing is left behind. Locally the
+swap is the link's rename; on S3 (moto's server) the pointer object written last."""
 
 import os
 import signal
+from dataclasses import dataclass
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
 
 from desafio_dagster.core.audit import MANIFEST_FILE, audit, failures, parse_manifest
 from desafio_dagster.core.faults import CRASH_VARIABLE, STEPS
+from desafio_dagster.core.incremental import READBACK_FILE, parse_readback
 from desafio_dagster.core.layout import INDEX_FILE, parse_index
-from desafio_dagster.core.store import LocalStore
+from desafio_dagster.core.settings import OutputLocation
+from desafio_dagster.core.store import LocalStore, Store, open_store
 from desafio_dagster_tests.helpers import (
     FULL_REFRESH,
+    S3,
     expected_files,
     export,
+    output,
     published_files,
     snapshot,
     start_dagster_cli,
 )
 
 
+@pytest.fixture(params=["local", "s3"])
+def published_at(request, env_home, source):
+    """A first export (full) to a local folder or to S3 (moto's server): (a reader of the output, the store)."""
+    if request.param == "s3":
+        s3 = request.getfixturevalue("s3")
+        monkeypatch = request.getfixturevalue("monkeypatch")
+        monkeypatch.setenv("DESAFIO_OUTPUT_DIR", s3.output_dir)
+        export()
+        return S3Reader(s3), open_store(OutputLocation(bucket=s3.bucket, prefix=s3.prefix), "movements_csv")
+    export()
+    return LocalReader(output(env_home)), LocalStore(env_home / "data", "movements_csv")
+
+
 @pytest.mark.command
 @pytest.mark.parametrize("step", STEPS)
 def test_a_run_killed_at_each_step_leaves_one_whole_version_and_the_next_run_publishes_the_uninterrupted_output(
-        step, published, source, env_home, tmp_path):
-    folder, before, first = published
+        step, published_at, source, tmp_path):
+    reader, store = published_at
+    first, before = store.published(), reader.snapshot()
     with source.connect() as conn:
         conn.execute("UPDATE associado SET sobrenome = sobrenome || ' Neto' WHERE id IN (5, 6)")
     process = start_dagster_cli("export", env={**os.environ, "DAGSTER_HOME": str(tmp_path), CRASH_VARIABLE: step})
@@ -36,27 +57,79 @@ def test_a_run_killed_at_each_step_leaves_one_whole_version_and_the_next_run_pub
 
     # What a reader finds: the previous version until the swap, the new one from it; whole and audited either way.
     if STEPS.index(step) < STEPS.index("publish"):
-        assert folder.resolve() == first and snapshot(folder) == before
+        assert store.published() == first and reader.snapshot() == before
     else:
-        assert folder.resolve() != first and published_files(folder) == expected_files(source, True)
-    assert_whole_and_audited(folder)
+        assert store.published() != first and reader.published_files() == expected_files(source, True)
+    assert_whole_and_audited(store)
 
     export()  # the next run
-    after = snapshot(folder)
-    assert published_files(folder) == expected_files(source, True)
+    after = reader.snapshot()
+    assert reader.published_files() == expected_files(source, True)
     export(FULL_REFRESH)
-    assert snapshot(folder) == after, "byte-identical to an uninterrupted export of the same snapshot"
-    left = sorted(p.name for p in folder.parent.iterdir() if p.name != folder.name)
-    assert not [name for name in left if not name.startswith((".movements_csv.v-", ".movements_csv.lock"))], left
-    assert not list(folder.parent.glob(".movements_csv.v-*/.attempts")), "no task attempt left"
+    assert reader.snapshot() == after, "byte-identical to an uninterrupted export of the same snapshot"
+    reader.assert_nothing_left()
 
 
-def assert_whole_and_audited(folder) -> None:
-    """The published version as a reader finds it: every file its index names, no other, each read back from
-    the disk and audited against the figures the version recorded of its snapshot."""
-    store = LocalStore(folder.parent, folder.name)
+@dataclass(frozen=True)
+class LocalReader:
+    folder: Path
+
+    def snapshot(self) -> dict:
+        return snapshot(self.folder)
+
+    def published_files(self) -> dict:
+        return published_files(self.folder)
+
+    def assert_nothing_left(self) -> None:
+        left = sorted(p.name for p in self.folder.parent.iterdir() if p.name != self.folder.name)
+        assert not [name for name in left if not name.startswith((".movements_csv.v-", ".movements_csv.lock"))], left
+        assert not list(self.folder.parent.glob(".movements_csv.v-*/.attempts")), "no task attempt left"
+
+
+@dataclass(frozen=True)
+class S3Reader:
+    s3: S3
+
+    def snapshot(self) -> dict:
+        return self.s3.snapshot()
+
+    def published_files(self) -> dict:
+        return self.s3.published_files()
+
+    def assert_nothing_left(self) -> None:
+        """Every version prefix left is a whole version (kept for readers mid-read), or holds only files that
+        a whole version's index names there (held by reference): no killed run's half-written version."""
+        base = f"{self.s3.prefix}/movements_csv/"
+        objects: dict[str, set[str]] = {}
+        for key in self.s3.keys(base):
+            prefix, _, file = key.removeprefix(base).partition("/")
+            if file:
+                objects.setdefault(prefix, set()).add(file)
+        whole = {prefix for prefix, files in objects.items() if READBACK_FILE in files}
+        referenced = {(row["version"], row["file"]) for version in whole for row in self.s3.index(version)}
+        half = {prefix: files for prefix, files in objects.items()
+                if prefix not in whole and not all((prefix, file) in referenced for file in files)}
+        assert self.s3.published() in whole and half == {}, half
+
+
+def assert_whole_and_audited(store: Store) -> None:
+    """The published version as a reader finds it: every file its index names, no other, each read back and
+    audited against the figures the version recorded of its snapshot."""
     version = store.published()
-    files = store.files(version).client_files()["file"].to_pylist()
-    assert sorted(files) == sorted(parse_index(store.read(version, INDEX_FILE))["file"].to_pylist())
-    scans = store.scan(version, files).add_column(0, "file", pa.array(files, pa.string()))
+    index = parse_index(store.read(version, INDEX_FILE))
+    records = parse_readback(store.read(version, READBACK_FILE))
+    files = store.with_held(version, store.files(version), records).client_files()["file"].to_pylist()
+    assert sorted(files) == sorted(index["file"].to_pylist())
+    scans = _scan_where_held(store, version, records, files)
     assert failures(audit(scans, parse_manifest(store.read(version, MANIFEST_FILE)), masked=True)) == ""
+
+
+def _scan_where_held(store: Store, version: str, records: pa.Table, files: list[str]) -> pa.Table:
+    """Each file read back from the version that holds it (on S3, an earlier one for a file carried by reference)."""
+    holders = dict(zip(records["file"].to_pylist(), records["written_in"].to_pylist()))
+    holder_of = (lambda file: holders.get(file, version)) if store.by_reference else (lambda file: version)
+    by_holder: dict[str, list[str]] = {}
+    for file in files:
+        by_holder.setdefault(holder_of(file), []).append(file)
+    return pa.concat_tables([store.scan(holder, held).add_column(0, "file", pa.array(held, pa.string()))
+                             for holder, held in by_holder.items()])
