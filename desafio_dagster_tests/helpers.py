@@ -310,10 +310,11 @@ def output(env_home: Path) -> Path:
 
 def assert_untouched(published) -> None:
     """The output published before (the `published` fixture) is still the live one, and no run left
-    a task attempt's folder or a link behind."""
+    a task attempt's folder, a link or a twin but the published version's behind."""
     folder, files, version = published
     assert folder.resolve() == version and snapshot(folder) == files
     leftovers = [p.name for p in folder.parent.iterdir() if ".link-" in p.name]
+    leftovers += [p.name for p in folder.parent.glob(f".{folder.name}.v-*-twin") if p.name != f"{version.name}-twin"]
     assert leftovers + [str(p) for p in folder.parent.glob(f".{folder.name}.v-*/.attempts")] == []
 
 

@@ -83,7 +83,7 @@ _HEADER_BYTES = HEADER.encode()
 # (summed, the tasks' total).
 _SUMMARY_SCHEMA = pa.schema([*INDEX_SCHEMA, ("header_ok", pa.bool_()), ("scanned_rows", pa.int64()),
                              ("vlr_transacao_total", pa.decimal128(18, 2)), ("long_digit_run", pa.bool_()),
-                             ("bytes", pa.int64()), ("mtime_ns", pa.int64()),  # as stored (null on S3: listed)
+                             ("bytes", pa.int64()), ("mtime_ns", pa.int64()),  # as stored (mtime null on S3: listed)
                              ("write_seconds", pa.float64()), ("sync_seconds", pa.float64()),
                              ("scan_seconds", pa.float64())])
 _SUMMARY_TYPE = from_arrow_schema(_SUMMARY_SCHEMA)  # the same, as Spark's mapInArrow takes it

@@ -275,9 +275,12 @@ def _scan_files(folder: str, files: list[str]) -> pa.Table:
     return scan_many(_read_files(folder, files))
 
 
+_TWIN = "-twin"
+
+
 def twin_of(version: str) -> str:
     """The folder beside a version that its twin is made in (LocalStore.open_version): a version name, newer."""
-    return f"{version}-twin"
+    return f"{version}{_TWIN}"
 
 
 class LocalStore(Store):
@@ -467,13 +470,19 @@ class LocalStore(Store):
             shutil.rmtree(old, ignore_errors=True)
         rejected = self.output_dir / f".{self.name}.rejected-{token}"
         (self.output_dir / version).rename(rejected)
+        shutil.rmtree(self.output_dir / twin_of(version), ignore_errors=True)  # the job, and its links, are done
         return str(rejected)
 
     def discard(self, version: str) -> None:
-        # Out of the tasks' way first: a task that comes late cannot make its attempt folder there.
+        self._remove_version(self.output_dir / version)
+        shutil.rmtree(self.output_dir / twin_of(version), ignore_errors=True)  # its tasks' last links are done
+
+    def _remove_version(self, folder: Path) -> None:
+        """Out of the tasks' way first (a task that comes late cannot make its attempt folder there, nor link
+        into the twin: it renames into the version first), then removed once no task writes in it."""
         doomed = self.output_dir / f".{self.name}.discarded-{uuid.uuid4().hex[:8]}"
         try:
-            (self.output_dir / version).rename(doomed)
+            folder.rename(doomed)
         except FileNotFoundError:
             return
         _wait_for_writers(doomed)
@@ -481,11 +490,14 @@ class LocalStore(Store):
 
     def remove_leftovers(self, keep: set[str], spare: bool = False) -> None:
         keep = keep | ({self._spared(keep)} if spare else set())
-        for path in self.output_dir.glob(f".{self.name}.*"):
+        # Versions before twins: a killed run's tasks may still write into its version and link into its twin.
+        for path in sorted(self.output_dir.glob(f".{self.name}.*"), key=lambda p: p.name.endswith(_TWIN)):
             if path.name in keep or path.name.endswith(".lock") or path.name.startswith(f".{self.name}.rejected-"):
                 continue
             if path.is_symlink() or path.is_file():
                 path.unlink()
+            elif path.name.startswith(f".{self.name}.v-") and not path.name.endswith(_TWIN):
+                self._remove_version(path)
             else:
                 shutil.rmtree(path, ignore_errors=True)
 
@@ -880,11 +892,10 @@ class _LocalAttempt(_Attempt):  # the Spark task's side of LocalStore
     def finish(self, files: list[str]) -> None:
         for file in files:
             os.rename(os.path.join(self.folder, file), os.path.join(self.version, file))
-            if self.twin:  # the same inode: a retried attempt's file replaces the first one's there too
-                twin_file = os.path.join(self.twin, file)
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(twin_file)
-                os.link(os.path.join(self.version, file), twin_file)
+            if self.twin:  # the same inode; a retried attempt's file replaces the first one's there too, whole
+                temporary = os.path.join(self.folder, f".{file}.twin")
+                os.link(os.path.join(self.version, file), temporary)
+                os.replace(temporary, os.path.join(self.twin, file))
         os.rmdir(self.folder)
         sync_filesystem(Path(self.version), files)  # durable before the driver publishes them
 

@@ -17,7 +17,7 @@ from desafio_dagster.core.faults import CRASH_VARIABLE, STEPS
 from desafio_dagster.core.incremental import READBACK_FILE, parse_readback
 from desafio_dagster.core.layout import INDEX_FILE, parse_index
 from desafio_dagster.core.settings import OutputLocation
-from desafio_dagster.core.store import LocalStore, Store, open_store
+from desafio_dagster.core.store import LocalStore, Store, open_store, twin_of
 from desafio_dagster_tests.helpers import (
     FULL_REFRESH,
     S3,
@@ -65,9 +65,10 @@ def test_a_run_killed_at_each_step_leaves_one_whole_version_and_the_next_run_pub
     export()  # the next run
     after = reader.snapshot()
     assert reader.published_files() == expected_files(source, True)
+    previous = store.published()
     export(FULL_REFRESH)
     assert reader.snapshot() == after, "byte-identical to an uninterrupted export of the same snapshot"
-    reader.assert_nothing_left()
+    reader.assert_nothing_left(store.published(), previous)
 
 
 @dataclass(frozen=True)
@@ -80,9 +81,10 @@ class LocalReader:
     def published_files(self) -> dict:
         return published_files(self.folder)
 
-    def assert_nothing_left(self) -> None:
-        left = sorted(p.name for p in self.folder.parent.iterdir() if p.name != self.folder.name)
-        assert not [name for name in left if not name.startswith((".movements_csv.v-", ".movements_csv.lock"))], left
+    def assert_nothing_left(self, published: str, previous: str) -> None:
+        """The published version, its twin (a full export's) and the previous version (kept for readers mid-read)."""
+        left = {p.name for p in self.folder.parent.iterdir()} - {self.folder.name, ".movements_csv.lock"}
+        assert left == {published, twin_of(published), previous}, left
         assert not list(self.folder.parent.glob(".movements_csv.v-*/.attempts")), "no task attempt left"
 
 
@@ -96,7 +98,7 @@ class S3Reader:
     def published_files(self) -> dict:
         return self.s3.published_files()
 
-    def assert_nothing_left(self) -> None:
+    def assert_nothing_left(self, published: str, previous: str) -> None:
         """Every version prefix left is a whole version (kept for readers mid-read), or holds only files that
         a whole version's index names there (held by reference): no killed run's half-written version."""
         base = f"{self.s3.prefix}/movements_csv/"
