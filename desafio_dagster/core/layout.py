@@ -76,17 +76,18 @@ def table_bytes(table: pa.Table) -> bytes:
     if not table.num_rows:
         return header
     columns = [column.cast(pa.int8()) if pa.types.is_boolean(column.type) else column for column in table.columns]
-    text_columns = [column for column in columns if pa.types.is_string(column.type) or pa.types.is_large_string(column.type)]
-    if not any(pc.any(pc.match_substring_regex(column, _NEEDS_QUOTES)).as_py() for column in text_columns):
+    is_text = [pa.types.is_string(column.type) or pa.types.is_large_string(column.type) for column in columns]
+    if not any(pc.any(pc.match_substring_regex(column, _NEEDS_QUOTES)).as_py()
+               for column, text in zip(columns, is_text) if text):
         sink = pa.BufferOutputStream()
         sink.write(header)
         pa_csv.write_csv(pa.table(columns, names=table.column_names), sink,
                          pa_csv.WriteOptions(include_header=False, quoting_style="none"))
         return sink.getvalue().to_pybytes()
     fields = []
-    for column in columns:
-        text = pc.fill_null(column.cast(pa.string()), "")
-        fields.append(quoted(text) if any(column is each for each in text_columns) else text)
+    for column, text in zip(columns, is_text):
+        field = pc.fill_null(column.cast(pa.string()), "")
+        fields.append(quoted(field) if text else field)
     lines = pc.binary_join_element_wise(pc.binary_join_element_wise(*fields, ","), "\n", "")
     lines = lines.combine_chunks().cast(pa.large_string())
     offsets = np.frombuffer(lines.buffers()[1], np.int64)[lines.offset : lines.offset + len(lines) + 1]

@@ -274,6 +274,14 @@ def _open_session(url: str, token: str, session_conf: dict[str, str],
     return session, slot.fd
 
 
+def _check_master(master: str, setting: str = "DESAFIO_SPARK_MASTER") -> None:
+    """A master the project runs a Connect server for: local[...] or spark://host:port (setting: where it came from)."""
+    if not (_LOCAL.fullmatch(master) or _CLUSTER.fullmatch(master)):
+        choices = ("local[*], spark://host:7077, or sc://host:15002 for a Spark Connect server of your own"
+                   if setting == "DESAFIO_SPARK_MASTER" else "local[*] or spark://host:7077")
+        raise SparkStartError(f"Spark failed to start: {master!r} is not a Spark master. Set {setting} to {choices}")
+
+
 def server_conf(master: str, conf: dict[str, str] | None = None) -> dict[str, str]:
     """The static settings of a Connect server the project runs for master: DEFAULT_CONF overridden by conf's."""
     static = _split({**DEFAULT_CONF, **(conf or {})})[0]
@@ -292,8 +300,7 @@ def serve(master: str, port: int) -> NoReturn:
     every interface without a token: a deployment's service (the compose stack's spark-connect), whose private
     network is its boundary. The executors' environment holds the tasks' key (DESAFIO_TASK_SECRET): a cluster's
     workers', or with a local master this process's own."""
-    if not (_LOCAL.fullmatch(master) or _CLUSTER.fullmatch(master)):
-        raise SparkStartError(f"{master!r} is not a Spark master: give spark://host:7077 or local[*]")
+    _check_master(master, "--master")
     serve_connect(master, {**server_conf(master), "spark.connect.grpc.binding.port": str(port)})
 
 
@@ -301,9 +308,7 @@ def project_server(master: str = "local[*]", conf: dict[str, str] | None = None,
                    home: Path | None = None) -> ConnectServer:
     """The project's Connect server for home (DESAFIO_HOME) with master and DEFAULT_CONF overridden by conf's
     static settings: reused if one runs as asked, else started (connect_server.py)."""
-    if not (_LOCAL.fullmatch(master) or _CLUSTER.fullmatch(master)):
-        raise SparkStartError(f"Spark failed to start: {master!r} is not a Spark master. Set DESAFIO_SPARK_MASTER to "
-                              f"local[*], spark://host:7077, or sc://host:15002 for a Spark Connect server of your own")
+    _check_master(master)
     _check_master_reachable(master)
     home = home or settings.HOME.path()
     try:

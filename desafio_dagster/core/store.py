@@ -892,10 +892,13 @@ class _LocalAttempt(_Attempt):  # the Spark task's side of LocalStore
     def finish(self, files: list[str]) -> None:
         for file in files:
             os.rename(os.path.join(self.folder, file), os.path.join(self.version, file))
-            if self.twin:  # the same inode; a retried attempt's file replaces the first one's there too, whole
-                temporary = os.path.join(self.folder, f".{file}.twin")
-                os.link(os.path.join(self.version, file), temporary)
-                os.replace(temporary, os.path.join(self.twin, file))
+            if self.twin:  # the same inode
+                try:
+                    os.link(os.path.join(self.version, file), os.path.join(self.twin, file))
+                except FileExistsError:  # a retried attempt's file replaces the first one's there too, whole
+                    temporary = os.path.join(self.folder, f".{file}.twin")
+                    os.link(os.path.join(self.version, file), temporary)
+                    os.replace(temporary, os.path.join(self.twin, file))
         os.rmdir(self.folder)
         sync_filesystem(Path(self.version), files)  # durable before the driver publishes them
 
