@@ -74,7 +74,7 @@ from desafio_dagster.core.layout import (
 from desafio_dagster.core.progress import Stopwatch
 from desafio_dagster.core.sealed import unseal_into_environment
 from desafio_dagster.core.spark_session import spark_job_error, task_slots
-from desafio_dagster.core.store import PublishError, Store, open_attempt, open_store, read_s3_files
+from desafio_dagster.core.store import PublishError, Store, StoreUnavailable, open_attempt, open_store, read_s3_files
 from desafio_dagster.core.transform import KEY_COLUMNS, RangeReader, SnapshotView
 
 _HEADER_BYTES = HEADER.encode()
@@ -357,7 +357,7 @@ def publish_per_client(
                                  f"the rejected version is kept for inspection at {rejected}")
             faults.reached("audit")
             with watch("publish"):
-                previous = store.publish(version)
+                previous = store.publish(version, replacing=current)
             faults.reached("publish")
         except AuditError:
             raise
@@ -406,9 +406,9 @@ def _write(view: DataFrame | SnapshotView, target: str, by_client: bool, on_prog
         try:
             table = job.toArrow()
         except Exception as error:  # grpc and PySpark raise many kinds
-            read_error = re.search(r"SourceReadError: (.+)", str(error))
-            if read_error:  # a task could not read the source: explained in the task
-                raise SourceReadError(f"{read_error.group(1).strip()}; nothing was published") from None
+            for kind in (SourceReadError, StoreUnavailable):  # a task's transient fault, explained in the task
+                if found := re.search(rf"{kind.__name__}: (.+)", str(error)):
+                    raise kind(f"{found.group(1).strip()}; nothing was published") from None
             raise spark_job_error(error, "writing the client files") from None
         progress.finished(tasks)
     return table.cast(_SUMMARY_SCHEMA).sort_by("client_id")

@@ -35,6 +35,7 @@ import hashlib
 import io
 import multiprocessing
 import os
+import re
 import shutil
 import threading
 import time
@@ -50,7 +51,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from desafio_dagster.core.audit import MANIFEST_FILE, SCAN_SCHEMA, scan_many
-from desafio_dagster.core.errors import DesafioError, first_line
+from desafio_dagster.core.errors import DesafioError, TransientError, first_line
 from desafio_dagster.core.layout import FORMAT_FILE, INDEX_FILE, READBACK_FILE, SOURCE_FILE, client_ids, read_table
 from desafio_dagster.core.settings import OutputLocation, environment
 
@@ -63,6 +64,17 @@ REJECTED_FILE = "_rejected"  # on S3: the name of the last version that failed i
 
 class PublishError(DesafioError):
     """The output could not be published; the previous output is untouched."""
+
+
+class PublishRaceLost(PublishError):
+    """Another export published the output after this one started from what it published before."""
+
+
+def race_lost(uri: str, expected: str | None, found: str | None) -> PublishRaceLost:
+    return PublishRaceLost(
+        f"another export published {uri} while this one ran (it now names {found or 'no version'}, not "
+        f"{expected or 'no version'}): this run published nothing and removed its version. Two exports wrote to "
+        f"one output at once: run one at a time (within one deployment, Dagster's pool source_database does)")
 
 
 @dataclass(frozen=True)
@@ -180,8 +192,10 @@ class Store(ABC):
         """The version's files are durable before it is published."""
 
     @abstractmethod
-    def publish(self, version: str) -> str | None:
-        """Make version the published one, atomically for readers; returns the previous one's name."""
+    def publish(self, version: str, replacing: str | None) -> str | None:
+        """Make version the published one, atomically for readers, only if the published one is still replacing
+        (what published() gave when this export started); else PublishRaceLost, and nothing changed. Returns
+        the previous version's name (replacing, or the folder a real one was moved aside to)."""
 
     @abstractmethod
     def reject(self, version: str, token: str) -> str:
@@ -443,16 +457,16 @@ class LocalStore(Store):
             fsync(self.output_dir / version / file)
         fsync(self.output_dir / version)
 
-    def publish(self, version: str) -> str | None:
-        """Point the link at version with one atomic rename."""
+    def publish(self, version: str, replacing: str | None) -> str | None:
+        """Point the link at version with one atomic rename (under exclusive(): no other export swaps it meanwhile)."""
         link = self.link
+        if (found := self.published()) != replacing:
+            raise race_lost(str(link), replacing, found)
         temporary = self.output_dir / f".{self.name}.link-{uuid.uuid4().hex[:8]}"
         try:
             temporary.symlink_to(version)
-            previous = None
-            if link.is_symlink():
-                previous = Path(os.readlink(link)).name
-            elif link.exists():  # a real folder from elsewhere: keep it as the previous version
+            previous = replacing
+            if not link.is_symlink() and link.exists():  # a real folder from elsewhere: kept as the previous version
                 previous = f".{self.name}.v-replaced-{uuid.uuid4().hex[:8]}"
                 link.rename(self.output_dir / previous)
             os.replace(temporary, link)
@@ -550,9 +564,11 @@ def s3_client():
     def make(endpoint: str, region: str):
         # The endpoint is ours (blank variables unset). Checksums only where S3 requires them: the PUTs
         # carry their Content-MD5, and a streamed CRC32 trailer is refused by some S3-compatible servers.
+        # Retries: S3's 503 SlowDown, 500s, resets and timeouts, with backoff, 5 attempts in all (standard mode's
+        # max_attempts counts the retries; a GET cut off mid-body is read again by _s3_get, as the SDK does not).
         config = Config(ignore_configured_endpoint_urls=True, connect_timeout=10, read_timeout=60,
                         max_pool_connections=4 * _IN_FLIGHT, request_checksum_calculation="when_required",
-                        response_checksum_validation="when_required")
+                        response_checksum_validation="when_required", retries={"mode": "standard", "max_attempts": 4})
         return boto3.session.Session().client("s3", region_name=region, endpoint_url=endpoint or None, config=config)
 
     return _per_process("boto3", make)
@@ -563,9 +579,24 @@ def _no_bucket(uri: str, bucket: str) -> PublishError:
                         f"({', '.join(AWS_VARIABLES[-2:])}, else AWS's): create it, or fix DESAFIO_OUTPUT_DIR")
 
 
+# S3's answers that a later attempt may not get: throttling and the service's own failures (botocore's error codes,
+# and pyarrow's names for them).
+_UNAVAILABLE = re.compile(r"\b(SlowDown|InternalError|ServiceUnavailable|RequestTimeout|SLOW_DOWN|INTERNAL_FAILURE|"
+                          r"SERVICE_UNAVAILABLE|REQUEST_TIMEOUT)\b|HTTP status 5\d\d")
+
+
+class StoreUnavailable(PublishError, TransientError):
+    """S3 kept answering with a server error or throttling after the SDK's retries: the step is tried again."""
+
+
 def _s3_error(error: Exception, what: str) -> PublishError:
     names = ", ".join(AWS_VARIABLES)
-    return PublishError(f"{what}: {first_line(error)}. "
+    cause = first_line(error).rstrip(".")
+    status = getattr(error, "response", {}).get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+    if status >= 500 or _UNAVAILABLE.search(str(error)):
+        return StoreUnavailable(f"{what}: {cause}. The store kept failing through every retry (5 attempts "
+                                f"with backoff): the step is tried again later; the previous output is untouched")
+    return PublishError(f"{what}: {cause}. "
                         f"Check the bucket exists and the credentials and endpoint in the environment ({names}) "
                         f"allow it; the previous output is untouched")
 
@@ -611,18 +642,23 @@ class S3Store(Store):
             raise _s3_error(error, f"cannot use {self.uri()}") from None
 
     def exclusive(self):
-        # No lock: S3 offers no conditional put here; Dagster's pool `source_database` runs one export
-        # at a time, and a publisher only ever writes the pointer of a version it completed and audited.
+        # No lock: Dagster's pool `source_database` runs one export at a time within a deployment; between
+        # deployments, the pointer is written by a compare-and-swap (publish), and only for an audited version.
         return contextlib.nullcontext()
 
-    def _name_in(self, file: str) -> str | None:
+    def _named_in(self, file: str) -> tuple[str | None, str | None]:
+        """(the version file names, its ETag); (None, None) where there is no such file."""
         try:
-            name = _s3_read(self._path(file)).decode().strip()
+            data, etag = _s3_get(self._path(file))
         except FileNotFoundError:
-            return None
+            return None, None
         except OSError as error:
             raise _s3_error(error, f"cannot read {self.uri(file=file)}") from None
-        return name if name.startswith(".v-") and "/" not in name else None
+        name = data.decode().strip()
+        return (name if name.startswith(".v-") and "/" not in name else None), etag
+
+    def _name_in(self, file: str) -> str | None:
+        return self._named_in(file)[0]
 
     def published(self) -> str | None:
         return self._name_in(POINTER_FILE)
@@ -661,13 +697,29 @@ class S3Store(Store):
     def sync(self, version: str, files: list[str]) -> None:
         pass  # a PUT that returned is durable
 
-    def publish(self, version: str) -> str | None:
-        previous = self.published()
+    def publish(self, version: str, replacing: str | None) -> str | None:
+        """A compare-and-swap of the pointer: a PUT conditional on the ETag of the pointer that still names
+        replacing (If-Match), or on there being none (If-None-Match). Of two exports racing, one publishes."""
+        from botocore.exceptions import ClientError
+
+        found, etag = self._named_in(POINTER_FILE)
+        if found != replacing:
+            raise race_lost(self.uri(), replacing, found)
+        body = f"{version}\n".encode()
+        condition = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
         try:
-            self.write("", POINTER_FILE, f"{version}\n".encode())
-        except OSError as error:
+            s3_client().put_object(Bucket=self.bucket, Key=self.key_prefix + POINTER_FILE, Body=body,
+                                   ContentMD5=base64.b64encode(hashlib.md5(body).digest()).decode(), **condition)
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") not in ("PreconditionFailed", "ConditionalRequestConflict"):
+                raise _s3_error(error, f"could not publish {self.uri()}") from None
+            # Someone wrote the pointer since it was read: another export, or this PUT's own first attempt,
+            # which the SDK retried after its answer was lost.
+            if (found := self.published()) != version:
+                raise race_lost(self.uri(), replacing, found) from None
+        except Exception as error:  # botocore raises several kinds
             raise _s3_error(error, f"could not publish {self.uri()}") from None
-        return previous
+        return replacing
 
     def reject(self, version: str, token: str) -> str:
         old = self._name_in(REJECTED_FILE)
@@ -746,16 +798,33 @@ class S3Store(Store):
 
 def _s3_read(path: str) -> bytes:
     """An object's bytes (path: bucket/key) in one GET (pyarrow's streams send a HEAD first)."""
+    return _s3_get(path)[0]
+
+
+def _s3_get(path: str, attempts: int = 3) -> tuple[bytes, str]:
+    """An object's bytes and ETag, in one GET. A body cut off by the network is read again: the SDK retries a
+    request that failed, not a body it handed over."""
+    from botocore.exceptions import ClientError, IncompleteReadError, ResponseStreamingError
+
     bucket, _, key = path.partition("/")
     client = s3_client()
-    try:
-        return client.get_object(Bucket=bucket, Key=key)["Body"].read()
-    except client.exceptions.NoSuchKey:
-        raise FileNotFoundError(f"s3://{path}") from None
-    except client.exceptions.NoSuchBucket:
-        raise _no_bucket(f"s3://{path}", bucket) from None
-    except Exception as error:  # botocore raises several kinds
-        raise _s3_error(error, f"cannot read s3://{path}") from None
+    for attempt in range(1, attempts + 1):
+        try:
+            answer = client.get_object(Bucket=bucket, Key=key)
+            return answer["Body"].read(), answer["ETag"]
+        except ClientError as error:
+            code = error.response.get("Error", {}).get("Code")
+            if code == "NoSuchBucket":
+                raise _no_bucket(f"s3://{path}", bucket) from None
+            if code in ("NoSuchKey", "404"):  # "404": the error's body was lost, its status was not
+                raise FileNotFoundError(f"s3://{path}") from None
+            raise _s3_error(error, f"cannot read s3://{path}") from None
+        except (ResponseStreamingError, IncompleteReadError) as error:
+            if attempt == attempts:
+                raise _s3_error(error, f"cannot read s3://{path} ({attempts} attempts)") from None
+        except Exception as error:  # botocore raises several kinds
+            raise _s3_error(error, f"cannot read s3://{path}") from None
+    raise AssertionError("unreachable")
 
 
 _IN_FLIGHT = 8  # S3 requests a process keeps in flight: each waits on the network, not the GIL

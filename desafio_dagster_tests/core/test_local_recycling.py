@@ -38,7 +38,7 @@ def test_the_version_before_the_published_one_is_recycled_into_exactly_the_carri
     store = LocalStore(tmp_path, NAME)
     older = _version(store, "20260101T000000-a", {"a.csv": "a1", "b.csv": "b1", "gone.csv": "g1"})
     published = _version(store, "20260102T000000-b", {"b.csv": "b2", "c.csv": "c2"}, older, ("a.csv", "gone.csv"))
-    store.publish(published)
+    store.publish(published, replacing=None)
     killed = _version(store, "20260103T000000-c", {"x.csv": "half"}, complete=False)  # a run killed meanwhile
     store.remove_leftovers(keep={published}, spare=True)
     assert not (tmp_path / killed).exists(), "a folder without all its records is removed, never spared"
@@ -63,7 +63,7 @@ def test_the_version_before_the_published_one_is_recycled_into_exactly_the_carri
 def test_without_a_spared_version_the_carried_files_are_linked_into_a_new_folder(tmp_path):
     store = LocalStore(tmp_path, NAME)
     published = _version(store, "20260102T000000-b", {"a.csv": "a2", "b.csv": "b2"})
-    store.publish(published)
+    store.publish(published, replacing=None)
     store.remove_leftovers(keep={published}, spare=True)
     new = store.version_name("20260104T000000-d")
     store.open_version(new, published, pa.table({"file": ["a.csv"], "written_in": [published]}))

@@ -1,0 +1,175 @@
+"""Faults that are not crashes, each injected deterministically (by name, never by timing) through a proxy of the
+test harness (fault_proxies.py) or a pause at a named step (core/faults.py): an object store answering with
+errors, two exporters racing on one S3 prefix, a network between the tasks and Postgres that resets, stalls or
+refuses, a Postgres server restarted mid-export, a full output disk. After each: the published output is one
+complete, audited version, exactly the right files, and nothing is left half-published."""
+
+import os
+import time
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from desafio_dagster.core.faults import PAUSE_VARIABLE
+from desafio_dagster.core.settings import OutputLocation
+from desafio_dagster.core.store import open_store
+from desafio_dagster_tests.fault_proxies import HttpFaultProxy, always, first_attempts
+from desafio_dagster_tests.helpers import (
+    FULL_REFRESH,
+    expected_files,
+    export,
+    failed_run_message,
+    run,
+    start_dagster_cli,
+)
+from desafio_dagster_tests.readers import S3Reader, assert_whole_and_audited
+
+pytestmark = pytest.mark.chaos
+
+
+@pytest.fixture
+def on_s3(s3, env_home, monkeypatch):
+    """DESAFIO_OUTPUT_DIR on moto's S3 server: (the server, a reader, the project's store of the output)."""
+    monkeypatch.setenv("DESAFIO_OUTPUT_DIR", s3.output_dir)
+    return s3, S3Reader(s3), open_store(OutputLocation(bucket=s3.bucket, prefix=s3.prefix), "movements_csv")
+
+
+def _through(proxy: HttpFaultProxy, monkeypatch) -> None:
+    """The export (its driver and, through its sealed settings, its Spark tasks) reaches S3 through proxy."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+
+
+def _versions(s3) -> set[str]:
+    base = f"{s3.prefix}/movements_csv/"
+    return {key.removeprefix(base).partition("/")[0] for key in s3.keys(base) if "/" in key.removeprefix(base)}
+
+
+def _step_attempts(result: dg.ExecuteInProcessResult) -> int:
+    return 1 + sum(1 for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_RESTARTED)
+
+
+def _changed(source) -> None:
+    with source.connect() as conn:
+        conn.execute("UPDATE associado SET sobrenome = sobrenome || ' Neto' WHERE id IN (5, 6)")
+
+
+def test_object_store_errors_resets_and_slow_answers_are_retried_and_exactly_the_right_files_published(
+        on_s3, source, monkeypatch):
+    s3, reader, store = on_s3
+    plan = first_attempts(lambda call: _fault_for(call.method, call.name))
+    with HttpFaultProxy(s3.endpoint, plan, delay=0.5) as proxy:
+        _through(proxy, monkeypatch)
+        full, _ = export()
+        assert reader.published_files() == expected_files(source, True)
+        _changed(source)
+        incremental, metadata = export()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3.endpoint)
+    restarts = [e.message for result in (full, incremental) for e in result.all_events
+                if e.event_type in (dg.DagsterEventType.STEP_RESTARTED, dg.DagsterEventType.STEP_UP_FOR_RETRY)]
+    assert restarts == [], "each fault was absorbed by a retried request, not by a retried step"
+    assert metadata["export_mode"] == "incremental" and reader.published_files() == expected_files(source, True)
+    assert_whole_and_audited(store)
+    assert set(proxy.injected) == {"503", "500", "reset", "lost", "cut", "slow"}, proxy.injected
+    assert sum(proxy.injected.values()) >= 20, proxy.injected
+
+
+def _fault_for(method: str, name: str) -> str | None:
+    """One of each fault on the client files' writes (by client id), every read's answer cut off halfway, and
+    the pointer's conditional write applied but its answer lost: the SDK's retry then finds the pointer changed,
+    by this very export."""
+    if method == "GET":
+        return "cut"
+    if method == "PUT" and name == "_published":
+        return "lost"
+    if method == "PUT" and name[:8].isdigit():
+        return ("503", "500", "reset", "lost", "slow", None)[int(name[:8]) % 6]
+    return None
+
+
+def test_a_put_that_always_fails_publishes_nothing_and_the_previous_version_stays_readable(on_s3, source, monkeypatch):
+    s3, reader, _ = on_s3
+    export()
+    published, before, versions = s3.published(), reader.snapshot(), _versions(s3)
+    file = sorted(expected_files(source, True))[7]
+    with HttpFaultProxy(s3.endpoint, always("503", of=lambda call: call.method == "PUT" and call.name == file)) as proxy:
+        _through(proxy, monkeypatch)
+        result = run("export", FULL_REFRESH)
+    message = failed_run_message(result)
+    assert proxy.injected["503"] == 3 * 5, "5 attempts with backoff (the SDK's), in each of the step's 3 attempts"
+    assert _step_attempts(result) == 3
+    assert f"cannot write s3://{s3.bucket}/" in message and file in message and "SlowDown" in message, message
+    assert "The store kept failing through every retry" in message and "; nothing was published" in message
+    assert s3.published() == published and reader.snapshot() == before
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3.endpoint)  # the store answers again: the next run cleans up
+    export()
+    assert reader.published_files() == expected_files(source, True)
+    assert _versions(s3) == {published, s3.published()}, "the failed version's files are gone"
+    assert versions == {published}
+
+
+def test_a_pointer_that_cannot_be_written_publishes_nothing_and_the_version_is_removed(on_s3, source, monkeypatch):
+    s3, reader, _ = on_s3
+    export()
+    published, before, versions = s3.published(), reader.snapshot(), _versions(s3)
+    _changed(source)
+    plan = always("500", of=lambda call: call.method == "PUT" and call.name == "_published")
+    with HttpFaultProxy(s3.endpoint, plan) as proxy:
+        _through(proxy, monkeypatch)
+        result = run("export")
+    message = failed_run_message(result)
+    assert proxy.injected["500"] == 3 * 5 and _step_attempts(result) == 3
+    assert f"could not publish s3://{s3.bucket}/{s3.prefix}/movements_csv" in message and "InternalError" in message
+    assert s3.published() == published and reader.snapshot() == before
+    assert _versions(s3) == versions, "the unpublished version was removed"
+
+
+@pytest.mark.command
+def test_of_two_exporters_racing_on_one_prefix_exactly_one_publishes_and_the_other_removes_its_version(
+        on_s3, source, tmp_path):
+    """The pointer is a compare-and-swap: exporter A, held after its audit (before its swap), finds that B
+    published meanwhile, publishes nothing and fails clearly. Two deployments, so no Dagster pool between them."""
+    s3, reader, store = on_s3
+    export()
+    first = s3.published()
+    _changed(source)  # work for both
+    held = tmp_path / "held-at-audit"
+    exporter_a = start_dagster_cli("export", env={**os.environ, "DAGSTER_HOME": str(tmp_path),
+                                                  PAUSE_VARIABLE: f"audit:{held}"})
+    try:
+        deadline = time.monotonic() + 300
+        while not held.exists():
+            assert exporter_a.poll() is None, exporter_a.communicate()[0][-3000:]
+            assert time.monotonic() < deadline, "exporter A never reached its audit"
+            time.sleep(0.1)
+        export()  # exporter B
+        by_b = s3.published()
+        held.unlink()  # A goes on to its swap
+        out, _ = exporter_a.communicate(timeout=300)
+    finally:
+        if exporter_a.poll() is None:
+            exporter_a.kill()
+    assert exporter_a.returncode != 0, out[-3000:]
+    assert (f"another export published s3://{s3.bucket}/{s3.prefix}/movements_csv while this one ran (it now names "
+            f"{by_b}, not {first})") in out, out[-3000:]
+    assert "this run published nothing and removed its version" in out
+    assert s3.published() == by_b and reader.published_files() == expected_files(source, True)
+    assert_whole_and_audited(store)
+    assert _versions(s3) <= {first, by_b}, "A's version is gone"
+
+
+def test_a_local_publication_compares_the_link_before_it_swaps(tmp_path):
+    """Locally the export holds the output's lock from its cleanup to its swap, so no rival can publish between;
+    the swap still refuses to replace a version other than the one the export started from."""
+    from desafio_dagster.core.store import LocalStore, PublishRaceLost
+
+    store = LocalStore(tmp_path, "movements_csv")
+    for name in ("a", "b", "c"):
+        (tmp_path / store.version_name(name)).mkdir()
+    store.publish(store.version_name("a"), replacing=None)
+    store.publish(store.version_name("b"), replacing=store.version_name("a"))
+    with pytest.raises(PublishRaceLost, match="it now names .movements_csv.v-b, not .movements_csv.v-a"):
+        store.publish(store.version_name("c"), replacing=store.version_name("a"))
+    assert store.published() == store.version_name("b")
+    assert Path(tmp_path / "movements_csv").resolve().name == store.version_name("b")
