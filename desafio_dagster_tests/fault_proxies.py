@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from http.client import HTTPConnection
 from urllib.parse import urlsplit
 
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request
 
@@ -146,15 +147,19 @@ class PgFault:
 
 
 class TcpFaultProxy:
-    """A TCP proxy in front of a Postgres server (upstream: host, port) that reads each connection's startup
-    packet (the client must not ask for TLS: sslmode=disable, gssencmode=disable) and applies `fault` to those
-    it names. Other connections pass untouched."""
+    """A TCP proxy on loopback in front of the Postgres server of `url` (over TCP or its Unix socket) that reads
+    each connection's startup packet and applies `fault` to those it names; other connections pass untouched.
+    Clients reach it at `url` (its URL, without TLS or GSS encryption, so that the startup packet is readable)."""
 
-    def __init__(self, upstream: tuple[str, int], fault: PgFault | None = None):
-        self.upstream, self.fault = upstream, fault
+    def __init__(self, server_url: str, fault: PgFault | None = None):
+        params = conninfo_to_dict(server_url)
+        host, port = params.get("host") or "127.0.0.1", int(params.get("port") or 5432)
+        self.upstream = f"{host}/.s.PGSQL.{port}" if host.startswith("/") else (host, port)
+        self.fault = fault
         self._lock = threading.Lock()
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = self._listener.getsockname()[1]
+        self.url = make_conninfo(server_url, host="127.0.0.1", port=self.port, sslmode="disable", gssencmode="disable")
         self._open: list[socket.socket] = []
         self._closing = threading.Event()
         self._thread = threading.Thread(target=self._accept, daemon=True)
@@ -165,6 +170,8 @@ class TcpFaultProxy:
 
     def __exit__(self, *exc) -> None:
         self._closing.set()
+        with _quiet():
+            self._listener.shutdown(socket.SHUT_RDWR)  # wakes the accept (a close alone does not, on Linux)
         self._listener.close()
         for sock in list(self._open):
             with _quiet():
@@ -195,7 +202,11 @@ class TcpFaultProxy:
             if fault and fault.kind == "refuse":
                 client.close()
                 return
-            server = socket.create_connection(self.upstream)
+            if isinstance(self.upstream, str):
+                server = socket.socket(socket.AF_UNIX)
+                server.connect(self.upstream)
+            else:
+                server = socket.create_connection(self.upstream)
             self._open.append(server)
             server.sendall(startup)
             limit = fault.after_bytes if fault else None
@@ -233,9 +244,10 @@ def _pipe(source: socket.socket, target: socket.socket, limit: int | None, fault
                 target.sendall(chunk[: limit - passed])
                 if fault == "stall":
                     return
-                for sock in (target, source):
-                    with _quiet():
+                for sock in (target, source):  # shut down first: a close alone leaves the other copy's recv
+                    with _quiet():  # holding the socket open, and nothing would reach the peers
                         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                        sock.shutdown(socket.SHUT_RDWR)
                         sock.close()
                 return
             target.sendall(chunk)

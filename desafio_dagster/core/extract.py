@@ -19,6 +19,9 @@ from __future__ import annotations
 import contextlib
 import io
 import math
+import os
+import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -35,6 +38,7 @@ from desafio_dagster.core import journal
 from desafio_dagster.core.audit import FIGURES_SCHEMA, expected_figures
 from desafio_dagster.core.errors import TransientError, first_line
 from desafio_dagster.core.source_db import (
+    DEFAULT_STALL_TIMEOUT,
     POPULATE_FIRST,
     TABLES,
     SourceDatabase,
@@ -257,7 +261,8 @@ class ExportedSnapshot:
         """What a task needs to read this snapshot: where and how to connect, without the password
         (libpq takes it from PGPASSWORD in the task's environment)."""
         params = {k: v for k, v in conninfo_to_dict(self.db.url).items() if k != "password"}
-        return {"conninfo": make_conninfo(**params), "schema": self.db.schema, "snapshot": self.snapshot.id}
+        return {"conninfo": make_conninfo(**params), "schema": self.db.schema, "snapshot": self.snapshot.id,
+                "stall_timeout": str(self.db.stall_timeout)}
 
     def close(self) -> None:
         """End the transaction: the snapshot can no longer be imported, and a waiting populate proceeds."""
@@ -295,7 +300,37 @@ def snapshot_connection(options: dict[str, str]) -> Iterator[psycopg.Connection]
         yield conn
 
 
-def copy_rows(conn: psycopg.Connection, table: str, clients: Clients | None) -> Iterator[pa.RecordBatch]:
+class StallWatch:
+    """Shuts a connection's socket down once no byte came for `seconds` (fed() on each chunk): libpq has no read
+    timeout, so a network that stalls (a connection kept open, nothing passed) would block the read forever."""
+
+    def __init__(self, conn: psycopg.Connection, seconds: float):
+        self.fd, self.seconds, self.last, self.stalled = conn.pgconn.socket, seconds, time.monotonic(), False
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def __enter__(self) -> StallWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def fed(self) -> None:
+        self.last = time.monotonic()
+
+    def _watch(self) -> None:
+        while not self._done.wait(min(1.0, self.seconds / 4)):
+            if time.monotonic() - self.last > self.seconds:
+                self.stalled = True
+                with contextlib.suppress(OSError), socket.socket(fileno=os.dup(self.fd)) as sock:
+                    sock.shutdown(socket.SHUT_RDWR)  # the blocked read returns: the connection is lost
+                return
+
+
+def copy_rows(conn: psycopg.Connection, table: str, clients: Clients | None,
+              watch: StallWatch | None = None) -> Iterator[pa.RecordBatch]:
     """The rows of table (of those clients, or all) in conn's snapshot, in Arrow batches of SOURCE_SCHEMAS' types."""
     schema = SOURCE_SCHEMAS[table]
     where = sql.SQL("")
@@ -304,16 +339,21 @@ def copy_rows(conn: psycopg.Connection, table: str, clients: Clients | None) -> 
     statement = sql.SQL("COPY (SELECT {} FROM {}{}) TO STDOUT (FORMAT csv)").format(
         identifiers(schema.names), sql.Identifier(table), where)
     try:
-        yield from _copied_batches(conn, statement, schema)
+        yield from _copied_batches(conn, statement, schema, watch.fed if watch else None)
     except psycopg.OperationalError as error:  # the server's reason when it came (libpq may put it on any line)
+        if watch and watch.stalled:
+            raise SourceReadError(f"no data from Postgres for {watch.seconds:.0f} s in a Spark task reading {table} "
+                                  f"(a stalled network): the export starts again from a fresh snapshot; if the server "
+                                  f"is only slow, raise the postgres resource's stall_timeout_seconds") from None
         raise SourceReadError(f"connection to Postgres lost in a Spark task reading {table}: "
                               f"{error.diag.message_primary or first_line(error)}") from None
 
 
-def _copied_batches(conn: psycopg.Connection, statement: sql.Composable, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+def _copied_batches(conn: psycopg.Connection, statement: sql.Composable, schema: pa.Schema,
+                    on_chunk: Callable[[], None] | None = None) -> Iterator[pa.RecordBatch]:
     """The CSV of a `COPY ... TO STDOUT (FORMAT csv)`, streamed into Arrow batches of exactly schema's types."""
     with conn.cursor() as cur, cur.copy(statement) as copy:
-        stream = io.BufferedReader(_CopyStream(copy), _BLOCK_BYTES)
+        stream = io.BufferedReader(_CopyStream(copy, on_chunk), _BLOCK_BYTES)
         if not stream.peek(1):
             return
         yield from pa_csv.open_csv(
@@ -328,17 +368,19 @@ def _copied_batches(conn: psycopg.Connection, statement: sql.Composable, schema:
 def read_clients(options: dict[str, str], clients: Clients | None) -> dict[str, pa.Table]:
     """The four tables' rows of those clients (or all), as the export's snapshot holds them: one
     connection, one COPY per table. Runs in a Spark task."""
-    with snapshot_connection(options) as conn:
-        return {table: pa.Table.from_batches(list(copy_rows(conn, table, clients)), schema)
+    stall_timeout = float(options.get("stall_timeout", DEFAULT_STALL_TIMEOUT))
+    with snapshot_connection(options) as conn, StallWatch(conn, stall_timeout) as watch:
+        return {table: pa.Table.from_batches(list(copy_rows(conn, table, clients, watch)), schema)
                 for table, schema in SOURCE_SCHEMAS.items()}
 
 
 class _CopyStream(io.RawIOBase):
     """A readable file over the chunks of a psycopg COPY ... TO STDOUT."""
 
-    def __init__(self, copy):
+    def __init__(self, copy, on_chunk: Callable[[], None] | None = None):
         self._chunks = iter(copy)
         self._pending = memoryview(b"")
+        self._on_chunk = on_chunk
 
     def readable(self) -> bool:
         return True
@@ -348,6 +390,8 @@ class _CopyStream(io.RawIOBase):
             chunk = next(self._chunks, None)
             if chunk is None:
                 return 0
+            if self._on_chunk:
+                self._on_chunk()
             self._pending = memoryview(chunk)
         n = min(len(buffer), len(self._pending))
         buffer[:n] = self._pending[:n]

@@ -79,6 +79,7 @@ def row_hash(table: str, alias: str = "") -> str:
 # The fix for a source with no tables or no rows yet.
 POPULATE_FIRST = "run the populate job first (make run, or dagster job execute -m desafio_dagster.definitions -j populate)"
 DEFAULT_LOCK_TIMEOUT = 600.0  # seconds a populate or an export waits for another one
+DEFAULT_STALL_TIMEOUT = 300.0  # seconds an export's task waits for the next bytes of its read (extract.StallWatch)
 
 
 def validate_identifier(name: str, what: str = "DESAFIO_SCHEMA") -> str:
@@ -184,10 +185,11 @@ def embedded_pg_ctl(home: Path, *args: str) -> None:
 class SourceDatabase:
     """The four tables of the contract in one schema of one Postgres database."""
 
-    def __init__(self, url: str, schema: str = "sicooperative", lock_timeout: float = DEFAULT_LOCK_TIMEOUT):
+    def __init__(self, url: str, schema: str = "sicooperative", lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+                 stall_timeout: float = DEFAULT_STALL_TIMEOUT):
         self.url = url
         self.schema = validate_identifier(schema)
-        self.lock_timeout = lock_timeout
+        self.lock_timeout, self.stall_timeout = lock_timeout, stall_timeout
 
     def __repr__(self) -> str:
         return f"SourceDatabase({describe(self.url)}, schema={self.schema})"

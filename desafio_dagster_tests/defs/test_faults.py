@@ -14,12 +14,16 @@ import pytest
 from desafio_dagster.core.faults import PAUSE_VARIABLE
 from desafio_dagster.core.settings import OutputLocation
 from desafio_dagster.core.store import open_store
-from desafio_dagster_tests.fault_proxies import HttpFaultProxy, always, first_attempts
+from desafio_dagster_tests.fault_proxies import HttpFaultProxy, PgFault, TcpFaultProxy, always, first_attempts
 from desafio_dagster_tests.helpers import (
     FULL_REFRESH,
+    assert_untouched,
     expected_files,
     export,
     failed_run_message,
+    failure_message,
+    output,
+    published_files,
     run,
     start_dagster_cli,
 )
@@ -173,3 +177,51 @@ def test_a_local_publication_compares_the_link_before_it_swaps(tmp_path):
         store.publish(store.version_name("c"), replacing=store.version_name("a"))
     assert store.published() == store.version_name("b")
     assert Path(tmp_path / "movements_csv").resolve().name == store.version_name("b")
+
+
+# --- the network between the tasks and Postgres ---------------------------------------------------------
+
+
+def _export_through(proxy: TcpFaultProxy, monkeypatch, run_config: dict | None = None) -> dg.ExecuteInProcessResult:
+    monkeypatch.setenv("DESAFIO_POSTGRES_URL", proxy.url)
+    return run("export", {**FULL_REFRESH, **(run_config or {})})
+
+
+def test_a_connection_reset_mid_copy_is_retried_from_a_fresh_snapshot(published, source, database_url, env_home, monkeypatch):
+    fault = PgFault("reset", after_bytes=4096, times=1)
+    with TcpFaultProxy(database_url, fault) as proxy:
+        result = _export_through(proxy, monkeypatch)
+    assert result.success, failure_message(result)
+    assert fault.hits == ["desafio_dagster export task"] and _step_attempts(result) == 2
+    retried = [str(e.event_specific_data) for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY]
+    assert len(retried) == 1 and "connection to Postgres lost in a Spark task reading" in retried[0], retried
+    assert published_files(output(env_home)) == expected_files(source, True)
+
+
+def test_a_stalled_connection_is_given_up_after_the_stall_timeout_and_retried(published, source, database_url, env_home,
+                                                                               monkeypatch):
+    """The proxy keeps the connection open and passes nothing more: without the task's own bound the read would
+    block for ever (libpq has no read timeout)."""
+    fault = PgFault("stall", after_bytes=4096, times=1)
+    config = {"resources": {"postgres": {"config": {"stall_timeout_seconds": 3}}}}
+    started = time.monotonic()
+    with TcpFaultProxy(database_url, fault) as proxy:
+        result = _export_through(proxy, monkeypatch, config)
+    assert result.success, failure_message(result)
+    assert time.monotonic() - started < 120, "the stall is bounded (3 s, then a retry), never a hang"
+    assert fault.hits == ["desafio_dagster export task"] and _step_attempts(result) == 2
+    failures = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY]
+    assert len(failures) == 1
+    assert "no data from Postgres for 3 s in a Spark task reading" in str(failures[0].event_specific_data), failures[0]
+    assert published_files(output(env_home)) == expected_files(source, True)
+
+
+def test_tasks_refused_by_the_network_fail_the_run_clearly_and_publish_nothing(published, database_url, monkeypatch):
+    fault = PgFault("refuse", times=0)  # every task's connection, on every attempt
+    with TcpFaultProxy(database_url, fault) as proxy:
+        result = _export_through(proxy, monkeypatch)
+    message = failed_run_message(result)
+    assert _step_attempts(result) == 3 and len(fault.hits) >= 3
+    assert "a Spark task: cannot connect to Postgres" in message and "the executors must reach the server" in message, message
+    assert "; nothing was published" in message
+    assert_untouched(published)

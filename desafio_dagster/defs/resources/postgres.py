@@ -4,7 +4,7 @@ import dagster as dg
 from pydantic import Field
 
 from desafio_dagster.core import settings
-from desafio_dagster.core.source_db import DEFAULT_LOCK_TIMEOUT, SourceDatabase, embedded_url
+from desafio_dagster.core.source_db import DEFAULT_LOCK_TIMEOUT, DEFAULT_STALL_TIMEOUT, SourceDatabase, embedded_url
 
 
 class PostgresResource(dg.ConfigurableResource):
@@ -19,6 +19,11 @@ class PostgresResource(dg.ConfigurableResource):
         default=DEFAULT_LOCK_TIMEOUT,
         description="How long a populate or export waits for another one holding the tables before it fails",
     )
+    stall_timeout_seconds: float = Field(
+        default=DEFAULT_STALL_TIMEOUT, gt=0,
+        description="How long an export's Spark task waits for the next bytes from Postgres before it takes the "
+                    "network for stalled and the export starts again from a fresh snapshot",
+    )
     max_export_connections: int = Field(
         default=0, ge=0,
         description="Most connections the export's Spark tasks open at once (one per running task); 0: one per "
@@ -27,4 +32,5 @@ class PostgresResource(dg.ConfigurableResource):
 
     def database(self) -> SourceDatabase:
         url = settings.POSTGRES_URL.value(self.url) or embedded_url(settings.HOME.path(self.home))
-        return SourceDatabase(url, settings.SCHEMA.value(self.schema_name), self.lock_timeout_seconds)
+        return SourceDatabase(url, settings.SCHEMA.value(self.schema_name), self.lock_timeout_seconds,
+                              self.stall_timeout_seconds)
