@@ -10,6 +10,17 @@ class TransientError(DesafioError):
     the step is retried from a fresh snapshot."""
 
 
+# A write that found its disk full, as Python, Java and libc say it.
+DISK_FULL = ("No space left on device", "Disk quota exceeded")
+
+
+def disk_full(cause: str) -> str:
+    """The explained message of an export that ran out of disk space for its output."""
+    return (f"the output's disk is full ({cause}): free space where DESAFIO_OUTPUT_DIR points, or point it at a "
+            f"larger disk; an export needs room for its new version besides the published one until it is "
+            f"published. Nothing was published; the previous output is untouched")
+
+
 def first_line(error: Exception) -> str:
     """The first non-blank line of an error's text (a driver's or a server's often has many)."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]

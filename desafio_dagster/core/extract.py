@@ -265,8 +265,10 @@ class ExportedSnapshot:
                 "stall_timeout": str(self.db.stall_timeout)}
 
     def close(self) -> None:
-        """End the transaction: the snapshot can no longer be imported, and a waiting populate proceeds."""
-        self._closing.close()
+        """End the transaction: the snapshot can no longer be imported, and a waiting populate proceeds. A
+        connection lost meanwhile (a server restarted) ended it already: a read-only transaction, nothing lost."""
+        with contextlib.suppress(psycopg.OperationalError):
+            self._closing.close()
 
     def forget_seen_changes(self) -> int:
         """Once a version of this snapshot is published: remove the journal's rows it saw (rows removed)."""

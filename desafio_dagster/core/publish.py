@@ -21,6 +21,7 @@ published one.
 from __future__ import annotations
 
 import contextlib
+import errno
 import re
 import time
 import uuid
@@ -46,7 +47,7 @@ from desafio_dagster.core.audit import (
     failures,
     manifest_bytes,
 )
-from desafio_dagster.core.errors import TransientError, first_line
+from desafio_dagster.core.errors import TransientError, disk_full, first_line
 from desafio_dagster.core.extract import SourceReadError
 from desafio_dagster.core.incremental import (
     FORMAT_FILE,
@@ -361,10 +362,12 @@ def publish_per_client(
             faults.reached("publish")
         except AuditError:
             raise
-        except BaseException:
+        except BaseException as error:
             for written_record in pending:  # no record written into the version once it is discarded
                 written_record.cancel() or written_record.exception()
             store.discard(version)
+            if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+                raise PublishError(disk_full(first_line(error))) from None
             raise
         cleanup = ""
         with watch("cleanup"):

@@ -26,7 +26,7 @@ from pyspark.sql.connect.session import SparkSession
 from desafio_dagster.core import settings
 from desafio_dagster.core.connect_server import ConnectServer, ConnectServerError, ensure_server, is_alive, state_dir
 from desafio_dagster.core.connect_server import serve as serve_connect
-from desafio_dagster.core.errors import DesafioError, TransientError, first_line
+from desafio_dagster.core.errors import DISK_FULL, DesafioError, TransientError, disk_full, first_line
 from desafio_dagster.core.java import JavaNotFound, find_java_home
 from desafio_dagster.core.sealed import TASK_KEY_VARIABLE, seal
 from desafio_dagster.core.settings import environment
@@ -89,6 +89,8 @@ def spark_job_error(error: BaseException, doing: str) -> DesafioError:
     """An explained error for a failed Spark job: its cause in one line and what to change; transient
     (SparkJobLost) only when an executor or a connection was lost."""
     text, cause = str(error), spark_cause(error)
+    if any(words in text for words in DISK_FULL):
+        return SparkJobError(f"the Spark job {doing} failed: {disk_full(cause)}")
     if _MEMORY.search(text):
         return SparkJobError(f"the Spark job {doing} ran out of memory: {cause}. Give Spark more memory (the spark "
                              f"resource's spark_config: spark.driver.memory, spark.executor.memory); the previous "

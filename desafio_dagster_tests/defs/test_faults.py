@@ -5,18 +5,23 @@ refuses, a Postgres server restarted mid-export, a full output disk. After each:
 complete, audited version, exactly the right files, and nothing is left half-published."""
 
 import os
+import subprocess
+import threading
 import time
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
+from desafio_dagster.core.fakedata import generate
 from desafio_dagster.core.faults import PAUSE_VARIABLE
 from desafio_dagster.core.settings import OutputLocation
+from desafio_dagster.core.source_db import SourceDatabase, embedded_pg_ctl
 from desafio_dagster.core.store import open_store
 from desafio_dagster_tests.fault_proxies import HttpFaultProxy, PgFault, TcpFaultProxy, always, first_attempts
 from desafio_dagster_tests.helpers import (
     FULL_REFRESH,
+    SPEC,
     assert_untouched,
     expected_files,
     export,
@@ -25,6 +30,7 @@ from desafio_dagster_tests.helpers import (
     output,
     published_files,
     run,
+    snapshot,
     start_dagster_cli,
 )
 from desafio_dagster_tests.readers import S3Reader, assert_whole_and_audited
@@ -225,3 +231,88 @@ def test_tasks_refused_by_the_network_fail_the_run_clearly_and_publish_nothing(p
     assert "a Spark task: cannot connect to Postgres" in message and "the executors must reach the server" in message, message
     assert "; nothing was published" in message
     assert_untouched(published)
+
+
+# --- Postgres restarted, the output disk full --------------------------------------------------------------
+
+
+def _held_at(step: str, held: Path, monkeypatch, job) -> tuple[threading.Thread, dict]:
+    """job() in a thread of this process, held at step (DESAFIO_PAUSE_AT) until held is removed: (the thread,
+    where its result goes). Returns once the export is held; later attempts of the step are not held."""
+    monkeypatch.setenv(PAUSE_VARIABLE, f"{step}:{held}")
+    outcome: dict = {}
+    runner = threading.Thread(target=lambda: outcome.update(result=job()), daemon=True)
+    runner.start()
+    deadline = time.monotonic() + 300
+    while not held.exists():
+        assert runner.is_alive(), failure_message(outcome["result"])
+        assert time.monotonic() < deadline, f"the export never reached {step}"
+        time.sleep(0.05)
+    monkeypatch.delenv(PAUSE_VARIABLE)
+    return runner, outcome
+
+
+@pytest.mark.parametrize(("step", "attempts"), [("snapshot", 2), ("tasks", 1)])
+def test_postgres_restarted_mid_export_the_run_goes_on_or_retries_and_the_output_is_exact(
+        step, attempts, private_server, env_home, monkeypatch, tmp_path):
+    """Restarted with the snapshot open and nothing read: the tasks cannot import it, the step starts again from a
+    fresh one. Restarted once the tasks have read everything: the export publishes what it read."""
+    home, url = private_server
+    db = SourceDatabase(url, "sicooperative")
+    db.replace(generate(SPEC))
+    monkeypatch.setenv("DESAFIO_POSTGRES_URL", url)
+    export()
+    _changed(db)
+    held = tmp_path / "held"
+    runner, outcome = _held_at(step, held, monkeypatch, lambda: run("export"))
+    embedded_pg_ctl(home, "-w", "-m", "fast", "restart")  # the export's own connection and snapshot are gone
+    held.unlink()
+    runner.join(300)
+    result = outcome["result"]
+    assert result.success, failure_message(result)
+    assert _step_attempts(result) == attempts
+    if attempts > 1:
+        retried = [str(e.event_specific_data) for e in result.all_events
+                   if e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY]
+        assert any("the export's snapshot is gone" in r or "connection to Postgres" in r or "a Spark task" in r
+                   for r in retried), retried
+    assert published_files(output(env_home)) == expected_files(db, True)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A tmpfs of the test's own (64 MiB until the test shrinks it), unmounted afterwards."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(disk)], capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"this machine does not let the tests mount a small filesystem: {mounted.stderr.strip()}")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=True)
+
+
+def _resize(disk: Path, size: int) -> None:
+    subprocess.run(["mount", "-o", f"remount,size={size}", str(disk)], check=True)
+
+
+def test_a_full_output_disk_fails_clearly_and_leaves_the_previous_version_whole(source, small_disk, monkeypatch):
+    monkeypatch.setenv("DESAFIO_OUTPUT_DIR", str(small_disk))
+    export()
+    folder = small_disk / "movements_csv"
+    published = (folder, snapshot(folder), folder.resolve())
+    disk = os.statvfs(small_disk)
+    used = (disk.f_blocks - disk.f_bfree) * disk.f_frsize
+    _resize(small_disk, used + used // 2)  # room for half of another version
+    result = run("export", FULL_REFRESH)
+    message = failed_run_message(result)
+    assert "the output's disk is full (" in message and "No space left on device" in message, message
+    assert "free space where DESAFIO_OUTPUT_DIR points" in message and _step_attempts(result) == 1
+    assert_untouched(published)
+    left = {p.name for p in small_disk.iterdir()} - {"movements_csv", ".movements_csv.lock"}
+    assert left == {published[2].name}, "the failed version is gone (and a full export needs no twin to recycle)"
+
+    _resize(small_disk, 64 * 1024 * 1024)
+    export(FULL_REFRESH)
+    assert published_files(folder) == expected_files(source, True)
