@@ -9,7 +9,7 @@ DESAFIO_OUTPUT_DIR := $(call or_default,DESAFIO_OUTPUT_DIR,$(CURDIR)/data)
 DAGSTER_HOME := $(call or_default,DAGSTER_HOME,$(DESAFIO_HOME)/dagster)
 export DESAFIO_HOME DESAFIO_OUTPUT_DIR DAGSTER_HOME
 
-.PHONY: run test test-quick check ui install install-dev bench stop stop-db clean screenshot java test-tools
+.PHONY: run test test-quick chaos check ui install install-dev bench stop stop-db clean screenshot java test-tools
 
 # Behind a TLS-intercepting proxy: EXTRA_CA_BUNDLE=/path/to/proxy-ca.pem make run. pip then
 # trusts that bundle in addition to its own CA list (never instead of verification).
@@ -65,7 +65,12 @@ PARALLEL = $(BIN)/python -m pytest -n 3 --durations=15
 # The quick loop: no Docker, browser or cluster, and none of the tests that start the project's
 # commands in a fresh Python and JVM (marked `command`).
 test-quick: java check
-	$(PARALLEL) -m "not system and not command" $(PYTEST_ARGS)
+	$(PARALLEL) -m "not system and not command and not chaos" $(PYTEST_ARGS)
+
+# The faults, counted: every test that injects one (a crash at each named step, S3's errors, the network to
+# Postgres, a restart, a full disk), then their table. make test runs them too.
+chaos: java install-dev
+	$(PARALLEL) -m chaos $(PYTEST_ARGS)
 
 # The whole suite: every test outside desafio_dagster_tests/system/ (the command tests included),
 # then the system tests one at a time.

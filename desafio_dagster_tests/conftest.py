@@ -158,3 +158,36 @@ def s3(monkeypatch):
         requests.post(f"{s3.endpoint}/moto-api/reset", timeout=10)  # forget every bucket
     finally:
         server.stop()
+
+
+# --- the fault table: each test marked chaos(fault=..., where=..., outcome=...) is one row ----------------
+
+
+def pytest_collection_modifyitems(items):
+    """A chaos test's row, its parameters filled in, rides on its reports (xdist sends them to the controller)."""
+    for item in items:
+        mark = item.get_closest_marker("chaos")
+        if mark and mark.kwargs:
+            params = item.callspec.params if hasattr(item, "callspec") else {}
+            item.user_properties.append(("chaos", {key: value.format(**params) for key, value in mark.kwargs.items()}))
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The fault table (make chaos, make test): fault, where it was injected, what the export did, and whether
+    the test found the published output whole, audited and exactly the right files afterwards."""
+    rows = {}
+    for category in ("passed", "failed", "error", "skipped"):
+        for report in terminalreporter.stats.get(category, []):
+            row = dict(report.user_properties).get("chaos")
+            if row and (report.nodeid not in rows or category != "passed"):
+                intact = {"passed": "yes", "skipped": "not run"}.get(category, "NO: the test failed")
+                rows[report.nodeid] = (row["fault"], row["where"], row["outcome"], intact)
+    if rows:
+        header = ("fault", "injected at", "outcome", "output whole and exact")
+        lines = [header, *sorted(rows.values())]
+        widths = [max(len(line[i]) for line in lines) for i in range(4)]
+        terminalreporter.section("faults, counted")
+        for number, line in enumerate(lines):
+            terminalreporter.line(" | ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip())
+            if number == 0:
+                terminalreporter.line("-+-".join("-" * width for width in widths))

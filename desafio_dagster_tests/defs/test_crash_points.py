@@ -30,6 +30,8 @@ def published_at(request, env_home, source):
 
 
 @pytest.mark.command
+@pytest.mark.chaos(fault="SIGKILL of the export ({published_at})", where="step {step}",
+                   outcome="a reader finds the old or the new version, whole; the next run cleans up")
 @pytest.mark.parametrize("step", STEPS)
 def test_a_run_killed_at_each_step_leaves_one_whole_version_and_the_next_run_publishes_the_uninterrupted_output(
         step, published_at, source, tmp_path):

@@ -64,6 +64,10 @@ def _changed(source) -> None:
         conn.execute("UPDATE associado SET sobrenome = sobrenome || ' Neto' WHERE id IN (5, 6)")
 
 
+@pytest.mark.chaos(
+    fault="S3: 503, 500, drops before and after the request applies, answers cut mid-body, slow answers",
+    where="first attempt of every read and most writes; a full, then an incremental export",
+    outcome="published; each fault absorbed by a retried request, no step retried")
 def test_object_store_errors_resets_and_slow_answers_are_retried_and_exactly_the_right_files_published(
         on_s3, source, monkeypatch):
     s3, reader, store = on_s3
@@ -97,6 +101,10 @@ def _fault_for(method: str, name: str) -> str | None:
     return None
 
 
+@pytest.mark.chaos(
+    fault="S3: one client file's PUT always answers 503",
+    where='that PUT, on every attempt',
+    outcome='fails after 3 step attempts of 5 requests each; pointer unchanged; next run cleans up')
 def test_a_put_that_always_fails_publishes_nothing_and_the_previous_version_stays_readable(on_s3, source, monkeypatch):
     s3, reader, _ = on_s3
     export()
@@ -119,6 +127,10 @@ def test_a_put_that_always_fails_publishes_nothing_and_the_previous_version_stay
     assert versions == {published}
 
 
+@pytest.mark.chaos(
+    fault="S3: the pointer's PUT always answers 500",
+    where='the swap',
+    outcome='fails after 3 step attempts; pointer unchanged; the unpublished versions removed')
 def test_a_pointer_that_cannot_be_written_publishes_nothing_and_the_version_is_removed(on_s3, source, monkeypatch):
     s3, reader, _ = on_s3
     export()
@@ -136,6 +148,10 @@ def test_a_pointer_that_cannot_be_written_publishes_nothing_and_the_version_is_r
 
 
 @pytest.mark.command
+@pytest.mark.chaos(
+    fault='S3: two exporters on one prefix',
+    where='one held after its audit while the other publishes',
+    outcome='the held one fails clearly (its compare-and-swap loses) and removes its version')
 def test_of_two_exporters_racing_on_one_prefix_exactly_one_publishes_and_the_other_removes_its_version(
         on_s3, source, tmp_path):
     """The pointer is a compare-and-swap: exporter A, held after its audit (before its swap), finds that B
@@ -169,6 +185,10 @@ def test_of_two_exporters_racing_on_one_prefix_exactly_one_publishes_and_the_oth
     assert _versions(s3) <= {first, by_b}, "A's version is gone"
 
 
+@pytest.mark.chaos(
+    fault='local: a swap from a version no longer published',
+    where='the swap',
+    outcome='refused, the link unchanged')
 def test_a_local_publication_compares_the_link_before_it_swaps(tmp_path):
     """Locally the export holds the output's lock from its cleanup to its swap, so no rival can publish between;
     the swap still refuses to replace a version other than the one the export started from."""
@@ -193,6 +213,10 @@ def _export_through(proxy: TcpFaultProxy, monkeypatch, run_config: dict | None =
     return run("export", {**FULL_REFRESH, **(run_config or {})})
 
 
+@pytest.mark.chaos(
+    fault='Postgres network: a reset',
+    where="a task's connection, after 4 KiB from the server (mid-COPY)",
+    outcome='the step starts again from a fresh snapshot and publishes')
 def test_a_connection_reset_mid_copy_is_retried_from_a_fresh_snapshot(published, source, database_url, env_home, monkeypatch):
     fault = PgFault("reset", after_bytes=4096, times=1)
     with TcpFaultProxy(database_url, fault) as proxy:
@@ -204,6 +228,10 @@ def test_a_connection_reset_mid_copy_is_retried_from_a_fresh_snapshot(published,
     assert published_files(output(env_home)) == expected_files(source, True)
 
 
+@pytest.mark.chaos(
+    fault='Postgres network: a stall (open, nothing passes)',
+    where="a task's connection, after 4 KiB from the server",
+    outcome='given up after stall_timeout_seconds (3 s here), then as a reset')
 def test_a_stalled_connection_is_given_up_after_the_stall_timeout_and_retried(published, source, database_url, env_home,
                                                                                monkeypatch):
     """The proxy keeps the connection open and passes nothing more: without the task's own bound the read would
@@ -222,6 +250,10 @@ def test_a_stalled_connection_is_given_up_after_the_stall_timeout_and_retried(pu
     assert published_files(output(env_home)) == expected_files(source, True)
 
 
+@pytest.mark.chaos(
+    fault="Postgres network: every task's connection refused",
+    where='each connect of each attempt',
+    outcome='fails clearly after 3 step attempts; previous output untouched')
 def test_tasks_refused_by_the_network_fail_the_run_clearly_and_publish_nothing(published, database_url, monkeypatch):
     fault = PgFault("refuse", times=0)  # every task's connection, on every attempt
     with TcpFaultProxy(database_url, fault) as proxy:
@@ -253,6 +285,10 @@ def _held_at(step: str, held: Path, monkeypatch, job) -> tuple[threading.Thread,
 
 
 @pytest.mark.parametrize(("step", "attempts"), [("snapshot", 2), ("tasks", 1)])
+@pytest.mark.chaos(
+    fault='Postgres restarted (pg_ctl restart -m fast)',
+    where='step {step}',
+    outcome='{attempts} step attempt(s), then published')
 def test_postgres_restarted_mid_export_the_run_goes_on_or_retries_and_the_output_is_exact(
         step, attempts, private_server, env_home, monkeypatch, tmp_path):
     """Restarted with the snapshot open and nothing read: the tasks cannot import it, the step starts again from a
@@ -297,6 +333,10 @@ def _resize(disk: Path, size: int) -> None:
     subprocess.run(["mount", "-o", f"remount,size={size}", str(disk)], check=True)
 
 
+@pytest.mark.chaos(
+    fault='local: the output disk full (a small tmpfs)',
+    where="the tasks' writes of a full export",
+    outcome='fails once, names the full disk and the fix; half-written version removed')
 def test_a_full_output_disk_fails_clearly_and_leaves_the_previous_version_whole(source, small_disk, monkeypatch):
     monkeypatch.setenv("DESAFIO_OUTPUT_DIR", str(small_disk))
     export()
