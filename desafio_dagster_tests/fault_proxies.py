@@ -3,6 +3,7 @@ front of Postgres. Each decides its faults from the names in the traffic (a requ
 application_name), never from timing, so a test that uses one injects the same faults on every run."""
 
 import collections
+import re
 import socket
 import struct
 import threading
@@ -29,7 +30,8 @@ class S3Call:
     method: str
     key: str  # the request's path without its query: /bucket/key
     query: str
-    attempt: int  # 1 for the first request of this method, path and query, 2 for its first retry, …
+    attempt: int  # 1 for a request's first attempt, 2 for the SDK's first retry of it, …
+    seen: int  # how many requests of this method, path and query came so far, this one included
 
     @property
     def name(self) -> str:
@@ -42,11 +44,6 @@ class S3Call:
 # answer), "reset" (before the server sees the request), "lost" (the server applies it, then the answer is lost to
 # a reset), "cut" (the answer reset halfway through its body), "slow" (answered after HttpFaultProxy.delay).
 FaultPlan = Callable[[S3Call], "str | None"]
-
-
-def first_attempts(plan: FaultPlan) -> FaultPlan:
-    """plan's faults on the first attempt of each call only: a client that retries gets through."""
-    return lambda call: plan(call) if call.attempt == 1 else None
 
 
 def always(fault: str, of: Callable[[S3Call], bool]) -> FaultPlan:
@@ -83,7 +80,10 @@ class HttpFaultProxy:
         query = environ.get("QUERY_STRING", "")
         with self._lock:
             self.calls[(request.method, request.path, query)] += 1
-            call = S3Call(request.method, request.path, query, self.calls[(request.method, request.path, query)])
+            # The SDKs number their attempts of one request (amz-sdk-request: attempt=N; max=M); else: the calls so far.
+            seen = self.calls[(request.method, request.path, query)]
+            numbered = re.search(r"attempt=(\d+)", request.headers.get("amz-sdk-request", ""))
+            call = S3Call(request.method, request.path, query, int(numbered.group(1)) if numbered else seen, seen)
             fault = self.plan(call)
             if fault:
                 self.injected[fault] += 1

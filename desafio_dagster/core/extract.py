@@ -307,7 +307,9 @@ class StallWatch:
     timeout, so a network that stalls (a connection kept open, nothing passed) would block the read forever."""
 
     def __init__(self, conn: psycopg.Connection, seconds: float):
-        self.fd, self.seconds, self.last, self.stalled = conn.pgconn.socket, seconds, time.monotonic(), False
+        # A socket of its own on the connection's (a dup): never a descriptor that libpq closed and the process reused.
+        self.sock = socket.socket(fileno=os.dup(conn.pgconn.socket))
+        self.seconds, self.last, self.stalled = seconds, time.monotonic(), False
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._watch, daemon=True)
 
@@ -318,6 +320,7 @@ class StallWatch:
     def __exit__(self, *exc) -> None:
         self._done.set()
         self._thread.join()
+        self.sock.close()
 
     def fed(self) -> None:
         self.last = time.monotonic()
@@ -326,8 +329,8 @@ class StallWatch:
         while not self._done.wait(min(1.0, self.seconds / 4)):
             if time.monotonic() - self.last > self.seconds:
                 self.stalled = True
-                with contextlib.suppress(OSError), socket.socket(fileno=os.dup(self.fd)) as sock:
-                    sock.shutdown(socket.SHUT_RDWR)  # the blocked read returns: the connection is lost
+                with contextlib.suppress(OSError):
+                    self.sock.shutdown(socket.SHUT_RDWR)  # the blocked read returns: the connection is lost
                 return
 
 

@@ -75,7 +75,15 @@ from desafio_dagster.core.layout import (
 from desafio_dagster.core.progress import Stopwatch
 from desafio_dagster.core.sealed import unseal_into_environment
 from desafio_dagster.core.spark_session import spark_job_error, task_slots
-from desafio_dagster.core.store import PublishError, Store, StoreUnavailable, open_attempt, open_store, read_s3_files
+from desafio_dagster.core.store import (
+    PublishError,
+    PublishOutcomeUnknown,
+    Store,
+    StoreUnavailable,
+    open_attempt,
+    open_store,
+    read_s3_files,
+)
 from desafio_dagster.core.transform import KEY_COLUMNS, RangeReader, SnapshotView
 
 _HEADER_BYTES = HEADER.encode()
@@ -360,13 +368,13 @@ def publish_per_client(
             with watch("publish"):
                 previous = store.publish(version, replacing=current)
             faults.reached("publish")
-        except AuditError:
+        except (AuditError, PublishOutcomeUnknown):  # kept: for inspection, or because it may be the published one
             raise
         except BaseException as error:
             for written_record in pending:  # no record written into the version once it is discarded
                 written_record.cancel() or written_record.exception()
             store.discard(version)
-            if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+            if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise PublishError(disk_full(first_line(error))) from None
             raise
         cleanup = ""

@@ -70,6 +70,11 @@ class PublishRaceLost(PublishError):
     """Another export published the output after this one started from what it published before."""
 
 
+class PublishOutcomeUnknown(PublishError):
+    """The pointer's write may have landed, and whether it did cannot be read back: the version is kept (never
+    discarded, readers may be using it); the next export's cleanup judges it by the pointer."""
+
+
 def race_lost(uri: str, expected: str | None, found: str | None) -> PublishRaceLost:
     return PublishRaceLost(
         f"another export published {uri} while this one ran (it now names {found or 'no version'}, not "
@@ -592,10 +597,14 @@ class StoreUnavailable(PublishError, TransientError):
 def _s3_error(error: Exception, what: str) -> PublishError:
     names = ", ".join(AWS_VARIABLES)
     cause = first_line(error).rstrip(".")
-    status = getattr(error, "response", {}).get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
-    if status >= 500 or _UNAVAILABLE.search(str(error)):
-        return StoreUnavailable(f"{what}: {cause}. The store kept failing through every retry (5 attempts "
-                                f"with backoff): the step is tried again later; the previous output is untouched")
+    from botocore.exceptions import ConnectionError as NetworkError
+    from botocore.exceptions import HTTPClientError
+
+    status = (getattr(error, "response", None) or {}).get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+    network = isinstance(error, (NetworkError, HTTPClientError)) or "NETWORK_CONNECTION" in str(error)
+    if (status >= 500 and status != 501) or network or _UNAVAILABLE.search(str(error)):  # 501: not supported there
+        return StoreUnavailable(f"{what}: {cause}. The store kept failing through every retry with backoff: the "
+                                f"step is tried again later; the previous output is untouched")
     return PublishError(f"{what}: {cause}. "
                         f"Check the bucket exists and the credentials and endpoint in the environment ({names}) "
                         f"allow it; the previous output is untouched")
@@ -702,24 +711,41 @@ class S3Store(Store):
         replacing (If-Match), or on there being none (If-None-Match). Of two exports racing, one publishes."""
         from botocore.exceptions import ClientError
 
-        found, etag = self._named_in(POINTER_FILE)
-        if found != replacing:
-            raise race_lost(self.uri(), replacing, found)
         body = f"{version}\n".encode()
-        condition = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
+        for _ in range(3):  # a 409 (concurrent conditional writes), or the pointer rewritten with the same name: again
+            found, etag = self._named_in(POINTER_FILE)
+            if found != replacing:
+                raise race_lost(self.uri(), replacing, found)
+            condition = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
+            try:
+                s3_client().put_object(Bucket=self.bucket, Key=self.key_prefix + POINTER_FILE, Body=body,
+                                       ContentMD5=base64.b64encode(hashlib.md5(body).digest()).decode(), **condition)
+                return replacing
+            except Exception as error:  # botocore raises several kinds
+                # The write may have landed all the same (the SDK retries one whose answer was lost): the pointer says.
+                now = self._pointer_after_write(version)
+                if now == version:
+                    return replacing
+                conflict = isinstance(error, ClientError) and error.response.get("Error", {}).get("Code") in (
+                    "PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey")
+                if not conflict:
+                    raise _s3_error(error, f"could not publish {self.uri()}") from None
+                if now != replacing:
+                    if error.response.get("ResponseMetadata", {}).get("RetryAttempts", 0):
+                        raise PublishOutcomeUnknown(  # this run's earlier attempt may have landed before the other's
+                            f"{race_lost(self.uri(), replacing, now)}; this run's own write may have landed first, "
+                            f"so its version is left for the next cleanup to judge") from None
+                    raise race_lost(self.uri(), replacing, now) from None
+        raise PublishError(f"could not publish {self.uri()}: its pointer was rewritten under every one of 3 conditional "
+                           f"writes (another export at work on this prefix?); nothing was published")
+
+    def _pointer_after_write(self, version: str) -> str | None:
+        """The name the pointer holds after a write of version whose outcome is unclear; PublishOutcomeUnknown if
+        it cannot be read (the version is then never discarded: it may be the published one)."""
         try:
-            s3_client().put_object(Bucket=self.bucket, Key=self.key_prefix + POINTER_FILE, Body=body,
-                                   ContentMD5=base64.b64encode(hashlib.md5(body).digest()).decode(), **condition)
-        except ClientError as error:
-            if error.response.get("Error", {}).get("Code") not in ("PreconditionFailed", "ConditionalRequestConflict"):
-                raise _s3_error(error, f"could not publish {self.uri()}") from None
-            # Someone wrote the pointer since it was read: another export, or this PUT's own first attempt,
-            # which the SDK retried after its answer was lost.
-            if (found := self.published()) != version:
-                raise race_lost(self.uri(), replacing, found) from None
-        except Exception as error:  # botocore raises several kinds
-            raise _s3_error(error, f"could not publish {self.uri()}") from None
-        return replacing
+            return self.published()
+        except PublishError as unreadable:
+            raise PublishOutcomeUnknown(f"could not tell whether {self.uri()} now names {version}: {unreadable}") from None
 
     def reject(self, version: str, token: str) -> str:
         old = self._name_in(REJECTED_FILE)

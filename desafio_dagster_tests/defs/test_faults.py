@@ -18,7 +18,7 @@ from desafio_dagster.core.faults import PAUSE_VARIABLE
 from desafio_dagster.core.settings import OutputLocation
 from desafio_dagster.core.source_db import SourceDatabase, embedded_pg_ctl
 from desafio_dagster.core.store import open_store
-from desafio_dagster_tests.fault_proxies import HttpFaultProxy, PgFault, TcpFaultProxy, always, first_attempts
+from desafio_dagster_tests.fault_proxies import HttpFaultProxy, PgFault, S3Call, TcpFaultProxy, always
 from desafio_dagster_tests.helpers import (
     FULL_REFRESH,
     SPEC,
@@ -71,8 +71,7 @@ def _changed(source) -> None:
 def test_object_store_errors_resets_and_slow_answers_are_retried_and_exactly_the_right_files_published(
         on_s3, source, monkeypatch):
     s3, reader, store = on_s3
-    plan = first_attempts(lambda call: _fault_for(call.method, call.name))
-    with HttpFaultProxy(s3.endpoint, plan, delay=0.5) as proxy:
+    with HttpFaultProxy(s3.endpoint, _fault_for, delay=0.5) as proxy:
         _through(proxy, monkeypatch)
         full, _ = export()
         assert reader.published_files() == expected_files(source, True)
@@ -88,16 +87,18 @@ def test_object_store_errors_resets_and_slow_answers_are_retried_and_exactly_the
     assert sum(proxy.injected.values()) >= 20, proxy.injected
 
 
-def _fault_for(method: str, name: str) -> str | None:
-    """One of each fault on the client files' writes (by client id), every read's answer cut off halfway, and
-    the pointer's conditional write applied but its answer lost: the SDK's retry then finds the pointer changed,
-    by this very export."""
-    if method == "GET":
-        return "cut"
-    if method == "PUT" and name == "_published":
+def _fault_for(call: S3Call) -> str | None:
+    """The first read of each object cut off halfway; on the first attempt of a write, one of each fault on the
+    client files (by client id), and each export's conditional write of the pointer applied but its answer lost:
+    the SDK's retry then finds the pointer changed, by this very export."""
+    if call.method == "GET":
+        return "cut" if call.seen == 1 else None
+    if call.attempt > 1:
+        return None
+    if call.method == "PUT" and call.name == "_published":
         return "lost"
-    if method == "PUT" and name[:8].isdigit():
-        return ("503", "500", "reset", "lost", "slow", None)[int(name[:8]) % 6]
+    if call.method == "PUT" and call.name[:8].isdigit():
+        return ("503", "500", "reset", "lost", "slow", None)[int(call.name[:8]) % 6]
     return None
 
 
@@ -231,22 +232,22 @@ def test_a_connection_reset_mid_copy_is_retried_from_a_fresh_snapshot(published,
 @pytest.mark.chaos(
     fault='Postgres network: a stall (open, nothing passes)',
     where="a task's connection, after 4 KiB from the server",
-    outcome='given up after stall_timeout_seconds (3 s here), then as a reset')
+    outcome='given up after stall_timeout_seconds (10 s here), then as a reset')
 def test_a_stalled_connection_is_given_up_after_the_stall_timeout_and_retried(published, source, database_url, env_home,
                                                                                monkeypatch):
     """The proxy keeps the connection open and passes nothing more: without the task's own bound the read would
     block for ever (libpq has no read timeout)."""
     fault = PgFault("stall", after_bytes=4096, times=1)
-    config = {"resources": {"postgres": {"config": {"stall_timeout_seconds": 3}}}}
+    config = {"resources": {"postgres": {"config": {"stall_timeout_seconds": 10}}}}
     started = time.monotonic()
     with TcpFaultProxy(database_url, fault) as proxy:
         result = _export_through(proxy, monkeypatch, config)
     assert result.success, failure_message(result)
-    assert time.monotonic() - started < 120, "the stall is bounded (3 s, then a retry), never a hang"
+    assert time.monotonic() - started < 150, "the stall is bounded (10 s, then a retry), never a hang"
     assert fault.hits == ["desafio_dagster export task"] and _step_attempts(result) == 2
     failures = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY]
     assert len(failures) == 1
-    assert "no data from Postgres for 3 s in a Spark task reading" in str(failures[0].event_specific_data), failures[0]
+    assert "no data from Postgres for 10 s in a Spark task reading" in str(failures[0].event_specific_data), failures[0]
     assert published_files(output(env_home)) == expected_files(source, True)
 
 
@@ -273,11 +274,17 @@ def _held_at(step: str, held: Path, monkeypatch, job) -> tuple[threading.Thread,
     where its result goes). Returns once the export is held; later attempts of the step are not held."""
     monkeypatch.setenv(PAUSE_VARIABLE, f"{step}:{held}")
     outcome: dict = {}
-    runner = threading.Thread(target=lambda: outcome.update(result=job()), daemon=True)
+    def target():
+        try:
+            outcome["result"] = job()
+        except BaseException as error:  # shown by the test, not lost in the thread
+            outcome["error"] = error
+
+    runner = threading.Thread(target=target, daemon=True)
     runner.start()
     deadline = time.monotonic() + 300
     while not held.exists():
-        assert runner.is_alive(), failure_message(outcome["result"])
+        assert runner.is_alive(), outcome.get("error") or failure_message(outcome["result"])
         assert time.monotonic() < deadline, f"the export never reached {step}"
         time.sleep(0.05)
     monkeypatch.delenv(PAUSE_VARIABLE)
@@ -291,8 +298,8 @@ def _held_at(step: str, held: Path, monkeypatch, job) -> tuple[threading.Thread,
     outcome='{attempts} step attempt(s), then published')
 def test_postgres_restarted_mid_export_the_run_goes_on_or_retries_and_the_output_is_exact(
         step, attempts, private_server, env_home, monkeypatch, tmp_path):
-    """Restarted with the snapshot open and nothing read: the tasks cannot import it, the step starts again from a
-    fresh one. Restarted once the tasks have read everything: the export publishes what it read."""
+    """Restarted with the snapshot open and nothing read: the export's own connection is gone, the step starts
+    again from a fresh snapshot. Restarted once the tasks have read everything: the export publishes what it read."""
     home, url = private_server
     db = SourceDatabase(url, "sicooperative")
     db.replace(generate(SPEC))
@@ -304,14 +311,14 @@ def test_postgres_restarted_mid_export_the_run_goes_on_or_retries_and_the_output
     embedded_pg_ctl(home, "-w", "-m", "fast", "restart")  # the export's own connection and snapshot are gone
     held.unlink()
     runner.join(300)
+    assert not runner.is_alive() and "error" not in outcome, outcome.get("error")
     result = outcome["result"]
     assert result.success, failure_message(result)
     assert _step_attempts(result) == attempts
     if attempts > 1:
         retried = [str(e.event_specific_data) for e in result.all_events
                    if e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY]
-        assert any("the export's snapshot is gone" in r or "connection to Postgres" in r or "a Spark task" in r
-                   for r in retried), retried
+        assert len(retried) == 1 and "connection to Postgres lost" in retried[0], retried
     assert published_files(output(env_home)) == expected_files(db, True)
 
 
