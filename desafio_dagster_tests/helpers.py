@@ -152,6 +152,19 @@ def export(run_config: dict | None = None, instance: dg.DagsterInstance | None =
     return result, {key: value.value for key, value in metadata.items()}
 
 
+# A populate's generation config (the source_database op's), small.
+SMALL_CONFIG = {"clients": 30, "accounts_per_client": [1, 2], "cards_per_account": [1, 2], "movements_per_card": [1, 4], "seed": 5}
+
+
+def run_populate(config: dict, **kwargs) -> dg.ExecuteInProcessResult:
+    """The populate job with that generation config, in this process (an ephemeral instance)."""
+    from desafio_dagster.definitions import defs
+
+    return defs.resolve_job_def("populate").execute_in_process(
+        run_config={"ops": {"source_database": {"config": config}}}, instance=dg.DagsterInstance.ephemeral(), **kwargs
+    )
+
+
 # The export's run config that rewrites every file, even when nothing changed since the last export.
 FULL_REFRESH = {"ops": {"movements_csv": {"config": {"full_refresh": True}}}}
 

@@ -319,7 +319,6 @@ def publish_per_client(
                 raise PublishError(f"client {twice[0]} was written twice: the view is not one row set per client")
             if not len(index):
                 raise PublishError("the view has no clients: nothing to publish; the previous output is untouched")
-            # Each file's scan as its task read it back (or as it was when carried), with the version that wrote it.
             # Each file's size and mtime as its task stored it or as its record says (null where the listing gives them).
             scanned = pa.concat_tables([pa.table({
                 "file": written["file"], "bytes": written["bytes"], "mtime_ns": written["mtime_ns"],

@@ -8,8 +8,7 @@ import pytest
 from desafio_dagster.definitions import defs
 from desafio_dagster.defs.assets.source import RAW_TABLES
 from desafio_dagster.defs.assets.source_checks import RULES
-from desafio_dagster_tests.defs.test_source_assets import SMALL_CONFIG, run_populate
-from desafio_dagster_tests.helpers import failed_run_message
+from desafio_dagster_tests.helpers import SMALL_CONFIG, failed_run_message, run_populate
 
 GROWTH_CONFIG = {"add_days": 2, "active_clients_per_day": 0.2, "new_clients_per_day": 0.1, "seed": 9}
 

@@ -7,16 +7,7 @@ import yaml
 from desafio_dagster.definitions import defs
 from desafio_dagster.defs.assets.source import COLUMN_SCHEMAS, RAW_TABLES
 from desafio_dagster.defs.assets.source_checks import RULES, evaluate
-from desafio_dagster_tests.helpers import dagster_cli, failure_message
-
-SMALL_CONFIG = {"clients": 30, "accounts_per_client": [1, 2], "cards_per_account": [1, 2], "movements_per_card": [1, 4], "seed": 5}
-
-
-def run_populate(config: dict, **kwargs) -> dg.ExecuteInProcessResult:
-    job = defs.resolve_job_def("populate")
-    return job.execute_in_process(
-        run_config={"ops": {"source_database": {"config": config}}}, instance=dg.DagsterInstance.ephemeral(), **kwargs
-    )
+from desafio_dagster_tests.helpers import SMALL_CONFIG, dagster_cli, failure_message, run_populate
 
 
 def test_populate_materializes_the_four_tables_with_metadata_and_passing_checks(source_db):

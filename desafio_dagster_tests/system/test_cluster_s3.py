@@ -10,7 +10,7 @@ from pathlib import Path
 from desafio_dagster.core.connect_server import state_dir, stop_server
 from desafio_dagster.core.fakedata import generate
 from desafio_dagster_tests.helpers import dagster_cli, expected_files
-from desafio_dagster_tests.system.test_cluster import (
+from desafio_dagster_tests.system.spark_cluster import (
     EXPORT_TIMEOUT,
     SPEC,
     Cluster,
