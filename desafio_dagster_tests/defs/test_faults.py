@@ -269,26 +269,29 @@ def test_tasks_refused_by_the_network_fail_the_run_clearly_and_publish_nothing(p
 # --- Postgres restarted, the output disk full --------------------------------------------------------------
 
 
-def _held_at(step: str, held: Path, monkeypatch, job) -> tuple[threading.Thread, dict]:
-    """job() in a thread of this process, held at step (DESAFIO_PAUSE_AT) until held is removed: (the thread,
-    where its result goes). Returns once the export is held; later attempts of the step are not held."""
+def _held_at(step: str, held: Path, monkeypatch, act) -> threading.Thread:
+    """Hold the next export at step (DESAFIO_PAUSE_AT): a thread waits until it is held there, then runs act() and
+    lets it go on (later attempts are not held). The export itself runs in the test's thread (Dagster's ephemeral
+    instance is not to be shared between threads). Join the thread, then check its `error`."""
     monkeypatch.setenv(PAUSE_VARIABLE, f"{step}:{held}")
-    outcome: dict = {}
-    def target():
-        try:
-            outcome["result"] = job()
-        except BaseException as error:  # shown by the test, not lost in the thread
-            outcome["error"] = error
 
-    runner = threading.Thread(target=target, daemon=True)
-    runner.start()
-    deadline = time.monotonic() + 300
-    while not held.exists():
-        assert runner.is_alive(), outcome.get("error") or failure_message(outcome["result"])
-        assert time.monotonic() < deadline, f"the export never reached {step}"
-        time.sleep(0.05)
-    monkeypatch.delenv(PAUSE_VARIABLE)
-    return runner, outcome
+    def release():
+        try:
+            deadline = time.monotonic() + 300
+            while not held.exists():
+                assert time.monotonic() < deadline, f"the export never reached {step}"
+                time.sleep(0.05)
+            os.environ.pop(PAUSE_VARIABLE)
+            act()
+        except BaseException as error:  # shown by the test, not lost in the thread
+            releaser.error = error
+        finally:
+            held.unlink(missing_ok=True)
+
+    releaser = threading.Thread(target=release, daemon=True)
+    releaser.error = None
+    releaser.start()
+    return releaser
 
 
 @pytest.mark.parametrize(("step", "attempts"), [("snapshot", 2), ("tasks", 1)])
@@ -306,13 +309,11 @@ def test_postgres_restarted_mid_export_the_run_goes_on_or_retries_and_the_output
     monkeypatch.setenv("DESAFIO_POSTGRES_URL", url)
     export()
     _changed(db)
-    held = tmp_path / "held"
-    runner, outcome = _held_at(step, held, monkeypatch, lambda: run("export"))
-    embedded_pg_ctl(home, "-w", "-m", "fast", "restart")  # the export's own connection and snapshot are gone
-    held.unlink()
-    runner.join(300)
-    assert not runner.is_alive() and "error" not in outcome, outcome.get("error")
-    result = outcome["result"]
+    releaser = _held_at(step, tmp_path / "held", monkeypatch,  # the export's own connection and snapshot go
+                        lambda: embedded_pg_ctl(home, "-w", "-m", "fast", "restart"))
+    result = run("export")
+    releaser.join(300)
+    assert not releaser.is_alive() and releaser.error is None, releaser.error
     assert result.success, failure_message(result)
     assert _step_attempts(result) == attempts
     if attempts > 1:
