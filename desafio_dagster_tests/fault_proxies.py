@@ -3,6 +3,7 @@ front of Postgres. Each decides its faults from the names in the traffic (a requ
 application_name), never from timing, so a test that uses one injects the same faults on every run."""
 
 import collections
+import contextlib
 import re
 import socket
 import struct
@@ -170,11 +171,11 @@ class TcpFaultProxy:
 
     def __exit__(self, *exc) -> None:
         self._closing.set()
-        with _quiet():
+        with contextlib.suppress(OSError):
             self._listener.shutdown(socket.SHUT_RDWR)  # wakes the accept (a close alone does not, on Linux)
         self._listener.close()
         for sock in list(self._open):
-            with _quiet():
+            with contextlib.suppress(OSError):
                 sock.close()
         self._thread.join()
 
@@ -196,7 +197,7 @@ class TcpFaultProxy:
 
     def _serve(self, client: socket.socket) -> None:
         self._open.append(client)
-        with _quiet():
+        with contextlib.suppress(OSError):
             startup = _startup_packet(client)
             fault = self._claim(_parameters(startup).get("application_name", ""))
             if fault and fault.kind == "refuse":
@@ -238,14 +239,14 @@ def _pipe(source: socket.socket, target: socket.socket, limit: int | None, fault
     """Copy source to target; once `limit` bytes passed, apply fault: reset both sides, or stall (stop copying,
     keep both open until the proxy closes)."""
     passed = 0
-    with _quiet():
+    with contextlib.suppress(OSError):
         while chunk := source.recv(65536):
             if limit is not None and passed + len(chunk) > limit:
                 target.sendall(chunk[: limit - passed])
                 if fault == "stall":
                     return
                 for sock in (target, source):  # shut down first: a close alone leaves the other copy's recv
-                    with _quiet():  # holding the socket open, and nothing would reach the peers
+                    with contextlib.suppress(OSError):  # holding the socket open, and nothing would reach the peers
                         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                         sock.shutdown(socket.SHUT_RDWR)
                         sock.close()
@@ -253,15 +254,5 @@ def _pipe(source: socket.socket, target: socket.socket, limit: int | None, fault
             target.sendall(chunk)
             passed += len(chunk)
         for sock in (target, source):
-            with _quiet():
+            with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-
-
-class _quiet:
-    """Ignore socket errors: a peer that went away ends the copy."""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, error, trace) -> bool:
-        return kind is not None and issubclass(kind, OSError)

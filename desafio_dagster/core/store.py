@@ -661,8 +661,6 @@ class S3Store(Store):
             data, etag = _s3_get(self._path(file))
         except FileNotFoundError:
             return None, None
-        except OSError as error:
-            raise _s3_error(error, f"cannot read {self.uri(file=file)}") from None
         name = data.decode().strip()
         return (name if name.startswith(".v-") and "/" not in name else None), etag
 
@@ -719,7 +717,7 @@ class S3Store(Store):
             condition = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
             try:
                 s3_client().put_object(Bucket=self.bucket, Key=self.key_prefix + POINTER_FILE, Body=body,
-                                       ContentMD5=base64.b64encode(hashlib.md5(body).digest()).decode(), **condition)
+                                       ContentMD5=_content_md5(body), **condition)
                 return replacing
             except Exception as error:  # botocore raises several kinds
                 # The write may have landed all the same (the SDK retries one whose answer was lost): the pointer says.
@@ -822,6 +820,11 @@ class S3Store(Store):
         return {name: value for name in AWS_VARIABLES if (value := environment(name))}
 
 
+def _content_md5(data: bytes) -> str:
+    """A PUT's Content-MD5: S3 refuses the object if the bytes it received differ from those sent."""
+    return base64.b64encode(hashlib.md5(data).digest()).decode()
+
+
 def _s3_read(path: str) -> bytes:
     """An object's bytes (path: bucket/key) in one GET (pyarrow's streams send a HEAD first)."""
     return _s3_get(path)[0]
@@ -834,7 +837,7 @@ def _s3_get(path: str, attempts: int = 3) -> tuple[bytes, str]:
 
     bucket, _, key = path.partition("/")
     client = s3_client()
-    for attempt in range(1, attempts + 1):
+    for _ in range(attempts):
         try:
             answer = client.get_object(Bucket=bucket, Key=key)
             return answer["Body"].read(), answer["ETag"]
@@ -846,11 +849,10 @@ def _s3_get(path: str, attempts: int = 3) -> tuple[bytes, str]:
                 raise FileNotFoundError(f"s3://{path}") from None
             raise _s3_error(error, f"cannot read s3://{path}") from None
         except (ResponseStreamingError, IncompleteReadError) as error:
-            if attempt == attempts:
-                raise _s3_error(error, f"cannot read s3://{path} ({attempts} attempts)") from None
+            cut = error
         except Exception as error:  # botocore raises several kinds
             raise _s3_error(error, f"cannot read s3://{path}") from None
-    raise AssertionError("unreachable")
+    raise _s3_error(cut, f"cannot read s3://{path} ({attempts} attempts)")
 
 
 _IN_FLIGHT = 8  # S3 requests a process keeps in flight: each waits on the network, not the GIL
@@ -1015,9 +1017,8 @@ class _S3Attempt(_Attempt):  # the Spark task's side of S3Store
         self.pending.append(self.pool.submit(self._put, file, data))
 
     def _put(self, file: str, data: bytes) -> None:
-        digest = base64.b64encode(hashlib.md5(data).digest()).decode()
         try:
-            self.client.put_object(Bucket=self.bucket, Key=f"{self.key}/{file}", Body=data, ContentMD5=digest)
+            self.client.put_object(Bucket=self.bucket, Key=f"{self.key}/{file}", Body=data, ContentMD5=_content_md5(data))
         except Exception as error:  # botocore raises several kinds
             raise _s3_error(error, f"cannot write s3://{self.bucket}/{self.key}/{file}") from None
 

@@ -331,7 +331,7 @@ def small_disk(tmp_path):
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(disk)], capture_output=True, text=True)
     if mounted.returncode != 0:  # never a skip: the full-disk fault is part of the suite
         pytest.fail(f"the full-disk test mounts a small tmpfs and could not: {mounted.stderr.strip()}. Run the tests "
-                    f"as root (with CAP_SYS_ADMIN, as CI does), or with `mount` allowed by sudo")
+                    f"as root with CAP_SYS_ADMIN (as CI does)")
     try:
         yield disk
     finally:
