@@ -1,6 +1,7 @@
 """Readers of a published output, for the fault tests (the crash matrix, test_faults): what a reader finds, and
 what an export left behind, locally or on S3, read without the project's export code but its store's reads."""
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import pyarrow as pa
 from desafio_dagster.core.audit import MANIFEST_FILE, audit, failures, parse_manifest
 from desafio_dagster.core.incremental import READBACK_FILE, parse_readback
 from desafio_dagster.core.layout import INDEX_FILE, parse_index
-from desafio_dagster.core.store import Store, twin_of
+from desafio_dagster.core.store import LEASE_FILE, Store, twin_of
 from desafio_dagster_tests.helpers import S3, published_files, snapshot
 
 
@@ -22,6 +23,12 @@ class LocalReader:
 
     def published_files(self) -> dict:
         return published_files(self.folder)
+
+    def leases(self) -> set[str]:
+        return set()  # locally the output's lock keeps other exports out: no version needs a lease
+
+    def lapse_leases(self) -> None:
+        pass
 
     def assert_nothing_left(self, published: str, previous: str) -> None:
         """The published version, its twin (a full export's) and the previous version (kept for readers mid-read)."""
@@ -39,6 +46,17 @@ class S3Reader:
 
     def published_files(self) -> dict:
         return self.s3.published_files()
+
+    def leases(self) -> set[str]:
+        """The versions holding a lease (being written, or left by a killed run until the lease lapses)."""
+        base = f"{self.s3.prefix}/movements_csv/"
+        return {key.removeprefix(base).partition("/")[0] for key in self.s3.keys(base) if key.endswith(f"/{LEASE_FILE}")}
+
+    def lapse_leases(self) -> None:
+        """Every lease rewritten as lapsed (0 seconds), as if its holder had been gone for its whole duration."""
+        for version in self.leases():
+            self.s3.client().put_object(Bucket=self.s3.bucket, Key=f"{self.s3.prefix}/movements_csv/{version}/{LEASE_FILE}",
+                                        Body=json.dumps({"seconds": 0}).encode())
 
     def assert_nothing_left(self, published: str, previous: str) -> None:
         """Every version prefix left is a whole version (kept for readers mid-read), or holds only files that

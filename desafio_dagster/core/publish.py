@@ -301,81 +301,82 @@ def publish_per_client(
             store.remove_leftovers(keep={current} if current else set(), spare=bool(len(carry_index)))
         token = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
         version = store.version_name(token)
-        pending: list = []  # records being written by records_pool
-        try:
-            with watch("carry"):  # the same bytes: audited when they were written
-                store.open_version(version, plan.published if len(carry_index) else None, carry_records)
-            with watch("spark_job"):
-                written = _SUMMARY_SCHEMA.empty_table() if view is None else _write(
-                    view, store.task_target(version), by_client, on_progress, sealed)
-                store.drop_attempts(version)
-            faults.reached("tasks")
-            for phase in ("write", "sync", "scan"):  # summed over the tasks, which run in parallel
-                watch.add(f"tasks_{phase}", pc.sum(written[f"{phase}_seconds"]).as_py() or 0.0)
-            index = pa.concat_tables([written.select(INDEX_SCHEMA.names), carry_index]).sort_by("client_id")
-            ids = index["client_id"].to_numpy()
-            twice = ids[1:][ids[1:] == ids[:-1]]
-            if len(twice):
-                raise PublishError(f"client {twice[0]} was written twice: the view is not one row set per client")
-            if not len(index):
-                raise PublishError("the view has no clients: nothing to publish; the previous output is untouched")
-            # Each file's size and mtime as its task stored it or as its record says (null where the listing gives them).
-            scanned = pa.concat_tables([pa.table({
-                "file": written["file"], "bytes": written["bytes"], "mtime_ns": written["mtime_ns"],
-                "written_in": pa.array([version] * len(written), pa.string()),
-                "header_ok": written["header_ok"], "rows": written["scanned_rows"],
-                "vlr_transacao_total": written["vlr_transacao_total"], "long_digit_run": written["long_digit_run"],
-            }), carry_records.select(READBACK_SCHEMA.names)]).sort_by("file")  # in the listing's order: aligned
-            del written  # a million rows at 1M clients: not held through the records and the audit
-            # The index and the snapshot's figures are written by two threads while the version is listed and its
-            # _readback.csv made (Arrow's compute releases the GIL: the three take 1.4 s at 1M here, 2.9 s in turn).
-            with watch("records"):
-                # Where files may stay in earlier versions, each index row names the version that holds its file.
-                listed = index.append_column("version", matched(index["file"], scanned)["written_in"]) \
-                    if store.by_reference else index
-                pending = [records_pool.submit(lambda: store.write(version, INDEX_FILE, table_bytes(listed))),
-                           records_pool.submit(lambda: store.write(version, MANIFEST_FILE, manifest_bytes(expected)))]
-                store.write(version, FORMAT_FILE, format_bytes(fmt))
-                store.write(version, SOURCE_FILE, source_bytes(source))
-            # The client set from the version itself (one listing of names; the files it holds by reference as their
-            # records say): a file the summaries missed is still judged. Each file's size and mtime for _readback.csv:
-            # from the listing where it gives them (S3), else as its task stored it or as its record says.
-            with watch("listing"):
-                clients = store.with_held(version, store.files(version, stats_of=[]), carry_records).client_files()
-                known = matched(clients["file"], scanned)  # each listed file's scan, nulls where none came
-                reported = pc.is_valid(known["file"])
-                missed = pc.filter(clients["file"], pc.invert(reported)).to_pylist()
-                scans = store.scan(version, missed).add_column(0, "file", pa.array(missed, pa.string()))
-            with watch("records"):
-                records = known.filter(reported)
-                listed_stats = clients.filter(reported)
-                for column in ("bytes", "mtime_ns"):
-                    records = records.set_column(records.schema.get_field_index(column), column,
-                                                 pc.coalesce(listed_stats[column], records[column]))
-                for written_record in pending:  # _readback.csv last: the version's records are then all there
-                    written_record.result()
-                store.write(version, READBACK_FILE, readback_bytes(records))
-                store.sync(version, [INDEX_FILE, MANIFEST_FILE, FORMAT_FILE, SOURCE_FILE, READBACK_FILE])
-            faults.reached("records")
-            with watch("audit"):
-                findings = audit(pa.concat_tables([records.select(scans.column_names), scans]), expected, masked)
-            if failures(findings):
-                rejected = store.reject(version, token)
-                raise AuditError(f"{failures(findings)}. Nothing was published; the previous output is untouched; "
-                                 f"the rejected version is kept for inspection at {rejected}")
-            faults.reached("audit")
-            with watch("publish"):
-                previous = store.publish(version, replacing=current)
-            faults.reached("publish")
-        except (AuditError, PublishOutcomeUnknown):  # kept: for inspection, or because it may be the published one
-            raise
-        except BaseException as error:
-            for written_record in pending:  # no record written into the version once it is discarded
-                written_record.cancel() or written_record.exception()
-            store.discard(version)
-            if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise PublishError(disk_full(first_line(error))) from None
-            raise
+        with store.leased(version):  # on S3: spared by other exports' cleanups while this one writes it
+            pending: list = []  # records being written by records_pool
+            try:
+                with watch("carry"):  # the same bytes: audited when they were written
+                    store.open_version(version, plan.published if len(carry_index) else None, carry_records)
+                with watch("spark_job"):
+                    written = _SUMMARY_SCHEMA.empty_table() if view is None else _write(
+                        view, store.task_target(version), by_client, on_progress, sealed)
+                    store.drop_attempts(version)
+                faults.reached("tasks")
+                for phase in ("write", "sync", "scan"):  # summed over the tasks, which run in parallel
+                    watch.add(f"tasks_{phase}", pc.sum(written[f"{phase}_seconds"]).as_py() or 0.0)
+                index = pa.concat_tables([written.select(INDEX_SCHEMA.names), carry_index]).sort_by("client_id")
+                ids = index["client_id"].to_numpy()
+                twice = ids[1:][ids[1:] == ids[:-1]]
+                if len(twice):
+                    raise PublishError(f"client {twice[0]} was written twice: the view is not one row set per client")
+                if not len(index):
+                    raise PublishError("the view has no clients: nothing to publish; the previous output is untouched")
+                # Each file's size and mtime as its task stored it or as its record says (null where the listing gives them).
+                scanned = pa.concat_tables([pa.table({
+                    "file": written["file"], "bytes": written["bytes"], "mtime_ns": written["mtime_ns"],
+                    "written_in": pa.array([version] * len(written), pa.string()),
+                    "header_ok": written["header_ok"], "rows": written["scanned_rows"],
+                    "vlr_transacao_total": written["vlr_transacao_total"], "long_digit_run": written["long_digit_run"],
+                }), carry_records.select(READBACK_SCHEMA.names)]).sort_by("file")  # in the listing's order: aligned
+                del written  # a million rows at 1M clients: not held through the records and the audit
+                # The index and the snapshot's figures are written by two threads while the version is listed and its
+                # _readback.csv made (Arrow's compute releases the GIL: the three take 1.4 s at 1M here, 2.9 s in turn).
+                with watch("records"):
+                    # Where files may stay in earlier versions, each index row names the version that holds its file.
+                    listed = index.append_column("version", matched(index["file"], scanned)["written_in"]) \
+                        if store.by_reference else index
+                    pending = [records_pool.submit(lambda: store.write(version, INDEX_FILE, table_bytes(listed))),
+                               records_pool.submit(lambda: store.write(version, MANIFEST_FILE, manifest_bytes(expected)))]
+                    store.write(version, FORMAT_FILE, format_bytes(fmt))
+                    store.write(version, SOURCE_FILE, source_bytes(source))
+                # The client set from the version itself (one listing of names; the files it holds by reference as their
+                # records say): a file the summaries missed is still judged. Each file's size and mtime for _readback.csv:
+                # from the listing where it gives them (S3), else as its task stored it or as its record says.
+                with watch("listing"):
+                    clients = store.with_held(version, store.files(version, stats_of=[]), carry_records).client_files()
+                    known = matched(clients["file"], scanned)  # each listed file's scan, nulls where none came
+                    reported = pc.is_valid(known["file"])
+                    missed = pc.filter(clients["file"], pc.invert(reported)).to_pylist()
+                    scans = store.scan(version, missed).add_column(0, "file", pa.array(missed, pa.string()))
+                with watch("records"):
+                    records = known.filter(reported)
+                    listed_stats = clients.filter(reported)
+                    for column in ("bytes", "mtime_ns"):
+                        records = records.set_column(records.schema.get_field_index(column), column,
+                                                     pc.coalesce(listed_stats[column], records[column]))
+                    for written_record in pending:  # _readback.csv last: the version's records are then all there
+                        written_record.result()
+                    store.write(version, READBACK_FILE, readback_bytes(records))
+                    store.sync(version, [INDEX_FILE, MANIFEST_FILE, FORMAT_FILE, SOURCE_FILE, READBACK_FILE])
+                faults.reached("records")
+                with watch("audit"):
+                    findings = audit(pa.concat_tables([records.select(scans.column_names), scans]), expected, masked)
+                if failures(findings):
+                    rejected = store.reject(version, token)
+                    raise AuditError(f"{failures(findings)}. Nothing was published; the previous output is untouched; "
+                                     f"the rejected version is kept for inspection at {rejected}")
+                faults.reached("audit")
+                with watch("publish"):
+                    previous = store.publish(version, replacing=current)
+            except (AuditError, PublishOutcomeUnknown):  # kept: for inspection, or because it may be the published one
+                raise
+            except BaseException as error:
+                for written_record in pending:  # no record written into the version once it is discarded
+                    written_record.cancel() or written_record.exception()
+                store.discard(version)
+                if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+                    raise PublishError(disk_full(first_line(error))) from None
+                raise
+        faults.reached("publish")
         cleanup = ""
         with watch("cleanup"):
             try:  # published already: a failed cleanup is the next run's to finish, not this run's failure

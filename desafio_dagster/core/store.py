@@ -18,8 +18,11 @@ incremental.py the one plan; a Store holds only what differs between the two bac
 | publish                 | symlink OUTPUT/<name> swapped by one rename    | pointer object prefix/<name>/_published holding   |
 |                         |                                                | the version's name, written last                  |
 | keep a rejected version | renamed .<name>.rejected-<token>               | named by the object prefix/<name>/_rejected       |
-| one publisher at a time | flock on OUTPUT/.<name>.lock                   | no lock (S3 has no conditional put here): Dagster's|
-|                         |                                                | pool `source_database` runs one export at a time  |
+| one publisher at a time | flock on OUTPUT/.<name>.lock, from the cleanup | the pointer written by a compare-and-swap (a PUT  |
+|                         | before the export to the swap                  | with If-Match/If-None-Match): of two, one wins    |
+| a version being written | under the lock: no other export cleans up      | a lease, prefix/<name>/.v-<token>/_lease, renewed |
+|                         |                                                | while it is written: other exports' cleanups spare|
+|                         |                                                | it until it lapses (a killed run's lapses)        |
 
 Versions are named by strings (their folder or key prefix name); a reader resolves the published one
 once and reads only that version: on S3, its _index.csv names the version holding each file.
@@ -30,13 +33,16 @@ from __future__ import annotations
 import base64
 import contextlib
 import ctypes
+import datetime
 import functools
 import hashlib
 import io
+import json
 import multiprocessing
 import os
 import re
 import shutil
+import socket
 import threading
 import time
 import uuid
@@ -44,6 +50,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -60,6 +67,7 @@ AWS_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKE
                  "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3")
 POINTER_FILE = "_published"  # on S3: the name of the published version, written last
 REJECTED_FILE = "_rejected"  # on S3: the name of the last version that failed its audit, kept for inspection
+LEASE_FILE = "_lease"  # on S3, in a version being written: other exports' cleanups spare the version while it is live
 
 
 class PublishError(DesafioError):
@@ -157,6 +165,11 @@ class Store(ABC):
         """Once version is published: complete the twin of its files that its tasks made (LocalStore, a full
         export), which the next export recycles; the twin's name, or None if there is none."""
         return None
+
+    def leased(self, version: str) -> contextlib.AbstractContextManager:
+        """Held while the export writes version, until it is published or discarded: other exports' cleanups spare
+        it. Locally the output's lock (exclusive) already keeps every other export out."""
+        return contextlib.nullcontext()
 
     @abstractmethod
     def task_target(self, version: str) -> str:
@@ -617,6 +630,7 @@ _HELD_SCHEMA = pa.schema([("file", pa.string()), ("written_in", pa.string())])
 class S3Store(Store):
     by_reference = True  # a carried file stays where it was written: no request per unchanged client
     reread_every = 10
+    lease_seconds = 600.0  # a version being written is spared this long after its last renewal (every tenth of it)
 
     def __init__(self, bucket: str, prefix: str, name: str):
         self.bucket, self.prefix, self.name = bucket, prefix, name
@@ -658,11 +672,11 @@ class S3Store(Store):
     def _named_in(self, file: str) -> tuple[str | None, str | None]:
         """(the version file names, its ETag); (None, None) where there is no such file."""
         try:
-            data, etag = _s3_get(self._path(file))
+            data, answer = _s3_get(self._path(file))
         except FileNotFoundError:
             return None, None
         name = data.decode().strip()
-        return (name if name.startswith(".v-") and "/" not in name else None), etag
+        return (name if name.startswith(".v-") and "/" not in name else None), answer["ETag"]
 
     def _name_in(self, file: str) -> str | None:
         return self._named_in(file)[0]
@@ -672,6 +686,50 @@ class S3Store(Store):
 
     def open_version(self, version: str, source: str | None = None, carried: pa.Table | None = None) -> None:
         pass  # no folders, a key prefix; carried files stay in the versions that wrote them (the new index names those)
+
+    @contextlib.contextmanager
+    def leased(self, version: str) -> Iterator[None]:
+        """A lease object in the version, written first and rewritten every tenth of lease_seconds by a thread,
+        deleted at the end. A cleanup judges it by S3's own clock (its LastModified against the answer's Date), so
+        no exporter's clock matters; a killed run's lease lapses and the next cleanup after that removes its files."""
+        key = f"{self.key_prefix}{version}/{LEASE_FILE}"
+        body = json.dumps({"seconds": self.lease_seconds, "holder": f"{socket.gethostname()}:{os.getpid()}"}).encode()
+
+        def write() -> None:
+            s3_client().put_object(Bucket=self.bucket, Key=key, Body=body, ContentMD5=_content_md5(body))
+
+        def renew() -> None:
+            while not stop.wait(self.lease_seconds / 10):
+                with contextlib.suppress(Exception):  # tried again at the next renewal; publish checks the lease
+                    write()
+
+        try:
+            write()
+        except Exception as error:  # botocore raises several kinds
+            raise _s3_error(error, f"cannot write to {self.uri(version)}") from None
+        stop = threading.Event()
+        renewal = threading.Thread(target=renew, name=f"lease of {version}", daemon=True)
+        renewal.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            renewal.join()
+            with contextlib.suppress(Exception):  # best effort: a lease left behind lapses
+                s3_client().delete_object(Bucket=self.bucket, Key=key)
+
+    def _lease_live(self, version: str) -> bool:
+        """Whether version's lease is there and was written less than its own seconds ago, by S3's clock (the
+        answer's Date; this machine's where a proxy left none that parses). In doubt, live: a lapse removes files."""
+        try:
+            data, answer = _s3_get(self._path(version, LEASE_FILE))
+        except FileNotFoundError:
+            return False
+        try:
+            seconds = float(json.loads(data)["seconds"])
+        except (ValueError, KeyError, TypeError):  # not as this project writes it: judged by the default duration
+            seconds = self.lease_seconds
+        return (_server_time(answer) - answer["LastModified"]).total_seconds() < seconds
 
     def task_target(self, version: str) -> str:
         return self.uri(version)
@@ -709,6 +767,10 @@ class S3Store(Store):
         replacing (If-Match), or on there being none (If-None-Match). Of two exports racing, one publishes."""
         from botocore.exceptions import ClientError
 
+        if not self._lease_live(version):  # lapsed: another export's cleanup may have removed its files
+            raise PublishError(f"the lease of {self.uri(version)} lapsed before its publication (no renewal for "
+                               f"{self.lease_seconds:.0f} s): another export may have removed its files; nothing was "
+                               f"published; the export can be run again")
         body = f"{version}\n".encode()
         for _ in range(3):  # a 409 (concurrent conditional writes), or the pointer rewritten with the same name: again
             found, etag = self._named_in(POINTER_FILE)
@@ -800,7 +862,7 @@ class S3Store(Store):
         kept_keys = pc.binary_join_element_wise(held["written_in"], held["file"], "/")
         infos = self.fs.get_file_info(fs.FileSelector(self.base, allow_not_found=True))
         for name in sorted(i.base_name for i in infos if i.type == fs.FileType.Directory and i.base_name.startswith(".v-")):
-            if name in keep or name == rejected:
+            if name in keep or name == rejected or self._lease_live(name):  # leased: another export is writing it
                 continue
             self._kept.pop(name, None)
             retired = self._held(name)
@@ -820,6 +882,16 @@ class S3Store(Store):
         return {name: value for name in AWS_VARIABLES if (value := environment(name))}
 
 
+def _server_time(answer: dict) -> datetime.datetime:
+    """The time an S3 answer was sent, by the server's clock (its Date header; a proxy may have added a second one,
+    joined after the first: an HTTP date is 29 characters); this machine's clock where there is none that parses."""
+    try:
+        sent = parsedate_to_datetime(answer["ResponseMetadata"]["HTTPHeaders"]["date"][:29])
+    except (KeyError, TypeError, ValueError):
+        return datetime.datetime.now(datetime.UTC)
+    return sent if sent.tzinfo else sent.replace(tzinfo=datetime.UTC)  # "-0000": UTC, says RFC 5322
+
+
 def _content_md5(data: bytes) -> str:
     """A PUT's Content-MD5: S3 refuses the object if the bytes it received differ from those sent."""
     return base64.b64encode(hashlib.md5(data).digest()).decode()
@@ -830,9 +902,9 @@ def _s3_read(path: str) -> bytes:
     return _s3_get(path)[0]
 
 
-def _s3_get(path: str, attempts: int = 3) -> tuple[bytes, str]:
-    """An object's bytes and ETag, in one GET. A body cut off by the network is read again: the SDK retries a
-    request that failed, not a body it handed over."""
+def _s3_get(path: str, attempts: int = 3) -> tuple[bytes, dict]:
+    """An object's bytes and the GET's answer (ETag, LastModified, the server's Date...). A body cut off by the
+    network is read again: the SDK retries a request that failed, not a body it handed over."""
     from botocore.exceptions import ClientError, IncompleteReadError, ResponseStreamingError
 
     bucket, _, key = path.partition("/")
@@ -840,7 +912,7 @@ def _s3_get(path: str, attempts: int = 3) -> tuple[bytes, str]:
     for _ in range(attempts):
         try:
             answer = client.get_object(Bucket=bucket, Key=key)
-            return answer["Body"].read(), answer["ETag"]
+            return answer["Body"].read(), answer
         except ClientError as error:
             code = error.response.get("Error", {}).get("Code")
             if code == "NoSuchBucket":

@@ -2,8 +2,14 @@
 chain of incremental versions, each holding files that earlier versions wrote. Whatever is removed, every
 file that a kept version's records name stays; everything else goes."""
 
+import json
+import time
+
+import pytest
+
 from desafio_dagster.core.settings import OutputLocation
-from desafio_dagster.core.store import open_store
+from desafio_dagster.core.store import PublishError, open_store
+from desafio_dagster_tests.fault_proxies import HttpFaultProxy
 
 BASE = "exports/movements_csv"
 
@@ -68,3 +74,52 @@ def test_the_rejected_version_keeps_its_own_files(s3):
     s3.client().put_object(Bucket=s3.bucket, Key=f"{BASE}/_rejected", Body=b".v-2\n")
     store.remove_leftovers(keep={".v-1"})
     assert _files(s3)[".v-2"] == {"b.csv", "_index.csv", "_snapshot.csv", "_format.json", "_readback.csv"}
+
+
+def _lease(s3, version: str, seconds: float) -> None:
+    """A lease as an export writes it (a test rewrites one with seconds=0: S3's clock then finds it lapsed)."""
+    s3.client().put_object(Bucket=s3.bucket, Key=f"{BASE}/{version}/_lease",
+                           Body=json.dumps({"seconds": seconds, "holder": "a test"}).encode())
+
+
+def test_a_version_being_written_is_spared_while_its_lease_is_live_and_removed_once_it_lapses(s3):
+    store = open_store(OutputLocation(bucket=s3.bucket, prefix="exports"), "movements_csv")
+    _version(s3, ".v-1", {"a.csv": ".v-1"})
+    with store.leased(".v-2"):  # another export, writing
+        s3.client().put_object(Bucket=s3.bucket, Key=f"{BASE}/.v-2/a.csv", Body=b"being written\n")
+        store.remove_leftovers(keep={".v-1"})
+        assert _files(s3)[".v-2"] == {"a.csv", "_lease"}
+    assert _files(s3)[".v-2"] == {"a.csv"}, "the lease is deleted once the export is done with the version"
+    store.remove_leftovers(keep={".v-1"})
+    assert ".v-2" not in _files(s3)
+
+    # A killed run leaves its lease: spared until the lease lapses (by its own seconds, on S3's clock).
+    _lease(s3, ".v-3", 600)
+    s3.client().put_object(Bucket=s3.bucket, Key=f"{BASE}/.v-3/b.csv", Body=b"half\n")
+    store.remove_leftovers(keep={".v-1"})
+    assert _files(s3)[".v-3"] == {"b.csv", "_lease"}
+    _lease(s3, ".v-3", 0)
+    store.remove_leftovers(keep={".v-1"})
+    assert set(_files(s3)) == {".v-1"}
+
+
+def test_a_lease_is_renewed_while_held_and_a_lapsed_one_publishes_nothing(s3, monkeypatch):
+    store = open_store(OutputLocation(bucket=s3.bucket, prefix="exports"), "movements_csv")
+    store.lease_seconds = 0.5  # renewed every 0.05 s
+    lease = f"/{s3.bucket}/{BASE}/.v-1/_lease"
+    with HttpFaultProxy(s3.endpoint, lambda call: None) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+        with store.leased(".v-1"):
+            deadline = time.monotonic() + 60
+            while proxy.calls[("PUT", lease, "")] < 3:  # written, then renewed twice
+                assert time.monotonic() < deadline, proxy.calls
+                time.sleep(0.05)
+        assert proxy.calls[("DELETE", lease, "")] == 1
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3.endpoint)
+
+    store.lease_seconds = 600
+    with store.leased(".v-2"):
+        _lease(s3, ".v-2", 0)  # as if no renewal had come through for longer than the lease
+        with pytest.raises(PublishError, match=r"the lease of s3://.*/\.v-2 lapsed before its publication"):
+            store.publish(".v-2", replacing=None)
+    assert s3.get(f"{BASE}/_published") is None

@@ -5,6 +5,7 @@ refuses, a Postgres server restarted mid-export, a full output disk. After each:
 complete, audited version, exactly the right files, and nothing is left half-published."""
 
 import os
+import signal
 import subprocess
 import threading
 import time
@@ -14,7 +15,7 @@ import dagster as dg
 import pytest
 
 from desafio_dagster.core.fakedata import generate
-from desafio_dagster.core.faults import PAUSE_VARIABLE
+from desafio_dagster.core.faults import CRASH_VARIABLE, PAUSE_VARIABLE
 from desafio_dagster.core.settings import OutputLocation
 from desafio_dagster.core.source_db import SourceDatabase, embedded_pg_ctl
 from desafio_dagster.core.store import open_store
@@ -161,15 +162,8 @@ def test_of_two_exporters_racing_on_one_prefix_exactly_one_publishes_and_the_oth
     export()
     first = s3.published()
     _changed(source)  # work for both
-    held = tmp_path / "held-at-audit"
-    exporter_a = start_dagster_cli("export", env={**os.environ, "DAGSTER_HOME": str(tmp_path),
-                                                  PAUSE_VARIABLE: f"audit:{held}"})
+    exporter_a, held = _exporter_held_at("audit", tmp_path / "a")
     try:
-        deadline = time.monotonic() + 300
-        while not held.exists():
-            assert exporter_a.poll() is None, exporter_a.communicate()[0][-3000:]
-            assert time.monotonic() < deadline, "exporter A never reached its audit"
-            time.sleep(0.1)
         export()  # exporter B
         by_b = s3.published()
         held.unlink()  # A goes on to its swap
@@ -184,6 +178,59 @@ def test_of_two_exporters_racing_on_one_prefix_exactly_one_publishes_and_the_oth
     assert s3.published() == by_b and reader.published_files() == expected_files(source, True)
     assert_whole_and_audited(store)
     assert _versions(s3) <= {first, by_b}, "A's version is gone"
+
+
+@pytest.mark.command
+@pytest.mark.chaos(
+    fault="S3: a rival export's cleanup while a version is written",
+    where="one held once its tasks stored its files; the other cleans up, then is killed",
+    outcome="the held one's files are spared (its lease) and it publishes; the killed one's go once its lease lapses")
+def test_a_rival_exports_cleanup_spares_the_version_another_export_is_writing(on_s3, source, tmp_path):
+    """Exporter A is held once its tasks stored its files; exporter B starts, cleans up leftover versions, and is
+    killed at the same step. B's cleanup spares A's version, which holds a live lease: A's audit finds every file
+    and A publishes. B's version, left with its lease, is removed by the first cleanup after the lease lapses."""
+    s3, reader, store = on_s3
+    export()
+    first = s3.published()
+    _changed(source)
+    exporter_a, held = _exporter_held_at("tasks", tmp_path / "a")
+    try:
+        writing_a = reader.leases()
+        (tmp_path / "b").mkdir()
+        exporter_b = start_dagster_cli("export", env={**os.environ, "DAGSTER_HOME": str(tmp_path / "b"),
+                                                      CRASH_VARIABLE: "tasks"})
+        out_b, _ = exporter_b.communicate(timeout=300)
+        assert exporter_b.returncode == -signal.SIGKILL, out_b[-3000:]
+        held.unlink()  # A goes on: its records, its audit, its swap
+        out_a, _ = exporter_a.communicate(timeout=300)
+    finally:
+        if exporter_a.poll() is None:
+            exporter_a.kill()
+    assert exporter_a.returncode == 0, out_a[-3000:]
+    assert len(writing_a) == 1 and s3.published() not in (first, None)
+    assert reader.published_files() == expected_files(source, True)
+    assert_whole_and_audited(store)
+    killed_b = reader.leases()
+    assert len(killed_b) == 1 and killed_b != writing_a, "B's version, spared by A's cleanup while its lease is live"
+    reader.lapse_leases()
+    previous = s3.published()
+    export(FULL_REFRESH)  # a run that publishes, and so cleans up (one that finds nothing changed leaves all as it is)
+    assert not killed_b & _versions(s3)
+    reader.assert_nothing_left(s3.published(), previous)
+
+
+def _exporter_held_at(step: str, home: Path) -> tuple[subprocess.Popen, Path]:
+    """An export in a `dagster job execute` process with a Dagster instance of its own (another deployment: no
+    pool between it and the test's exports), held at step until the returned file is removed."""
+    home.mkdir()
+    held = home / f"held-at-{step}"
+    process = start_dagster_cli("export", env={**os.environ, "DAGSTER_HOME": str(home), PAUSE_VARIABLE: f"{step}:{held}"})
+    deadline = time.monotonic() + 300
+    while not held.exists():
+        assert process.poll() is None, process.communicate()[0][-3000:]
+        assert time.monotonic() < deadline, f"the export never reached {step}"
+        time.sleep(0.1)
+    return process, held
 
 
 @pytest.mark.chaos(
