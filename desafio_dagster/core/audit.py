@@ -8,6 +8,7 @@ actual figures come from reading the written files back.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -51,6 +52,11 @@ def expected_figures(figures: pa.Table) -> pa.Table:
 def manifest_bytes(expected: pa.Table) -> bytes:
     """_snapshot.csv's bytes."""
     return table_bytes(expected)
+
+
+def manifest_sha256(data: bytes) -> str:
+    """The digest a materialization records of its version's _snapshot.csv: the checks judge against those bytes."""
+    return hashlib.sha256(data).hexdigest()
 
 
 def parse_manifest(data: bytes) -> pa.Table:

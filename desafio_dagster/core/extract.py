@@ -264,6 +264,12 @@ class ExportedSnapshot:
         return {"conninfo": make_conninfo(**params), "schema": self.db.schema, "snapshot": self.snapshot.id,
                 "stall_timeout": str(self.db.stall_timeout)}
 
+    def __enter__(self) -> ExportedSnapshot:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def close(self) -> None:
         """End the transaction: the snapshot can no longer be imported, and a waiting populate proceeds. A
         connection lost meanwhile (a server restarted) ended it already: a read-only transaction, nothing lost."""

@@ -46,7 +46,7 @@ def test_the_resources_follow_the_same_rule(tmp_path, monkeypatch, home):
     spark = SparkResource()  # fields left empty: the environment, else the defaults
     assert settings.HOME.path() == tmp_path / (home or ".desafio")
     assert spark.master_url == "local[*]"
-    assert PerClientCsvIOManager(spark=spark).folder("movements_csv") == tmp_path / "data" / "movements_csv"
+    assert PerClientCsvIOManager(spark=spark).store("movements_csv").uri() == str(tmp_path / "data" / "movements_csv")
 
 
 def test_loading_the_definitions_changes_no_environment_variable():

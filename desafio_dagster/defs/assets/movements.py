@@ -1,17 +1,16 @@
-"""movements_csv: the flat view of card movements, one CSV per client (Spark)."""
+"""movements_csv: the flat view of card movements, one CSV per client (Spark).
+
+The asset says what to export: from the `postgres` resource's database, on the `spark` resource's engine, with
+the run's config; it returns that request (core/export.py's ExportRequest) and touches nothing. The per-client CSV
+IO manager exports it: core.export.export_movements takes the snapshot, plans, runs the Spark job, audits and
+publishes in one place, and the IO manager records what it did as the materialization's metadata."""
 
 import dagster as dg
 from pydantic import Field
 
-from desafio_dagster.core import faults
-from desafio_dagster.core.extract import ExportedSnapshot, partitions_for
-from desafio_dagster.core.incremental import file_format, plan_export, published_figures
+from desafio_dagster.core.export import ExportRequest
 from desafio_dagster.core.layout import CSV_CONTRACT
-from desafio_dagster.core.progress import Stopwatch
-from desafio_dagster.core.spark_session import task_slots
-from desafio_dagster.core.transform import snapshot_view
 from desafio_dagster.defs.assets.source import RAW_TABLES, SOURCE_DATABASE_POOL
-from desafio_dagster.defs.io_managers.per_client_csv import ExportedView, PerClientCsvIOManager
 from desafio_dagster.defs.resources.postgres import PostgresResource
 from desafio_dagster.defs.resources.spark import SparkResource
 from desafio_dagster.defs.utils import TRANSIENT_RETRY_POLICY, user_errors
@@ -53,53 +52,11 @@ AFTER_SOURCE_CHANGES = dg.AutomationCondition.eager() & dg.AutomationCondition.a
     pool=SOURCE_DATABASE_POOL,
     retry_policy=TRANSIENT_RETRY_POLICY,
 )
-def movements_csv(
-    context: dg.AssetExecutionContext,
-    config: MovementsCsvConfig,
-    postgres: PostgresResource,
-    spark: SparkResource,
-    csv_io_manager: dg.ResourceParam[PerClientCsvIOManager],
-) -> ExportedView:
+def movements_csv(config: MovementsCsvConfig, postgres: PostgresResource, spark: SparkResource) -> ExportRequest:
     """One row per card movement with its card, account and client; one CSV file per client,
     published only once it matches the figures of the source snapshot it was read from. Only the
     clients that changed since the published version are read and written; the other files are
     carried over (see core/incremental.py)."""
     with user_errors():
-        store = csv_io_manager.store(context.asset_key.path[-1])  # refuses an unsupported location first
-        db = postgres.database()
-        watch = Stopwatch()
-        with watch("published_figures"):  # what the published version recorded of its source
-            published = None if config.full_refresh else published_figures(store)
-        exported = ExportedSnapshot.open(db, on_wait=context.log.warning, published=published)
-        faults.reached("snapshot")
-        watch.add("snapshot_figures", exported.snapshot.figures_seconds)
-        try:
-            snapshot = exported.snapshot
-            with watch("plan"):
-                plan = plan_export(store, snapshot.clients, file_format(CODE_VERSION, config.mask_card_numbers),
-                                   config.full_refresh, config.clients, published)
-            figured = (f"figures of the {snapshot.changed:,} clients the change journal names" if snapshot.changed
-                       is not None else "figures of every client")
-            context.log.info(f"snapshot {snapshot.id}: {snapshot.counts['associado']:,} clients, "
-                             f"{snapshot.counts['movimento']:,} movements, {figured}; {plan.mode} export ({plan.reason}): "
-                             f"{len(plan.rewrite):,} clients to write, {plan.carried:,} to carry, "
-                             f"{len(plan.removed):,} to remove")
-            view = None
-            if len(plan.rewrite):  # else no Spark at all
-                only = None if plan.mode == "full" else plan.rewrite
-                movements = snapshot.movements(only)
-                with watch("spark_start"):
-                    connected = spark.connected()
-                    slots = task_slots(connected.session)
-                parts = partitions_for(movements, slots, postgres.max_export_connections)
-                exported.check_connections(parts, slots)
-                context.log.info(f"{connected.engine}: up to {parts} tasks read {movements:,} movements, "
-                                 f"a range of clients each")
-                context.add_output_metadata({"spark_engine": connected.engine})
-                sealed = connected.seal({**db.task_environment(), **store.task_environment()})
-                view = snapshot_view(connected.session, exported, parts, config.mask_card_numbers, only, sealed)
-        except BaseException:
-            exported.close()
-            raise
-    context.add_output_metadata({f"source_{table}_rows": rows for table, rows in snapshot.counts.items()})
-    return ExportedView(view, exported, config.mask_card_numbers, plan, watch.seconds)
+        return ExportRequest(postgres.database(), spark.connected, config.mask_card_numbers, config.full_refresh,
+                             tuple(config.clients), CODE_VERSION, postgres.max_export_connections)

@@ -7,13 +7,13 @@ import psycopg
 import pyarrow as pa
 
 from desafio_dagster.core import journal
-from desafio_dagster.core.audit import MANIFEST_FILE, RULES, audit, parse_manifest
+from desafio_dagster.core.audit import MANIFEST_FILE, RULES, audit, manifest_sha256, parse_manifest
 from desafio_dagster.core.errors import DesafioError, first_line
 from desafio_dagster.core.incremental import SLICES, todays_slice, verified_scans
 from desafio_dagster.core.layout import client_ids
 from desafio_dagster.core.source_db import SourceDatabaseError
 from desafio_dagster.core.store import Store
-from desafio_dagster.defs.io_managers.per_client_csv import PerClientCsvIOManager, sha256
+from desafio_dagster.defs.io_managers.per_client_csv import PerClientCsvIOManager
 from desafio_dagster.defs.resources.postgres import PostgresResource
 
 ASSET = dg.AssetKey("movements_csv")
@@ -43,7 +43,7 @@ def _published_version(instance: dg.DagsterInstance, store: Store) -> tuple[str,
                           f"{metadata['version']}, the version the latest materialization published: the output "
                           f"was changed outside the export job")
     manifest = store.read(version, MANIFEST_FILE)
-    if sha256(manifest) != metadata["snapshot_manifest_sha256"]:
+    if manifest_sha256(manifest) != metadata["snapshot_manifest_sha256"]:
         raise _NoEvidence(f"{store.uri(version, MANIFEST_FILE)} no longer holds the figures the export recorded")
     return version, manifest, metadata
 

@@ -1,10 +1,8 @@
-"""Stores the flat view as one CSV per client under DESAFIO_OUTPUT_DIR/<asset name>/ (a local folder or
-s3://bucket/prefix: core/store.py) through write–audit–publish, and loads it back as a Spark DataFrame."""
+"""Exports movements_csv's request (core/export.py) as one CSV per client under DESAFIO_OUTPUT_DIR/<asset name>/
+(a local folder or s3://bucket/prefix: core/store.py) through write–audit–publish, records what the export did as
+the materialization's metadata, and loads the published files back as a Spark DataFrame for downstream assets."""
 
-import hashlib
 import math
-from dataclasses import dataclass
-from pathlib import Path
 
 import dagster as dg
 import numpy as np
@@ -12,12 +10,9 @@ from pydantic import Field
 from pyspark.sql import DataFrame
 
 from desafio_dagster.core import settings
-from desafio_dagster.core.audit import MANIFEST_FILE
-from desafio_dagster.core.errors import first_line
-from desafio_dagster.core.extract import ExportedSnapshot, Snapshot
-from desafio_dagster.core.incremental import Plan
-from desafio_dagster.core.progress import tasks_done
-from desafio_dagster.core.publish import publish_per_client, published_as_is, read_published
+from desafio_dagster.core.audit import MANIFEST_FILE, manifest_sha256
+from desafio_dagster.core.export import ExportRequest, export_movements
+from desafio_dagster.core.publish import read_published
 from desafio_dagster.core.store import AWS_VARIABLES, Store, open_store
 from desafio_dagster.defs.resources.spark import SparkResource
 from desafio_dagster.defs.utils import metadata_table, user_errors
@@ -32,22 +27,6 @@ TOP_CLIENTS_SCHEMA = dg.TableSchema(columns=[
     dg.TableColumn("client_id", "int"), dg.TableColumn("file", "text"), dg.TableColumn("rows", "int")])
 
 
-@dataclass(frozen=True)
-class ExportedView:
-    """What movements_csv hands to the IO manager: the flat view and the export's open snapshot it is
-    read from, whose figures the written files must match before they are published."""
-
-    view: DataFrame | None  # of the clients to rewrite; None if there are none
-    exported: ExportedSnapshot  # closed by the IO manager once the files are written
-    masked: bool
-    plan: Plan  # what to rewrite, carry and remove (core/incremental.py)
-    seconds: dict[str, float]  # where the asset's time went: the snapshot's figures, the plan, Spark's start
-
-    @property
-    def snapshot(self) -> Snapshot:
-        return self.exported.snapshot
-
-
 def rows_histogram(rows: np.ndarray) -> list[dict]:
     """Clients per band of rows per file (rows: each client's), every band in order, with a bar scaled to
     the largest band."""
@@ -57,10 +36,6 @@ def rows_histogram(rows: np.ndarray) -> list[dict]:
     return [{"rows_per_file": label, "clients": int(count),
              "share": f"{'█' * math.ceil(_BAR_WIDTH * count / largest)} {100 * count / total:.1f}%".lstrip()}
             for (label, _), count in zip(_BANDS, counts)]
-
-
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 class PerClientCsvIOManager(dg.ConfigurableIOManager):
@@ -75,47 +50,16 @@ class PerClientCsvIOManager(dg.ConfigurableIOManager):
                     "passed to Spark's executors, secrets redacted by Spark) for the credentials, region and "
                     "endpoint. Only their names are shown here, never their values")
 
-    def folder(self, asset_name: str) -> Path:
-        """The local folder where an asset is published (a symlink to the current version); SettingError
-        for an S3 output (see store())."""
-        location = settings.output_location(self.base_dir)
-        if location.path is None:
-            raise settings.SettingError(f"{location.uri} is not a local folder: use store({asset_name!r})")
-        return location.path / asset_name
-
     def store(self, asset_name: str) -> Store:
         """Where an asset's versions live and which one is published. Raises SettingError for an output
         location that is not supported, before anything is written."""
         return open_store(settings.output_location(self.base_dir), asset_name)
 
-    def handle_output(self, context: dg.OutputContext, obj: ExportedView) -> None:
-        try:
-            with user_errors():
-                store = self.store(context.asset_key.path[-1])
-        except BaseException:
-            obj.exported.close()
-            raise
-
-        def progress(done: int, tasks: int, seconds: float) -> None:
-            context.log.info(tasks_done(done, tasks, seconds))
-
-        plan = obj.plan
+    def handle_output(self, context: dg.OutputContext, obj: ExportRequest) -> None:
         with user_errors():
-            try:
-                if plan.mode == "unchanged":  # nothing to write: no new version, no Spark
-                    published = published_as_is(store, plan)
-                else:
-                    published = publish_per_client(obj.view, store, obj.snapshot.clients, store.name,
-                                                   masked=obj.masked, by_client=True, on_progress=progress, plan=plan,
-                                                   source=obj.snapshot.source)
-            finally:
-                obj.exported.close()  # the tasks have read the snapshot: a waiting populate may go on
-        journal_kept = ""
-        if plan.mode != "unchanged":
-            try:  # the journal's rows this version saw are no longer needed; kept, they only cost a little
-                obj.exported.forget_seen_changes()
-            except Exception as error:
-                journal_kept = first_line(error)
+            store = self.store(context.asset_key.path[-1])  # refuses an unsupported location before anything runs
+            done = export_movements(obj, store, context.log.info, context.log.warning)
+        published, plan, snapshot = done.published, done.plan, done.snapshot
         index = published.index
         rows = index["rows"].to_numpy()
         top = index.take(np.lexsort((index["client_id"].to_numpy(), -rows))[: self.top_clients])
@@ -138,27 +82,28 @@ class PerClientCsvIOManager(dg.ConfigurableIOManager):
             "rows_per_client_histogram": metadata_table(rows_histogram(rows), HISTOGRAM_SCHEMA),
             # What the checks judge the published files against: this run's own snapshot.
             "masked_card_numbers": obj.masked,
-            "snapshot_manifest_sha256": sha256(store.read(published.version_name, MANIFEST_FILE)),
-            "source_fingerprint": dg.MetadataValue.json(obj.snapshot.fingerprint),
+            "snapshot_manifest_sha256": manifest_sha256(store.read(published.version_name, MANIFEST_FILE)),
+            "source_fingerprint": dg.MetadataValue.json(snapshot.fingerprint),
             # The source snapshot, where the source keeps a change journal: the checks ask it what changed since.
-            "source_snapshot": obj.snapshot.source or "",
+            "source_snapshot": snapshot.source or "",
             # Clients whose figures came from the journal's changes (the others' from the published version).
-            "clients_figured": len(obj.snapshot.clients) if obj.snapshot.changed is None else obj.snapshot.changed,
+            "clients_figured": len(snapshot.clients) if snapshot.changed is None else snapshot.changed,
             "audit": dg.MetadataValue.json({f.rule: f.detail if not f.passed else "passed" for f in published.audit}
                                            if published.audit else "nothing published: no client changed"),
             # Where the export's time went, by phase: the snapshot's figures (SQL, with the fingerprints), the
             # plan, Spark's start, the Spark job (its tasks' writing, syncing and reading back summed over
             # the tasks, which run in parallel), then the driver's carrying, records, listing, audit,
             # publication and cleanup.
-            "export_seconds": dg.MetadataValue.json(
-                {phase: round(seconds, 3) for phase, seconds in {**obj.seconds, **published.seconds}.items()}),
+            "export_seconds": dg.MetadataValue.json({phase: round(seconds, 3) for phase, seconds in done.seconds.items()}),
+            **({"spark_engine": done.engine} if done.engine else {}),
+            **{f"source_{table}_rows": rows for table, rows in snapshot.counts.items()},
         })
         if published.cleanup_failed:
             context.log.warning(f"published, but older versions could not be removed ({published.cleanup_failed}); "
                                 f"the next export removes them")
-        if journal_kept:
+        if done.journal_kept:
             context.log.warning(f"published, but the change journal's rows this export saw could not be removed "
-                                f"({journal_kept}); the next export removes them")
+                                f"({done.journal_kept}); the next export removes them")
         if plan.mode == "unchanged":
             context.log.info(f"no client changed: {published.path} stays as it was ({published.version_name})")
         else:
