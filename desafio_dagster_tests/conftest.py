@@ -139,7 +139,7 @@ def s3(monkeypatch):
     import requests
     from moto.server import ThreadedMotoServer
 
-    from desafio_dagster.core.store import AWS_VARIABLES
+    from desafio_dagster.core.s3 import AWS_VARIABLES
     from desafio_dagster_tests.helpers import S3, free_port
 
     port = free_port()

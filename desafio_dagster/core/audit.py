@@ -20,9 +20,15 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
 from desafio_dagster.core.errors import DesafioError
-from desafio_dagster.core.layout import CSV_COLUMNS, HEADER, client_file_names, matched, read_table, table_bytes
+from desafio_dagster.core.layout import (
+    CSV_COLUMNS,
+    HEADER,
+    client_file_names,
+    matched,
+    read_table,
+    table_bytes,
+)
 
-MANIFEST_FILE = "_snapshot.csv"  # in each version: what the source snapshot held, per client
 _SHOWN = 5  # clients named in a message
 _LONG_DIGIT_RUN = b"0" * 12  # an unmasked card number, once every digit is mapped to "0"
 _DIGITS_TO_ZERO = bytes(48 if 48 <= b <= 57 else 32 for b in range(256))

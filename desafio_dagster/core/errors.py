@@ -10,6 +10,19 @@ class TransientError(DesafioError):
     the step is retried from a fresh snapshot."""
 
 
+class PublishError(DesafioError):
+    """The output could not be published; the previous output is untouched."""
+
+
+class PublishRaceLost(PublishError):
+    """Another export published the output after this one started from what it published before."""
+
+
+class PublishOutcomeUnknown(PublishError):
+    """The pointer's write may have landed, and whether it did cannot be read back: the version is kept (never
+    discarded, readers may be using it); the next export's cleanup judges it by the pointer."""
+
+
 # A write that found its disk full, as Python, Java and libc say it.
 DISK_FULL = ("No space left on device", "Disk quota exceeded")
 

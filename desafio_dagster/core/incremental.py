@@ -30,7 +30,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from desafio_dagster.core.audit import MANIFEST_FILE, SCAN_SCHEMA, parse_manifest
+from desafio_dagster.core.audit import SCAN_SCHEMA, parse_manifest
 from desafio_dagster.core.errors import DesafioError
 from desafio_dagster.core.extract import PublishedFigures
 from desafio_dagster.core.layout import (
@@ -38,6 +38,7 @@ from desafio_dagster.core.layout import (
     FORMAT_FILE,
     INDEX_FILE,
     INDEX_SCHEMA,
+    MANIFEST_FILE,
     READBACK_FILE,
     SOURCE_FILE,
     client_ids,

@@ -25,10 +25,19 @@ CSV_CONTRACT = {
 }
 CSV_COLUMNS = tuple(CSV_CONTRACT)
 HEADER = ",".join(CSV_COLUMNS) + "\n"
-INDEX_FILE = "_index.csv"
-READBACK_FILE = "_readback.csv"  # each client file as read back once written, and the version that wrote it
-FORMAT_FILE = "_format.json"  # what else decides a file's bytes: the code version, the columns, masking
-SOURCE_FILE = "_source.json"  # the source snapshot a version was exported from (core/journal.py)
+
+# A version's files, besides one CSV per client (each file's writer and readers in brackets):
+INDEX_FILE = "_index.csv"  # the reader's map: client_id, nome, sobrenome, file, rows (on S3 also the version
+#                            holding each file) [publish.py; readers, the checks, the plan]
+MANIFEST_FILE = "_snapshot.csv"  # what the source snapshot held, per client: the audit's figures [publish, audit.py]
+READBACK_FILE = "_readback.csv"  # each client file as read back once written, and the version holding it, written
+#                                  last: a version without it is incomplete [publish.py; incremental.py, store.py]
+FORMAT_FILE = "_format.json"  # what else decides a file's bytes: the code version, the columns, masking [incremental]
+SOURCE_FILE = "_source.json"  # the source snapshot a version was exported from (journal.py) [incremental.py]
+# On S3 only (locally a symlink, a folder's name and the output's lock do these jobs; store.py):
+POINTER_FILE = "_published"  # beside the versions: the published version's name, written last, by compare-and-swap
+REJECTED_FILE = "_rejected"  # beside the versions: the last version that failed its audit, kept for inspection
+LEASE_FILE = "_lease"  # in a version being written: other exports' cleanups spare the version while it is live
 
 
 def client_file_names(ids: pa.Array, nomes: pa.Array, sobrenomes: pa.Array) -> pa.Array:

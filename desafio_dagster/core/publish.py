@@ -40,18 +40,15 @@ from pyspark.sql.pandas.types import from_arrow_schema
 
 from desafio_dagster.core import faults
 from desafio_dagster.core.audit import (
-    MANIFEST_FILE,
     AuditError,
     Finding,
     audit,
     failures,
     manifest_bytes,
 )
-from desafio_dagster.core.errors import TransientError, disk_full, first_line
+from desafio_dagster.core.errors import PublishError, PublishOutcomeUnknown, TransientError, disk_full, first_line
 from desafio_dagster.core.extract import SourceReadError
 from desafio_dagster.core.incremental import (
-    FORMAT_FILE,
-    READBACK_FILE,
     READBACK_SCHEMA,
     Plan,
     file_format,
@@ -61,10 +58,13 @@ from desafio_dagster.core.incremental import (
 )
 from desafio_dagster.core.layout import (
     CSV_COLUMNS,
+    FORMAT_FILE,
     HEADER,
     INDEX_FILE,
     INDEX_SCHEMA,
     LOCATED_INDEX_SCHEMA,
+    MANIFEST_FILE,
+    READBACK_FILE,
     SOURCE_FILE,
     client_file_names,
     matched,
@@ -73,17 +73,11 @@ from desafio_dagster.core.layout import (
     table_bytes,
 )
 from desafio_dagster.core.progress import Stopwatch
+from desafio_dagster.core.s3 import StoreUnavailable, read_s3_files
 from desafio_dagster.core.sealed import unseal_into_environment
 from desafio_dagster.core.spark_session import spark_job_error, task_slots
-from desafio_dagster.core.store import (
-    PublishError,
-    PublishOutcomeUnknown,
-    Store,
-    StoreUnavailable,
-    open_attempt,
-    open_store,
-    read_s3_files,
-)
+from desafio_dagster.core.store import Store, open_store
+from desafio_dagster.core.task_output import open_attempt
 from desafio_dagster.core.transform import KEY_COLUMNS, RangeReader, SnapshotView
 
 _HEADER_BYTES = HEADER.encode()

@@ -1,7 +1,8 @@
 """Where the versions of the per-client files live: a local folder, or an S3 bucket and prefix. Pure: no Dagster.
 
 publish.py holds the one publication protocol (write, scan, audit, publish, clean up) and
-incremental.py the one plan; a Store holds only what differs between the two backends:
+incremental.py the one plan; a Store holds only what differs between the two backends, on the driver. What the
+Spark tasks write to is task_output.py (it runs in Spark's Python workers); the S3 requests both make, s3.py.
 
 | operation               | LocalStore (DESAFIO_OUTPUT_DIR=/a/folder)     | S3Store (DESAFIO_OUTPUT_DIR=s3://bucket/prefix)   |
 |-------------------------|-----------------------------------------------|---------------------------------------------------|
@@ -30,17 +31,10 @@ once and reads only that version: on S3, its _index.csv names the version holdin
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import ctypes
-import datetime
-import functools
-import hashlib
-import io
 import json
 import multiprocessing
 import os
-import re
 import shutil
 import socket
 import threading
@@ -50,37 +44,39 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from desafio_dagster.core.audit import MANIFEST_FILE, SCAN_SCHEMA, scan_many
-from desafio_dagster.core.errors import DesafioError, TransientError, first_line
-from desafio_dagster.core.layout import FORMAT_FILE, INDEX_FILE, READBACK_FILE, SOURCE_FILE, client_ids, read_table
+from desafio_dagster.core.audit import scan_many
+from desafio_dagster.core.errors import PublishError, PublishOutcomeUnknown, PublishRaceLost
+from desafio_dagster.core.layout import (
+    FORMAT_FILE,
+    INDEX_FILE,
+    LEASE_FILE,
+    MANIFEST_FILE,
+    POINTER_FILE,
+    READBACK_FILE,
+    REJECTED_FILE,
+    SOURCE_FILE,
+    client_ids,
+    read_table,
+)
+from desafio_dagster.core.s3 import (
+    AWS_VARIABLES,
+    content_md5,
+    no_bucket,
+    read_s3_files,
+    s3_client,
+    s3_error,
+    s3_filesystem,
+    s3_get,
+    s3_read,
+    server_time,
+)
 from desafio_dagster.core.settings import OutputLocation, environment
-
-# The standard variables an S3 store reads (never shown with their values): credentials, region, endpoint.
-AWS_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_DEFAULT_REGION",
-                 "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3")
-POINTER_FILE = "_published"  # on S3: the name of the published version, written last
-REJECTED_FILE = "_rejected"  # on S3: the name of the last version that failed its audit, kept for inspection
-LEASE_FILE = "_lease"  # on S3, in a version being written: other exports' cleanups spare the version while it is live
-
-
-class PublishError(DesafioError):
-    """The output could not be published; the previous output is untouched."""
-
-
-class PublishRaceLost(PublishError):
-    """Another export published the output after this one started from what it published before."""
-
-
-class PublishOutcomeUnknown(PublishError):
-    """The pointer's write may have landed, and whether it did cannot be read back: the version is kept (never
-    discarded, readers may be using it); the next export's cleanup judges it by the pointer."""
+from desafio_dagster.core.task_output import ATTEMPTS_FOLDER, TWIN_SUFFIX, fsync, twin_of
 
 
 def race_lost(uri: str, expected: str | None, found: str | None) -> PublishRaceLost:
@@ -248,38 +244,6 @@ def open_store(location: OutputLocation | Path | str, name: str) -> Store:
 # --- local folder --------------------------------------------------------------------------
 
 
-def fsync(path: Path) -> None:
-    """Flush a file, or a folder's entries, to disk (where the process that wrote it runs)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-@functools.cache
-def _syncfs():
-    """libc's syncfs(2), or None where the OS has none (only Linux does)."""
-    try:
-        return ctypes.CDLL(None, use_errno=True).syncfs
-    except (AttributeError, OSError):
-        return None
-
-
-def sync_filesystem(folder: Path, files: list[str]) -> None:
-    """Make folder's files and entries durable: one syncfs(2) of its filesystem where the OS has it
-    (Linux), which costs about as much as one fsync, not one per file; else an fsync per file and folder."""
-    if (syncfs := _syncfs()) is not None:
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            if syncfs(fd) == 0:
-                return
-        finally:
-            os.close(fd)
-    with ThreadPoolExecutor(max_workers=8) as pool:  # fsync waits on the disk, not the GIL
-        list(pool.map(fsync, [*(folder / f for f in files), folder]))
-
-
 def _stat(path: str) -> os.stat_result | None:
     try:
         return os.stat(path)
@@ -307,12 +271,29 @@ def _scan_files(folder: str, files: list[str]) -> pa.Table:
     return scan_many(_read_files(folder, files))
 
 
-_TWIN = "-twin"
+def _wait_for_writers(version: Path, bound: float = 60.0) -> list[Path]:
+    """The version's attempt folders, once no task writes into them (each holds a lock on its folder while it
+    writes: Spark kills the other tasks of a failed job asynchronously). bound: a hung task's folder is left
+    for the next run's cleanup rather than waited for."""
+    import fcntl  # POSIX only: the definitions load without it
 
-
-def twin_of(version: str) -> str:
-    """The folder beside a version that its twin is made in (LocalStore.open_version): a version name, newer."""
-    return f"{version}{_TWIN}"
+    folders = list((version / ATTEMPTS_FOLDER).glob("*"))
+    deadline = time.monotonic() + bound
+    for folder in folders:
+        with contextlib.suppress(FileNotFoundError):
+            fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                while True:
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        break
+                    except BlockingIOError:
+                        if time.monotonic() > deadline:
+                            break
+                        time.sleep(0.02)
+            finally:
+                os.close(fd)
+    return folders
 
 
 class LocalStore(Store):
@@ -409,7 +390,7 @@ class LocalStore(Store):
 
     def drop_attempts(self, version: str) -> None:
         _wait_for_writers(self.output_dir / version)
-        shutil.rmtree(self.output_dir / version / _ATTEMPTS, ignore_errors=True)
+        shutil.rmtree(self.output_dir / version / ATTEMPTS_FOLDER, ignore_errors=True)
 
     def files(self, version: str, stats_of: list[str] | None = None) -> Listing:
         from pyarrow import fs
@@ -523,104 +504,18 @@ class LocalStore(Store):
     def remove_leftovers(self, keep: set[str], spare: bool = False) -> None:
         keep = keep | ({self._spared(keep)} if spare else set())
         # Versions before twins: a killed run's tasks may still write into its version and link into its twin.
-        for path in sorted(self.output_dir.glob(f".{self.name}.*"), key=lambda p: p.name.endswith(_TWIN)):
+        for path in sorted(self.output_dir.glob(f".{self.name}.*"), key=lambda p: p.name.endswith(TWIN_SUFFIX)):
             if path.name in keep or path.name.endswith(".lock") or path.name.startswith(f".{self.name}.rejected-"):
                 continue
             if path.is_symlink() or path.is_file():
                 path.unlink()
-            elif path.name.startswith(f".{self.name}.v-") and not path.name.endswith(_TWIN):
+            elif path.name.startswith(f".{self.name}.v-") and not path.name.endswith(TWIN_SUFFIX):
                 self._remove_version(path)
             else:
                 shutil.rmtree(path, ignore_errors=True)
 
     def local_folder(self, version: str) -> Path | None:
         return self.output_dir / version
-
-
-# --- S3 ------------------------------------------------------------------------------------
-
-_CLIENTS: dict = {}  # per process: one pyarrow filesystem and one boto3 client per endpoint, region and key id
-_CLIENTS_LOCK = threading.Lock()
-
-
-def _per_process(kind: str, make: Callable[[str, str], object]):
-    """make(endpoint URL, or "" for AWS's, region), once per process for the standard AWS variables: the
-    endpoint from AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL (https:// unless it names a scheme), the region
-    from AWS_REGION or AWS_DEFAULT_REGION. Credentials are read by the SDKs from the environment."""
-    endpoint = (environment("AWS_ENDPOINT_URL_S3") or environment("AWS_ENDPOINT_URL")).strip()
-    endpoint = endpoint if not endpoint or "://" in endpoint else f"https://{endpoint}"
-    region = (environment("AWS_REGION") or environment("AWS_DEFAULT_REGION") or "us-east-1").strip()
-    key = (kind, endpoint, region, os.environ.get("AWS_ACCESS_KEY_ID", ""))
-    with _CLIENTS_LOCK:  # a client is thread-safe once made; making one is not (tasks read from threads)
-        if key not in _CLIENTS:
-            _CLIENTS[key] = make(endpoint, region)
-        return _CLIENTS[key]
-
-
-def s3_filesystem():
-    """pyarrow's S3FileSystem (listings, records), which does not read the endpoint variables by itself."""
-    from pyarrow import fs
-
-    def make(endpoint: str, region: str):
-        # allow_delayed_open: a small file is one PutObject on close, not a three-request multipart upload.
-        options = {"region": region, "connect_timeout": 10, "request_timeout": 60, "allow_delayed_open": True,
-                   "check_directory_existence_before_creation": False}
-        if endpoint:
-            parts = urlsplit(endpoint)
-            options |= {"endpoint_override": parts.netloc + parts.path.rstrip("/"), "scheme": parts.scheme}
-        return fs.S3FileSystem(**options)
-
-    return _per_process("pyarrow", make)
-
-
-def s3_client():
-    """boto3's S3 client: for what pyarrow's filesystem cannot do in one request (a GET without a HEAD, a
-    PUT with its MD5, a batch of deletes)."""
-    import boto3.session
-    from botocore.config import Config
-
-    def make(endpoint: str, region: str):
-        # The endpoint is ours (blank variables unset). Checksums only where S3 requires them: the PUTs
-        # carry their Content-MD5, and a streamed CRC32 trailer is refused by some S3-compatible servers.
-        # Retries: S3's 503 SlowDown, 500s, resets and timeouts, with backoff, 5 attempts in all (standard mode's
-        # max_attempts counts the retries; a GET cut off mid-body is read again by _s3_get, as the SDK does not).
-        config = Config(ignore_configured_endpoint_urls=True, connect_timeout=10, read_timeout=60,
-                        max_pool_connections=4 * _IN_FLIGHT, request_checksum_calculation="when_required",
-                        response_checksum_validation="when_required", retries={"mode": "standard", "max_attempts": 4})
-        return boto3.session.Session().client("s3", region_name=region, endpoint_url=endpoint or None, config=config)
-
-    return _per_process("boto3", make)
-
-
-def _no_bucket(uri: str, bucket: str) -> PublishError:
-    return PublishError(f"cannot use {uri}: the bucket {bucket} does not exist at the endpoint "
-                        f"({', '.join(AWS_VARIABLES[-2:])}, else AWS's): create it, or fix DESAFIO_OUTPUT_DIR")
-
-
-# S3's answers that a later attempt may not get: throttling and the service's own failures (botocore's error codes,
-# and pyarrow's names for them).
-_UNAVAILABLE = re.compile(r"\b(SlowDown|InternalError|ServiceUnavailable|RequestTimeout|SLOW_DOWN|INTERNAL_FAILURE|"
-                          r"SERVICE_UNAVAILABLE|REQUEST_TIMEOUT)\b|HTTP status 5\d\d")
-
-
-class StoreUnavailable(PublishError, TransientError):
-    """S3 kept answering with a server error or throttling after the SDK's retries: the step is tried again."""
-
-
-def _s3_error(error: Exception, what: str) -> PublishError:
-    names = ", ".join(AWS_VARIABLES)
-    cause = first_line(error).rstrip(".")
-    from botocore.exceptions import ConnectionError as NetworkError
-    from botocore.exceptions import HTTPClientError
-
-    status = (getattr(error, "response", None) or {}).get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
-    network = isinstance(error, (NetworkError, HTTPClientError)) or "NETWORK_CONNECTION" in str(error)
-    if (status >= 500 and status != 501) or network or _UNAVAILABLE.search(str(error)):  # 501: not supported there
-        return StoreUnavailable(f"{what}: {cause}. The store kept failing through every retry with backoff: the "
-                                f"step is tried again later; the previous output is untouched")
-    return PublishError(f"{what}: {cause}. "
-                        f"Check the bucket exists and the credentials and endpoint in the environment ({names}) "
-                        f"allow it; the previous output is untouched")
 
 
 # What a version's _readback.csv says of where each of its client files is: the version that wrote it.
@@ -659,10 +554,10 @@ class S3Store(Store):
         try:
             bucket = self.fs.get_file_info(self.bucket)
             if bucket.type == fs.FileType.NotFound:
-                raise _no_bucket(self.uri(), self.bucket)
+                raise no_bucket(self.uri(), self.bucket)
             self.fs.get_file_info(fs.FileSelector(self.base, allow_not_found=True))
         except OSError as error:
-            raise _s3_error(error, f"cannot use {self.uri()}") from None
+            raise s3_error(error, f"cannot use {self.uri()}") from None
 
     def exclusive(self):
         # No lock: Dagster's pool `source_database` runs one export at a time within a deployment; between
@@ -672,7 +567,7 @@ class S3Store(Store):
     def _named_in(self, file: str) -> tuple[str | None, str | None]:
         """(the version file names, its ETag); (None, None) where there is no such file."""
         try:
-            data, answer = _s3_get(self._path(file))
+            data, answer = s3_get(self._path(file))
         except FileNotFoundError:
             return None, None
         name = data.decode().strip()
@@ -696,7 +591,7 @@ class S3Store(Store):
         body = json.dumps({"seconds": self.lease_seconds, "holder": f"{socket.gethostname()}:{os.getpid()}"}).encode()
 
         def write() -> None:
-            s3_client().put_object(Bucket=self.bucket, Key=key, Body=body, ContentMD5=_content_md5(body))
+            s3_client().put_object(Bucket=self.bucket, Key=key, Body=body, ContentMD5=content_md5(body))
 
         def renew() -> None:
             while not stop.wait(self.lease_seconds / 10):
@@ -706,7 +601,7 @@ class S3Store(Store):
         try:
             write()
         except Exception as error:  # botocore raises several kinds
-            raise _s3_error(error, f"cannot write to {self.uri(version)}") from None
+            raise s3_error(error, f"cannot write to {self.uri(version)}") from None
         stop = threading.Event()
         renewal = threading.Thread(target=renew, name=f"lease of {version}", daemon=True)
         renewal.start()
@@ -722,14 +617,14 @@ class S3Store(Store):
         """Whether version's lease is there and was written less than its own seconds ago, by S3's clock (the
         answer's Date; this machine's where a proxy left none that parses). In doubt, live: a lapse removes files."""
         try:
-            data, answer = _s3_get(self._path(version, LEASE_FILE))
+            data, answer = s3_get(self._path(version, LEASE_FILE))
         except FileNotFoundError:
             return False
         try:
             seconds = float(json.loads(data)["seconds"])
         except (ValueError, KeyError, TypeError):  # not as this project writes it: judged by the default duration
             seconds = self.lease_seconds
-        return (_server_time(answer) - answer["LastModified"]).total_seconds() < seconds
+        return (server_time(answer) - answer["LastModified"]).total_seconds() < seconds
 
     def task_target(self, version: str) -> str:
         return self.uri(version)
@@ -743,14 +638,14 @@ class S3Store(Store):
         try:
             infos = self.fs.get_file_info(fs.FileSelector(self._path(version), allow_not_found=True))
         except OSError as error:
-            raise _s3_error(error, f"cannot list {self.uri(version)}") from None
+            raise s3_error(error, f"cannot list {self.uri(version)}") from None
         return Listing.of(infos)
 
     def with_held(self, version: str, listing: Listing, records: pa.Table) -> Listing:
         return listing.with_files(records.filter(pc.not_equal(records["written_in"], version)))
 
     def read(self, version: str, file: str) -> bytes:
-        return _s3_read(self._path(version, file))
+        return s3_read(self._path(version, file))
 
     def read_many(self, version: str, files: list[str]) -> Iterator[bytes]:
         return read_s3_files(self.uri(version), files)
@@ -779,7 +674,7 @@ class S3Store(Store):
             condition = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
             try:
                 s3_client().put_object(Bucket=self.bucket, Key=self.key_prefix + POINTER_FILE, Body=body,
-                                       ContentMD5=_content_md5(body), **condition)
+                                       ContentMD5=content_md5(body), **condition)
                 return replacing
             except Exception as error:  # botocore raises several kinds
                 # The write may have landed all the same (the SDK retries one whose answer was lost): the pointer says.
@@ -789,7 +684,7 @@ class S3Store(Store):
                 conflict = isinstance(error, ClientError) and error.response.get("Error", {}).get("Code") in (
                     "PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey")
                 if not conflict:
-                    raise _s3_error(error, f"could not publish {self.uri()}") from None
+                    raise s3_error(error, f"could not publish {self.uri()}") from None
                 if now != replacing:
                     if error.response.get("ResponseMetadata", {}).get("RetryAttempts", 0):
                         raise PublishOutcomeUnknown(  # this run's earlier attempt may have landed before the other's
@@ -827,7 +722,7 @@ class S3Store(Store):
         """Each client file of version and the version holding it (file, written_in), from its _readback.csv;
         None where there is none (a killed run's version, or a retired one already cleaned)."""
         try:
-            return read_table(_s3_read(self._path(version, READBACK_FILE)), _HELD_SCHEMA)
+            return read_table(s3_read(self._path(version, READBACK_FILE)), _HELD_SCHEMA)
         except FileNotFoundError:
             return None
 
@@ -840,9 +735,9 @@ class S3Store(Store):
             try:
                 errors = client.delete_objects(Bucket=self.bucket, Delete={"Objects": objects, "Quiet": True}).get("Errors")
             except Exception as error:  # botocore raises several kinds
-                raise _s3_error(error, f"cannot delete retired files under {self.uri()}") from None
+                raise s3_error(error, f"cannot delete retired files under {self.uri()}") from None
             if errors:
-                raise _s3_error(OSError(f"{errors[0].get('Key')}: {errors[0].get('Code')} {errors[0].get('Message', '')}"),
+                raise s3_error(OSError(f"{errors[0].get('Key')}: {errors[0].get('Code')} {errors[0].get('Message', '')}"),
                                 f"cannot delete {len(errors)} retired files under {self.uri()}")
 
     def remove_leftovers(self, keep: set[str], spare: bool = False) -> None:
@@ -882,233 +777,3 @@ class S3Store(Store):
         return {name: value for name in AWS_VARIABLES if (value := environment(name))}
 
 
-def _server_time(answer: dict) -> datetime.datetime:
-    """The time an S3 answer was sent, by the server's clock (its Date header; a proxy may have added a second one,
-    joined after the first: an HTTP date is 29 characters); this machine's clock where there is none that parses."""
-    try:
-        sent = parsedate_to_datetime(answer["ResponseMetadata"]["HTTPHeaders"]["date"][:29])
-    except (KeyError, TypeError, ValueError):
-        return datetime.datetime.now(datetime.UTC)
-    return sent if sent.tzinfo else sent.replace(tzinfo=datetime.UTC)  # "-0000": UTC, says RFC 5322
-
-
-def _content_md5(data: bytes) -> str:
-    """A PUT's Content-MD5: S3 refuses the object if the bytes it received differ from those sent."""
-    return base64.b64encode(hashlib.md5(data).digest()).decode()
-
-
-def _s3_read(path: str) -> bytes:
-    """An object's bytes (path: bucket/key) in one GET (pyarrow's streams send a HEAD first)."""
-    return _s3_get(path)[0]
-
-
-def _s3_get(path: str, attempts: int = 3) -> tuple[bytes, dict]:
-    """An object's bytes and the GET's answer (ETag, LastModified, the server's Date...). A body cut off by the
-    network is read again: the SDK retries a request that failed, not a body it handed over."""
-    from botocore.exceptions import ClientError, IncompleteReadError, ResponseStreamingError
-
-    bucket, _, key = path.partition("/")
-    client = s3_client()
-    for _ in range(attempts):
-        try:
-            answer = client.get_object(Bucket=bucket, Key=key)
-            return answer["Body"].read(), answer
-        except ClientError as error:
-            code = error.response.get("Error", {}).get("Code")
-            if code == "NoSuchBucket":
-                raise _no_bucket(f"s3://{path}", bucket) from None
-            if code in ("NoSuchKey", "404"):  # "404": the error's body was lost, its status was not
-                raise FileNotFoundError(f"s3://{path}") from None
-            raise _s3_error(error, f"cannot read s3://{path}") from None
-        except (ResponseStreamingError, IncompleteReadError) as error:
-            cut = error
-        except Exception as error:  # botocore raises several kinds
-            raise _s3_error(error, f"cannot read s3://{path}") from None
-    raise _s3_error(cut, f"cannot read s3://{path} ({attempts} attempts)")
-
-
-_IN_FLIGHT = 8  # S3 requests a process keeps in flight: each waits on the network, not the GIL
-_SCAN_BYTES = 16 << 20  # bytes an S3 attempt holds before it scans them
-
-
-def _prefetch(read: Callable[[str], bytes], files: list[str], ahead: int = 64) -> Iterator[bytes]:
-    """read(file) of each file, in order, with _IN_FLIGHT reads at a time and at most `ahead` files held."""
-    with ThreadPoolExecutor(max_workers=_IN_FLIGHT) as pool:
-        for start in range(0, len(files), ahead):
-            yield from pool.map(read, files[start : start + ahead])
-
-
-# --- what a Spark task attempt writes to -------------------------------------------------------
-
-
-# The attempts' folders, in one folder of the version: found without listing the version (a million entries).
-_ATTEMPTS = ".attempts"
-
-
-def _wait_for_writers(version: Path, bound: float = 60.0) -> list[Path]:
-    """The version's attempt folders, once no task writes into them (each holds a lock on its folder while it
-    writes: Spark kills the other tasks of a failed job asynchronously). bound: a hung task's folder is left
-    for the next run's cleanup rather than waited for."""
-    import fcntl  # POSIX only: the definitions load without it
-
-    folders = list((version / _ATTEMPTS).glob("*"))
-    deadline = time.monotonic() + bound
-    for folder in folders:
-        with contextlib.suppress(FileNotFoundError):
-            fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                while True:
-                    try:
-                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                        break
-                    except BlockingIOError:
-                        if time.monotonic() > deadline:
-                            break
-                        time.sleep(0.02)
-            finally:
-                os.close(fd)
-    return folders
-
-
-class _Attempt:
-    """What a Spark task attempt writes to. Each file is held in memory until complete, then stored whole
-    (_store): a failed attempt's unfinished file is dropped, never stored. The scan for the audit is taken from
-    the bytes as they are stored, not read back."""
-
-    def __init__(self):
-        self.unscanned: list[bytes] = []
-        self.unscanned_bytes = 0
-        self.scanned: list[pa.Table] = []
-        self.stored: list[tuple[int, int | None]] = []  # each file's size and mtime once stored (stats())
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        pass
-
-    def open(self, file: str):
-        return io.BytesIO()
-
-    def close(self, file: str, handle) -> None:
-        data = handle.getvalue()
-        handle.close()
-        self.stored.append((len(data), self._store(file, data)))
-        self.unscanned.append(data)
-        self.unscanned_bytes += len(data)
-        if self.unscanned_bytes >= _SCAN_BYTES:
-            self._scan()
-
-    def _store(self, file: str, data: bytes) -> int | None:
-        """Store the file whole; its mtime in ns where the store keeps one that a rename keeps (else None)."""
-        raise NotImplementedError
-
-    def _scan(self) -> None:
-        if self.unscanned:
-            self.scanned.append(scan_many(self.unscanned))
-            self.unscanned, self.unscanned_bytes = [], 0
-
-    def finish(self, files: list[str]) -> None:
-        """Every file stored and durable, before the driver publishes them."""
-
-    def scans(self, files: list[str]) -> pa.Table:
-        """The files as stored, in order (audit.scan_many)."""
-        self._scan()
-        return pa.concat_tables(self.scanned) if self.scanned else SCAN_SCHEMA.empty_table()
-
-    def stats(self) -> tuple[pa.Array, pa.Array]:
-        """The stored files' sizes and mtimes (nulls where the store has none), in order: locally what a listing
-        would stat (a rename keeps both), so the driver stats none of them (8 s a million files here)."""
-        sizes, mtimes = zip(*self.stored) if self.stored else ((), ())
-        return pa.array(sizes, pa.int64()), pa.array(mtimes, pa.int64())
-
-
-class _LocalAttempt(_Attempt):  # the Spark task's side of LocalStore
-    """Writes into a folder of the attempt's own (in the version's .attempts), then renames each complete file
-    into the version: a file there is always complete, and a retried or speculative attempt (which writes the
-    same bytes, from the same snapshot) replaces it whole. What a failed attempt left in its folder is
-    removed by the driver (LocalStore.drop_attempts). Creating the files in that new, small folder and
-    renaming them in costs less than creating them in the version's large one (measured here: about 200
-    against 420 µs a file among 200,000, unnamed O_TMPFILE files 330-470 µs): ext4 places a new folder's
-    inodes in another block group."""
-
-    def __init__(self, version: str, partition: int, attempt: int):
-        super().__init__()
-        self.version = version
-        attempts = os.path.join(version, _ATTEMPTS)
-        with contextlib.suppress(FileExistsError):  # not makedirs: a task late after a failed job must not make a
-            os.mkdir(attempts)  # discarded version again
-        self.folder = os.path.join(attempts, f"{partition:05d}-{attempt}")
-        os.mkdir(self.folder)
-        # Locked while the task writes: the driver removes the attempt only once it may (_wait_for_writers).
-        import fcntl
-
-        self.lock = os.open(self.folder, os.O_RDONLY | os.O_DIRECTORY)
-        fcntl.flock(self.lock, fcntl.LOCK_EX)
-        twin = twin_of(version)
-        self.twin = twin if os.path.isdir(twin) else None  # LocalStore.open_version made one: a full export
-
-    def __exit__(self, *exc) -> None:
-        os.close(self.lock)
-
-    def _store(self, file: str, data: bytes) -> int:
-        with open(os.path.join(self.folder, file), "wb", buffering=0) as out:
-            view = memoryview(data)
-            while view:
-                view = view[out.write(view) :]
-            return os.fstat(out.fileno()).st_mtime_ns
-
-    def finish(self, files: list[str]) -> None:
-        for file in files:
-            os.rename(os.path.join(self.folder, file), os.path.join(self.version, file))
-            if self.twin:  # the same inode
-                try:
-                    os.link(os.path.join(self.version, file), os.path.join(self.twin, file))
-                except FileExistsError:  # a retried attempt's file replaces the first one's there too, whole
-                    temporary = os.path.join(self.folder, f".{file}.twin")
-                    os.link(os.path.join(self.version, file), temporary)
-                    os.replace(temporary, os.path.join(self.twin, file))
-        os.rmdir(self.folder)
-        sync_filesystem(Path(self.version), files)  # durable before the driver publishes them
-
-
-class _S3Attempt(_Attempt):  # the Spark task's side of S3Store
-    """Straight into the version's prefix: each file is one PUT when its handle closes, _IN_FLIGHT at a time,
-    with its Content-MD5, so S3 refuses bytes that differ from those sent (pyarrow's read back would cost a
-    HEAD and a GET). A PUT that comes after its version was discarded leaves an object the next cleanup removes."""
-
-    def __init__(self, uri: str):
-        super().__init__()
-        self.bucket, _, self.key = uri.removeprefix("s3://").partition("/")
-        self.client = s3_client()
-        self.pool, self.pending = ThreadPoolExecutor(max_workers=_IN_FLIGHT), []
-
-    def _store(self, file: str, data: bytes) -> None:
-        if len(self.pending) >= 4 * _IN_FLIGHT:  # bounded: each holds its file's bytes until sent
-            self.pending.pop(0).result()
-        self.pending.append(self.pool.submit(self._put, file, data))
-
-    def _put(self, file: str, data: bytes) -> None:
-        try:
-            self.client.put_object(Bucket=self.bucket, Key=f"{self.key}/{file}", Body=data, ContentMD5=_content_md5(data))
-        except Exception as error:  # botocore raises several kinds
-            raise _s3_error(error, f"cannot write s3://{self.bucket}/{self.key}/{file}") from None
-
-    def finish(self, files: list[str]) -> None:
-        try:
-            for put in self.pending:
-                put.result()
-        finally:
-            self.pending.clear()
-            self.pool.shutdown()
-
-
-def open_attempt(target: str, partition: int, attempt: int):
-    """In a Spark task: where its files go (target: Store.task_target)."""
-    return _S3Attempt(target) if target.startswith("s3://") else _LocalAttempt(target, partition, attempt)
-
-
-def read_s3_files(uri: str, files: list[str]) -> Iterator[bytes]:
-    """In a Spark task: the bytes of files under a version's uri, in order, several requests in flight."""
-    path = uri.removeprefix("s3://")
-    return _prefetch(lambda file: _s3_read(f"{path}/{file}"), files)

@@ -9,11 +9,9 @@ import os
 import dagster as dg
 import pytest
 
-from desafio_dagster.core.audit import MANIFEST_FILE
 from desafio_dagster.core.connect_server import state_dir, stop_server
 from desafio_dagster.core.fakedata import generate
-from desafio_dagster.core.incremental import FORMAT_FILE
-from desafio_dagster.core.layout import INDEX_FILE
+from desafio_dagster.core.layout import FORMAT_FILE, INDEX_FILE, MANIFEST_FILE
 from desafio_dagster.definitions import defs
 from desafio_dagster_tests.helpers import dagster_cli, snapshot
 from desafio_dagster_tests.system.spark_cluster import EXPORT_TIMEOUT, SPEC, Cluster, finished_tasks, full_jdk, get_json
