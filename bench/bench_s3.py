@@ -31,7 +31,7 @@ from psycopg.conninfo import make_conninfo
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_export import movements  # noqa: E402
 from bench_populate import SERVER, populate_job  # noqa: E402
-from measure import mib, run_measured, warm_engine  # noqa: E402
+from measure import free_port, mib, run_measured, warm_engine  # noqa: E402
 
 EXPORT = [sys.executable, "-m", "dagster", "job", "execute", "-m", "desafio_dagster.definitions", "-j", "export"]
 
@@ -107,9 +107,6 @@ def main() -> None:
 
     import boto3
     from moto.server import ThreadedMotoServer
-
-    sys.path.insert(0, str(Path(__file__).parents[1]))
-    from desafio_dagster_tests.helpers import free_port
 
     url = bench_url(database)
     if args.populate or movements(url)[0] == 0:

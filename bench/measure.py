@@ -1,6 +1,7 @@
 """Run a command and measure its wall time and the peak memory of its whole process tree."""
 
 import contextlib
+import socket
 import subprocess
 import threading
 import time
@@ -81,6 +82,13 @@ def warm_engine(home: Path):
 # Of the last run_measured with an engine: the engine's peak, and the peak of the run's tree and the engine
 # together (sampled at the same instants: the two peak at different times, so this is less than their sum).
 last_peaks = {"engine": 0, "together": 0}
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (for a server the bench starts)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def mib(n: int) -> str:

@@ -83,7 +83,7 @@ def export_movements(request: ExportRequest, store: Store, log: Callable[[str], 
                 log(f"{engine}: up to {parts} tasks read {movements:,} movements, a range of clients each")
                 sealed = connected.seal({**request.db.task_environment(), **store.task_environment()})
                 view = snapshot_view(connected.session, exported, parts, request.masked, only, sealed)
-            version = publish_per_client(view, store, snapshot.clients, store.name, masked=request.masked,
+            version = publish_per_client(view, store, snapshot.clients, masked=request.masked,
                                          by_client=True, on_progress=lambda *done: log(tasks_done(*done)), plan=plan,
                                          source=snapshot.source)
     journal_kept = ""

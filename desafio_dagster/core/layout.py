@@ -40,6 +40,12 @@ REJECTED_FILE = "_rejected"  # beside the versions: the last version that failed
 LEASE_FILE = "_lease"  # in a version being written: other exports' cleanups spare the version while it is live
 
 
+def masked(card_numbers: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    """The contract's masking of card numbers: every character but the last four replaced by '*'."""
+    stars = pc.binary_repeat("*", pc.max_element_wise(pc.subtract(pc.utf8_length(card_numbers), 4), 0))
+    return pc.binary_join_element_wise(stars, pc.utf8_slice_codeunits(card_numbers, -4), "")
+
+
 def client_file_names(ids: pa.Array, nomes: pa.Array, sobrenomes: pa.Array) -> pa.Array:
     """'00000042_joao-da-silva.csv' for each client: the id zero-padded to 8 digits, then the slug of nome
     and sobrenome (ASCII, lower case, accents folded, hyphen-separated, at most 80 characters; 'sem-nome'

@@ -28,7 +28,6 @@ import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -76,7 +75,7 @@ from desafio_dagster.core.progress import Stopwatch
 from desafio_dagster.core.s3 import StoreUnavailable, read_s3_files
 from desafio_dagster.core.sealed import unseal_into_environment
 from desafio_dagster.core.spark_session import spark_job_error, task_slots
-from desafio_dagster.core.store import Store, open_store
+from desafio_dagster.core.store import Store
 from desafio_dagster.core.task_output import open_attempt
 from desafio_dagster.core.transform import KEY_COLUMNS, RangeReader, SnapshotView
 
@@ -253,9 +252,8 @@ def _reporting(spark, on_progress: Callable[[int, int, float], None] | None):
 
 def publish_per_client(
     view: DataFrame | SnapshotView | None,
-    output: Path | str | Store,
+    store: Store,
     expected: pa.Table,
-    name: str = "movements_csv",
     masked: bool = True,
     by_client: bool = False,
     on_progress: Callable[[int, int, float], None] | None = None,
@@ -263,8 +261,8 @@ def publish_per_client(
     sealed: str | None = None,
     source: str | None = None,
 ) -> Published:
-    """Write view (see transform.snapshot_view) as a new version of name's per-client files plus _index.csv
-    in output (a local folder, or a Store: store.py), audit it against expected (the source snapshot's
+    """Write view (see transform.snapshot_view) as a new version of the per-client files plus _index.csv
+    in store (a local folder or S3: store.py), audit it against expected (the source snapshot's
     figures, audit.FIGURES_SCHEMA) and publish it.
 
     by_client: a DataFrame view already holds each client's rows in one partition, sorted (as
@@ -280,7 +278,6 @@ def publish_per_client(
     sealed: the tasks' credentials (sealed.py); a SnapshotView's own by default.
     The driver's work is in Arrow, column at a time: nothing per client but the carried files' links
     (on S3, nothing: the index names the version that holds each carried file)."""
-    store = output if isinstance(output, Store) else open_store(output, name)
     store.check_writable()
     carry_index, carry_records = (plan.carry_index, plan.carry_records) if plan else (
         INDEX_SCHEMA.empty_table(), READBACK_SCHEMA.empty_table())
@@ -446,17 +443,11 @@ def _file_reader(uri: str, sealed: str):
     return read
 
 
-def read_published(spark, output: Path | str | Store, name: str | None = None, sealed: str = "") -> DataFrame:
-    """The published per-client files as one DataFrame: client_id, then CSV_COLUMNS as text.
+def read_published(spark, store: Store, sealed: str = "") -> DataFrame:
+    """The published per-client files of store as one DataFrame: client_id, then CSV_COLUMNS as text.
 
-    output: the published folder (a symlink), or a Store. The published version is resolved once, so
-    the reader sees one complete version. Spark reads a local version itself; an S3 version (Spark has
+    The published version is resolved once, so the reader sees one complete version. Spark reads a local version itself; an S3 version (Spark has
     no S3 connector here) is read by the tasks with pyarrow (mapInArrow over the version's file list)."""
-    if isinstance(output, Store):
-        store = output
-    else:
-        folder = Path(output)
-        store = open_store(folder.parent, name or folder.name)
     version = store.published()
     listing = store.files(version) if version else None
     if listing is None or INDEX_FILE not in listing:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import psycopg
+import pyarrow as pa
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
@@ -34,6 +35,7 @@ from desafio_dagster.core.fakedata import (
     grow,
     to_copy_csv,
 )
+from desafio_dagster.core.layout import masked
 
 SCHEMA_SQL = resources.files("desafio_dagster").joinpath("sql/schema.sql").read_text()
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -326,9 +328,9 @@ class SourceDatabase:
             rows = cur.execute(
                 sql.SQL("SELECT * FROM {} ORDER BY id LIMIT %s").format(sql.Identifier(table)), (limit,)
             ).fetchall()
-        for row in rows:
-            if "num_cartao" in row:
-                row["num_cartao"] = mask_card_number(row["num_cartao"])
+        if rows and "num_cartao" in rows[0]:
+            for row, number in zip(rows, masked(pa.array([row["num_cartao"] for row in rows], pa.string())).to_pylist()):
+                row["num_cartao"] = number
         return rows
 
     def replace(
@@ -518,8 +520,3 @@ def _int8_array(data: bytes | None) -> np.ndarray:
         return np.empty(0, np.int64)
     count = int.from_bytes(data[12:16], "big")  # header: ndim, has-nulls flag, element oid, then size, lower bound
     return np.frombuffer(data, np.dtype([("length", ">i4"), ("value", ">i8")]), count=count, offset=20)["value"].astype(np.int64)
-
-
-def mask_card_number(number: str) -> str:
-    """Every digit but the last four replaced by '*'."""
-    return "*" * max(0, len(number) - 4) + number[-4:]

@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 from pyspark.sql import DataFrame, SparkSession
 
 from desafio_dagster.core.extract import Clients, ExportedSnapshot, read_clients
-from desafio_dagster.core.layout import CSV_COLUMNS
+from desafio_dagster.core.layout import CSV_COLUMNS, masked
 from desafio_dagster.core.sealed import unseal_into_environment
 
 KEY_COLUMNS = ("client_id", "movement_id", "movement_time")
@@ -36,12 +36,6 @@ def _text(timestamps: pa.ChunkedArray) -> pa.ChunkedArray:
     """YYYY-MM-DD HH:MM:SS, the fraction of a second dropped (Arrow's cast to text of whole seconds: 20x
     quicker than its strftime)."""
     return timestamps.cast(pa.timestamp("s"), safe=False).cast(pa.string())
-
-
-def masked(card_numbers: pa.ChunkedArray) -> pa.ChunkedArray:
-    """Every character but the last four replaced by '*'."""
-    stars = pc.binary_repeat("*", pc.max_element_wise(pc.subtract(pc.utf8_length(card_numbers), 4), 0))
-    return pc.binary_join_element_wise(stars, pc.utf8_slice_codeunits(card_numbers, -4), "")
 
 
 def flat_rows(tables: dict[str, pa.Table], mask_card_numbers: bool = True) -> pa.Table:

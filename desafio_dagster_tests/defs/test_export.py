@@ -16,6 +16,7 @@ import dagster as dg
 import pytest
 
 from desafio_dagster.core.layout import INDEX_FILE
+from desafio_dagster.core.store import open_store
 from desafio_dagster_tests.helpers import (
     CONTRACT,
     FULL_REFRESH,
@@ -248,7 +249,7 @@ def test_a_failed_task_attempt_is_retried_without_duplicate_rows(published, sour
         connected = connect("local[2,4]", {"spark.sql.execution.arrow.maxRecordsPerBatch": "20"},  # many batches
                             home=tmp_path / "spark")
         with exported_view(source, connected.session) as (view, snap):
-            publish.publish_per_client(view.frame(), folder.parent, snap.clients, by_client=True)
+            publish.publish_per_client(view.frame(), open_store(folder.parent, folder.name), snap.clients, by_client=True)
         connected.close()
     finally:
         stop_server(tmp_path / "spark")
@@ -344,7 +345,7 @@ def test_a_failing_spark_job_fails_clearly_and_keeps_the_output(published, sourc
         broken_in_python = view.mapInArrow(python_error, view.schema)
         for broken, cause in ((broken_in_spark, "boom in client 7"), (broken_in_python, "ValueError: no card for client 7")):
             with pytest.raises(SparkJobError) as raised:
-                publish_per_client(broken, folder.parent, snapshot.clients, by_client=True)
+                publish_per_client(broken, open_store(folder.parent, folder.name), snapshot.clients, by_client=True)
             message = str(raised.value)
             assert message.startswith("the Spark job writing the client files failed: ") and cause in message
             assert "\n" not in message and "log" not in message and not isinstance(raised.value, TransientError)

@@ -17,6 +17,7 @@ from desafio_dagster.core.extract import ExportedSnapshot
 from desafio_dagster.core.fakedata import TABLES, GenerationSpec, generate
 from desafio_dagster.core.publish import publish_per_client
 from desafio_dagster.core.source_db import SourceDatabase, SourceDatabaseError
+from desafio_dagster.core.store import open_store
 from desafio_dagster.defs.utils import user_errors
 from desafio_dagster_tests.helpers import (
     FULL_REFRESH,
@@ -55,7 +56,7 @@ def _reject_broken_view(published, snapshot_view, exported, fault):
         broken = view.unionByName(view.filter(F.col("client_id") == victim))
     victim_file = next(f["file"] for f in exported.clients.to_pylist() if f["client_id"] == victim)
     with pytest.raises(AuditError) as raised:
-        publish_per_client(broken, folder.parent, exported.clients)
+        publish_per_client(broken, open_store(folder.parent, folder.name), exported.clients)
     message = str(raised.value)
     assert "client_totals_match_snapshot" in message and victim_file in message and "Nothing was published" in message
     assert_untouched(published)
@@ -63,7 +64,7 @@ def _reject_broken_view(published, snapshot_view, exported, fault):
     assert str(rejected) in message and (rejected / victim_file).exists()
     # Only the last rejected version is kept.
     with pytest.raises(AuditError):
-        publish_per_client(broken, folder.parent, exported.clients)
+        publish_per_client(broken, open_store(folder.parent, folder.name), exported.clients)
     [second] = rejected_versions(folder)
     assert second != rejected
     assert_untouched(published)
@@ -73,10 +74,10 @@ def test_unmasked_card_numbers_are_rejected_while_masking_is_on(published, sourc
     folder = published[0]
     with exported_view(source_db, spark_session, mask=False) as (view, exported):
         with pytest.raises(AuditError, match=r"card_numbers_masked failed, \d+ files with a run of 12 or more digits"):
-            publish_per_client(view, folder.parent, exported.clients, masked=True, by_client=True)
+            publish_per_client(view, open_store(folder.parent, folder.name), exported.clients, masked=True, by_client=True)
         assert_untouched(published)
         # The same files are what a run with masking off publishes.
-        assert publish_per_client(view, folder.parent, exported.clients, masked=False, by_client=True).rows == sum(
+        assert publish_per_client(view, open_store(folder.parent, folder.name), exported.clients, masked=False, by_client=True).rows == sum(
             exported.clients["rows"].to_pylist())
 
 
@@ -116,7 +117,7 @@ def test_a_populate_queued_behind_the_snapshot_makes_the_tasks_give_way(publishe
         _wait_for_backend(source_db, "desafio_dagster populate", "wait_event_type = 'Lock'", populate.is_alive)  # queued behind us
         started = time.monotonic()
         with pytest.raises(SourceReadError, match="a populate is waiting to replace the source tables"):
-            publish_per_client(view, folder.parent, snap.clients, by_client=True)
+            publish_per_client(view, open_store(folder.parent, folder.name), snap.clients, by_client=True)
         assert time.monotonic() - started < 60 and populate.is_alive()
     populate.join(120)
     assert not populate.is_alive() and source_db.row_counts()["associado"] == 70
