@@ -242,7 +242,7 @@ def stop_server(home: Path) -> bool:
         return False
     with _locked(home) as folder:
         state = _load(folder)
-        running = bool(state) and _is_ours(state["pid"], folder)
+        running = state is not None and _is_ours(state["pid"], folder)
         if state:
             _terminate(state["pid"], folder)
         with contextlib.suppress(FileNotFoundError):

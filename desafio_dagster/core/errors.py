@@ -34,7 +34,7 @@ def disk_full(cause: str) -> str:
             f"published. Nothing was published; the previous output is untouched")
 
 
-def first_line(error: Exception) -> str:
+def first_line(error: BaseException) -> str:
     """The first non-blank line of an error's text (a driver's or a server's often has many)."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     return lines[0] if lines else type(error).__name__

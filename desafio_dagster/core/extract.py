@@ -37,6 +37,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from desafio_dagster.core import journal
 from desafio_dagster.core.audit import FIGURES_SCHEMA, expected_figures
 from desafio_dagster.core.errors import TransientError, first_line
+from desafio_dagster.core.pg import one
 from desafio_dagster.core.source_db import (
     DEFAULT_STALL_TIMEOUT,
     POPULATE_FIRST,
@@ -105,6 +106,7 @@ def client_figures(conn: psycopg.Connection, clients: np.ndarray | None = None) 
     """Each client's figures (audit.FIGURES_SCHEMA), of every client or of those ids, from the tables in conn's
     snapshot: _CLIENT_FIGURES streamed with COPY and parsed by Arrow (a million rows in a few seconds, where
     fetching them as Python tuples took 11 s)."""
+    parts: dict[str, sql.Composable]
     if clients is None:
         parts = dict.fromkeys(_OF_CLIENTS, sql.SQL(""))
     else:
@@ -220,10 +222,11 @@ class ExportedSnapshot:
             # so the snapshot is the old database or the new one, never empty tables.
             db.lock_tables(conn, "ACCESS SHARE", on_wait)
             started = time.monotonic()
-            snapshot_id = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
+            snapshot_id = one(conn, "SELECT pg_export_snapshot()")[0]
             source = journal.current_snapshot(conn) if journal.ready(conn) else None
             changes = journal.changes_since(conn, published.snapshot) if source and published else None
-            if changes is not None and not changes.everything and len(changes) <= _MOST_CHANGED * len(published.clients):
+            if published and changes is not None and not changes.everything \
+                    and len(changes) <= _MOST_CHANGED * len(published.clients):
                 clients = _updated(published.clients, changes, client_figures(conn, changes.clients))
                 fingerprint, changed = {}, len(changes)
             else:
@@ -235,7 +238,7 @@ class ExportedSnapshot:
             if fingerprint:
                 counts = {table: rows for table, (rows, _, _) in fingerprint.items()}
             else:
-                accounts, cards = conn.execute("SELECT (SELECT count(*) FROM conta), (SELECT count(*) FROM cartao)").fetchone()
+                accounts, cards = one(conn, "SELECT (SELECT count(*) FROM conta), (SELECT count(*) FROM cartao)")
                 counts = {"associado": len(clients), "conta": accounts, "cartao": cards,
                           "movimento": pc.sum(clients["rows"]).as_py()}  # every movement has a card, an account, a client
             snapshot = Snapshot(snapshot_id, counts, clients, fingerprint, time.monotonic() - started, source, changed)
@@ -245,11 +248,11 @@ class ExportedSnapshot:
         """Fail clearly, before any task connects, if the server has fewer free connections than the
         tasks need at once: one per running task (read_clients), at most one per task slot."""
         wanted = min(parts, task_slots)
-        limit, reserved, used = self._conn.execute(
+        limit, reserved, used = one(self._conn,
             """SELECT current_setting('max_connections')::int,
                       current_setting('superuser_reserved_connections')::int
                       + coalesce(current_setting('reserved_connections', true)::int, 0),
-                      (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')""").fetchone()
+                      (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')""")
         free = limit - reserved - used
         if wanted > free:
             raise SourceDatabaseError(
@@ -260,7 +263,7 @@ class ExportedSnapshot:
     def read_options(self) -> dict[str, str]:
         """What a task needs to read this snapshot: where and how to connect, without the password
         (libpq takes it from PGPASSWORD in the task's environment)."""
-        params = {k: v for k, v in conninfo_to_dict(self.db.url).items() if k != "password"}
+        params = {k: str(v) for k, v in conninfo_to_dict(self.db.url).items() if k != "password" and v is not None}
         return {"conninfo": make_conninfo(**params), "schema": self.db.schema, "snapshot": self.snapshot.id,
                 "stall_timeout": str(self.db.stall_timeout)}
 
@@ -344,7 +347,7 @@ def copy_rows(conn: psycopg.Connection, table: str, clients: Clients | None,
               watch: StallWatch | None = None) -> Iterator[pa.RecordBatch]:
     """The rows of table (of those clients, or all) in conn's snapshot, in Arrow batches of SOURCE_SCHEMAS' types."""
     schema = SOURCE_SCHEMAS[table]
-    where = sql.SQL("")
+    where: sql.Composable = sql.SQL("")
     if clients is not None:
         where = sql.SQL(" WHERE " + _CLIENTS_ROWS[table]).format(clients=clients.condition())
     statement = sql.SQL("COPY (SELECT {} FROM {}{}) TO STDOUT (FORMAT csv)").format(
@@ -360,7 +363,7 @@ def copy_rows(conn: psycopg.Connection, table: str, clients: Clients | None,
                               f"{error.diag.message_primary or first_line(error)}") from None
 
 
-def _copied_batches(conn: psycopg.Connection, statement: sql.Composable, schema: pa.Schema,
+def _copied_batches(conn: psycopg.Connection, statement: sql.Composed, schema: pa.Schema,
                     on_chunk: Callable[[], None] | None = None) -> Iterator[pa.RecordBatch]:
     """The CSV of a `COPY ... TO STDOUT (FORMAT csv)`, streamed into Arrow batches of exactly schema's types."""
     with conn.cursor() as cur, cur.copy(statement) as copy:

@@ -78,8 +78,10 @@ def source_bytes(snapshot: str | None) -> bytes:
 def published_figures(store: Store) -> PublishedFigures | None:
     """What the published version recorded of its source (its snapshot and figures), if it recorded a snapshot."""
     published = store.published()
+    if published is None:
+        return None
     try:
-        snapshot = json.loads(store.read(published, SOURCE_FILE))["snapshot"] if published else None
+        snapshot = json.loads(store.read(published, SOURCE_FILE))["snapshot"]
     except FileNotFoundError:  # a version made before the journal
         return None
     return PublishedFigures(published, snapshot, parse_manifest(store.read(published, MANIFEST_FILE))) if snapshot else None
@@ -137,8 +139,8 @@ def plan_export(store: Store, expected: pa.Table, fmt: dict, full_refresh: bool 
     their fingerprint. known: that version's figures if read already (published_figures)."""
     if store.by_reference:  # where carried files are is part of a version's format: a version whose
         fmt = {**fmt, "carried_files": "held where written"}  # carried files were copies is not read as one
-    targeted = pa.array(sorted(set(targeted)), pa.int64())
-    unknown = targeted.filter(pc.invert(pc.is_in(targeted, value_set=expected["client_id"]))).to_pylist()
+    targeted_ids = pa.array(sorted(set(targeted)), pa.int64())
+    unknown = targeted_ids.filter(pc.invert(pc.is_in(targeted_ids, value_set=expected["client_id"]))).to_pylist()
     if unknown:
         shown = ", ".join(map(str, unknown[:10])) + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else "")
         raise PlanError(f"clients {shown} are not in the source snapshot: name clients that exist (associado.id)")
@@ -152,7 +154,7 @@ def plan_export(store: Store, expected: pa.Table, fmt: dict, full_refresh: bool 
         manifest = known.clients if known and known.version == published else parse_manifest(
             store.read(published, MANIFEST_FILE))
         index = parse_index(store.read(published, INDEX_FILE))
-        if published_format == fmt and not len(targeted) and expected.equals(manifest):  # the usual day without a change
+        if published_format == fmt and not len(targeted_ids) and expected.equals(manifest):  # the usual day without a change
             return Plan("unchanged", "no client changed", fmt, pa.array([], pa.int64()), index, published=published)
         records = parse_readback(store.read(published, READBACK_FILE))
     except FileNotFoundError:
@@ -169,7 +171,7 @@ def plan_export(store: Store, expected: pa.Table, fmt: dict, full_refresh: bool 
     recorded, entries, records = matched(files, manifest, index, records)
     kept = functools.reduce(pc.and_, [
         same(expected, recorded, ["client_id", "rows", "vlr_transacao_total", "fingerprint"]),
-        pc.invert(pc.is_in(expected["client_id"], value_set=targeted)),
+        pc.invert(pc.is_in(expected["client_id"], value_set=targeted_ids)),
         pc.is_valid(entries["file"]), pc.is_valid(records["file"])])
     carry_index, carry_records = entries.filter(kept), records.filter(kept)
     rewrite = pc.filter(expected["client_id"], pc.invert(kept)).combine_chunks()

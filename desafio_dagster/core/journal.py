@@ -23,6 +23,7 @@ import psycopg
 from psycopg import sql
 
 from desafio_dagster.core.fakedata import TABLES
+from desafio_dagster.core.pg import one
 
 JOURNAL_SQL = resources.files("desafio_dagster").joinpath("sql/change_journal.sql").read_text()
 _EVENTS = ("insert", "update", "delete", "truncate")
@@ -49,16 +50,16 @@ def ready(conn: psycopg.Connection) -> bool:
     """Whether every trigger of the journal exists and always fires (in conn's snapshot: within an export's
     transaction, as they were when its snapshot was taken). A trigger that does not fire in a session with
     session_replication_role = replica (a restore's, a logical replica's) counts as missing."""
-    enabled = conn.execute(
+    enabled = one(conn,
         """SELECT count(*) FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
            WHERE c.relnamespace = current_schema()::regnamespace AND t.tgname = ANY(%s) AND t.tgenabled = 'A'""",
-        (list(TRIGGERS),)).fetchone()[0]
+        (list(TRIGGERS),))[0]
     return enabled == len(TRIGGERS)
 
 
 def current_snapshot(conn: psycopg.Connection) -> str:
     """The snapshot conn's transaction reads, as text: what a later export asks changes_since about."""
-    return conn.execute("SELECT pg_current_snapshot()::text").fetchone()[0]
+    return one(conn, "SELECT pg_current_snapshot()::text")[0]
 
 
 # Whether snapshot %(s)s sees every transaction the horizon's snapshot saw (true without a horizon).
@@ -86,9 +87,9 @@ def changes_since(conn: psycopg.Connection, snapshot: str) -> Changes | None:
     if the journal cannot tell: it is not ready, or rows that snapshot did not see were removed already."""
     if not ready(conn):
         return None
-    if not conn.execute(_SEES_HORIZON, {"s": snapshot}).fetchone()[0]:
+    if not one(conn, _SEES_HORIZON, {"s": snapshot})[0]:
         return None
-    everything, ids = conn.execute(_CHANGED_CLIENTS, {"since": snapshot}).fetchone()
+    everything, ids = one(conn, _CHANGED_CLIENTS, {"since": snapshot})
     return Changes(bool(everything), np.array([] if everything else ids or [], np.int64))
 
 
@@ -98,7 +99,7 @@ def forget(conn: psycopg.Connection, snapshot: str) -> int:
     Rows removed. Its own transaction."""
     with conn.transaction():
         conn.execute("LOCK TABLE change_journal_horizon IN EXCLUSIVE MODE")
-        if not conn.execute(_SEES_HORIZON, {"s": snapshot}).fetchone()[0]:
+        if not one(conn, _SEES_HORIZON, {"s": snapshot})[0]:
             return 0
         conn.execute("""INSERT INTO change_journal_horizon (snapshot) VALUES (%s::pg_snapshot)
                         ON CONFLICT (one) DO UPDATE SET snapshot = excluded.snapshot""", (snapshot,))

@@ -3,6 +3,7 @@ records. Pure: no Dagster."""
 
 import functools
 from collections.abc import Iterable
+from typing import overload
 
 import numpy as np
 import pyarrow as pa
@@ -118,6 +119,15 @@ def read_table(data: bytes, schema: pa.Schema) -> pa.Table:
                            convert_options=pa_csv.ConvertOptions(
                                column_types=schema, strings_can_be_null=False, quoted_strings_can_be_null=False,
                                include_columns=[name for name in schema.names if name in header]))
+
+
+@overload
+def matched(keys: pa.ChunkedArray | pa.Array, table: pa.Table, *, key: str = "file") -> pa.Table: ...
+
+
+@overload
+def matched(keys: pa.ChunkedArray | pa.Array, table: pa.Table, first: pa.Table, /, *more: pa.Table,
+            key: str = "file") -> list[pa.Table]: ...
 
 
 def matched(keys: pa.ChunkedArray | pa.Array, table: pa.Table, *more: pa.Table, key: str = "file") -> pa.Table | list[pa.Table]:

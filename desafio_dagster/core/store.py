@@ -348,13 +348,16 @@ class LocalStore(Store):
         (finish_twin), so the export after a full one removes or links only what changed, not a link per file.
         """
         folder = self.output_dir / version
-        spared = self._spared(keep={source}) if source and carried is not None and len(carried) else None
+        if carried is None or not len(carried):  # a full export: its tasks fill the twin
+            folder.mkdir()
+            (self.output_dir / twin_of(version)).mkdir()
+            return
+        if source is None:
+            raise ValueError("carried files need the version they are carried from")
+        spared = self._spared(keep={source})
         if spared is None:
             folder.mkdir()
-            if carried is not None and len(carried):
-                self._link(source, carried["file"].to_pylist(), version)
-            else:
-                (self.output_dir / twin_of(version)).mkdir()
+            self._link(source, carried["file"].to_pylist(), version)
             return
         os.rename(self.output_dir / spared, folder)
         had = read_table((folder / READBACK_FILE).read_bytes(), _HELD_SCHEMA)  # spared: its files as it published them
@@ -502,7 +505,8 @@ class LocalStore(Store):
         shutil.rmtree(doomed, ignore_errors=True)
 
     def remove_leftovers(self, keep: set[str], spare: bool = False) -> None:
-        keep = keep | ({self._spared(keep)} if spare else set())
+        spared = self._spared(keep) if spare else None
+        keep = keep | {spared} if spared else keep
         # Versions before twins: a killed run's tasks may still write into its version and link into its twin.
         for path in sorted(self.output_dir.glob(f".{self.name}.*"), key=lambda p: p.name.endswith(TWIN_SUFFIX)):
             if path.name in keep or path.name.endswith(".lock") or path.name.startswith(f".{self.name}.rejected-"):
@@ -681,9 +685,8 @@ class S3Store(Store):
                 now = self._pointer_after_write(version)
                 if now == version:
                     return replacing
-                conflict = isinstance(error, ClientError) and error.response.get("Error", {}).get("Code") in (
-                    "PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey")
-                if not conflict:
+                if not isinstance(error, ClientError) or error.response.get("Error", {}).get("Code") not in (
+                        "PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey"):
                     raise s3_error(error, f"could not publish {self.uri()}") from None
                 if now != replacing:
                     if error.response.get("ResponseMetadata", {}).get("RetryAttempts", 0):

@@ -8,7 +8,7 @@ import ctypes
 import functools
 import io
 import os
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pyarrow as pa
@@ -174,7 +174,7 @@ class _S3Attempt(_Attempt):  # the Spark task's side of S3Store
         super().__init__()
         self.bucket, _, self.key = uri.removeprefix("s3://").partition("/")
         self.client = s3_client()
-        self.pool, self.pending = ThreadPoolExecutor(max_workers=IN_FLIGHT), []
+        self.pool, self.pending = ThreadPoolExecutor(max_workers=IN_FLIGHT), list[Future]()
 
     def _store(self, file: str, data: bytes) -> None:
         if len(self.pending) >= 4 * IN_FLIGHT:  # bounded: each holds its file's bytes until sent
@@ -196,6 +196,6 @@ class _S3Attempt(_Attempt):  # the Spark task's side of S3Store
             self.pool.shutdown()
 
 
-def open_attempt(target: str, partition: int, attempt: int):
+def open_attempt(target: str, partition: int, attempt: int) -> _Attempt:
     """In a Spark task: where its files go (target: Store.task_target)."""
     return _S3Attempt(target) if target.startswith("s3://") else _LocalAttempt(target, partition, attempt)

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame
+from pyspark.sql.connect.session import SparkSession
 
 from desafio_dagster.core.extract import Clients, ExportedSnapshot, read_clients
 from desafio_dagster.core.layout import CSV_COLUMNS, masked

@@ -1,10 +1,13 @@
 """Blocking checks on the raw assets: each rule is a query returning the ids that break it."""
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import dagster as dg
 from psycopg import sql
 
+from desafio_dagster.core.pg import one
+from desafio_dagster.core.source_db import SourceDatabase
 from desafio_dagster.defs.resources.postgres import PostgresResource
 from desafio_dagster.defs.utils import user_errors
 
@@ -55,7 +58,7 @@ RULES = [
 _SAMPLE = 5
 
 
-def evaluate(db, rules=RULES):
+def evaluate(db: SourceDatabase, rules: list[Rule] = RULES) -> Iterator[tuple[Rule, int, list[int]]]:
     """(rule, violation count, a few offending ids) for each rule."""
     with db.connect() as conn:
         db.require_tables(conn)
@@ -63,7 +66,7 @@ def evaluate(db, rules=RULES):
             query = sql.SQL("SELECT count(*), (array_agg(v.id ORDER BY v.id))[1:%s] FROM ({}) AS v(id)").format(
                 sql.SQL(rule.violations)
             )
-            count, sample = conn.execute(query, (_SAMPLE,)).fetchone()
+            count, sample = one(conn, query, (_SAMPLE,))
             yield rule, count, sample or []
 
 
