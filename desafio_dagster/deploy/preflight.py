@@ -2,7 +2,7 @@
 before any long-running service starts. No Dagster here; `init` runs `dagster instance migrate`
 after it. Messages name the login and the server, never a password.
 
-    python -m desafio_dagster.core.preflight     # exit 0, or 1 with one line per failed login
+    python -m desafio_dagster.deploy.preflight     # exit 0, or 1 with one line per failed login
 """
 
 from __future__ import annotations

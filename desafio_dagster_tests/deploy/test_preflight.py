@@ -4,7 +4,7 @@ trusts every login)."""
 
 from psycopg.conninfo import conninfo_to_dict
 
-from desafio_dagster.core import preflight
+from desafio_dagster.deploy import preflight
 from desafio_dagster_tests.helpers import free_port
 
 
