@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
+from desafio_dagster.core.embedded import embedded_url, stop_embedded
 from desafio_dagster.core.fakedata import generate
-from desafio_dagster.core.source_db import SourceDatabase, embedded_url, stop_embedded
+from desafio_dagster.core.source_db import SourceDatabase
 from desafio_dagster_tests.helpers import SMALL, fresh_database
 
 SPARK_HOME_VARIABLE = "DESAFIO_TEST_SPARK_HOME"

@@ -22,7 +22,8 @@ import dagster as dg
 
 from desafio_dagster.cli.run_report import RunReport, Screen, seconds
 from desafio_dagster.core import settings
-from desafio_dagster.core.source_db import describe, stop_embedded
+from desafio_dagster.core.embedded import stop_embedded
+from desafio_dagster.core.source_db import describe
 
 UI_URL = "http://127.0.0.1:3000"
 

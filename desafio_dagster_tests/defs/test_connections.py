@@ -6,8 +6,9 @@ import psycopg
 from psycopg.conninfo import make_conninfo
 
 from desafio_dagster.core import extract
+from desafio_dagster.core.embedded import embedded_pg_ctl
 from desafio_dagster.core.fakedata import generate
-from desafio_dagster.core.source_db import SourceDatabase, embedded_pg_ctl
+from desafio_dagster.core.source_db import SourceDatabase
 from desafio_dagster_tests.helpers import SMALL, failed_run_message, run
 
 

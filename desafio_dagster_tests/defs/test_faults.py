@@ -14,10 +14,11 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from desafio_dagster.core.embedded import embedded_pg_ctl
 from desafio_dagster.core.fakedata import generate
 from desafio_dagster.core.faults import CRASH_VARIABLE, PAUSE_VARIABLE
 from desafio_dagster.core.settings import OutputLocation
-from desafio_dagster.core.source_db import SourceDatabase, embedded_pg_ctl
+from desafio_dagster.core.source_db import SourceDatabase
 from desafio_dagster.core.store import open_store
 from desafio_dagster_tests.fault_proxies import HttpFaultProxy, PgFault, S3Call, TcpFaultProxy, always
 from desafio_dagster_tests.helpers import (

@@ -4,7 +4,8 @@ import dagster as dg
 from pydantic import Field
 
 from desafio_dagster.core import settings
-from desafio_dagster.core.source_db import DEFAULT_LOCK_TIMEOUT, DEFAULT_STALL_TIMEOUT, SourceDatabase, embedded_url
+from desafio_dagster.core.embedded import embedded_url
+from desafio_dagster.core.source_db import DEFAULT_LOCK_TIMEOUT, DEFAULT_STALL_TIMEOUT, SourceDatabase
 
 
 class PostgresResource(dg.ConfigurableResource):
