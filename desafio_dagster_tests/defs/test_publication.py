@@ -150,7 +150,16 @@ def test_a_populate_that_arrives_mid_export_never_hangs_it(source_db, env_home):
     older, newer = (GenerationSpec(clients=n, movements_per_card=(0, 4), seed=s) for n, s in ((50, 31), (70, 32)))
     source_db.replace(generate(older))
     results = {}
-    export = threading.Thread(target=lambda: results.setdefault("export", run("export")))
+
+    def export_in_a_thread() -> None:
+        """The export, its instance made, read and closed in this thread (SQLite's objects stay in their thread)."""
+        with dg.DagsterInstance.ephemeral() as instance:
+            result = run("export", instance=instance)
+            results.update(success=result.success, message=failed_run_message(result) if not result.success else "",
+                           retried=any(e.event_type == dg.DagsterEventType.STEP_RESTARTED for e in result.all_events),
+                           checks={e.check_name: e for e in result.get_asset_check_evaluations()})
+
+    export = threading.Thread(target=export_in_a_thread)
     export.start()
     # Its snapshot taken (it holds an xmin from then on; the share locks come before it), not merely
     # idle between the statements that open the transaction.
@@ -159,10 +168,8 @@ def test_a_populate_that_arrives_mid_export_never_hangs_it(source_db, env_home):
     source_db.replace(generate(newer))  # waits for the export's snapshot to close
     export.join(300)
     assert not export.is_alive(), "the export hangs"
-    result = results["export"]
-    assert result.success, failed_run_message(result)
-    retried = any(e.event_type == dg.DagsterEventType.STEP_RESTARTED for e in result.all_events)
-    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert results["success"], results["message"]
+    retried, checks = results["retried"], results["checks"]
     assert all(e.passed for name, e in checks.items() if name != "source_unchanged_since_export")
     published = published_files(output(env_home))
     if retried:  # the second attempt read the new source
