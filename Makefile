@@ -53,7 +53,7 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml  # the instance config of make run an
 run: java install $(DAGSTER_HOME)/dagster.yaml
 	@$(BIN)/python -m desafio_dagster.cli run
 
-# Lint, type the pure core (mypy: pyproject.toml), and load the definitions as Dagster's own tooling does (dg reads pyproject.toml's [tool.dg];
+# Lint, type the package (mypy: pyproject.toml), and load the definitions as Dagster's own tooling does (dg reads pyproject.toml's [tool.dg];
 # an ephemeral instance: a fresh clone has no DAGSTER_HOME folder).
 check: install-dev
 	$(BIN)/ruff check desafio_dagster desafio_dagster_tests bench

@@ -124,15 +124,16 @@ def run(job_name: str, clients: int | None = None, days: int | None = None, full
     log.parent.mkdir(parents=True, exist_ok=True)
 
     populates = job_name in ("etl", "populate")
-    generation = {"clients": clients} if clients else {}
+    generation: dict[str, int] = {"clients": clients} if clients else {}
     if job_name == "grow":
         generation = {"add_days": days or 1}
     run_config = {"ops": {"source_database": {"config": generation}}} if generation else {}
     if full_refresh:
         run_config.setdefault("ops", {})["movements_csv"] = {"config": {"full_refresh": True}}
-    spec = SourceDatabaseConfig(**generation).to_spec() if populates else None
-    if job_name == "grow":
-        growth = SourceDatabaseConfig(**generation).to_growth()
+    chosen = SourceDatabaseConfig.model_validate(generation)
+    spec = chosen.to_spec() if populates else None
+    growth = chosen.to_growth() if job_name == "grow" else None
+    if growth is not None:
         intro = (f"grow: {growth.days} day(s) of activity after the source's last day (seed {growth.seed}; each day "
                  f"{growth.active_clients:.2%} of the clients active, {growth.new_clients:.2%} new) into Postgres")
     elif spec:

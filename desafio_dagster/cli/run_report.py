@@ -5,6 +5,7 @@ what the summary needs; Screen draws a status line in place on a terminal and pr
 throttled lines elsewhere (CI logs, pipes).
 """
 
+import logging
 import os
 import threading
 import time
@@ -163,14 +164,14 @@ class RunReport:
         event = entry.dagster_event
         step = self.steps.get(entry.step_key) if entry.step_key else None
         if event is None:  # a message the assets log (context.log)
-            if step is not None and entry.level >= 30:  # WARNING and above always show
+            if step is not None and isinstance(entry.level, int) and entry.level >= logging.WARNING:  # always shown
                 self.screen.line(f"  {step.label}: {entry.user_message}")
             elif step is not None:
                 step.progress = self._progress_text(entry.user_message)
                 self._draw_progress()
             return
         kind = event.event_type
-        if kind == DagsterEventType.STEP_START:
+        if kind == DagsterEventType.STEP_START and entry.step_key:
             self._current = self.steps[entry.step_key] = Step(entry.step_key, entry.timestamp)
             self._draw_progress()
         elif kind == DagsterEventType.ASSET_MATERIALIZATION and step is not None:
@@ -186,7 +187,7 @@ class RunReport:
                 user = failure.user_failure_data
                 step.error = user.description if user and user.description else error_text(failure.error)
             self.screen.line(step.line(step.detail(), step.outcome, step.duration))
-        elif kind == DagsterEventType.STEP_SKIPPED:
+        elif kind == DagsterEventType.STEP_SKIPPED and entry.step_key:
             skipped = self.steps.setdefault(entry.step_key, Step(entry.step_key, entry.timestamp, entry.timestamp))
             skipped.outcome = "skipped"
             self.screen.line(skipped.line("", "skipped", None))
@@ -202,7 +203,7 @@ class RunReport:
         if found.unit == "rows" and self.expected_rows:
             rows = found.done
             return f"{bar(min(rows / self.expected_rows, 0.99))} {rows:,} of ~{self.expected_rows:,} rows"
-        if found.unit == "tasks":
+        if found.unit == "tasks" and found.total is not None:
             return f"{bar(found.done / max(found.total, 1))} {found.done}/{found.total} Spark tasks writing files"
         return message
 

@@ -2,6 +2,8 @@
 (recorded with the materialization), never against live tables another run may have replaced;
 and a warning when the source has changed since."""
 
+from typing import Any
+
 import dagster as dg
 import psycopg
 import pyarrow as pa
@@ -103,7 +105,7 @@ def _source_unchanged(postgres: PostgresResource, snapshot: str, exported: dict)
                 raise SourceDatabaseError("the change journal no longer covers the export's snapshot (a later export "
                                           "or a populate moved on)")
             changed = ["every client (a populate)"] if changes.everything else changes.clients[:_SHOWN].tolist()
-            metadata = {"clients_changed": "all" if changes.everything else len(changes)}
+            metadata: dict[str, Any] = {"clients_changed": "all" if changes.everything else len(changes)}
         else:
             live = db.fingerprint()
             changed = sorted(table for table in live if live[table] != exported.get(table))

@@ -2,6 +2,8 @@
 source database, generated and replaced in one transaction by the op `source_database`, or grown
 by days of activity (config add_days > 0, the `grow` job), also in one transaction."""
 
+from typing import cast
+
 import dagster as dg
 from pydantic import Field
 
@@ -38,6 +40,11 @@ _GROWTH = GrowthSpec()
 # populate and export never overlap on the source database: the instance's dagster.yaml sets
 # every pool's limit to 1, so a second run waits in the queue and the UI says for which pool.
 SOURCE_DATABASE_POOL = "source_database"
+
+
+def _as_range(values: list[int]) -> tuple[int, int]:
+    """A [min, max] of the config, as the spec takes it; the spec checks it (InvalidSpec names a wrong one)."""
+    return cast(tuple[int, int], tuple(values))
 
 
 class SourceDatabaseConfig(dg.Config):
@@ -84,8 +91,8 @@ class SourceDatabaseConfig(dg.Config):
             return None
         try:
             return GrowthSpec(days=self.add_days, active_clients=self.active_clients_per_day,
-                              new_clients=self.new_clients_per_day, accounts_per_client=tuple(self.accounts_per_client),
-                              cards_per_account=tuple(self.cards_per_account), seed=self.seed)
+                              new_clients=self.new_clients_per_day, accounts_per_client=_as_range(self.accounts_per_client),
+                              cards_per_account=_as_range(self.cards_per_account), seed=self.seed)
         except InvalidSpec as error:
             raise dg.Failure(f"invalid source_database config: {_growth_words(str(error))}", allow_retries=False) from None
 
@@ -128,7 +135,7 @@ def source_database(context: dg.AssetExecutionContext, config: SourceDatabaseCon
     """Generate the whole source database and replace its four tables in one transaction, or (add_days > 0)
     add days of activity after the source's last day, also in one transaction."""
     growth = config.to_growth()  # invalid config fails here, before the database is touched
-    spec = None if growth else config.to_spec()
+    spec = config.to_spec() if growth is None else None
     if growth is None and context.job_name == "grow":
         raise dg.Failure("the grow job adds days to the source: add_days must be >= 1 (0 would replace the whole "
                          "source; run the populate job for that)", allow_retries=False)
@@ -158,6 +165,7 @@ def source_database(context: dg.AssetExecutionContext, config: SourceDatabaseCon
             record = {"growth": dg.MetadataValue.json(
                 {**config.growth_record(), "first_day": str(days[0]), "last_day": str(days[-1])})}
         else:
+            assert spec is not None  # no growth: a generation
             context.log.info(f"generating {spec.clients:,} clients (seed {spec.seed}) into {db}")
             added = db.replace(generate(spec), on_progress=progress, on_wait=context.log.warning)
             record = {"generation": dg.MetadataValue.json(config.model_dump(exclude=set(_GROWTH_FIELDS)))}

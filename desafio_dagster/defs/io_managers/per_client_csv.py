@@ -115,6 +115,6 @@ class PerClientCsvIOManager(dg.ConfigurableIOManager):
 
     def load_input(self, context: dg.InputContext) -> DataFrame:
         with user_errors():
-            store = self.store(context.upstream_output.asset_key.path[-1])
+            store = self.store(context.asset_key.path[-1])  # the upstream asset's
             connected = self.spark.connected()
             return read_published(connected.session, store, sealed=connected.seal(store.task_environment()))

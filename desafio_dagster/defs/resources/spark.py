@@ -6,7 +6,7 @@ from typing import Any
 import dagster as dg
 from dagster_pyspark import LazyPySparkResource
 from pydantic import Field, PrivateAttr
-from pyspark.sql import SparkSession
+from pyspark.sql.connect.session import SparkSession
 
 from desafio_dagster.core import settings
 from desafio_dagster.core.spark_session import DEFAULT_CONF, Connected, connect
@@ -41,7 +41,7 @@ class SparkResource(LazyPySparkResource):
         if self._connected is not None and not self._connected.alive():
             self._connected.close()
             self._spark_session = self._connected = None
-        if self._spark_session is None:
+        if self._connected is None:
             self._connected = connect(self.master_url, {key: str(value) for key, value in self.spark_config.items()})
             self._spark_session = self._connected.session
         return self._connected
