@@ -56,7 +56,7 @@ def _postgres_location(config: settings.Settings) -> str:
     return f"embedded, in {config.pgdata} (`make stop` stops it)"
 
 
-def _summary(report, config: settings.Settings, job_name: str, elapsed: float, log: Path) -> list[str]:
+def _summary(report: RunReport, config: settings.Settings, job_name: str, elapsed: float, log: Path) -> list[str]:
     from desafio_dagster.core.layout import INDEX_FILE
     from desafio_dagster.defs.assets.source import RAW_TABLES
 

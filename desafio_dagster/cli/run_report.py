@@ -10,10 +10,12 @@ import os
 import threading
 import time
 import traceback
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TextIO
+from typing import Any, TextIO
 
 from dagster import DagsterEventType, EventLogEntry, MetadataValue
+from dagster._utils.error import SerializableErrorInfo
 
 from desafio_dagster.core import progress
 
@@ -114,11 +116,11 @@ class Step:
         return f"  {mark:<7} {self.label:<13} {text:<{_TEXT}} {seconds(elapsed) if elapsed is not None else '':>8}".rstrip()
 
 
-def _values(metadata) -> dict:
+def _values(metadata: Mapping[str, Any]) -> dict:
     return {key: value.value if isinstance(value, MetadataValue) else value for key, value in metadata.items()}
 
 
-def error_text(error) -> str:
+def error_text(error: SerializableErrorInfo) -> str:
     """The innermost cause of a SerializableErrorInfo: what the user's code said."""
     while error.cause is not None:
         error = error.cause
@@ -143,7 +145,7 @@ class RunReport:
             self._ticker.start()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self._stop.set()
         if self._ticker.is_alive():
             self._ticker.join()
@@ -185,7 +187,8 @@ class RunReport:
             if kind == DagsterEventType.STEP_FAILURE:
                 failure = event.step_failure_data
                 user = failure.user_failure_data
-                step.error = user.description if user and user.description else error_text(failure.error)
+                step.error = user.description if user and user.description else (
+                    error_text(failure.error) if failure.error else entry.message)
             self.screen.line(step.line(step.detail(), step.outcome, step.duration))
         elif kind == DagsterEventType.STEP_SKIPPED and entry.step_key:
             skipped = self.steps.setdefault(entry.step_key, Step(entry.step_key, entry.timestamp, entry.timestamp))
@@ -213,7 +216,7 @@ class RunReport:
             text = step.progress if len(step.progress) <= _TEXT else step.progress[: _TEXT - 3] + "..."
             self.screen.status(step.line(text, "..", step.duration))
 
-    def not_run(self, step_keys) -> None:
+    def not_run(self, step_keys: Iterable[str]) -> None:
         """A line for each step of the job that never started."""
         with self._lock:
             for key in step_keys:

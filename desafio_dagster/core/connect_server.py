@@ -25,7 +25,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
@@ -84,7 +84,7 @@ def fingerprint(master: str, conf: dict[str, str], java_setting: str) -> str:
 
 
 @contextlib.contextmanager
-def _locked(home: Path):
+def _locked(home: Path) -> Iterator[Path]:
     import fcntl  # POSIX only: the definitions load without it
 
     folder = state_dir(home)

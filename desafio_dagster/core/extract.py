@@ -25,6 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import psycopg
@@ -270,7 +271,7 @@ class ExportedSnapshot:
     def __enter__(self) -> ExportedSnapshot:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def close(self) -> None:
@@ -326,7 +327,7 @@ class StallWatch:
         self._thread.start()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self._done.set()
         self._thread.join()
         self.sock.close()
@@ -391,7 +392,7 @@ def read_clients(options: dict[str, str], clients: Clients | None) -> dict[str, 
 class _CopyStream(io.RawIOBase):
     """A readable file over the chunks of a psycopg COPY ... TO STDOUT."""
 
-    def __init__(self, copy, on_chunk: Callable[[], None] | None = None):
+    def __init__(self, copy: psycopg.Copy, on_chunk: Callable[[], None] | None = None) -> None:
         self._chunks = iter(copy)
         self._pending = memoryview(b"")
         self._on_chunk = on_chunk
@@ -399,7 +400,7 @@ class _CopyStream(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer) -> int:
+    def readinto(self, buffer: Any) -> int:
         while not self._pending:
             chunk = next(self._chunks, None)
             if chunk is None:

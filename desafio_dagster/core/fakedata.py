@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import cached_property
@@ -46,7 +46,7 @@ class InvalidSpec(ValueError):
     """A generation spec that cannot be generated; the message names the field."""
 
 
-def _range(name: str, value, low: int) -> tuple[int, int]:
+def _range(name: str, value: Sequence[int], low: int) -> tuple[int, int]:
     if len(value) != 2:
         raise InvalidSpec(f"{name} must be [min, max], got {list(value)}")
     lo, hi = (int(v) for v in value)
@@ -196,7 +196,7 @@ class _Pools:
         return np.flatnonzero(self.description_is_credit)
 
 
-def _unique(values) -> list[str]:
+def _unique(values: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(values))
 
 
@@ -369,7 +369,7 @@ def _card_offset(seed: int) -> int:
     return (seed * 7_919) % _CARD_ID_SPACE
 
 
-def _chunk(rng, spec, pools: _Pools, next_id: dict[str, int], n_clients: int, start: int, end: int,
+def _chunk(rng: np.random.Generator, spec: GenerationSpec | GrowthSpec, pools: _Pools, next_id: dict[str, int], n_clients: int, start: int, end: int,
            card_offset: int) -> SourceChunk:
     """n_clients new clients with their accounts, cards and movements, dated in [start, end] (epoch
     seconds). spec gives accounts_per_client, cards_per_account and movements_per_card ([min, max])."""
@@ -432,7 +432,7 @@ def _chunk(rng, spec, pools: _Pools, next_id: dict[str, int], n_clients: int, st
     return SourceChunk(associado, conta, cartao, movimento)
 
 
-def _movements(rng, pools: _Pools, card_ids: np.ndarray, card_created: np.ndarray, end: int, per_card: np.ndarray,
+def _movements(rng: np.random.Generator, pools: _Pools, card_ids: np.ndarray, card_created: np.ndarray, end: int, per_card: np.ndarray,
                first_id: int) -> pa.Table:
     """per_card[i] movements on card card_ids[i], each between card_created[i] and end (epoch seconds),
     with ids from first_id: debits mostly, some credits, log-normal amounts."""

@@ -4,6 +4,7 @@ and read here, so the two cannot drift apart."""
 import contextlib
 import re
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 
@@ -45,11 +46,11 @@ def parse(message: str) -> Progress | None:
 class Stopwatch:
     """Where a step's time went: `with watch("plan"): ...` adds the body's seconds to watch.seconds["plan"]."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
 
     @contextlib.contextmanager
-    def __call__(self, phase: str):
+    def __call__(self, phase: str) -> Iterator[None]:
         started = time.monotonic()
         try:
             yield

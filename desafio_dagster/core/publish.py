@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import re
 import time
 import uuid
@@ -151,15 +152,16 @@ def _task_writer(target: str, reader: RangeReader | None = None,
     With a reader, the partition holds range indexes: the task reads and joins those ranges itself.
     sealed: the task's credentials (sealed.py)."""
 
-    def write(batches):
+    def write(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         unseal_into_environment(sealed)  # once: the reader's and the store's credentials
         if reader is not None:
             batches = reader.joined(batches)
         context = TaskContext.get()
+        assert context is not None, "runs in a Spark task"
         # Held until the task ends (or its process dies): the driver waits for it before removing the attempt.
         with open_attempt(target, context.partitionId(), context.taskAttemptId()) as attempt:
             summary: list[list] = []
-            handle = None
+            handle: io.BytesIO | None = None
             started = time.monotonic()
             try:
                 for batch in batches:
@@ -183,6 +185,7 @@ def _task_writer(target: str, reader: RangeReader | None = None,
                             handle = attempt.open(name)
                             handle.write(_HEADER_BYTES)
                             summary.append([client_id, nome, sobrenome, name, 0])
+                        assert handle is not None  # opened for this client, above
                         handle.write(data[offsets[start] : offsets[end]])
                         summary[-1][4] += int(counted[end] - counted[start])
                 if handle:
@@ -220,7 +223,7 @@ class _Progress:
         self.started = self.last = time.monotonic()
         self.ended = False
 
-    def __call__(self, stages, inflight_tasks: int, operation_id: str | None, done: bool) -> None:
+    def __call__(self, stages: Any, inflight_tasks: int, operation_id: str | None, done: bool) -> None:
         now = time.monotonic()
         stages = list(stages or [])
         if stages and (done or now - self.last >= self.every):
@@ -239,7 +242,7 @@ class _Progress:
 
 
 @contextlib.contextmanager
-def _reporting(spark, on_progress: Callable[[int, int, float], None] | None):
+def _reporting(spark: Any, on_progress: Callable[[int, int, float], None] | None) -> Iterator[_Progress]:
     """While the body runs, report the progress of its Spark jobs (see _Progress)."""
     handler = _Progress(on_progress)
     if on_progress is not None:
@@ -391,7 +394,8 @@ def published_as_is(store: Store, plan: Plan) -> Published:
                      seconds={}, carried=len(index))
 
 
-def _write(view: DataFrame | SnapshotView, target: str, by_client: bool, on_progress, sealed: str | None) -> pa.Table:
+def _write(view: DataFrame | SnapshotView, target: str, by_client: bool,
+           on_progress: Callable[[int, int, float], None] | None, sealed: str | None) -> pa.Table:
     """Run the Spark job that writes the view's clients to target: one summary per client file (_SUMMARY_SCHEMA),
     by client id. The summaries come back as one Arrow table (no Row object per client on the driver)."""
     tasks = None  # known for a SnapshotView: one task per range of clients
@@ -421,10 +425,10 @@ def _write(view: DataFrame | SnapshotView, target: str, by_client: bool, on_prog
 _PUBLISHED_SCHEMA = "client_id long, " + ", ".join(f"`{name}` string" for name in CSV_COLUMNS)
 
 
-def _file_reader(uri: str, sealed: str):
+def _file_reader(uri: str, sealed: str) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
     """mapInArrow function: the rows of the batches' client files (column file: a key under uri) as text."""
 
-    def read(batches):
+    def read(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         unseal_into_environment(sealed)
         import pyarrow.csv as pa_csv
 
@@ -445,7 +449,7 @@ def _file_reader(uri: str, sealed: str):
     return read
 
 
-def read_published(spark, store: Store, sealed: str = "") -> DataFrame:
+def read_published(spark: Any, store: Store, sealed: str = "") -> DataFrame:
     """The published per-client files of store as one DataFrame: client_id, then CSV_COLUMNS as text.
 
     The published version is resolved once, so the reader sees one complete version. Spark reads a local version

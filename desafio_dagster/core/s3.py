@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from email.utils import parsedate_to_datetime
+from typing import Any
 from urllib.parse import urlsplit
 
 from desafio_dagster.core.errors import PublishError, TransientError, first_line
@@ -26,7 +27,7 @@ _CLIENTS: dict = {}  # per process: one pyarrow filesystem and one boto3 client 
 _CLIENTS_LOCK = threading.Lock()
 
 
-def _per_process(kind: str, make: Callable[[str, str], object]):
+def _per_process(kind: str, make: Callable[[str, str], Any]) -> Any:
     """make(endpoint URL, or "" for AWS's, region), once per process for the standard AWS variables: the
     endpoint from AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL (https:// unless it names a scheme), the region
     from AWS_REGION or AWS_DEFAULT_REGION. Credentials are read by the SDKs from the environment."""
@@ -40,11 +41,11 @@ def _per_process(kind: str, make: Callable[[str, str], object]):
         return _CLIENTS[key]
 
 
-def s3_filesystem():
+def s3_filesystem() -> Any:  # pyarrow.fs.S3FileSystem, imported on first use
     """pyarrow's S3FileSystem (listings, records), which does not read the endpoint variables by itself."""
     from pyarrow import fs
 
-    def make(endpoint: str, region: str):
+    def make(endpoint: str, region: str) -> Any:
         # allow_delayed_open: a small file is one PutObject on close, not a three-request multipart upload.
         options = {"region": region, "connect_timeout": 10, "request_timeout": 60, "allow_delayed_open": True,
                    "check_directory_existence_before_creation": False}
@@ -56,13 +57,13 @@ def s3_filesystem():
     return _per_process("pyarrow", make)
 
 
-def s3_client():
+def s3_client() -> Any:  # boto3's S3 client, imported on first use
     """boto3's S3 client: for what pyarrow's filesystem cannot do in one request (a GET without a HEAD, a
     PUT with its MD5, a batch of deletes)."""
     import boto3.session
     from botocore.config import Config
 
-    def make(endpoint: str, region: str):
+    def make(endpoint: str, region: str) -> Any:
         # The endpoint is ours (blank variables unset). Checksums only where S3 requires them: the PUTs
         # carry their Content-MD5, and a streamed CRC32 trailer is refused by some S3-compatible servers.
         # Retries: S3's 503 SlowDown, 500s, resets and timeouts, with backoff, 5 attempts in all (standard mode's

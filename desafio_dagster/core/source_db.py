@@ -442,7 +442,7 @@ class SourceDatabase:
         with self.connect(autocommit=True, purpose=purpose) as conn:
             conn.execute(sql.SQL("ANALYZE {}").format(identifiers(TABLES)))
 
-    def _secondary_definitions(self, conn: psycopg.Connection):
+    def _secondary_definitions(self, conn: psycopg.Connection) -> tuple[list[tuple], list[tuple]]:
         """Foreign keys (table, name, definition) and non-constraint indexes (name, CREATE INDEX ...)."""
         foreign_keys = conn.execute(
             """SELECT c.conrelid::regclass::text, c.conname, pg_get_constraintdef(c.oid)

@@ -18,7 +18,7 @@ import uuid
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from pyspark.sql.connect.client import DefaultChannelBuilder
 from pyspark.sql.connect.session import SparkSession
@@ -224,7 +224,7 @@ class _SessionSlot:
         except ValueError:
             return {}
 
-    def write(self, **state) -> None:
+    def write(self, **state: Any) -> None:
         assert self.fd is not None, "a slot is held before its state is written"
         self.state = {**self.state, **state}
         data = json.dumps(self.state).encode()

@@ -45,6 +45,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -321,7 +322,7 @@ class LocalStore(Store):
             ) from None
 
     @contextlib.contextmanager
-    def exclusive(self):
+    def exclusive(self) -> Iterator[None]:
         """POSIX flock on a lock file beside the versions; elsewhere, no lock."""
         try:
             import fcntl
@@ -538,7 +539,7 @@ class S3Store(Store):
         self._kept: dict[str, pa.Table] = {}  # _held of the versions a cleanup kept: they do not change
 
     @property
-    def fs(self):
+    def fs(self) -> Any:  # pyarrow's S3FileSystem
         return s3_filesystem()
 
     def uri(self, version: str | None = None, file: str = "") -> str:
@@ -563,7 +564,7 @@ class S3Store(Store):
         except OSError as error:
             raise s3_error(error, f"cannot use {self.uri()}") from None
 
-    def exclusive(self):
+    def exclusive(self) -> contextlib.AbstractContextManager:
         # No lock: Dagster's pool `source_database` runs one export at a time within a deployment; between
         # deployments, the pointer is written by a compare-and-swap (publish), and only for an audited version.
         return contextlib.nullcontext()

@@ -8,6 +8,7 @@ import ctypes
 import functools
 import io
 import os
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -29,7 +30,7 @@ def fsync(path: Path) -> None:
 
 
 @functools.cache
-def _syncfs():
+def _syncfs() -> Callable[[int], int] | None:
     """libc's syncfs(2), or None where the OS has none (only Linux does)."""
     try:
         return ctypes.CDLL(None, use_errno=True).syncfs
@@ -68,22 +69,22 @@ class _Attempt:
     (_store): a failed attempt's unfinished file is dropped, never stored. The scan for the audit is taken from
     the bytes as they are stored, not read back."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.unscanned: list[bytes] = []
         self.unscanned_bytes = 0
         self.scanned: list[pa.Table] = []
         self.stored: list[tuple[int, int | None]] = []  # each file's size and mtime once stored (stats())
 
-    def __enter__(self):
+    def __enter__(self) -> _Attempt:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         pass
 
-    def open(self, file: str):
+    def open(self, file: str) -> io.BytesIO:
         return io.BytesIO()
 
-    def close(self, file: str, handle) -> None:
+    def close(self, file: str, handle: io.BytesIO) -> None:
         data = handle.getvalue()
         handle.close()
         self.stored.append((len(data), self._store(file, data)))
@@ -141,7 +142,7 @@ class _LocalAttempt(_Attempt):  # the Spark task's side of LocalStore
         twin = twin_of(version)
         self.twin = twin if os.path.isdir(twin) else None  # LocalStore.open_version made one: a full export
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         os.close(self.lock)
 
     def _store(self, file: str, data: bytes) -> int:

@@ -1,6 +1,8 @@
 """Small helpers shared by the Dagster layer."""
 
 import contextlib
+from collections.abc import Iterator
+from typing import Any
 
 import dagster as dg
 import psycopg
@@ -14,7 +16,7 @@ TRANSIENT_RETRY_POLICY = dg.RetryPolicy(max_retries=2, delay=2, backoff=dg.Backo
 
 
 @contextlib.contextmanager
-def user_errors():
+def user_errors() -> Iterator[None]:
     """Show the project's explained errors (and Postgres's) as a Dagster Failure; only
     transient ones may be retried by the step's RetryPolicy."""
     try:
@@ -33,7 +35,7 @@ def user_errors():
 def metadata_table(rows: list[dict], schema: dg.TableSchema) -> dg.TableMetadataValue:
     """Rows as a table the UI renders with its column types; values other than text, numbers and
     booleans (timestamps, decimals) are shown as text."""
-    def cell(value):
+    def cell(value: Any) -> Any:
         return value if value is None or isinstance(value, (str, int, float, bool)) else str(value)
 
     return dg.MetadataValue.table([dg.TableRecord({k: cell(v) for k, v in row.items()}) for row in rows], schema=schema)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Mapping
+from typing import Any
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
@@ -22,7 +23,7 @@ from desafio_dagster.core.source_db import describe, redact, validate_identifier
 STORAGE_VARIABLES = ("HOST", "PORT", "USER", "PASSWORD", "DB")
 
 
-def _connect(what: str, variable: str, secret: str | None, conninfo: str = "", **params) -> psycopg.Connection:
+def _connect(what: str, variable: str, secret: str | None, conninfo: str = "", **params: Any) -> psycopg.Connection:
     """A connection, or an error that names `what` failed and why (libpq's reason), with no secret."""
     try:
         return psycopg.connect(conninfo, connect_timeout=10, autocommit=True,

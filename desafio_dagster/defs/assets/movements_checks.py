@@ -2,6 +2,7 @@
 (recorded with the materialization), never against live tables another run may have replaced;
 and a warning when the source has changed since."""
 
+from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
@@ -9,7 +10,7 @@ import psycopg
 import pyarrow as pa
 
 from desafio_dagster.core import journal
-from desafio_dagster.core.audit import RULES, audit, manifest_sha256, parse_manifest
+from desafio_dagster.core.audit import RULES, Finding, audit, manifest_sha256, parse_manifest
 from desafio_dagster.core.errors import DesafioError, first_line
 from desafio_dagster.core.incremental import SLICES, todays_slice, verified_scans
 from desafio_dagster.core.layout import MANIFEST_FILE, client_ids
@@ -55,7 +56,7 @@ def movements_csv_checks(
     context: dg.AssetCheckExecutionContext,
     postgres: PostgresResource,
     csv_io_manager: dg.ResourceParam[PerClientCsvIOManager],
-):
+) -> Iterator[dg.AssetCheckResult]:
     """Read the published files back and compare them with the exported snapshot's figures."""
     try:
         store = csv_io_manager.store(ASSET.path[-1])
@@ -81,7 +82,7 @@ def movements_csv_checks(
                               severity=dg.AssetCheckSeverity.WARN, description="no export to compare with")
 
 
-def _fix(finding) -> str:
+def _fix(finding: Finding) -> str:
     """How to rewrite the files a finding names (a file edited by hand since it was published: an export carries
     unchanged clients' files as recorded, so only a rewrite asked for mends it)."""
     ids = sorted(set(client_ids(pa.array(finding.files, pa.string())).drop_null().to_pylist()))

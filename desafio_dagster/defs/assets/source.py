@@ -2,6 +2,8 @@
 source database, generated and replaced in one transaction by the op `source_database`, or grown
 by days of activity (config add_days > 0, the `grow` job), also in one transaction."""
 
+import datetime as dt
+from collections.abc import Iterator
 from typing import cast
 
 import dagster as dg
@@ -9,7 +11,7 @@ from pydantic import Field
 
 from desafio_dagster.core.fakedata import GenerationSpec, GrowthSpec, InvalidSpec, generate
 from desafio_dagster.core.progress import rows_loaded
-from desafio_dagster.core.source_db import ddl_columns
+from desafio_dagster.core.source_db import DdlColumn, ddl_columns
 from desafio_dagster.defs.resources.postgres import PostgresResource
 from desafio_dagster.defs.utils import TRANSIENT_RETRY_POLICY, metadata_table, user_errors
 
@@ -23,7 +25,7 @@ _DESCRIPTIONS = {
 _PARENT = {"raw_accounts": "raw_clients", "raw_cards": "raw_accounts", "raw_movements": "raw_cards"}
 
 
-def _column(column) -> dg.TableColumn:
+def _column(column: DdlColumn) -> dg.TableColumn:
     """A column of sql/schema.sql as the UI shows it, its constraints as declared."""
     key = "PRIMARY KEY" in column.constraints
     return dg.TableColumn(column.name, column.type, description=column.constraints or None,
@@ -131,7 +133,8 @@ def _growth_words(message: str) -> str:
     pool=SOURCE_DATABASE_POOL,
     retry_policy=TRANSIENT_RETRY_POLICY,
 )
-def source_database(context: dg.AssetExecutionContext, config: SourceDatabaseConfig, postgres: PostgresResource):
+def source_database(context: dg.AssetExecutionContext, config: SourceDatabaseConfig,
+                    postgres: PostgresResource) -> Iterator[dg.MaterializeResult]:
     """Generate the whole source database and replace its four tables in one transaction, or (add_days > 0)
     add days of activity after the source's last day, also in one transaction."""
     growth = config.to_growth()  # invalid config fails here, before the database is touched
@@ -147,9 +150,9 @@ def source_database(context: dg.AssetExecutionContext, config: SourceDatabaseCon
 
         if growth:
             context.log.info(f"adding {growth.days} day(s) of activity (seed {growth.seed}) to {db}")
-            days = []
+            days: list[dt.date] = []
 
-            def day_done(day, rows: dict[str, int]) -> None:
+            def day_done(day: dt.date, rows: dict[str, int]) -> None:
                 days.append(day)
                 context.log.info(f"{day}: " + ", ".join(f"{n:,} {table}" for table, n in rows.items()))
 

@@ -74,7 +74,7 @@ def evaluate(db: SourceDatabase, rules: list[Rule] = RULES) -> Iterator[tuple[Ru
     name="source_database_checks",
     specs=[dg.AssetCheckSpec(r.name, asset=r.asset, description=r.description, blocking=True) for r in RULES],
 )
-def source_database_checks(postgres: PostgresResource):
+def source_database_checks(postgres: PostgresResource) -> Iterator[dg.AssetCheckResult]:
     """Integrity of the source snapshot; a failure blocks everything downstream."""
     with user_errors():
         for rule, count, sample in evaluate(postgres.database()):
