@@ -24,6 +24,7 @@ from desafio_dagster.cli.run_report import RunReport, Screen, seconds
 from desafio_dagster.core import settings
 from desafio_dagster.core.embedded import stop_embedded
 from desafio_dagster.core.source_db import describe
+from desafio_dagster.defs import metadata as meta
 
 UI_URL = "http://127.0.0.1:3000"
 
@@ -63,33 +64,33 @@ def _summary(report: RunReport, config: settings.Settings, job_name: str, elapse
     lines = ["", f"{job_name} succeeded in {seconds(elapsed)}."]
     growth = report.metadata("raw_clients").get("growth")
     if growth:
-        added = sum(report.metadata(asset).get("rows_added", 0) for asset in RAW_TABLES)
+        added = sum(report.metadata(asset).get(meta.ROWS_ADDED, 0) for asset in RAW_TABLES)
         span = growth["first_day"] if growth["first_day"] == growth["last_day"] else f"{growth['first_day']} to {growth['last_day']}"
         lines.append(f"  Growth    {growth['add_days']} day(s), {span}: {added:,} rows added")
     export = report.metadata("movements_csv")
     # Rows the run loaded, else (export alone) the rows of the snapshot it exported.
-    table_rows = {table: report.metadata(asset).get("dagster/row_count", export.get(f"source_{table}_rows"))
+    table_rows = {table: report.metadata(asset).get(meta.ROW_COUNT, export.get(meta.SOURCE_ROWS.format(table=table)))
                   for asset, table in RAW_TABLES.items()}
     if any(rows is not None for rows in table_rows.values()):
         lines.append(f"  Postgres  {_postgres_location(config)}")
-        added = {table: report.metadata(asset).get("rows_added") for asset, table in RAW_TABLES.items()}
+        added = {table: report.metadata(asset).get(meta.ROWS_ADDED) for asset, table in RAW_TABLES.items()}
         lines += [f"              {config.schema}.{table:<10} {rows:>12,} rows"
                   + (f" (+{added[table]:,})" if growth and added[table] is not None else "")
                   for table, rows in table_rows.items() if rows is not None]
     if export:
-        where = str(export.get("path") or config.output_dir / "movements_csv")
-        lines.append(f"  CSV       {export['clients']:,} clients, one file each, and {INDEX_FILE}"
-                     f" ({export['dagster/row_count']:,} rows), in")
+        where = str(export.get(meta.PATH) or config.output_dir / "movements_csv")
+        lines.append(f"  CSV       {export[meta.CLIENTS]:,} clients, one file each, and {INDEX_FILE}"
+                     f" ({export[meta.ROW_COUNT]:,} rows), in")
         if where.startswith("s3://"):  # no folder to open: the version, and how a reader finds it
-            lines.append(f"              {export.get('version', where)}")
+            lines.append(f"              {export.get(meta.VERSION, where)}")
             lines.append(f"  Read      the version named in {where}/_published (read it once), then its files: "
                          f"README, \"Reading the output from S3\"")
         else:
             lines.append(f"              {Path(where)}")
         lines.append(f"  Export    {_export_line(export)}")
-        if export.get("spark_engine"):
-            lines.append(f"  Spark     {export['spark_engine']}"
-                         + (" (`make stop` stops it)" if "the project's server" in export["spark_engine"] else ""))
+        if export.get(meta.SPARK_ENGINE):
+            lines.append(f"  Spark     {export[meta.SPARK_ENGINE]}"
+                         + (" (`make stop` stops it)" if "the project's server" in export[meta.SPARK_ENGINE] else ""))
     lines.append(f"  Log       {log}")
     lines.append(f"  UI        `make ui`, then open {UI_URL} (runs, assets, checks)")
     return lines
@@ -97,12 +98,12 @@ def _summary(report: RunReport, config: settings.Settings, job_name: str, elapse
 
 def _export_line(export: dict) -> str:
     """What the export wrote, carried and removed (see core/incremental.py)."""
-    mode = export.get("export_mode")
+    mode = export.get(meta.EXPORT_MODE)
     if mode == "unchanged":
         return "nothing changed since the last export: the published version stays, Spark did not start"
-    figures = (f"{export.get('clients_rewritten', 0):,} files written, {export.get('clients_carried', 0):,} carried, "
-               f"{export.get('clients_removed', 0):,} removed")
-    return f"{mode} ({export.get('export_reason')}): {figures}" if mode == "full" else f"{mode}: {figures}"
+    figures = (f"{export.get(meta.CLIENTS_REWRITTEN, 0):,} files written, {export.get(meta.CLIENTS_CARRIED, 0):,} carried, "
+               f"{export.get(meta.CLIENTS_REMOVED, 0):,} removed")
+    return f"{mode} ({export.get(meta.EXPORT_REASON)}): {figures}" if mode == "full" else f"{mode}: {figures}"
 
 
 def run(job_name: str, clients: int | None = None, days: int | None = None, full_refresh: bool = False) -> int:

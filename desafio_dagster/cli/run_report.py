@@ -18,6 +18,7 @@ from dagster import DagsterEventType, EventLogEntry, MetadataValue
 from dagster._utils.error import SerializableErrorInfo
 
 from desafio_dagster.core import progress
+from desafio_dagster.defs import metadata as meta
 
 # Step keys of the jobs, as a person names them; other steps show their key.
 STEP_LABELS = {
@@ -101,12 +102,12 @@ class Step:
             failed = [name for name, passed in self.checks if not passed]
             text = f"{len(self.checks) - len(failed)} of {len(self.checks)} checks passed"
             return text + (f"; failed: {', '.join(failed)}" if failed else "")
-        rows = sum(metadata.get("dagster/row_count", 0) for metadata in self.assets.values())
-        clients = sum(metadata.get("clients", 0) for metadata in self.assets.values())
+        rows = sum(metadata.get(meta.ROW_COUNT, 0) for metadata in self.assets.values())
+        clients = sum(metadata.get(meta.CLIENTS, 0) for metadata in self.assets.values())
         if clients:
             return f"{rows:,} rows in {clients:,} client files"
         if any("growth" in metadata for metadata in self.assets.values()):
-            added = sum(metadata.get("rows_added", 0) for metadata in self.assets.values())
+            added = sum(metadata.get(meta.ROWS_ADDED, 0) for metadata in self.assets.values())
             return f"{added:,} rows added, {rows:,} in {len(self.assets)} tables"
         if self.assets:
             return f"{rows:,} rows in {len(self.assets)} table{'s' if len(self.assets) > 1 else ''}"

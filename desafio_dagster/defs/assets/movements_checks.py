@@ -16,6 +16,7 @@ from desafio_dagster.core.incremental import SLICES, todays_slice, verified_scan
 from desafio_dagster.core.layout import MANIFEST_FILE, client_ids
 from desafio_dagster.core.source_db import SourceDatabaseError
 from desafio_dagster.core.store import Store
+from desafio_dagster.defs import metadata as meta
 from desafio_dagster.defs.io_managers.per_client_csv import PerClientCsvIOManager
 from desafio_dagster.defs.resources.postgres import PostgresResource
 
@@ -41,12 +42,12 @@ def _published_version(instance: dg.DagsterInstance, store: Store) -> tuple[str,
         raise _NoEvidence("movements_csv has never been materialized here: run the export job")
     metadata = {key: value.value for key, value in event.asset_materialization.metadata.items()}
     version = store.published()
-    if version is None or store.uri(version) != metadata["version"]:
+    if version is None or store.uri(version) != metadata[meta.VERSION]:
         raise _NoEvidence(f"{store.uri()} points at {store.uri(version) if version else 'nothing'}, not at "
-                          f"{metadata['version']}, the version the latest materialization published: the output "
+                          f"{metadata[meta.VERSION]}, the version the latest materialization published: the output "
                           f"was changed outside the export job")
     manifest = store.read(version, MANIFEST_FILE)
-    if manifest_sha256(manifest) != metadata["snapshot_manifest_sha256"]:
+    if manifest_sha256(manifest) != metadata[meta.MANIFEST_SHA256]:
         raise _NoEvidence(f"{store.uri(version, MANIFEST_FILE)} no longer holds the figures the export recorded")
     return version, manifest, metadata
 
@@ -68,15 +69,15 @@ def movements_csv_checks(
         expected = parse_manifest(manifest)
         # The files this run wrote, and any found changed since it was written, are read again.
         checked_slice = todays_slice()
-        scans, read = verified_scans(store, version, metadata.get("written_in", version), checked_slice)
-        for finding in audit(scans, expected, metadata["masked_card_numbers"]):
+        scans, read = verified_scans(store, version, metadata.get(meta.WRITTEN_IN, version), checked_slice)
+        for finding in audit(scans, expected, metadata[meta.MASKED_CARD_NUMBERS]):
             yield dg.AssetCheckResult(check_name=finding.rule, passed=finding.passed,
                                       description=None if finding.passed else f"{finding.detail}{_fix(finding)}",
                                       metadata={"violations": finding.violations, "detail": finding.detail,
                                                 "files_read": read, "files_as_read_back_before": len(scans) - read,
                                                 # The carried files stat'ed today: client id modulo SLICES.
                                                 "slice_stat_today": f"{checked_slice} of {SLICES}"})
-        yield _source_unchanged(postgres, metadata.get("source_snapshot") or "", metadata.get("source_fingerprint") or {})
+        yield _source_unchanged(postgres, metadata.get(meta.SOURCE_SNAPSHOT) or "", metadata.get(meta.SOURCE_FINGERPRINT) or {})
         return
     yield dg.AssetCheckResult(check_name="source_unchanged_since_export", passed=False,
                               severity=dg.AssetCheckSeverity.WARN, description="no export to compare with")

@@ -12,6 +12,7 @@ from pydantic import Field
 from desafio_dagster.core.fakedata import GenerationSpec, GrowthSpec, InvalidSpec, generate
 from desafio_dagster.core.progress import rows_loaded
 from desafio_dagster.core.source_db import DdlColumn, ddl_columns
+from desafio_dagster.defs import metadata as meta
 from desafio_dagster.defs.resources.postgres import PostgresResource
 from desafio_dagster.defs.utils import TRANSIENT_RETRY_POLICY, metadata_table, user_errors
 
@@ -178,8 +179,8 @@ def source_database(context: dg.AssetExecutionContext, config: SourceDatabaseCon
                 yield dg.MaterializeResult(
                     asset_key=key,
                     metadata={
-                        "dagster/row_count": totals[table],
-                        "rows_added": added[table],
+                        meta.ROW_COUNT: totals[table],
+                        meta.ROWS_ADDED: added[table],
                         "table": f"{db.schema}.{table}",
                         "preview": metadata_table(db.preview(table, conn=conn), COLUMN_SCHEMAS[key]),
                         **record,

@@ -16,6 +16,7 @@ from desafio_dagster.core.layout import MANIFEST_FILE
 from desafio_dagster.core.publish import read_published
 from desafio_dagster.core.s3 import AWS_VARIABLES
 from desafio_dagster.core.store import Store, open_store
+from desafio_dagster.defs import metadata as meta
 from desafio_dagster.defs.resources.spark import SparkResource
 from desafio_dagster.defs.utils import metadata_table, user_errors
 
@@ -66,28 +67,28 @@ class PerClientCsvIOManager(dg.ConfigurableIOManager):
         rows = index["rows"].to_numpy()
         top = index.take(np.lexsort((index["client_id"].to_numpy(), -rows))[: self.top_clients])
         context.add_output_metadata({
-            "path": dg.MetadataValue.path(published.path),
-            "version": dg.MetadataValue.path(published.version),
-            "dagster/row_count": published.rows,
+            meta.PATH: dg.MetadataValue.path(published.path),
+            meta.VERSION: dg.MetadataValue.path(published.version),
+            meta.ROW_COUNT: published.rows,
             # What this export did: "full", "incremental", or "unchanged" (nothing new was published).
-            "export_mode": plan.mode,
-            "export_reason": plan.reason,
-            "clients_rewritten": published.rewritten,
-            "clients_carried": published.carried,
-            "clients_removed": published.removed,
+            meta.EXPORT_MODE: plan.mode,
+            meta.EXPORT_REASON: plan.reason,
+            meta.CLIENTS_REWRITTEN: published.rewritten,
+            meta.CLIENTS_CARRIED: published.carried,
+            meta.CLIENTS_REMOVED: published.removed,
             # The version whose files this run wrote: the checks read those back ("" when none).
-            "written_in": published.version_name if published.rewritten else "",
-            "clients": len(index),  # one file each
+            meta.WRITTEN_IN: published.version_name if published.rewritten else "",
+            meta.CLIENTS: len(index),  # one file each
             "clients_without_movements": int((rows == 0).sum()),
             "top_clients_by_rows": metadata_table(top.select(["client_id", "file", "rows"]).to_pylist(),
                                                   TOP_CLIENTS_SCHEMA),
             "rows_per_client_histogram": metadata_table(rows_histogram(rows), HISTOGRAM_SCHEMA),
             # What the checks judge the published files against: this run's own snapshot.
-            "masked_card_numbers": obj.masked,
-            "snapshot_manifest_sha256": manifest_sha256(store.read(published.version_name, MANIFEST_FILE)),
-            "source_fingerprint": dg.MetadataValue.json(snapshot.fingerprint),
+            meta.MASKED_CARD_NUMBERS: obj.masked,
+            meta.MANIFEST_SHA256: manifest_sha256(store.read(published.version_name, MANIFEST_FILE)),
+            meta.SOURCE_FINGERPRINT: dg.MetadataValue.json(snapshot.fingerprint),
             # The source snapshot, where the source keeps a change journal: the checks ask it what changed since.
-            "source_snapshot": snapshot.source or "",
+            meta.SOURCE_SNAPSHOT: snapshot.source or "",
             # Clients whose figures came from the journal's changes (the others' from the published version).
             "clients_figured": len(snapshot.clients) if snapshot.changed is None else snapshot.changed,
             "audit": dg.MetadataValue.json({f.rule: f.detail if not f.passed else "passed" for f in published.audit}
@@ -97,8 +98,8 @@ class PerClientCsvIOManager(dg.ConfigurableIOManager):
             # the tasks, which run in parallel), then the driver's carrying, records, listing, audit,
             # publication and cleanup.
             "export_seconds": dg.MetadataValue.json({phase: round(seconds, 3) for phase, seconds in done.seconds.items()}),
-            **({"spark_engine": done.engine} if done.engine else {}),
-            **{f"source_{table}_rows": rows for table, rows in snapshot.counts.items()},
+            **({meta.SPARK_ENGINE: done.engine} if done.engine else {}),
+            **{meta.SOURCE_ROWS.format(table=table): rows for table, rows in snapshot.counts.items()},
         })
         if published.cleanup_failed:
             context.log.warning(f"published, but older versions could not be removed ({published.cleanup_failed}); "
