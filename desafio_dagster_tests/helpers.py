@@ -24,7 +24,8 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from desafio_dagster.core.fakedata import GenerationSpec
-from desafio_dagster.core.layout import HEADER, READBACK_FILE, SOURCE_FILE
+from desafio_dagster.core.layout import HEADER
+from desafio_dagster.core.version import READBACK_FILE, SOURCE_FILE
 
 REPO = Path(__file__).resolve().parents[1]
 

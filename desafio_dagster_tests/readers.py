@@ -7,10 +7,17 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from desafio_dagster.core.audit import audit, failures, parse_manifest
-from desafio_dagster.core.incremental import parse_readback
-from desafio_dagster.core.layout import INDEX_FILE, LEASE_FILE, MANIFEST_FILE, READBACK_FILE, parse_index
+from desafio_dagster.core.audit import audit, failures
 from desafio_dagster.core.store import Store, twin_of
+from desafio_dagster.core.version import (
+    INDEX_FILE,
+    LEASE_FILE,
+    MANIFEST_FILE,
+    READBACK_FILE,
+    parse_index,
+    parse_manifest,
+    parse_readback,
+)
 from desafio_dagster_tests.helpers import S3, published_files, snapshot
 
 

@@ -58,7 +58,7 @@ def _postgres_location(config: settings.Settings) -> str:
 
 
 def _summary(report: RunReport, config: settings.Settings, job_name: str, elapsed: float, log: Path) -> list[str]:
-    from desafio_dagster.core.layout import INDEX_FILE
+    from desafio_dagster.core.version import INDEX_FILE
     from desafio_dagster.defs.assets.source import RAW_TABLES
 
     lines = ["", f"{job_name} succeeded in {seconds(elapsed)}."]

@@ -8,7 +8,6 @@ actual figures come from reading the written files back.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -25,9 +24,8 @@ from desafio_dagster.core.layout import (
     HEADER,
     client_file_names,
     matched,
-    read_table,
-    table_bytes,
 )
+from desafio_dagster.core.version import FIGURES_SCHEMA, SCAN_SCHEMA
 
 _SHOWN = 5  # clients named in a message
 _LONG_DIGIT_RUN = b"0" * 12  # an unmasked card number, once every digit is mapped to "0"
@@ -40,11 +38,6 @@ class AuditError(DesafioError):
     """A written version broke a rule: it was not published."""
 
 
-# What each client's file must hold: its rows and the sum of their vlr_transacao; and the fingerprint
-# of the client's rows in the four tables (extract._CLIENT_FIGURES), which changes with any of them.
-# The snapshot's figures are a table of this schema, by client id; _snapshot.csv holds it.
-FIGURES_SCHEMA = pa.schema([("client_id", pa.int64()), ("file", pa.string()), ("rows", pa.int64()),
-                            ("vlr_transacao_total", pa.decimal128(18, 2)), ("fingerprint", pa.int64())])
 
 
 def expected_figures(figures: pa.Table) -> pa.Table:
@@ -53,30 +46,6 @@ def expected_figures(figures: pa.Table) -> pa.Table:
     files = client_file_names(figures["id"], figures["nome"], figures["sobrenome"])
     return pa.table([figures["id"], files, figures["movements"], figures["total"], figures["fingerprint"]],
                     schema=FIGURES_SCHEMA)
-
-
-def manifest_bytes(expected: pa.Table) -> bytes:
-    """_snapshot.csv's bytes."""
-    return table_bytes(expected)
-
-
-def manifest_sha256(data: bytes) -> str:
-    """The digest a materialization records of its version's _snapshot.csv: the checks judge against those bytes."""
-    return hashlib.sha256(data).hexdigest()
-
-
-def parse_manifest(data: bytes) -> pa.Table:
-    """_snapshot.csv (FIGURES_SCHEMA; a fingerprint of 0 where a version recorded none)."""
-    table = read_table(data, FIGURES_SCHEMA)
-    if "fingerprint" not in table.column_names:
-        table = table.append_column("fingerprint", pa.array([0] * len(table), pa.int64()))
-    return table
-
-
-# A written file read back: header, rows and value sum (null where it does not parse as CSV), and
-# whether a field holds a run of 12 or more digits.
-SCAN_SCHEMA = pa.schema([("header_ok", pa.bool_()), ("rows", pa.int64()), ("vlr_transacao_total", pa.decimal128(18, 2)),
-                         ("long_digit_run", pa.bool_())])
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from desafio_dagster.core import journal
-from desafio_dagster.core.audit import FIGURES_SCHEMA, expected_figures
+from desafio_dagster.core.audit import expected_figures
 from desafio_dagster.core.errors import TransientError, first_line
 from desafio_dagster.core.pg import one
 from desafio_dagster.core.source_db import (
@@ -49,6 +49,7 @@ from desafio_dagster.core.source_db import (
     identifiers,
     row_hash,
 )
+from desafio_dagster.core.version import FIGURES_SCHEMA
 
 _TIMESTAMP = pa.timestamp("us")
 SOURCE_SCHEMAS = {

@@ -30,49 +30,26 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from desafio_dagster.core.audit import SCAN_SCHEMA, parse_manifest
 from desafio_dagster.core.errors import DesafioError
 from desafio_dagster.core.extract import PublishedFigures
-from desafio_dagster.core.layout import (
-    CSV_COLUMNS,
+from desafio_dagster.core.layout import client_ids, matched, same
+from desafio_dagster.core.store import Listing, Store
+from desafio_dagster.core.version import (
     FORMAT_FILE,
     INDEX_FILE,
     INDEX_SCHEMA,
     MANIFEST_FILE,
     READBACK_FILE,
+    READBACK_SCHEMA,
     SOURCE_FILE,
-    client_ids,
-    matched,
     parse_index,
-    read_table,
-    same,
-    table_bytes,
+    parse_manifest,
+    parse_readback,
 )
-from desafio_dagster.core.store import Listing, Store
-
-# Each client file as its task stored it: its size and mtime then (from the version's listing or its record),
-# the version that wrote it, and its scan (audit.SCAN_SCHEMA).
-READBACK_SCHEMA = pa.schema([("file", pa.string()), ("bytes", pa.int64()), ("mtime_ns", pa.int64()),
-                             ("written_in", pa.string()), *SCAN_SCHEMA])
 
 
 class PlanError(DesafioError):
     """The export was asked for something the snapshot cannot give."""
-
-
-def file_format(code_version: str, masked: bool) -> dict:
-    """Everything but the rows that decides what a client's file holds."""
-    return {"code_version": code_version, "columns": list(CSV_COLUMNS), "masked": masked}
-
-
-def format_bytes(fmt: dict) -> bytes:
-    """_format.json's bytes."""
-    return (json.dumps(fmt, sort_keys=True) + "\n").encode("utf-8")
-
-
-def source_bytes(snapshot: str | None) -> bytes:
-    """_source.json's bytes: the source snapshot (journal.current_snapshot), null without a journal."""
-    return (json.dumps({"snapshot": snapshot}) + "\n").encode("utf-8")
 
 
 def published_figures(store: Store) -> PublishedFigures | None:
@@ -85,16 +62,6 @@ def published_figures(store: Store) -> PublishedFigures | None:
     except FileNotFoundError:  # a version made before the journal
         return None
     return PublishedFigures(published, snapshot, parse_manifest(store.read(published, MANIFEST_FILE))) if snapshot else None
-
-
-def readback_bytes(records: pa.Table) -> bytes:
-    """_readback.csv's bytes, by file name."""
-    return table_bytes(records.select(READBACK_SCHEMA.names).sort_by("file"))
-
-
-def parse_readback(data: bytes) -> pa.Table:
-    """_readback.csv (READBACK_SCHEMA)."""
-    return read_table(data, READBACK_SCHEMA)
 
 
 def _readback_of(store: Store, version: str) -> pa.Table:

@@ -1,5 +1,5 @@
-"""The output contract of movements_csv: columns, header and file names, and the CSV of each version's
-records. Pure: no Dagster."""
+"""The output contract of movements_csv: columns, header, file names and card masking; and the CSV every
+version's records are written and read as (version.py names those records). Pure: no Dagster."""
 
 import functools
 from collections.abc import Iterable
@@ -27,19 +27,6 @@ CSV_CONTRACT = {
 CSV_COLUMNS = tuple(CSV_CONTRACT)
 HEADER = ",".join(CSV_COLUMNS) + "\n"
 
-# A version's files, besides one CSV per client (each file's writer and readers in brackets):
-INDEX_FILE = "_index.csv"  # the reader's map: client_id, nome, sobrenome, file, rows (on S3 also the version
-#                            holding each file) [publish.py; readers, the checks, the plan]
-MANIFEST_FILE = "_snapshot.csv"  # what the source snapshot held, per client: the audit's figures [publish, audit.py]
-READBACK_FILE = "_readback.csv"  # each client file as read back once written, and the version holding it, written
-#                                  last: a version without it is incomplete [publish.py; incremental.py, store.py]
-FORMAT_FILE = "_format.json"  # what else decides a file's bytes: the code version, the columns, masking [incremental]
-SOURCE_FILE = "_source.json"  # the source snapshot a version was exported from (journal.py) [incremental.py]
-# On S3 only (locally a symlink, a folder's name and the output's lock do these jobs; store.py):
-POINTER_FILE = "_published"  # beside the versions: the published version's name, written last, by compare-and-swap
-REJECTED_FILE = "_rejected"  # beside the versions: the last version that failed its audit, kept for inspection
-LEASE_FILE = "_lease"  # in a version being written: other exports' cleanups spare the version while it is live
-
 
 def masked(card_numbers: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
     """The contract's masking of card numbers: every character but the last four replaced by '*'."""
@@ -66,11 +53,6 @@ def client_ids(files: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
     return pc.cast(pc.if_else(pc.utf8_is_digit(prefix), prefix, pa.scalar(None, pa.string())), pa.int64())
 
 
-INDEX_SCHEMA = pa.schema([("client_id", pa.int64()), ("nome_associado", pa.string()),
-                          ("sobrenome_associado", pa.string()), ("file", pa.string()), ("rows", pa.int64())])
-# On a store that carries files by reference (S3), _index.csv has a sixth column: the version whose folder
-# (key prefix) holds the file: the version itself for a file it wrote, an earlier one for a file it carried.
-LOCATED_INDEX_SCHEMA = INDEX_SCHEMA.append(pa.field("version", pa.string()))
 
 
 _NEEDS_QUOTES = '[",\r\n]'  # what makes Python's csv module quote a field
@@ -152,6 +134,3 @@ def same(left: pa.Table, right: pa.Table, columns: Iterable[str]) -> pa.ChunkedA
     return functools.reduce(pc.and_, (pc.fill_null(pc.equal(left[c], right[c]), False) for c in columns))
 
 
-def parse_index(data: bytes) -> pa.Table:
-    """_index.csv (INDEX_SCHEMA)."""
-    return read_table(data, INDEX_SCHEMA)

@@ -40,39 +40,11 @@ from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import from_arrow_schema
 
 from desafio_dagster.core import faults
-from desafio_dagster.core.audit import (
-    AuditError,
-    Finding,
-    audit,
-    failures,
-    manifest_bytes,
-)
+from desafio_dagster.core.audit import AuditError, Finding, audit, failures
 from desafio_dagster.core.errors import PublishError, PublishOutcomeUnknown, TransientError, disk_full, first_line
 from desafio_dagster.core.extract import SourceReadError
-from desafio_dagster.core.incremental import (
-    READBACK_SCHEMA,
-    Plan,
-    file_format,
-    format_bytes,
-    readback_bytes,
-    source_bytes,
-)
-from desafio_dagster.core.layout import (
-    CSV_COLUMNS,
-    FORMAT_FILE,
-    HEADER,
-    INDEX_FILE,
-    INDEX_SCHEMA,
-    LOCATED_INDEX_SCHEMA,
-    MANIFEST_FILE,
-    READBACK_FILE,
-    SOURCE_FILE,
-    client_file_names,
-    matched,
-    quoted,
-    read_table,
-    table_bytes,
-)
+from desafio_dagster.core.incremental import Plan
+from desafio_dagster.core.layout import CSV_COLUMNS, HEADER, client_file_names, matched, quoted, read_table, table_bytes
 from desafio_dagster.core.progress import Stopwatch
 from desafio_dagster.core.s3 import StoreUnavailable, read_s3_files
 from desafio_dagster.core.sealed import unseal_into_environment
@@ -80,6 +52,21 @@ from desafio_dagster.core.spark_session import spark_job_error, task_slots
 from desafio_dagster.core.store import Store
 from desafio_dagster.core.task_output import open_attempt
 from desafio_dagster.core.transform import KEY_COLUMNS, RangeReader, SnapshotView
+from desafio_dagster.core.version import (
+    FORMAT_FILE,
+    INDEX_FILE,
+    INDEX_SCHEMA,
+    LOCATED_INDEX_SCHEMA,
+    MANIFEST_FILE,
+    READBACK_FILE,
+    READBACK_SCHEMA,
+    SOURCE_FILE,
+    file_format,
+    format_bytes,
+    manifest_bytes,
+    readback_bytes,
+    source_bytes,
+)
 
 _HEADER_BYTES = HEADER.encode()
 # What a task reports of each client file it wrote: its _index.csv row, its scan as stored

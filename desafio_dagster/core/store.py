@@ -52,18 +52,7 @@ import pyarrow.compute as pc
 
 from desafio_dagster.core.audit import scan_many
 from desafio_dagster.core.errors import PublishError, PublishOutcomeUnknown, PublishRaceLost
-from desafio_dagster.core.layout import (
-    FORMAT_FILE,
-    INDEX_FILE,
-    LEASE_FILE,
-    MANIFEST_FILE,
-    POINTER_FILE,
-    READBACK_FILE,
-    REJECTED_FILE,
-    SOURCE_FILE,
-    client_ids,
-    read_table,
-)
+from desafio_dagster.core.layout import client_ids, read_table
 from desafio_dagster.core.s3 import (
     AWS_VARIABLES,
     content_md5,
@@ -78,6 +67,17 @@ from desafio_dagster.core.s3 import (
 )
 from desafio_dagster.core.settings import OutputLocation, environment
 from desafio_dagster.core.task_output import ATTEMPTS_FOLDER, TWIN_SUFFIX, fsync, twin_of
+from desafio_dagster.core.version import (
+    FORMAT_FILE,
+    HELD_SCHEMA,
+    INDEX_FILE,
+    LEASE_FILE,
+    MANIFEST_FILE,
+    POINTER_FILE,
+    READBACK_FILE,
+    REJECTED_FILE,
+    SOURCE_FILE,
+)
 
 
 def race_lost(uri: str, expected: str | None, found: str | None) -> PublishRaceLost:
@@ -361,7 +361,7 @@ class LocalStore(Store):
             self._link(source, carried["file"].to_pylist(), version)
             return
         os.rename(self.output_dir / spared, folder)
-        had = read_table((folder / READBACK_FILE).read_bytes(), _HELD_SCHEMA)  # spared: its files as it published them
+        had = read_table((folder / READBACK_FILE).read_bytes(), HELD_SCHEMA)  # spared: its files as it published them
         for record in (READBACK_FILE, INDEX_FILE, MANIFEST_FILE, FORMAT_FILE, SOURCE_FILE):  # the last: never spared again
             (folder / record).unlink(missing_ok=True)
         had_keys, wanted_keys = (pc.binary_join_element_wise(t["written_in"], t["file"], "/") for t in (had, carried))
@@ -523,8 +523,6 @@ class LocalStore(Store):
         return self.output_dir / version
 
 
-# What a version's _readback.csv says of where each of its client files is: the version that wrote it.
-_HELD_SCHEMA = pa.schema([("file", pa.string()), ("written_in", pa.string())])
 
 
 class S3Store(Store):
@@ -726,7 +724,7 @@ class S3Store(Store):
         """Each client file of version and the version holding it (file, written_in), from its _readback.csv;
         None where there is none (a killed run's version, or a retired one already cleaned)."""
         try:
-            return read_table(s3_read(self._path(version, READBACK_FILE)), _HELD_SCHEMA)
+            return read_table(s3_read(self._path(version, READBACK_FILE)), HELD_SCHEMA)
         except FileNotFoundError:
             return None
 
@@ -756,7 +754,7 @@ class S3Store(Store):
             if (table := self._held(version)) is not None:
                 self._kept[version] = table
         held = [self._kept[version] for version in keep if version in self._kept]
-        held = pa.concat_tables(held) if held else _HELD_SCHEMA.empty_table()
+        held = pa.concat_tables(held) if held else HELD_SCHEMA.empty_table()
         live = set(pc.unique(held["written_in"]).to_pylist()) | keep | {rejected}
         kept_keys = pc.binary_join_element_wise(held["written_in"], held["file"], "/")
         infos = self.fs.get_file_info(fs.FileSelector(self.base, allow_not_found=True))

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from desafio_dagster.core.audit import SCAN_SCHEMA, scan_many
+from desafio_dagster.core.audit import scan_many
 from desafio_dagster.core.s3 import IN_FLIGHT, content_md5, s3_client, s3_error
+from desafio_dagster.core.version import SCAN_SCHEMA
 
 _SCAN_BYTES = 16 << 20  # bytes an S3 attempt holds before it scans them
 

@@ -4,8 +4,9 @@ from decimal import Decimal
 
 import pyarrow as pa
 
-from desafio_dagster.core.audit import FIGURES_SCHEMA, RULES, SCAN_SCHEMA, audit, scan_file, scan_files
+from desafio_dagster.core.audit import RULES, audit, scan_file, scan_files
 from desafio_dagster.core.layout import HEADER
+from desafio_dagster.core.version import FIGURES_SCHEMA, SCAN_SCHEMA
 
 ROW = "Ana,Silva,33,{value},Compra,2023-01-01 10:00:00,************1234,ANA SILVA,2022-01-01 00:00:00,corrente,2021-01-01 00:00:00\n"
 

@@ -6,8 +6,8 @@ import random
 
 import pyarrow as pa
 
-from desafio_dagster.core.audit import FIGURES_SCHEMA
 from desafio_dagster.core.extract import Snapshot
+from desafio_dagster.core.version import FIGURES_SCHEMA
 
 
 def snapshot(rows: list[int]) -> Snapshot:

@@ -15,8 +15,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from desafio_dagster.core.layout import INDEX_FILE
 from desafio_dagster.core.store import open_store
+from desafio_dagster.core.version import INDEX_FILE
 from desafio_dagster_tests.helpers import (
     CONTRACT,
     FULL_REFRESH,

@@ -6,8 +6,7 @@ import shutil
 import dagster as dg
 
 from desafio_dagster.core.fakedata import generate
-from desafio_dagster.core.incremental import parse_readback
-from desafio_dagster.core.layout import INDEX_FILE, READBACK_FILE, parse_index
+from desafio_dagster.core.version import INDEX_FILE, READBACK_FILE, parse_index, parse_readback
 from desafio_dagster_tests.helpers import (
     FULL_REFRESH,
     SPEC,

@@ -16,11 +16,10 @@ from pyspark.sql import functions as F
 
 from desafio_dagster.core.audit import AuditError
 from desafio_dagster.core.connect_server import stop_server
-from desafio_dagster.core.incremental import parse_readback
-from desafio_dagster.core.layout import INDEX_FILE, parse_index
 from desafio_dagster.core.publish import publish_per_client
 from desafio_dagster.core.settings import OutputLocation
 from desafio_dagster.core.store import open_store
+from desafio_dagster.core.version import INDEX_FILE, parse_index, parse_readback
 from desafio_dagster_tests.helpers import (
     CONTRACT,
     FULL_REFRESH,

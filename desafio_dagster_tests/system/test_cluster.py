@@ -11,7 +11,7 @@ import pytest
 
 from desafio_dagster.core.connect_server import state_dir, stop_server
 from desafio_dagster.core.fakedata import generate
-from desafio_dagster.core.layout import FORMAT_FILE, INDEX_FILE, MANIFEST_FILE
+from desafio_dagster.core.version import FORMAT_FILE, INDEX_FILE, MANIFEST_FILE
 from desafio_dagster.definitions import defs
 from desafio_dagster_tests.helpers import dagster_cli, snapshot
 from desafio_dagster_tests.system.spark_cluster import EXPORT_TIMEOUT, SPEC, Cluster, finished_tasks, full_jdk, get_json

@@ -10,12 +10,11 @@ from pydantic import Field
 from pyspark.sql import DataFrame
 
 from desafio_dagster.core import settings
-from desafio_dagster.core.audit import manifest_sha256
 from desafio_dagster.core.export import ExportRequest, export_movements
-from desafio_dagster.core.layout import MANIFEST_FILE
 from desafio_dagster.core.publish import read_published
 from desafio_dagster.core.s3 import AWS_VARIABLES
 from desafio_dagster.core.store import Store, open_store
+from desafio_dagster.core.version import MANIFEST_FILE, manifest_sha256
 from desafio_dagster.defs import metadata as meta
 from desafio_dagster.defs.resources.spark import SparkResource
 from desafio_dagster.defs.utils import metadata_table, user_errors
