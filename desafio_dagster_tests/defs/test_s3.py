@@ -34,6 +34,7 @@ from desafio_dagster_tests.helpers import (
     run,
     start_dagster_cli,
 )
+from desafio_dagster_tests.readers import S3Reader
 
 
 @pytest.fixture
@@ -240,9 +241,14 @@ def test_a_killed_export_leaves_the_published_s3_version_as_it_was(published_s3,
     assert on_s3.published() == version and on_s3.snapshot() == files
     leftovers = _prefixes(on_s3) - {version}
     assert leftovers, "the killed run had started a version"
+    reader = S3Reader(on_s3)
+    assert reader.leases() == leftovers, "a version being written holds a lease from its first object"
+    export(FULL_REFRESH)  # the next run spares the killed run's version while its lease is live
+    assert leftovers <= _prefixes(on_s3) and on_s3.snapshot() == files
+    reader.lapse_leases()  # the lease's time passes
     export(FULL_REFRESH)  # the next run removes what the killed one left
     versions = _prefixes(on_s3)
-    assert versions == {version, on_s3.published()} and not versions & leftovers
+    assert not versions & leftovers and len(versions) == 2 and on_s3.published() in versions
     assert on_s3.snapshot() == files
 
 
