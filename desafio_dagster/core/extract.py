@@ -105,7 +105,7 @@ _FIGURES_SCHEMA = pa.schema([("id", pa.int64()), ("nome", pa.string()), ("sobren
 
 
 def client_figures(conn: psycopg.Connection, clients: np.ndarray | None = None) -> pa.Table:
-    """Each client's figures (audit.FIGURES_SCHEMA), of every client or of those ids, from the tables in conn's
+    """Each client's figures (version.FIGURES_SCHEMA), of every client or of those ids, from the tables in conn's
     snapshot: _CLIENT_FIGURES streamed with COPY and parsed by Arrow (a million rows in a few seconds, where
     fetching them as Python tuples took 11 s)."""
     parts: dict[str, sql.Composable]
@@ -132,7 +132,7 @@ class PublishedFigures:
 
     version: str  # the published version, in its store
     snapshot: str
-    clients: pa.Table  # audit.FIGURES_SCHEMA: its _snapshot.csv
+    clients: pa.Table  # version.FIGURES_SCHEMA: its _snapshot.csv
 
 
 class SourceReadError(TransientError):
@@ -160,7 +160,7 @@ class Snapshot:
 
     id: str  # pg_export_snapshot(): the tasks import it
     counts: dict[str, int]  # rows per table
-    clients: pa.Table  # what each client's file must hold (audit.FIGURES_SCHEMA), by client id
+    clients: pa.Table  # what each client's file must hold (version.FIGURES_SCHEMA), by client id
     fingerprint: dict[str, list[int]]  # see SourceDatabase.fingerprint; {} where the journal tells changes
     figures_seconds: float  # the time the figures took to compute
     source: str | None = None  # journal.current_snapshot, where the source keeps a change journal

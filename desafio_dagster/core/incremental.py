@@ -1,15 +1,9 @@
 """Incremental export: which clients a new version of the per-client files rewrites, and which files
 it carries unchanged from the published version. Pure: no Dagster.
 
-Each version holds, beside the client files and _index.csv:
-- _snapshot.csv: per client, the snapshot's figures and fingerprint (audit.FIGURES_SCHEMA);
-- _format.json: what else decides a file's bytes for the same rows: the export's code version, the
-  contract's columns, masking;
-- _readback.csv: each file as its task stored it (its scan, for the audit), its size and mtime then, and
-  the version that wrote it;
-- _source.json: the source snapshot it was exported from, where the source keeps a change journal
-  (core/journal.py): the next export computes the figures of the clients changed since, and takes the
-  others' from _snapshot.csv.
+The plan reads the published version's records (version.py describes each): its _snapshot.csv (the figures and
+fingerprints), _format.json, _index.csv and _readback.csv; and its _source.json, where the source keeps a change
+journal (core/journal.py), so that only the clients changed since have their figures computed.
 
 A client's file is carried into the next version (a hard link locally; on S3 it stays where it was
 written, and the new version's index names that version: see store.py) when the format is the same, the
@@ -101,7 +95,7 @@ def full_plan(expected: pa.Table, fmt: dict, reason: str = "", published: str | 
 
 def plan_export(store: Store, expected: pa.Table, fmt: dict, full_refresh: bool = False,
                 targeted: Iterable[int] = (), known: PublishedFigures | None = None) -> Plan:
-    """Compare the snapshot's figures (expected: audit.FIGURES_SCHEMA) with the version the store publishes
+    """Compare the snapshot's figures (expected: version.FIGURES_SCHEMA) with the version the store publishes
     (resolved once), in Arrow: a million clients in a few seconds. targeted: client ids rewritten whatever
     their fingerprint. known: that version's figures if read already (published_figures)."""
     if store.by_reference:  # where carried files are is part of a version's format: a version whose
@@ -165,7 +159,7 @@ def todays_slice(now: float | None = None) -> int:
 
 
 def verified_scans(store: Store, version: str, written_in: str, checked_slice: int) -> tuple[pa.Table, int]:
-    """The scan of every client file of a version (file, then audit.SCAN_SCHEMA), for the checks: files
+    """The scan of every client file of a version (file, then version.SCAN_SCHEMA), for the checks: files
     written by written_in (the version the checked run wrote: all of them, or every Store.reread_every-th by
     name), files without a record, and files whose size or mtime changed since they were written are read
     again; the others keep the scan recorded when they were written. Sizes and mtimes: locally, of the files

@@ -70,7 +70,7 @@ from desafio_dagster.core.version import (
 
 _HEADER_BYTES = HEADER.encode()
 # What a task reports of each client file it wrote: its _index.csv row, its scan as stored
-# (audit.SCAN_SCHEMA, the rows as scanned_rows), and the task's time on each phase spread over its files
+# (version.SCAN_SCHEMA, the rows as scanned_rows), and the task's time on each phase spread over its files
 # (summed, the tasks' total).
 _SUMMARY_SCHEMA = pa.schema([*INDEX_SCHEMA, ("header_ok", pa.bool_()), ("scanned_rows", pa.int64()),
                              ("vlr_transacao_total", pa.decimal128(18, 2)), ("long_digit_run", pa.bool_()),
@@ -89,7 +89,7 @@ class Published:
     path: str  # where readers look: the published folder (a symlink to the version folder), or s3://…/<name>
     version: str  # the version's folder, or s3://…/<name>/.v-<token>
     version_name: str  # its name in the store (Store.published())
-    index: pa.Table  # its _index.csv (layout.INDEX_SCHEMA), by client id
+    index: pa.Table  # its _index.csv (version.INDEX_SCHEMA), by client id
     audit: list[Finding]
     seconds: dict[str, float]  # where the time went, by phase (cleanup, spark_job, tasks_*, carry, …)
     rewritten: int = 0  # client files written by this export
@@ -254,7 +254,7 @@ def publish_per_client(
 ) -> Published:
     """Write view (see transform.snapshot_view) as a new version of the per-client files plus _index.csv
     in store (a local folder or S3: store.py), audit it against expected (the source snapshot's
-    figures, audit.FIGURES_SCHEMA) and publish it.
+    figures, version.FIGURES_SCHEMA) and publish it.
 
     by_client: a DataFrame view already holds each client's rows in one partition, sorted (as
     SnapshotView.frame() does), so it is written as it is instead of shuffled by client and sorted first. A
