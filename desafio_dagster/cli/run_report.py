@@ -12,13 +12,15 @@ import time
 import traceback
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from dagster import DagsterEventType, EventLogEntry, MetadataValue
-from dagster._utils.error import SerializableErrorInfo
 
 from desafio_dagster.core import progress
 from desafio_dagster.defs import metadata as meta
+
+if TYPE_CHECKING:  # Dagster's type of an event's error; not part of its public API, so only for the checker
+    from dagster._utils.error import SerializableErrorInfo
 
 # Step keys of the jobs, as a person names them; other steps show their key.
 STEP_LABELS = {
@@ -121,7 +123,7 @@ def _values(metadata: Mapping[str, Any]) -> dict:
     return {key: value.value if isinstance(value, MetadataValue) else value for key, value in metadata.items()}
 
 
-def error_text(error: SerializableErrorInfo) -> str:
+def error_text(error: "SerializableErrorInfo") -> str:
     """The innermost cause of a SerializableErrorInfo: what the user's code said."""
     while error.cause is not None:
         error = error.cause
