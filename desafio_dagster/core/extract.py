@@ -314,13 +314,14 @@ def snapshot_connection(options: dict[str, str]) -> Iterator[psycopg.Connection]
 
 
 class StallWatch:
-    """Shuts a connection's socket down once no byte came for `seconds` (fed() on each chunk): libpq has no read
-    timeout, so a network that stalls (a connection kept open, nothing passed) would block the read forever."""
+    """Shuts a connection's socket down once no chunk came for `seconds`: libpq has no read timeout, so a network
+    that stalls (a connection kept open, nothing passed) would block the read forever. The reader counts its
+    chunks (chunks += 1, the cheapest thing on its per-row path); the watch's thread samples the count."""
 
     def __init__(self, conn: psycopg.Connection, seconds: float):
         # A socket of its own on the connection's (a dup): never a descriptor that libpq closed and the process reused.
         self.sock = socket.socket(fileno=os.dup(conn.pgconn.socket))
-        self.seconds, self.last, self.stalled = seconds, time.monotonic(), False
+        self.seconds, self.chunks, self.stalled = seconds, 0, False
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._watch, daemon=True)
 
@@ -333,12 +334,12 @@ class StallWatch:
         self._thread.join()
         self.sock.close()
 
-    def fed(self) -> None:
-        self.last = time.monotonic()
-
     def _watch(self) -> None:
+        seen, since = self.chunks, time.monotonic()
         while not self._done.wait(min(1.0, self.seconds / 4)):
-            if time.monotonic() - self.last > self.seconds:
+            if self.chunks != seen:
+                seen, since = self.chunks, time.monotonic()
+            elif time.monotonic() - since > self.seconds:
                 self.stalled = True
                 with contextlib.suppress(OSError):
                     self.sock.shutdown(socket.SHUT_RDWR)  # the blocked read returns: the connection is lost
@@ -355,7 +356,7 @@ def copy_rows(conn: psycopg.Connection, table: str, clients: Clients | None,
     statement = sql.SQL("COPY (SELECT {} FROM {}{}) TO STDOUT (FORMAT csv)").format(
         identifiers(schema.names), sql.Identifier(table), where)
     try:
-        yield from _copied_batches(conn, statement, schema, watch.fed if watch else None)
+        yield from _copied_batches(conn, statement, schema, watch)
     except psycopg.OperationalError as error:  # the server's reason when it came (libpq may put it on any line)
         if watch and watch.stalled:
             raise SourceReadError(f"no data from Postgres for {watch.seconds:.0f} s in a Spark task reading {table} "
@@ -366,10 +367,10 @@ def copy_rows(conn: psycopg.Connection, table: str, clients: Clients | None,
 
 
 def _copied_batches(conn: psycopg.Connection, statement: sql.Composed, schema: pa.Schema,
-                    on_chunk: Callable[[], None] | None = None) -> Iterator[pa.RecordBatch]:
+                    watch: StallWatch | None = None) -> Iterator[pa.RecordBatch]:
     """The CSV of a `COPY ... TO STDOUT (FORMAT csv)`, streamed into Arrow batches of exactly schema's types."""
     with conn.cursor() as cur, cur.copy(statement) as copy:
-        stream = io.BufferedReader(_CopyStream(copy, on_chunk), _BLOCK_BYTES)
+        stream = io.BufferedReader(_CopyStream(copy, watch), _BLOCK_BYTES)
         if not stream.peek(1):
             return
         yield from pa_csv.open_csv(
@@ -393,10 +394,10 @@ def read_clients(options: dict[str, str], clients: Clients | None) -> dict[str, 
 class _CopyStream(io.RawIOBase):
     """A readable file over the chunks of a psycopg COPY ... TO STDOUT."""
 
-    def __init__(self, copy: psycopg.Copy, on_chunk: Callable[[], None] | None = None) -> None:
+    def __init__(self, copy: psycopg.Copy, watch: StallWatch | None = None) -> None:
         self._chunks = iter(copy)
         self._pending = memoryview(b"")
-        self._on_chunk = on_chunk
+        self._watch = watch
 
     def readable(self) -> bool:
         return True
@@ -406,8 +407,8 @@ class _CopyStream(io.RawIOBase):
             chunk = next(self._chunks, None)
             if chunk is None:
                 return 0
-            if self._on_chunk:
-                self._on_chunk()
+            if self._watch is not None:
+                self._watch.chunks += 1
             self._pending = memoryview(chunk)
         n = min(len(buffer), len(self._pending))
         buffer[:n] = self._pending[:n]

@@ -759,10 +759,12 @@ class S3Store(Store):
         kept_keys = pc.binary_join_element_wise(held["written_in"], held["file"], "/")
         infos = self.fs.get_file_info(fs.FileSelector(self.base, allow_not_found=True))
         for name in sorted(i.base_name for i in infos if i.type == fs.FileType.Directory and i.base_name.startswith(".v-")):
-            if name in keep or name == rejected or self._lease_live(name):  # leased: another export is writing it
+            if name in keep or name == rejected:
                 continue
             self._kept.pop(name, None)
             retired = self._held(name)
+            if (retired is None and name in live) or self._lease_live(name):  # nothing of it to remove (a retired
+                continue  # version's files that kept ones hold), or leased: another export is writing it
             if retired is not None:
                 keys = pc.binary_join_element_wise(retired["written_in"], retired["file"], "/")
                 only_here = pc.invert(pc.is_in(keys, value_set=kept_keys))
