@@ -152,8 +152,6 @@ def s3_get(path: str, attempts: int = 3) -> tuple[bytes, dict]:
     raise s3_error(cut, f"cannot read s3://{path} ({attempts} attempts)")
 
 
-
-
 def prefetch(read: Callable[[str], bytes], files: list[str], ahead: int = 64) -> Iterator[bytes]:
     """read(file) of each file, in order, with IN_FLIGHT reads at a time and at most `ahead` files held."""
     with ThreadPoolExecutor(max_workers=IN_FLIGHT) as pool:
