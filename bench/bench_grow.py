@@ -1,4 +1,4 @@
-"""Growth benchmark: SourceDatabase.grow on a populated source, and the reading of its state.
+"""Growth benchmark: loading.grow on a populated source, and the reading of its state.
 
     python bench/bench_grow.py [--clients 1000] [--max-movements 66] [--days 1] [--repeat 3]
 
@@ -17,6 +17,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
+from desafio_dagster.core import loading
 from desafio_dagster.core.fakedata import GenerationSpec, GrowthSpec, generate
 from desafio_dagster.core.source_db import SourceDatabase
 
@@ -36,15 +37,15 @@ def main() -> int:
     try:
         db = SourceDatabase(make_conninfo(SERVER, dbname=name))
         started = time.monotonic()
-        loaded = db.replace(generate(GenerationSpec(clients=args.clients, movements_per_card=(0, args.max_movements))))
+        loaded = loading.replace(db, generate(GenerationSpec(clients=args.clients, movements_per_card=(0, args.max_movements))))
         print(f"populate: {sum(loaded.values()):,} rows ({loaded['cartao']:,} cards) in {time.monotonic() - started:.1f} s")
         for attempt in range(args.repeat):
             started = time.monotonic()
-            added = db.grow(GrowthSpec(days=args.days, seed=attempt))
+            added = loading.grow(db, GrowthSpec(days=args.days, seed=attempt))
             print(f"grow {args.days} day(s), default shares: {time.monotonic() - started:.3f} s, added {added}")
         with db.connect() as conn:
             started = time.monotonic()
-            state = db.growth_state(conn)
+            state = loading.growth_state(db, conn)
             whole = time.monotonic() - started
             started = time.monotonic()
             conn.execute("SELECT max(data_movimento) FROM movimento").fetchone()

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
+from desafio_dagster.core import loading
 from desafio_dagster.core.embedded import embedded_url, stop_embedded
 from desafio_dagster.core.fakedata import generate
 from desafio_dagster.core.source_db import SourceDatabase
@@ -76,7 +77,7 @@ def source_db(database_url) -> SourceDatabase:
 
 @pytest.fixture
 def populated_db(source_db) -> SourceDatabase:
-    source_db.replace(generate(SMALL))
+    loading.replace(source_db, generate(SMALL))
     return source_db
 
 

@@ -16,6 +16,7 @@ import dagster as dg
 import psycopg
 import pytest
 
+from desafio_dagster.core import loading
 from desafio_dagster.core.connect_server import running_server, stop_server
 from desafio_dagster.core.embedded import embedded_url, stop_embedded
 from desafio_dagster.core.fakedata import GenerationSpec, generate
@@ -206,8 +207,8 @@ def test_empty_settings_take_the_defaults_under_the_working_directory(tmp_path, 
 
 @pytest.mark.command
 def test_run_grow_adds_the_days_and_says_what_it_added(tmp_path, source_db):
-    source_db.replace(generate(GenerationSpec(clients=1_000, accounts_per_client=(1, 2), cards_per_account=(1, 2),
-                                              movements_per_card=(0, 3), seed=3)))
+    loading.replace(source_db, generate(GenerationSpec(clients=1_000, accounts_per_client=(1, 2), cards_per_account=(1, 2),
+                                                            movements_per_card=(0, 3), seed=3)))
     before = _postgres_counts(source_db.url)
     done = _run(["run", "--job", "grow", "--days", "2"], _env(tmp_path, DESAFIO_POSTGRES_URL=source_db.url))
     assert done.returncode == 0, done.stdout + done.stderr

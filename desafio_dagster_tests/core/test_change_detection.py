@@ -5,6 +5,7 @@ clients, so the figures an export takes from the journal are those of every clie
 
 import pytest
 
+from desafio_dagster.core import loading
 from desafio_dagster.core.fakedata import generate
 from desafio_dagster_tests.helpers import SMALL, as_published, source_snapshot
 
@@ -47,7 +48,7 @@ def _clients(db, published=None) -> dict[int, tuple]:
 
 @pytest.mark.parametrize("change", list(CHANGES))
 def test_a_change_alters_the_fingerprint_of_exactly_the_affected_clients(source_db, change):
-    source_db.replace(generate(SMALL))  # every card has movements
+    loading.replace(source_db, generate(SMALL))  # every card has movements
     with source_db.connect() as conn:
         for client in range(3, 15):
             assert conn.execute(f"SELECT count(*) FROM movimento WHERE id = {A_MOVEMENT_OF.format(client)}").fetchone()[0] == 1

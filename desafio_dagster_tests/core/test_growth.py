@@ -1,4 +1,4 @@
-"""Growth of the source (fakedata.grow, SourceDatabase.grow) on real Postgres databases."""
+"""Growth of the source (fakedata.grow, loading.grow) on real Postgres databases."""
 
 import contextlib
 import datetime as dt
@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from desafio_dagster.core import fakedata
+from desafio_dagster.core import fakedata, loading
 from desafio_dagster.core.fakedata import TABLES, GenerationSpec, GrowthSpec, InvalidSpec, generate
 from desafio_dagster.core.source_db import SourceDatabase, SourceDatabaseError
 from desafio_dagster.defs.assets.source_checks import evaluate
@@ -22,7 +22,7 @@ def _populated(server_url: str, stack, spec: GenerationSpec = SOURCE) -> SourceD
     """A fresh database holding spec's source (dropped when stack closes)."""
     _, url = stack.enter_context(fresh_database(server_url, "desafio_growth"))
     db = SourceDatabase(url)
-    db.replace(generate(spec))
+    loading.replace(db, generate(spec))
     return db
 
 
@@ -41,14 +41,14 @@ def stack():
 
 def test_same_source_and_spec_give_the_same_rows_and_another_seed_other_rows(server_url, stack):
     first, second, in_two_steps, other_seed = (_populated(server_url, stack) for _ in range(4))
-    first.grow(GROWTH)
-    second.grow(GROWTH)
+    loading.grow(first, GROWTH)
+    loading.grow(second, GROWTH)
     assert _rows(first) == _rows(second)
     # The days are drawn on the state the previous days left: 1 day, then 2 days, is the same growth.
-    in_two_steps.grow(GrowthSpec(**{**GROWTH.__dict__, "days": 1}))
-    in_two_steps.grow(GrowthSpec(**{**GROWTH.__dict__, "days": 2}))
+    loading.grow(in_two_steps, GrowthSpec(**{**GROWTH.__dict__, "days": 1}))
+    loading.grow(in_two_steps, GrowthSpec(**{**GROWTH.__dict__, "days": 2}))
     assert _rows(in_two_steps) == _rows(first)
-    other_seed.grow(GrowthSpec(**{**GROWTH.__dict__, "seed": 6}))
+    loading.grow(other_seed, GrowthSpec(**{**GROWTH.__dict__, "seed": 6}))
     grown, other = _rows(first), _rows(other_seed)
     assert grown["movimento"] != other["movimento"] and grown["associado"] != other["associado"]
 
@@ -56,7 +56,7 @@ def test_same_source_and_spec_give_the_same_rows_and_another_seed_other_rows(ser
 def test_growth_keeps_every_row_and_only_adds_rows_dated_in_the_new_days(server_url, stack):
     db = _populated(server_url, stack)
     before = _rows(db)
-    added = db.grow(GROWTH)
+    added = loading.grow(db, GROWTH)
     after = _rows(db)
     for table in TABLES:
         old = {row_id: row for row_id, row in after[table].items() if row_id <= max(before[table])}
@@ -77,7 +77,7 @@ def test_growth_keeps_every_row_and_only_adds_rows_dated_in_the_new_days(server_
 
 def test_each_day_touches_the_shares_of_the_clients_it_starts_with(server_url, stack):
     db = _populated(server_url, stack)
-    db.grow(GROWTH)
+    loading.grow(db, GROWTH)
     clients = SOURCE.clients
     with db.connect() as conn:
         for day in (dt.date(2026, 1, 1), dt.date(2026, 1, 2), dt.date(2026, 1, 3)):
@@ -97,10 +97,10 @@ def test_each_day_touches_the_shares_of_the_clients_it_starts_with(server_url, s
 
 def test_growing_a_missing_or_empty_source_says_to_populate_first(source_db):
     with pytest.raises(SourceDatabaseError, match=r"sicooperative\.associado.*run the populate job first"):
-        source_db.grow(GrowthSpec())
+        loading.grow(source_db, GrowthSpec())
     source_db.apply_schema()
     with pytest.raises(SourceDatabaseError, match="empty.*run the populate job first"):
-        source_db.grow(GrowthSpec())
+        loading.grow(source_db, GrowthSpec())
 
 
 def test_a_growth_reaching_today_is_refused_and_changes_nothing(server_url, stack):
@@ -109,22 +109,22 @@ def test_a_growth_reaching_today_is_refused_and_changes_nothing(server_url, stac
                                "end_date": today - dt.timedelta(days=3)})
     db = _populated(server_url, stack, recent)
     with db.connect() as conn:
-        last = db.growth_state(conn).last_day  # the end date, unless no row fell on it
+        last = loading.growth_state(db, conn).last_day  # the end date, unless no row fell on it
     possible = (today - last).days - 1
     assert possible >= 2
     before = db.row_counts()
     with pytest.raises(InvalidSpec, match=rf"days: {possible + 1} day.*last day {last}.*at most {possible} more day"):
-        db.grow(GrowthSpec(days=possible + 1, active_clients=0.1))
+        loading.grow(db, GrowthSpec(days=possible + 1, active_clients=0.1))
     assert db.row_counts() == before
-    db.grow(GrowthSpec(days=possible, active_clients=0.1))  # up to yesterday
+    loading.grow(db, GrowthSpec(days=possible, active_clients=0.1))  # up to yesterday
     with pytest.raises(InvalidSpec, match="at most 0 more day"):
-        db.grow(GrowthSpec(days=1, active_clients=0.1))
+        loading.grow(db, GrowthSpec(days=1, active_clients=0.1))
 
 
 def test_card_numbers_not_made_by_the_generator_that_collide_fail_the_growth_clearly(server_url, stack):
     db = _populated(server_url, stack)
     with db.connect() as conn:
-        state = db.growth_state(conn)
+        state = loading.growth_state(db, conn)
         # Cards 1..8 take the numbers the first new card would get with each of the 8 issuer prefixes.
         unique = (state.next_id["cartao"] * fakedata._CARD_ID_MULTIPLIER + state.card_offset) % fakedata._CARD_ID_SPACE
         payloads = fakedata._CARD_PREFIXES * fakedata._CARD_ID_SPACE + unique
@@ -133,7 +133,7 @@ def test_card_numbers_not_made_by_the_generator_that_collide_fail_the_growth_cle
             conn.execute("UPDATE cartao SET num_cartao = %s WHERE id = %s", (str(number), card_id))
     before = _rows(db)
     with pytest.raises(SourceDatabaseError, match=r"nothing added: a new row repeats .*cartao_num_cartao_key.*populate"):
-        db.grow(GROWTH)
+        loading.grow(db, GROWTH)
     assert _rows(db) == before
 
 
@@ -166,7 +166,7 @@ def test_a_reader_holding_the_tables_does_not_stop_a_growth_and_keeps_its_snapsh
         reader.execute("LOCK TABLE associado, conta, cartao, movimento IN ACCESS SHARE MODE")
         assert db.row_counts(reader) == before
         db.lock_timeout = 2.0
-        added = db.grow(GROWTH)  # EXCLUSIVE does not wait for ACCESS SHARE
+        added = loading.grow(db, GROWTH)  # EXCLUSIVE does not wait for ACCESS SHARE
         assert db.row_counts(reader) == before, "the reader's snapshot is unchanged"
         reader.execute("COMMIT")
     assert db.row_counts() == {table: before[table] + added[table] for table in TABLES}

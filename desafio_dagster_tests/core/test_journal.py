@@ -5,7 +5,7 @@ figures."""
 import psycopg
 import pytest
 
-from desafio_dagster.core import journal
+from desafio_dagster.core import journal, loading
 from desafio_dagster.core.fakedata import generate
 from desafio_dagster_tests.helpers import SMALL, as_published, source_snapshot
 
@@ -43,7 +43,7 @@ def test_a_rolled_back_change_is_no_change(populated_db):
 
 def test_a_populate_is_every_client_and_leaves_no_row_per_loaded_row(populated_db):
     first = source_snapshot(populated_db)
-    populated_db.replace(generate(SMALL))
+    loading.replace(populated_db, generate(SMALL))
     with populated_db.connect() as conn:
         changes = journal.changes_since(conn, first.snapshot.source)
         assert changes.everything

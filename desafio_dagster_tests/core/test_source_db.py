@@ -8,6 +8,7 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
+from desafio_dagster.core import loading
 from desafio_dagster.core.embedded import stop_embedded
 from desafio_dagster.core.fakedata import GenerationSpec, generate
 from desafio_dagster.core.source_db import (
@@ -44,11 +45,11 @@ def test_schema_is_applied_idempotently_without_touching_data(populated_db):
 
 
 def test_replace_loads_every_row_and_restores_constraints(source_db):
-    counts = source_db.replace(generate(SMALL))
+    counts = loading.replace(source_db, generate(SMALL))
     assert counts == source_db.row_counts()
     assert counts["associado"] == SMALL.clients and counts["movimento"] > 0
     catalogue = _catalogue(source_db)
-    again = source_db.replace(generate(SMALL))
+    again = loading.replace(source_db, generate(SMALL))
     assert again == counts, "a re-run replaces, never duplicates"
     assert source_db.row_counts() == counts
     assert _catalogue(source_db) == catalogue
@@ -66,7 +67,7 @@ def test_failed_replace_keeps_the_previous_snapshot(populated_db):
         raise RuntimeError("generator died half-way")
 
     with pytest.raises(RuntimeError, match="half-way"):
-        populated_db.replace(failing())
+        loading.replace(populated_db, failing())
     assert populated_db.row_counts() == before
     assert _catalogue(populated_db) == catalogue
 
@@ -76,7 +77,7 @@ def test_schema_name_is_validated_and_quoted(database_url):
         with pytest.raises(SourceDatabaseError, match="DESAFIO_SCHEMA"):
             SourceDatabase(database_url, bad)
     db = SourceDatabase(database_url, "select")  # a reserved word works because it is quoted
-    db.replace(generate(SMALL))
+    loading.replace(db, generate(SMALL))
     assert db.row_counts()["associado"] == SMALL.clients
 
 
@@ -124,7 +125,7 @@ def test_embedded_postgres_is_the_default_and_outlives_processes(tmp_path, monke
     try:
         db = PostgresResource(url="", home=str(home), schema_name="sicooperative").database()
         assert str(home.resolve() / "pgdata") in db.url  # a unix socket under pgdata
-        db.replace(generate(SMALL))
+        loading.replace(db, generate(SMALL))
         pid = (home / "pgdata" / "postmaster.pid").read_text().split()[0]
         script = (
             "from desafio_dagster.defs.resources.postgres import PostgresResource;"
@@ -148,17 +149,17 @@ def test_a_snapshot_taken_during_a_replace_waits_and_sees_the_new_data(populated
 
     from desafio_dagster.core.extract import ExportedSnapshot
 
-    loading = threading.Event()
+    started = threading.Event()
 
     def slow_chunks():
         for chunk in generate(GenerationSpec(clients=30, movements_per_card=(1, 3), seed=3)):
-            loading.set()  # the tables are locked and truncated by now
+            started.set()  # the tables are locked and truncated by now
             time.sleep(1.0)
             yield chunk
 
-    replace = threading.Thread(target=lambda: populated_db.replace(slow_chunks()))
+    replace = threading.Thread(target=lambda: loading.replace(populated_db, slow_chunks()))
     replace.start()
-    assert loading.wait(30)
+    assert started.wait(30)
     exported = ExportedSnapshot.open(populated_db)
     exported.close()
     counts = exported.snapshot.counts
@@ -174,7 +175,7 @@ def test_a_sql_ascii_database_is_populated_and_read_like_a_utf8_one(server_url):
                      .format(sql.Identifier(name)))
     try:
         db = SourceDatabase(make_conninfo(server_url, dbname=name))
-        assert db.replace(generate(SMALL)) == db.row_counts()
+        assert loading.replace(db, generate(SMALL)) == db.row_counts()
     finally:
         with psycopg.connect(server_url, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))

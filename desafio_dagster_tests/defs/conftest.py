@@ -2,13 +2,14 @@
 
 import pytest
 
+from desafio_dagster.core import loading
 from desafio_dagster.core.fakedata import generate
 from desafio_dagster_tests.helpers import SPEC, output, run, snapshot
 
 
 @pytest.fixture
 def source(source_db, env_home):
-    source_db.replace(generate(SPEC))
+    loading.replace(source_db, generate(SPEC))
     with source_db.connect() as conn:  # text that needs RFC 4180 quoting, and accents for the slug
         conn.execute("UPDATE associado SET nome = 'João \"Jota\"', sobrenome = 'Conceição, Filho' WHERE id = 1")
         conn.execute("UPDATE movimento SET des_transacao = 'Compra: \"Loja\", linha1\nlinha2' WHERE id = "

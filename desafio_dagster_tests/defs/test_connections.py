@@ -5,7 +5,7 @@ the server has free fails at once, clearly, before any task connects, and is not
 import psycopg
 from psycopg.conninfo import make_conninfo
 
-from desafio_dagster.core import extract
+from desafio_dagster.core import extract, loading
 from desafio_dagster.core.embedded import embedded_pg_ctl
 from desafio_dagster.core.fakedata import generate
 from desafio_dagster.core.source_db import SourceDatabase
@@ -19,7 +19,7 @@ def test_too_few_free_connections_fail_clearly_before_any_task_connects(private_
         admin.execute("CREATE DATABASE small_server")
     embedded_pg_ctl(home, "-w", "-m", "fast", "restart")  # takes the new limit
     url = make_conninfo(superuser, dbname="small_server")
-    SourceDatabase(url).replace(generate(SMALL))
+    loading.replace(SourceDatabase(url), generate(SMALL))
     monkeypatch.setenv("DESAFIO_POSTGRES_URL", url)
     monkeypatch.setattr(extract, "ROWS_PER_PARTITION", 20)  # this small source in more ranges than task slots
 

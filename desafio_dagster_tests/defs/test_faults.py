@@ -14,6 +14,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from desafio_dagster.core import loading
 from desafio_dagster.core.embedded import embedded_pg_ctl
 from desafio_dagster.core.fakedata import generate
 from desafio_dagster.core.faults import CRASH_VARIABLE, PAUSE_VARIABLE
@@ -353,7 +354,7 @@ def test_postgres_restarted_mid_export_the_run_goes_on_or_retries_and_the_output
     again from a fresh snapshot. Restarted once the tasks have read everything: the export publishes what it read."""
     home, url = private_server
     db = SourceDatabase(url, "sicooperative")
-    db.replace(generate(SPEC))
+    loading.replace(db, generate(SPEC))
     monkeypatch.setenv("DESAFIO_POSTGRES_URL", url)
     export()
     _changed(db)

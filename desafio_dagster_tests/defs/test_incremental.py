@@ -5,6 +5,7 @@ import shutil
 
 import dagster as dg
 
+from desafio_dagster.core import loading
 from desafio_dagster.core.fakedata import generate
 from desafio_dagster.core.version import INDEX_FILE, READBACK_FILE, parse_index, parse_readback
 from desafio_dagster_tests.helpers import (
@@ -132,7 +133,7 @@ def test_a_published_file_edited_by_hand_is_found_by_the_checks_of_its_day_and_r
 
 
 def test_after_a_populate_every_file_is_rewritten(published, source, env_home):
-    source.replace(generate(SPEC))  # the same rows, each a new row version
+    loading.replace(source, generate(SPEC))  # the same rows, each a new row version
     _, metadata = export()
     assert (metadata["export_mode"], metadata["clients_rewritten"], metadata["clients_carried"]) == (
         "full", SPEC.clients, 0)

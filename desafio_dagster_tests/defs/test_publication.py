@@ -12,6 +12,7 @@ import psycopg
 import pytest
 from pyspark.sql import functions as F
 
+from desafio_dagster.core import loading
 from desafio_dagster.core.audit import AuditError
 from desafio_dagster.core.extract import ExportedSnapshot
 from desafio_dagster.core.fakedata import TABLES, GenerationSpec, generate
@@ -112,7 +113,7 @@ def test_a_populate_queued_behind_the_snapshot_makes_the_tasks_give_way(publishe
 
     folder = published[0]
     with exported_view(source_db, spark_session) as (view, snap):
-        populate = threading.Thread(target=lambda: source_db.replace(generate(GenerationSpec(clients=70, seed=32))))
+        populate = threading.Thread(target=lambda: loading.replace(source_db, generate(GenerationSpec(clients=70, seed=32))))
         populate.start()
         _wait_for_backend(source_db, "desafio_dagster populate", "wait_event_type = 'Lock'", populate.is_alive)  # queued behind us
         started = time.monotonic()
@@ -148,7 +149,7 @@ def test_a_populate_that_arrives_mid_export_never_hangs_it(source_db, env_home):
     either on its snapshot (the populate waits for it; the warning says the source changed) or, if the
     populate queued before its tasks locked the tables, by retrying from a fresh snapshot."""
     older, newer = (GenerationSpec(clients=n, movements_per_card=(0, 4), seed=s) for n, s in ((50, 31), (70, 32)))
-    source_db.replace(generate(older))
+    loading.replace(source_db, generate(older))
     results = {}
 
     def export_in_a_thread() -> None:
@@ -165,7 +166,7 @@ def test_a_populate_that_arrives_mid_export_never_hangs_it(source_db, env_home):
     # idle between the statements that open the transaction.
     _wait_for_backend(source_db, "desafio_dagster export", "state = 'idle in transaction' AND backend_xmin IS NOT NULL",
                       export.is_alive)
-    source_db.replace(generate(newer))  # waits for the export's snapshot to close
+    loading.replace(source_db, generate(newer))  # waits for the export's snapshot to close
     export.join(300)
     assert not export.is_alive(), "the export hangs"
     assert results["success"], results["message"]
@@ -178,7 +179,7 @@ def test_a_populate_that_arrives_mid_export_never_hangs_it(source_db, env_home):
         warning = checks["source_unchanged_since_export"]
         assert not warning.passed and warning.severity == dg.AssetCheckSeverity.WARN
         assert "the output is older than the source" in warning.description
-        source_db.replace(generate(older))  # the older snapshot again, to compare row by row
+        loading.replace(source_db, generate(older))  # the older snapshot again, to compare row by row
         assert published == expected_files(source_db, True)
 
 
@@ -201,7 +202,7 @@ def test_two_populates_started_together_both_finish_with_one_complete_snapshot(d
     def populate(spec):
         barrier.wait()
         try:
-            db.replace(generate(spec))
+            loading.replace(db, generate(spec))
         except Exception as error:  # reported below
             errors.append(error)
 
@@ -279,7 +280,7 @@ class Terminator(threading.Thread):
 @pytest.fixture
 def published_large(source_db, env_home):
     """An output published from a source whose movements take a while to stream out."""
-    source_db.replace(generate(GenerationSpec(clients=2_000, movements_per_card=(10, 40), seed=17)))
+    loading.replace(source_db, generate(GenerationSpec(clients=2_000, movements_per_card=(10, 40), seed=17)))
     assert run("export").success
     folder = output(env_home)
     return folder, snapshot(folder), folder.resolve()

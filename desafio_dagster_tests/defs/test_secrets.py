@@ -15,6 +15,7 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
+from desafio_dagster.core import loading
 from desafio_dagster.core.connect_server import stop_server
 from desafio_dagster.core.fakedata import generate
 from desafio_dagster.core.source_db import SourceDatabase
@@ -41,7 +42,7 @@ def test_the_password_reaches_the_tasks_and_appears_nowhere_else(password_only_u
     with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
         psycopg.connect(make_conninfo(url, password="wrong")).close()
     source = SourceDatabase(url)
-    source.replace(generate(SMALL))
+    loading.replace(source, generate(SMALL))
 
     events, conf, dagster_home = tmp_path / "spark-events", tmp_path / "spark-conf", tmp_path / "dagster"
     for folder in (events, conf, dagster_home):

@@ -9,6 +9,7 @@ import os
 import dagster as dg
 import pytest
 
+from desafio_dagster.core import loading
 from desafio_dagster.core.connect_server import state_dir, stop_server
 from desafio_dagster.core.fakedata import generate
 from desafio_dagster.core.version import FORMAT_FILE, INDEX_FILE, MANIFEST_FILE
@@ -31,7 +32,7 @@ def spark_cluster(tmp_path):
 def test_export_on_a_standalone_cluster_publishes_the_same_bytes_as_local_mode(
     spark_cluster, source_db, env_home, monkeypatch
 ):
-    source_db.replace(generate(SPEC))
+    loading.replace(source_db, generate(SPEC))
 
     # Local mode, in this process, while the cluster starts.
     monkeypatch.setenv("DESAFIO_SPARK_MASTER", "local[*]")

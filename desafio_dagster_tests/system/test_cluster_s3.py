@@ -7,6 +7,7 @@ import os
 import sys
 from pathlib import Path
 
+from desafio_dagster.core import loading
 from desafio_dagster.core.connect_server import state_dir, stop_server
 from desafio_dagster.core.fakedata import generate
 from desafio_dagster_tests.helpers import dagster_cli, expected_files
@@ -40,7 +41,7 @@ class IsolatedCluster(Cluster):
 
 
 def test_export_on_a_cluster_without_a_shared_folder_publishes_to_s3(s3, source_db, tmp_path):
-    source_db.replace(generate(SPEC))
+    loading.replace(source_db, generate(SPEC))
     cluster = IsolatedCluster(tmp_path / "spark-cluster", full_jdk())
     try:
         cluster.start()

@@ -9,6 +9,7 @@ from typing import cast
 import dagster as dg
 from pydantic import Field
 
+from desafio_dagster.core import loading
 from desafio_dagster.core.fakedata import GenerationSpec, GrowthSpec, InvalidSpec, generate
 from desafio_dagster.core.progress import rows_loaded
 from desafio_dagster.core.source_db import DdlColumn, ddl_columns
@@ -158,7 +159,7 @@ def source_database(context: dg.AssetExecutionContext, config: SourceDatabaseCon
                 context.log.info(f"{day}: " + ", ".join(f"{n:,} {table}" for table, n in rows.items()))
 
             try:
-                added = db.grow(growth, on_progress=progress, on_wait=context.log.warning, on_day=day_done)
+                added = loading.grow(db, growth, on_progress=progress, on_wait=context.log.warning, on_day=day_done)
             except InvalidSpec as error:  # a day at or after today: known once the source's last day is read
                 raise dg.Failure(f"invalid source_database config: {_growth_words(str(error))}",
                                  allow_retries=False) from None
@@ -171,7 +172,7 @@ def source_database(context: dg.AssetExecutionContext, config: SourceDatabaseCon
         else:
             assert spec is not None  # no growth: a generation
             context.log.info(f"generating {spec.clients:,} clients (seed {spec.seed}) into {db}")
-            added = db.replace(generate(spec), on_progress=progress, on_wait=context.log.warning)
+            added = loading.replace(db, generate(spec), on_progress=progress, on_wait=context.log.warning)
             record = {"generation": dg.MetadataValue.json(config.model_dump(exclude=set(_GROWTH_FIELDS)))}
         with db.connect() as conn:
             totals = db.row_counts(conn) if growth else added
