@@ -17,9 +17,9 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from desafio_dagster.core import loading
-from desafio_dagster.core.fakedata import GenerationSpec, GrowthSpec, generate
-from desafio_dagster.core.source_db import SourceDatabase
+from desafio_dagster.core.source import loading
+from desafio_dagster.core.source.fakedata import GenerationSpec, GrowthSpec, generate
+from desafio_dagster.core.source.source_db import SourceDatabase
 
 SERVER = os.environ.get("DESAFIO_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 

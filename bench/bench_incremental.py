@@ -28,8 +28,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from bench_export import movements, populated  # noqa: E402
 from measure import last_peaks, mib, run_measured, warm_engine  # noqa: E402
 
-from desafio_dagster.core.connect_server import running_server  # noqa: E402
-from desafio_dagster.core.version import READBACK_FILE  # noqa: E402
+from desafio_dagster.core.output.version import READBACK_FILE  # noqa: E402
+from desafio_dagster.core.spark.connect_server import running_server  # noqa: E402
 
 ACTIVE_SHARE, NEW_SHARE = 0.009, 0.001  # of the clients, in the day the growth adds: 1% in all
 

@@ -22,8 +22,8 @@ from psycopg.conninfo import make_conninfo
 sys.path.insert(0, str(Path(__file__).parent))
 from measure import mib, run_measured  # noqa: E402
 
-from desafio_dagster.core.fakedata import TABLES, GenerationSpec, generate, to_copy_csv  # noqa: E402
-from desafio_dagster.core.source_db import SCHEMA_SQL  # noqa: E402
+from desafio_dagster.core.source.fakedata import TABLES, GenerationSpec, generate, to_copy_csv  # noqa: E402
+from desafio_dagster.core.source.source_db import SCHEMA_SQL  # noqa: E402
 
 SERVER = os.environ.get("DESAFIO_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 BENCH_DB = "desafio_bench"

@@ -15,11 +15,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_populate import bench_url  # noqa: E402
 
-from desafio_dagster.core.connect_server import stop_server  # noqa: E402
-from desafio_dagster.core.extract import ExportedSnapshot  # noqa: E402
-from desafio_dagster.core.source_db import SourceDatabase  # noqa: E402
-from desafio_dagster.core.spark_session import connect  # noqa: E402
-from desafio_dagster.core.transform import snapshot_view  # noqa: E402
+from desafio_dagster.core.export.extract import ExportedSnapshot  # noqa: E402
+from desafio_dagster.core.export.transform import snapshot_view  # noqa: E402
+from desafio_dagster.core.source.source_db import SourceDatabase  # noqa: E402
+from desafio_dagster.core.spark.connect_server import stop_server  # noqa: E402
+from desafio_dagster.core.spark.spark_session import connect  # noqa: E402
 
 
 def main() -> None:

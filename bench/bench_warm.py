@@ -26,16 +26,16 @@ sys.path.insert(0, str(Path(__file__).parent))
 from bench_export import movements, populated  # noqa: E402
 from measure import last_peaks, mib, run_measured, tree_rss  # noqa: E402
 
-from desafio_dagster.core.connect_server import running_server, stop_server  # noqa: E402
+from desafio_dagster.core.spark.connect_server import running_server, stop_server  # noqa: E402
 
 PROBE = """
 import json, os, sys, time
 started = time.monotonic()
-from desafio_dagster.core.spark_session import connect, task_slots
+from desafio_dagster.core.spark.spark_session import connect, task_slots
 import pyarrow as pa
 imported = time.monotonic()
 def task(batches):
-    import desafio_dagster.core.publish  # what an export's task imports
+    import desafio_dagster.core.export.publish  # what an export's task imports
     for batch in batches:
         yield pa.RecordBatch.from_pylist([{"rows": batch.num_rows}])
 connected = connect()

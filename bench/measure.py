@@ -69,8 +69,8 @@ def run_measured(cmd: list[str], env: dict | None = None, interval: float = 0.1,
 def warm_engine(home: Path):
     """The project's Spark Connect server for home (what an export with DESAFIO_HOME=home uses), started
     before the runs measured, which find it warm, and stopped after them."""
-    from desafio_dagster.core.connect_server import stop_server
-    from desafio_dagster.core.spark_session import project_server
+    from desafio_dagster.core.spark.connect_server import stop_server
+    from desafio_dagster.core.spark.spark_session import project_server
 
     try:
         project_server(home=home)

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
-from desafio_dagster.core import loading
-from desafio_dagster.core.embedded import embedded_url, stop_embedded
-from desafio_dagster.core.fakedata import generate
-from desafio_dagster.core.source_db import SourceDatabase
+from desafio_dagster.core.source import loading
+from desafio_dagster.core.source.embedded import embedded_url, stop_embedded
+from desafio_dagster.core.source.fakedata import generate
+from desafio_dagster.core.source.source_db import SourceDatabase
 from desafio_dagster_tests.helpers import SMALL, fresh_database
 
 SPARK_HOME_VARIABLE = "DESAFIO_TEST_SPARK_HOME"
@@ -87,7 +87,7 @@ def env_home(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("DESAFIO_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("DESAFIO_OUTPUT_DIR", str(tmp_path / "data"))
     yield tmp_path
-    from desafio_dagster.core.connect_server import stop_server
+    from desafio_dagster.core.spark.connect_server import stop_server
 
     stop_server(tmp_path / "home")  # a project server a test started there (the run's own is elsewhere)
 
@@ -100,7 +100,7 @@ def pytest_configure(config):
 
 def pytest_unconfigure(config):
     if not hasattr(config, "workerinput") and (home := os.environ.pop(SPARK_HOME_VARIABLE, "")):
-        from desafio_dagster.core.connect_server import stop_server
+        from desafio_dagster.core.spark.connect_server import stop_server
 
         stop_server(Path(home))
         shutil.rmtree(home, ignore_errors=True)
@@ -111,7 +111,7 @@ def spark_server():
     """One warm Spark Connect server (local[4]: the tests wait on Postgres and files more than on the CPU) for the whole test run: the first worker starts it, the
     others reuse it. Every test, and every command a test starts, reaches it as a server of one's own
     (DESAFIO_SPARK_MASTER=sc://...), unless the test sets a master of its own."""
-    from desafio_dagster.core.spark_session import project_server
+    from desafio_dagster.core.spark.spark_session import project_server
 
     server = project_server("local[4]", home=Path(os.environ[SPARK_HOME_VARIABLE]))
     os.environ.update({"DESAFIO_SPARK_MASTER": server.url, "SPARK_CONNECT_AUTHENTICATE_TOKEN": server.token,
@@ -122,7 +122,7 @@ def spark_server():
 @pytest.fixture
 def connected(spark_server):
     """A Spark Connect session on the run's server, for tests that call the pure Spark modules directly."""
-    from desafio_dagster.core.spark_session import connect
+    from desafio_dagster.core.spark.spark_session import connect
 
     connected = connect(spark_server.url)
     yield connected
@@ -141,7 +141,7 @@ def s3(monkeypatch):
     import requests
     from moto.server import ThreadedMotoServer
 
-    from desafio_dagster.core.s3 import AWS_VARIABLES
+    from desafio_dagster.core.output.s3 import AWS_VARIABLES
     from desafio_dagster_tests.helpers import S3, free_port
 
     port = free_port()

@@ -23,9 +23,9 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from desafio_dagster.core.fakedata import GenerationSpec
-from desafio_dagster.core.layout import HEADER
-from desafio_dagster.core.version import READBACK_FILE, SOURCE_FILE
+from desafio_dagster.core.output.layout import HEADER
+from desafio_dagster.core.output.version import READBACK_FILE, SOURCE_FILE
+from desafio_dagster.core.source.fakedata import GenerationSpec
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -201,8 +201,8 @@ def dagster_cli(job: str, *args: str, env: dict[str, str], cwd: Path | None = No
 def exported_view(db, spark, mask: bool = True, parts: int = 2):
     """(the flat view, its snapshot) as the export reads them: Spark tasks reading the exported snapshot,
     which stays open until the block ends."""
-    from desafio_dagster.core.extract import ExportedSnapshot
-    from desafio_dagster.core.transform import snapshot_view
+    from desafio_dagster.core.export.extract import ExportedSnapshot
+    from desafio_dagster.core.export.transform import snapshot_view
 
     exported = ExportedSnapshot.open(db)
     try:
@@ -214,7 +214,7 @@ def exported_view(db, spark, mask: bool = True, parts: int = 2):
 def source_snapshot(db, published=None):
     """The export's snapshot of db (extract.Snapshot), its transaction closed; published: what the published
     version recorded of its source (extract.PublishedFigures)."""
-    from desafio_dagster.core.extract import ExportedSnapshot
+    from desafio_dagster.core.export.extract import ExportedSnapshot
 
     exported = ExportedSnapshot.open(db, published=published)
     exported.close()
@@ -223,7 +223,7 @@ def source_snapshot(db, published=None):
 
 def as_published(snapshot):
     """A Snapshot's figures as a published version would have recorded them (extract.PublishedFigures)."""
-    from desafio_dagster.core.extract import PublishedFigures
+    from desafio_dagster.core.export.extract import PublishedFigures
 
     return PublishedFigures("published", snapshot.source, snapshot.clients)
 
@@ -279,7 +279,7 @@ ORDER BY a.id, m.data_movimento, m.id"""
 
 
 def oracle_slug(nome: str, sobrenome: str) -> str:
-    """The contract's slug, written independently of desafio_dagster.core.layout."""
+    """The contract's slug, written independently of desafio_dagster.core.output.layout."""
     text = unicodedata.normalize("NFKD", f"{nome} {sobrenome}").encode("ascii", "ignore").decode().lower()
     return "-".join(re.findall(r"[a-z0-9]+", text))
 
@@ -425,7 +425,7 @@ def own_project_server(env: dict[str, str], home: Path, conf_dir: Path | None = 
 
 def project_server_traces(home: Path) -> str:
     """What the project's server under home shows of itself: its environment and its log."""
-    from desafio_dagster.core.connect_server import running_server, state_dir
+    from desafio_dagster.core.spark.connect_server import running_server, state_dir
 
     pid = running_server(home)
     assert pid, f"no project server runs under {home}"
@@ -435,6 +435,6 @@ def project_server_traces(home: Path) -> str:
 
 def exited(pid: int) -> bool:
     """pid has exited (a zombie counts: its parent, or an init that does not reap, has not reaped it yet)."""
-    from desafio_dagster.core.connect_server import is_alive
+    from desafio_dagster.core.spark.connect_server import is_alive
 
     return not is_alive(pid)

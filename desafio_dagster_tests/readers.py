@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from desafio_dagster.core.audit import audit, failures
-from desafio_dagster.core.store import Store, twin_of
-from desafio_dagster.core.version import (
+from desafio_dagster.core.export.audit import audit, failures
+from desafio_dagster.core.output.store import Store, twin_of
+from desafio_dagster.core.output.version import (
     INDEX_FILE,
     LEASE_FILE,
     MANIFEST_FILE,

@@ -22,8 +22,8 @@ import dagster as dg
 
 from desafio_dagster.cli.run_report import RunReport, Screen, seconds
 from desafio_dagster.core import settings
-from desafio_dagster.core.embedded import stop_embedded
-from desafio_dagster.core.source_db import describe
+from desafio_dagster.core.source.embedded import stop_embedded
+from desafio_dagster.core.source.source_db import describe
 from desafio_dagster.defs import metadata as meta
 
 UI_URL = "http://127.0.0.1:3000"
@@ -58,7 +58,7 @@ def _postgres_location(config: settings.Settings) -> str:
 
 
 def _summary(report: RunReport, config: settings.Settings, job_name: str, elapsed: float, log: Path) -> list[str]:
-    from desafio_dagster.core.version import INDEX_FILE
+    from desafio_dagster.core.output.version import INDEX_FILE
     from desafio_dagster.defs.assets.source import RAW_TABLES
 
     lines = ["", f"{job_name} succeeded in {seconds(elapsed)}."]
@@ -97,7 +97,7 @@ def _summary(report: RunReport, config: settings.Settings, job_name: str, elapse
 
 
 def _export_line(export: dict) -> str:
-    """What the export wrote, carried and removed (see core/incremental.py)."""
+    """What the export wrote, carried and removed (see core/export/incremental.py)."""
     mode = export.get(meta.EXPORT_MODE)
     if mode == "unchanged":
         return "nothing changed since the last export: the published version stays, Spark did not start"
@@ -204,8 +204,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--full-refresh applies to the export: use it with --job etl or --job export")
         return run(args.job, args.clients, args.days, args.full_refresh)
     if args.command == "spark-connect":
-        from desafio_dagster.core.spark_session import SparkStartError
-        from desafio_dagster.core.spark_session import serve as serve_spark_connect
+        from desafio_dagster.core.spark.spark_session import SparkStartError
+        from desafio_dagster.core.spark.spark_session import serve as serve_spark_connect
 
         try:
             serve_spark_connect(args.master, args.port)  # does not return
@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     stopped = stop_embedded(home)
     print("embedded Postgres stopped" if stopped else "embedded Postgres was not running")
     if args.command == "stop":
-        from desafio_dagster.core.connect_server import stop_server
+        from desafio_dagster.core.spark.connect_server import stop_server
 
         print("Spark Connect server stopped" if stop_server(home) else "Spark Connect server was not running")
     return 0

@@ -17,8 +17,8 @@ from psycopg.conninfo import conninfo_to_dict
 
 from desafio_dagster.core import settings
 from desafio_dagster.core.errors import DesafioError
-from desafio_dagster.core.pg import one
-from desafio_dagster.core.source_db import describe, redact, validate_identifier
+from desafio_dagster.core.source.pg import one
+from desafio_dagster.core.source.source_db import describe, redact, validate_identifier
 
 STORAGE_VARIABLES = ("HOST", "PORT", "USER", "PASSWORD", "DB")
 

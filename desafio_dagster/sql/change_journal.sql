@@ -1,6 +1,6 @@
 -- The change journal: which rows each transaction touched in the four tables of schema.sql, kept by
 -- statement triggers, so that an incremental export computes the figures of the changed clients only
--- (core/journal.py). Not part of the data contract. Names are unqualified (the caller sets search_path).
+-- (core/source/journal.py). Not part of the data contract. Names are unqualified (the caller sets search_path).
 -- Idempotent.
 --
 -- A row per (statement, key touched), written in the writer's own transaction: it commits or rolls back

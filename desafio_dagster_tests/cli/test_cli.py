@@ -16,10 +16,10 @@ import dagster as dg
 import psycopg
 import pytest
 
-from desafio_dagster.core import loading
-from desafio_dagster.core.connect_server import running_server, stop_server
-from desafio_dagster.core.embedded import embedded_url, stop_embedded
-from desafio_dagster.core.fakedata import GenerationSpec, generate
+from desafio_dagster.core.source import loading
+from desafio_dagster.core.source.embedded import embedded_url, stop_embedded
+from desafio_dagster.core.source.fakedata import GenerationSpec, generate
+from desafio_dagster.core.spark.connect_server import running_server, stop_server
 from desafio_dagster_tests.helpers import exited, free_port
 
 CLI = [sys.executable, "-m", "desafio_dagster.cli"]

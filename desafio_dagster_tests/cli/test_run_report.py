@@ -40,7 +40,7 @@ def test_a_job_that_ends_before_spark_reports_progress_still_reports_its_end():
     """Spark Connect sends progress every few seconds: a short job may end before it sends any."""
     from pyspark.sql.connect.shell.progress import StageInfo
 
-    from desafio_dagster.core.publish import _Progress
+    from desafio_dagster.core.export.publish import _Progress
 
     seen = []
     quiet = _Progress(lambda done, known, seconds: seen.append((done, known)))

@@ -4,9 +4,9 @@ from decimal import Decimal
 
 import pyarrow as pa
 
-from desafio_dagster.core.audit import RULES, audit, scan_file, scan_files
-from desafio_dagster.core.layout import HEADER
-from desafio_dagster.core.version import FIGURES_SCHEMA, SCAN_SCHEMA
+from desafio_dagster.core.export.audit import RULES, audit, scan_file, scan_files
+from desafio_dagster.core.output.layout import HEADER
+from desafio_dagster.core.output.version import FIGURES_SCHEMA, SCAN_SCHEMA
 
 ROW = "Ana,Silva,33,{value},Compra,2023-01-01 10:00:00,************1234,ANA SILVA,2022-01-01 00:00:00,corrente,2021-01-01 00:00:00\n"
 
@@ -79,7 +79,7 @@ def _scans(by_file: dict[str, tuple]) -> pa.Table:
 
 
 def test_many_files_are_read_back_by_several_processes_in_order(tmp_path, monkeypatch):
-    from desafio_dagster.core import store
+    from desafio_dagster.core.output import store
 
     for number in range(7):
         (tmp_path / f"{number}.csv").write_text(HEADER + ROW.format(value=f"{number}.25") * number)

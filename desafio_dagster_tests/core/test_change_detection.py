@@ -5,8 +5,8 @@ clients, so the figures an export takes from the journal are those of every clie
 
 import pytest
 
-from desafio_dagster.core import loading
-from desafio_dagster.core.fakedata import generate
+from desafio_dagster.core.source import loading
+from desafio_dagster.core.source.fakedata import generate
 from desafio_dagster_tests.helpers import SMALL, as_published, source_snapshot
 
 # (change, SQL, the clients whose fingerprint must change). Clients 3..14 have at least one movement

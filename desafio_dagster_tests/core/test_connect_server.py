@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from desafio_dagster.core.connect_server import running_server, state_dir, stop_server
-from desafio_dagster.core.spark_session import SparkStartError, connect, project_server
+from desafio_dagster.core.spark.connect_server import running_server, state_dir, stop_server
+from desafio_dagster.core.spark.spark_session import SparkStartError, connect, project_server
 from desafio_dagster_tests.helpers import exited
 
 

@@ -6,8 +6,8 @@ import random
 
 import pyarrow as pa
 
-from desafio_dagster.core.extract import Snapshot
-from desafio_dagster.core.version import FIGURES_SCHEMA
+from desafio_dagster.core.export.extract import Snapshot
+from desafio_dagster.core.output.version import FIGURES_SCHEMA
 
 
 def snapshot(rows: list[int]) -> Snapshot:
@@ -48,7 +48,7 @@ def test_no_clients_no_ranges():
 def test_a_version_s_records_are_matched_to_the_clients_in_order_or_not():
     """layout.matched: the rows of a record for each file, whether the record is in the same order
     (one comparison) or not (a lookup), with a row of nulls where it has none."""
-    from desafio_dagster.core.layout import matched
+    from desafio_dagster.core.output.layout import matched
 
     record = pa.table({"file": ["a.csv", "b.csv", "c.csv"], "rows": pa.array([1, 2, 3], pa.int64())})
     assert matched(pa.array(["a.csv", "b.csv", "c.csv"]), record).equals(record)

@@ -5,7 +5,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from desafio_dagster.core.fakedata import (
+from desafio_dagster.core.source.fakedata import (
     MAX_MOVEMENTS_PER_CHUNK,
     GenerationSpec,
     InvalidSpec,

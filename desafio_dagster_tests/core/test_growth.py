@@ -6,9 +6,9 @@ import math
 
 import pytest
 
-from desafio_dagster.core import fakedata, loading
-from desafio_dagster.core.fakedata import TABLES, GenerationSpec, GrowthSpec, InvalidSpec, generate
-from desafio_dagster.core.source_db import SourceDatabase, SourceDatabaseError
+from desafio_dagster.core.source import fakedata, loading
+from desafio_dagster.core.source.fakedata import TABLES, GenerationSpec, GrowthSpec, InvalidSpec, generate
+from desafio_dagster.core.source.source_db import SourceDatabase, SourceDatabaseError
 from desafio_dagster.defs.assets.source_checks import evaluate
 from desafio_dagster_tests.helpers import fresh_database
 

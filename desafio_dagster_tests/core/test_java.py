@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from desafio_dagster.core.java import MODULE, JavaNotFound, find_java_home, problem
+from desafio_dagster.core.spark.java import MODULE, JavaNotFound, find_java_home, problem
 from desafio_dagster_tests.helpers import REPO
 
 
@@ -44,14 +44,14 @@ def test_a_bad_java_home_is_the_error_not_a_fallback(tmp_path):
 
 def test_the_command_line_prints_the_home_or_one_line_with_the_fix(tmp_path):
     unset = {name: value for name, value in os.environ.items() if name != "JAVA_HOME"}
-    found = subprocess.run([sys.executable, "-m", "desafio_dagster.core.java"], cwd=REPO, env=unset,
+    found = subprocess.run([sys.executable, "-m", "desafio_dagster.core.spark.java"], cwd=REPO, env=unset,
                            capture_output=True, text=True)
     assert found.returncode == 0 and Path(found.stdout.strip(), "bin", "java").is_file()
-    blank = subprocess.run([sys.executable, "-m", "desafio_dagster.core.java"], cwd=REPO,
+    blank = subprocess.run([sys.executable, "-m", "desafio_dagster.core.spark.java"], cwd=REPO,
                            env={**unset, "JAVA_HOME": " "}, capture_output=True, text=True)
     assert (blank.returncode, blank.stdout) == (0, found.stdout), "a blank JAVA_HOME counts as unset"
     env = {"PATH": "/nonexistent", "JAVA_HOME": str(tmp_path / "no-java")}
-    refused = subprocess.run([sys.executable, "-m", "desafio_dagster.core.java"], cwd=REPO, env=env, capture_output=True, text=True)
+    refused = subprocess.run([sys.executable, "-m", "desafio_dagster.core.spark.java"], cwd=REPO, env=env, capture_output=True, text=True)
     assert refused.returncode == 1 and refused.stdout == ""
     assert refused.stderr.strip() == (
         f"JAVA_HOME={tmp_path / 'no-java'} has no bin/java: point JAVA_HOME at a Java 17 or 21, "

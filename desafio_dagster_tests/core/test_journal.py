@@ -1,12 +1,12 @@
-"""The change journal (core/journal.py) on a real Postgres: what it records, whatever the order in which
+"""The change journal (core/source/journal.py) on a real Postgres: what it records, whatever the order in which
 writers commit; what a populate leaves in it; when it cannot tell and the export computes every client's
 figures."""
 
 import psycopg
 import pytest
 
-from desafio_dagster.core import journal, loading
-from desafio_dagster.core.fakedata import generate
+from desafio_dagster.core.source import journal, loading
+from desafio_dagster.core.source.fakedata import generate
 from desafio_dagster_tests.helpers import SMALL, as_published, source_snapshot
 
 

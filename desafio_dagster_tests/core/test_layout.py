@@ -8,8 +8,8 @@ from decimal import Decimal
 import pyarrow as pa
 import pytest
 
-from desafio_dagster.core.fakedata import GenerationSpec, generate
-from desafio_dagster.core.layout import client_file_names, read_table, table_bytes
+from desafio_dagster.core.output.layout import client_file_names, read_table, table_bytes
+from desafio_dagster.core.source.fakedata import GenerationSpec, generate
 from desafio_dagster_tests.helpers import oracle_slug
 
 

@@ -4,7 +4,7 @@ all written (a run killed while writing or recycling it) is never recycled, and 
 
 import pyarrow as pa
 
-from desafio_dagster.core.store import LocalStore
+from desafio_dagster.core.output.store import LocalStore
 
 NAME = "movements_csv"
 

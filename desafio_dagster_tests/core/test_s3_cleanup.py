@@ -7,8 +7,8 @@ import time
 
 import pytest
 
+from desafio_dagster.core.output.store import PublishError, open_store
 from desafio_dagster.core.settings import OutputLocation
-from desafio_dagster.core.store import PublishError, open_store
 from desafio_dagster_tests.fault_proxies import HttpFaultProxy
 
 BASE = "exports/movements_csv"

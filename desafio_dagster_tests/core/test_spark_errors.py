@@ -2,7 +2,7 @@
 can succeed (only a lost executor or connection). The texts are Spark 4.3's own messages."""
 
 from desafio_dagster.core.errors import TransientError
-from desafio_dagster.core.spark_session import SparkJobError, spark_cause, spark_job_error
+from desafio_dagster.core.spark.spark_session import SparkJobError, spark_cause, spark_job_error
 
 BROADCAST = """An error occurred while calling o25281.collectToPython.
 : org.apache.spark.SparkException: Not enough memory to build and broadcast the table to all worker nodes. As a workaround, you can either disable broadcast by setting spark.sql.autoBroadcastJoinThreshold to -1 or increase the spark driver memory by setting spark.driver.memory to a higher value.
@@ -17,7 +17,7 @@ LOST = """An error occurred while calling o181.collectToPython.
 """
 PYTHON = """An error occurred while calling o90.collectToPython.
 : org.apache.spark.SparkException: Job aborted due to stage failure: Task 0 in stage 0.0 failed 1 times, most recent failure: Lost task 0.0 in stage 0.0 (TID 0) (host executor driver): org.apache.spark.api.python.PythonException: Traceback (most recent call last):
-  File "/work/desafio_dagster/core/publish.py", line 150, in write
+  File "/work/desafio_dagster/core/export/publish.py", line 150, in write
     raise KeyError(client)
 KeyError: 'client 7 has no file name'
 \tat org.apache.spark.api.python.BasePythonRunner$ReaderIterator.handlePythonException(PythonRunner.scala:624)

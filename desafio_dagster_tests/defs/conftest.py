@@ -2,8 +2,8 @@
 
 import pytest
 
-from desafio_dagster.core import loading
-from desafio_dagster.core.fakedata import generate
+from desafio_dagster.core.source import loading
+from desafio_dagster.core.source.fakedata import generate
 from desafio_dagster_tests.helpers import SPEC, output, run, snapshot
 
 

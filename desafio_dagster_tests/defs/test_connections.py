@@ -5,10 +5,11 @@ the server has free fails at once, clearly, before any task connects, and is not
 import psycopg
 from psycopg.conninfo import make_conninfo
 
-from desafio_dagster.core import extract, loading
-from desafio_dagster.core.embedded import embedded_pg_ctl
-from desafio_dagster.core.fakedata import generate
-from desafio_dagster.core.source_db import SourceDatabase
+from desafio_dagster.core.export import extract
+from desafio_dagster.core.source import loading
+from desafio_dagster.core.source.embedded import embedded_pg_ctl
+from desafio_dagster.core.source.fakedata import generate
+from desafio_dagster.core.source.source_db import SourceDatabase
 from desafio_dagster_tests.helpers import SMALL, failed_run_message, run
 
 

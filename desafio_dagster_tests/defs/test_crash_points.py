@@ -10,8 +10,8 @@ import signal
 import pytest
 
 from desafio_dagster.core.faults import CRASH_VARIABLE, STEPS
+from desafio_dagster.core.output.store import LocalStore, open_store
 from desafio_dagster.core.settings import OutputLocation
-from desafio_dagster.core.store import LocalStore, open_store
 from desafio_dagster_tests.helpers import FULL_REFRESH, expected_files, export, output, start_dagster_cli
 from desafio_dagster_tests.readers import LocalReader, S3Reader, assert_whole_and_audited
 

@@ -16,8 +16,8 @@ import dagster as dg
 import pytest
 import yaml
 
-from desafio_dagster.core.extract import SOURCE_SCHEMAS
-from desafio_dagster.core.layout import HEADER
+from desafio_dagster.core.export.extract import SOURCE_SCHEMAS
+from desafio_dagster.core.output.layout import HEADER
 from desafio_dagster.definitions import defs
 from desafio_dagster.defs.assets.source import RAW_TABLES
 from desafio_dagster_tests.helpers import REPO, WORKSPACE_QUERY, dagster_cli, declared_checks, run, running_webserver

@@ -15,8 +15,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from desafio_dagster.core.store import open_store
-from desafio_dagster.core.version import INDEX_FILE
+from desafio_dagster.core.output.store import open_store
+from desafio_dagster.core.output.version import INDEX_FILE
 from desafio_dagster_tests.helpers import (
     CONTRACT,
     FULL_REFRESH,
@@ -238,9 +238,9 @@ def test_a_failed_task_attempt_is_retried_without_duplicate_rows(published, sour
     are published. The view as a DataFrame (arrow.maxRecordsPerBatch splits it into many batches): the
     attempt folders are the same whether a task joins its rows itself or receives them. A project server
     of the test's own: task retries are a master's setting."""
-    from desafio_dagster.core import publish
-    from desafio_dagster.core.connect_server import stop_server
-    from desafio_dagster.core.spark_session import connect
+    from desafio_dagster.core.export import publish
+    from desafio_dagster.core.spark.connect_server import stop_server
+    from desafio_dagster.core.spark.spark_session import connect
 
     folder = published[0]
     marker = tmp_path / "failed-attempt"
@@ -284,8 +284,8 @@ def test_a_spark_server_killed_mid_export_is_retried_on_a_new_server_and_publish
     """The default engine (the project's own server, started by the export) is killed while its tasks run: the
     step fails as a lost connection (transient), its retry starts a new server, and one version is published,
     equal to the oracle."""
-    from desafio_dagster.core import publish
-    from desafio_dagster.core.connect_server import running_server
+    from desafio_dagster.core.export import publish
+    from desafio_dagster.core.spark.connect_server import running_server
 
     home = env_home / "home"
     for name, value in own_project_server(dict(os.environ), home).items():
@@ -326,8 +326,8 @@ def test_a_failing_spark_job_fails_clearly_and_keeps_the_output(published, sourc
     from pyspark.sql import functions as F
 
     from desafio_dagster.core.errors import TransientError
-    from desafio_dagster.core.publish import publish_per_client
-    from desafio_dagster.core.spark_session import SparkJobError
+    from desafio_dagster.core.export.publish import publish_per_client
+    from desafio_dagster.core.spark.spark_session import SparkJobError
 
     def python_error(batches):
         for batch in batches:
@@ -358,7 +358,7 @@ def test_a_deployments_connect_server_serves_exports_without_a_token_and_opens_t
     """`python -m desafio_dagster.cli spark-connect` (the compose stack's spark-connect service): in the foreground,
     with the project's Spark settings, on every interface, no token; the tasks' key only in its environment. An
     export through it as sc:// is the oracle's, and names that engine."""
-    from desafio_dagster.core.sealed import new_key
+    from desafio_dagster.core.spark.sealed import new_key
 
     port, key = free_port(), new_key()
     environment = {k: v for k, v in os.environ.items() if k not in ("SPARK_CONNECT_AUTHENTICATE_TOKEN", "DESAFIO_POSTGRES_URL")}

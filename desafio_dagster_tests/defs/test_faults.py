@@ -14,13 +14,13 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from desafio_dagster.core import loading
-from desafio_dagster.core.embedded import embedded_pg_ctl
-from desafio_dagster.core.fakedata import generate
 from desafio_dagster.core.faults import CRASH_VARIABLE, PAUSE_VARIABLE
+from desafio_dagster.core.output.store import open_store
 from desafio_dagster.core.settings import OutputLocation
-from desafio_dagster.core.source_db import SourceDatabase
-from desafio_dagster.core.store import open_store
+from desafio_dagster.core.source import loading
+from desafio_dagster.core.source.embedded import embedded_pg_ctl
+from desafio_dagster.core.source.fakedata import generate
+from desafio_dagster.core.source.source_db import SourceDatabase
 from desafio_dagster_tests.fault_proxies import HttpFaultProxy, PgFault, S3Call, TcpFaultProxy, always
 from desafio_dagster_tests.helpers import (
     FULL_REFRESH,
@@ -242,7 +242,7 @@ def _exporter_held_at(step: str, home: Path) -> tuple[subprocess.Popen, Path]:
 def test_a_local_publication_compares_the_link_before_it_swaps(tmp_path):
     """Locally the export holds the output's lock from its cleanup to its swap, so no rival can publish between;
     the swap still refuses to replace a version other than the one the export started from."""
-    from desafio_dagster.core.store import LocalStore, PublishRaceLost
+    from desafio_dagster.core.output.store import LocalStore, PublishRaceLost
 
     store = LocalStore(tmp_path, "movements_csv")
     for name in ("a", "b", "c"):

@@ -5,9 +5,9 @@ import shutil
 
 import dagster as dg
 
-from desafio_dagster.core import loading
-from desafio_dagster.core.fakedata import generate
-from desafio_dagster.core.version import INDEX_FILE, READBACK_FILE, parse_index, parse_readback
+from desafio_dagster.core.output.version import INDEX_FILE, READBACK_FILE, parse_index, parse_readback
+from desafio_dagster.core.source import loading
+from desafio_dagster.core.source.fakedata import generate
 from desafio_dagster_tests.helpers import (
     FULL_REFRESH,
     SPEC,
@@ -105,7 +105,7 @@ def test_a_published_file_edited_by_hand_is_found_by_the_checks_of_its_day_and_r
     """An export carries an unchanged client's file as its records say (no stat per file). The checks stat one
     sixteenth of the files a day (client id modulo 16): on another day's slice the edit goes unseen; on its own
     day they find it, name it and the fix, and an export asked for that client mends it."""
-    from desafio_dagster.core.incremental import SLICES, todays_slice
+    from desafio_dagster.core.export.incremental import SLICES, todays_slice
     from desafio_dagster.defs.assets import movements_checks
 
     assert {todays_slice(day * 86400.0) for day in range(SLICES)} == set(range(SLICES)), "every slice in turn"

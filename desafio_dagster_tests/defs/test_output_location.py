@@ -66,7 +66,7 @@ def test_the_cli_refuses_an_unsupported_location_before_the_run(env_home, monkey
 
 
 def test_blank_aws_settings_count_as_unset(monkeypatch):
-    from desafio_dagster.core.s3 import s3_client, s3_filesystem
+    from desafio_dagster.core.output.s3 import s3_client, s3_filesystem
 
     monkeypatch.setenv("AWS_REGION", " ")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "sa-east-1")

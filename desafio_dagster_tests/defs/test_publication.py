@@ -12,13 +12,13 @@ import psycopg
 import pytest
 from pyspark.sql import functions as F
 
-from desafio_dagster.core import loading
-from desafio_dagster.core.audit import AuditError
-from desafio_dagster.core.extract import ExportedSnapshot
-from desafio_dagster.core.fakedata import TABLES, GenerationSpec, generate
-from desafio_dagster.core.publish import publish_per_client
-from desafio_dagster.core.source_db import SourceDatabase, SourceDatabaseError
-from desafio_dagster.core.store import open_store
+from desafio_dagster.core.export.audit import AuditError
+from desafio_dagster.core.export.extract import ExportedSnapshot
+from desafio_dagster.core.export.publish import publish_per_client
+from desafio_dagster.core.output.store import open_store
+from desafio_dagster.core.source import loading
+from desafio_dagster.core.source.fakedata import TABLES, GenerationSpec, generate
+from desafio_dagster.core.source.source_db import SourceDatabase, SourceDatabaseError
 from desafio_dagster.defs.utils import user_errors
 from desafio_dagster_tests.helpers import (
     FULL_REFRESH,
@@ -109,7 +109,7 @@ def test_a_populate_queued_behind_the_snapshot_makes_the_tasks_give_way(publishe
     """pg_dump's rule: a populate that waits for the exporter's lock would hold every later reader
     back, the tasks included, while the exporter waits for the tasks. The tasks lock NOWAIT and fail
     at once with a transient error; once the exporter closes, the populate goes on."""
-    from desafio_dagster.core.extract import SourceReadError
+    from desafio_dagster.core.export.extract import SourceReadError
 
     folder = published[0]
     with exported_view(source_db, spark_session) as (view, snap):
@@ -127,7 +127,7 @@ def test_a_populate_queued_behind_the_snapshot_makes_the_tasks_give_way(publishe
 
 def test_a_cleanup_that_fails_after_publication_is_reported_and_the_version_stays_published(
         published, source_db, spark_session):
-    from desafio_dagster.core.store import LocalStore
+    from desafio_dagster.core.output.store import LocalStore
 
     class CleanupFails(LocalStore):  # the disk refuses to remove the versions before the one just published
         def remove_leftovers(self, keep: set[str], spare: bool = False) -> None:

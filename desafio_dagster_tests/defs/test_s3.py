@@ -14,12 +14,12 @@ import dagster as dg
 import pytest
 from pyspark.sql import functions as F
 
-from desafio_dagster.core.audit import AuditError
-from desafio_dagster.core.connect_server import stop_server
-from desafio_dagster.core.publish import publish_per_client
+from desafio_dagster.core.export.audit import AuditError
+from desafio_dagster.core.export.publish import publish_per_client
+from desafio_dagster.core.output.store import open_store
+from desafio_dagster.core.output.version import INDEX_FILE, parse_index, parse_readback
 from desafio_dagster.core.settings import OutputLocation
-from desafio_dagster.core.store import open_store
-from desafio_dagster.core.version import INDEX_FILE, parse_index, parse_readback
+from desafio_dagster.core.spark.connect_server import stop_server
 from desafio_dagster_tests.helpers import (
     CONTRACT,
     FULL_REFRESH,

@@ -15,10 +15,10 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
-from desafio_dagster.core import loading
-from desafio_dagster.core.connect_server import stop_server
-from desafio_dagster.core.fakedata import generate
-from desafio_dagster.core.source_db import SourceDatabase
+from desafio_dagster.core.source import loading
+from desafio_dagster.core.source.fakedata import generate
+from desafio_dagster.core.source.source_db import SourceDatabase
+from desafio_dagster.core.spark.connect_server import stop_server
 from desafio_dagster_tests.helpers import SMALL, dagster_cli, own_project_server, project_server_traces, published_files
 
 

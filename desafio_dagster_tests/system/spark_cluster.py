@@ -1,5 +1,5 @@
 """A Spark standalone cluster (one master, one worker on 127.0.0.1) for the system tests, started from the
-installed pyspark with the Java the project finds (desafio_dagster.core.java), and what they read of it."""
+installed pyspark with the Java the project finds (desafio_dagster.core.spark.java), and what they read of it."""
 
 import json
 import os
@@ -15,8 +15,8 @@ from pathlib import Path
 import pyspark
 import pytest
 
-from desafio_dagster.core.fakedata import GenerationSpec
-from desafio_dagster.core.java import JavaNotFound, find_java_home
+from desafio_dagster.core.source.fakedata import GenerationSpec
+from desafio_dagster.core.spark.java import JavaNotFound, find_java_home
 from desafio_dagster_tests.helpers import free_port
 
 # A few hundred clients; movements_per_card starts at 0, so some clients have none.

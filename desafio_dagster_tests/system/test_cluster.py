@@ -2,17 +2,17 @@
 the same bytes as in local mode, and its tasks really run on the cluster's executor.
 
 The master and the worker are started from the installed pyspark with the Java the project
-finds (desafio_dagster.core.java)."""
+finds (desafio_dagster.core.spark.java)."""
 
 import os
 
 import dagster as dg
 import pytest
 
-from desafio_dagster.core import loading
-from desafio_dagster.core.connect_server import state_dir, stop_server
-from desafio_dagster.core.fakedata import generate
-from desafio_dagster.core.version import FORMAT_FILE, INDEX_FILE, MANIFEST_FILE
+from desafio_dagster.core.output.version import FORMAT_FILE, INDEX_FILE, MANIFEST_FILE
+from desafio_dagster.core.source import loading
+from desafio_dagster.core.source.fakedata import generate
+from desafio_dagster.core.spark.connect_server import state_dir, stop_server
 from desafio_dagster.definitions import defs
 from desafio_dagster_tests.helpers import dagster_cli, snapshot
 from desafio_dagster_tests.system.spark_cluster import EXPORT_TIMEOUT, SPEC, Cluster, finished_tasks, full_jdk, get_json

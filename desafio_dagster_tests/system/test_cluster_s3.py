@@ -7,9 +7,9 @@ import os
 import sys
 from pathlib import Path
 
-from desafio_dagster.core import loading
-from desafio_dagster.core.connect_server import state_dir, stop_server
-from desafio_dagster.core.fakedata import generate
+from desafio_dagster.core.source import loading
+from desafio_dagster.core.source.fakedata import generate
+from desafio_dagster.core.spark.connect_server import state_dir, stop_server
 from desafio_dagster_tests.helpers import dagster_cli, expected_files
 from desafio_dagster_tests.system.spark_cluster import (
     EXPORT_TIMEOUT,

@@ -26,7 +26,7 @@ CHECK = r"""
 import csv, json, pathlib, re
 from decimal import Decimal
 import psycopg
-from desafio_dagster.core.embedded import embedded_url
+from desafio_dagster.core.source.embedded import embedded_url
 
 with psycopg.connect(embedded_url(pathlib.Path(".desafio"))) as conn:
     expected = {cid: (rows, Decimal(total)) for cid, rows, total in conn.execute(

@@ -21,8 +21,8 @@ import pytest
 from dagster import DagsterRunStatus
 from dagster_graphql import DagsterGraphQLClient
 
-from desafio_dagster.core.extract import SOURCE_SCHEMAS
-from desafio_dagster.core.layout import CSV_COLUMNS
+from desafio_dagster.core.export.extract import SOURCE_SCHEMAS
+from desafio_dagster.core.output.layout import CSV_COLUMNS
 from desafio_dagster.defs.assets.source import RAW_TABLES
 from desafio_dagster_tests.helpers import REPO, Webserver, declared_checks, running_webserver
 

@@ -1,15 +1,15 @@
 """movements_csv: the flat view of card movements, one CSV per client (Spark).
 
 The asset says what to export: from the `postgres` resource's database, on the `spark` resource's engine, with
-the run's config; it returns that request (core/export.py's ExportRequest) and touches nothing. The per-client CSV
-IO manager exports it: core.export.export_movements takes the snapshot, plans, runs the Spark job, audits and
+the run's config; it returns that request (core/export/flow.py's ExportRequest) and touches nothing. The per-client CSV
+IO manager exports it: core.export.flow.export_movements takes the snapshot, plans, runs the Spark job, audits and
 publishes in one place, and the IO manager records what it did as the materialization's metadata."""
 
 import dagster as dg
 from pydantic import Field
 
-from desafio_dagster.core.export import ExportRequest
-from desafio_dagster.core.layout import CSV_CONTRACT
+from desafio_dagster.core.export.flow import ExportRequest
+from desafio_dagster.core.output.layout import CSV_CONTRACT
 from desafio_dagster.defs.assets.source import RAW_TABLES, SOURCE_DATABASE_POOL
 from desafio_dagster.defs.resources.postgres import PostgresResource
 from desafio_dagster.defs.resources.spark import SparkResource
@@ -56,7 +56,7 @@ def movements_csv(config: MovementsCsvConfig, postgres: PostgresResource, spark:
     """One row per card movement with its card, account and client; one CSV file per client,
     published only once it matches the figures of the source snapshot it was read from. Only the
     clients that changed since the published version are read and written; the other files are
-    carried over (see core/incremental.py)."""
+    carried over (see core/export/incremental.py)."""
     with user_errors():
         return ExportRequest(postgres.database(), spark.connected, config.mask_card_numbers, config.full_refresh,
                              tuple(config.clients), CODE_VERSION, postgres.max_export_connections)

@@ -9,14 +9,14 @@ import dagster as dg
 import psycopg
 import pyarrow as pa
 
-from desafio_dagster.core import journal
-from desafio_dagster.core.audit import RULES, Finding, audit
 from desafio_dagster.core.errors import DesafioError, first_line
-from desafio_dagster.core.incremental import SLICES, todays_slice, verified_scans
-from desafio_dagster.core.layout import client_ids
-from desafio_dagster.core.source_db import SourceDatabaseError
-from desafio_dagster.core.store import Store
-from desafio_dagster.core.version import MANIFEST_FILE, manifest_sha256, parse_manifest
+from desafio_dagster.core.export.audit import RULES, Finding, audit
+from desafio_dagster.core.export.incremental import SLICES, todays_slice, verified_scans
+from desafio_dagster.core.output.layout import client_ids
+from desafio_dagster.core.output.store import Store
+from desafio_dagster.core.output.version import MANIFEST_FILE, manifest_sha256, parse_manifest
+from desafio_dagster.core.source import journal
+from desafio_dagster.core.source.source_db import SourceDatabaseError
 from desafio_dagster.defs import metadata as meta
 from desafio_dagster.defs.io_managers.per_client_csv import PerClientCsvIOManager
 from desafio_dagster.defs.resources.postgres import PostgresResource

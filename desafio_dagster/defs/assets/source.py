@@ -9,10 +9,10 @@ from typing import cast
 import dagster as dg
 from pydantic import Field
 
-from desafio_dagster.core import loading
-from desafio_dagster.core.fakedata import GenerationSpec, GrowthSpec, InvalidSpec, generate
 from desafio_dagster.core.progress import rows_loaded
-from desafio_dagster.core.source_db import DdlColumn, ddl_columns
+from desafio_dagster.core.source import loading
+from desafio_dagster.core.source.fakedata import GenerationSpec, GrowthSpec, InvalidSpec, generate
+from desafio_dagster.core.source.source_db import DdlColumn, ddl_columns
 from desafio_dagster.defs import metadata as meta
 from desafio_dagster.defs.resources.postgres import PostgresResource
 from desafio_dagster.defs.utils import TRANSIENT_RETRY_POLICY, metadata_table, user_errors

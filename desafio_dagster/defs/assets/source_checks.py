@@ -6,8 +6,8 @@ from dataclasses import dataclass
 import dagster as dg
 from psycopg import sql
 
-from desafio_dagster.core.pg import one
-from desafio_dagster.core.source_db import SourceDatabase
+from desafio_dagster.core.source.pg import one
+from desafio_dagster.core.source.source_db import SourceDatabase
 from desafio_dagster.defs.resources.postgres import PostgresResource
 from desafio_dagster.defs.utils import user_errors
 

@@ -1,5 +1,5 @@
-"""Exports movements_csv's request (core/export.py) as one CSV per client under DESAFIO_OUTPUT_DIR/<asset name>/
-(a local folder or s3://bucket/prefix: core/store.py) through write–audit–publish, records what the export did as
+"""Exports movements_csv's request (core/export/flow.py) as one CSV per client under DESAFIO_OUTPUT_DIR/<asset name>/
+(a local folder or s3://bucket/prefix: core/output/store.py) through write–audit–publish, records what the export did as
 the materialization's metadata, and loads the published files back as a Spark DataFrame for downstream assets."""
 
 import math
@@ -10,11 +10,11 @@ from pydantic import Field
 from pyspark.sql import DataFrame
 
 from desafio_dagster.core import settings
-from desafio_dagster.core.export import ExportRequest, export_movements
-from desafio_dagster.core.publish import read_published
-from desafio_dagster.core.s3 import AWS_VARIABLES
-from desafio_dagster.core.store import Store, open_store
-from desafio_dagster.core.version import MANIFEST_FILE, manifest_sha256
+from desafio_dagster.core.export.flow import ExportRequest, export_movements
+from desafio_dagster.core.export.publish import read_published
+from desafio_dagster.core.output.s3 import AWS_VARIABLES
+from desafio_dagster.core.output.store import Store, open_store
+from desafio_dagster.core.output.version import MANIFEST_FILE, manifest_sha256
 from desafio_dagster.defs import metadata as meta
 from desafio_dagster.defs.resources.spark import SparkResource
 from desafio_dagster.defs.utils import metadata_table, user_errors

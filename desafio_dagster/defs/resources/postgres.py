@@ -1,11 +1,11 @@
-"""The source database as a Dagster resource: a thin layer over desafio_dagster.core.source_db."""
+"""The source database as a Dagster resource: a thin layer over desafio_dagster.core.source.source_db."""
 
 import dagster as dg
 from pydantic import Field
 
 from desafio_dagster.core import settings
-from desafio_dagster.core.embedded import embedded_url
-from desafio_dagster.core.source_db import DEFAULT_LOCK_TIMEOUT, DEFAULT_STALL_TIMEOUT, SourceDatabase
+from desafio_dagster.core.source.embedded import embedded_url
+from desafio_dagster.core.source.source_db import DEFAULT_LOCK_TIMEOUT, DEFAULT_STALL_TIMEOUT, SourceDatabase
 
 
 class PostgresResource(dg.ConfigurableResource):

@@ -1,5 +1,5 @@
 """Spark as a Dagster resource: dagster-pyspark's lazy session, here a Spark Connect session on a server
-that outlives the run (desafio_dagster.core.spark_session.connect), released after use."""
+that outlives the run (desafio_dagster.core.spark.spark_session.connect), released after use."""
 
 from typing import Any
 
@@ -9,7 +9,7 @@ from pydantic import Field, PrivateAttr
 from pyspark.sql.connect.session import SparkSession
 
 from desafio_dagster.core import settings
-from desafio_dagster.core.spark_session import DEFAULT_CONF, Connected, connect
+from desafio_dagster.core.spark.spark_session import DEFAULT_CONF, Connected, connect
 
 
 class SparkResource(LazyPySparkResource):

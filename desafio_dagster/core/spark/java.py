@@ -2,7 +2,7 @@
 (Spark's launcher always adds `--add-modules=jdk.incubator.vector`, so trimmed runtimes fail).
 
 Where: JAVA_HOME if set (and only it), else `java` on PATH, else the usual install places.
-Standard library only: `scripts/setup` runs `python3 -m desafio_dagster.core.java` before the
+Standard library only: `scripts/setup` runs `python3 -m desafio_dagster.core.spark.java` before the
 virtual environment exists; it prints the JAVA_HOME found, or one line saying what to install.
 """
 

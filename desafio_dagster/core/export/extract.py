@@ -35,11 +35,12 @@ import pyarrow.csv as pa_csv
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from desafio_dagster.core import journal
-from desafio_dagster.core.audit import expected_figures
 from desafio_dagster.core.errors import TransientError, first_line
-from desafio_dagster.core.pg import one
-from desafio_dagster.core.source_db import (
+from desafio_dagster.core.export.audit import expected_figures
+from desafio_dagster.core.output.version import FIGURES_SCHEMA
+from desafio_dagster.core.source import journal
+from desafio_dagster.core.source.pg import one
+from desafio_dagster.core.source.source_db import (
     DEFAULT_STALL_TIMEOUT,
     POPULATE_FIRST,
     TABLES,
@@ -49,7 +50,6 @@ from desafio_dagster.core.source_db import (
     identifiers,
     row_hash,
 )
-from desafio_dagster.core.version import FIGURES_SCHEMA
 
 _TIMESTAMP = pa.timestamp("us")
 SOURCE_SCHEMAS = {

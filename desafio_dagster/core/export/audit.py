@@ -19,13 +19,13 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
 from desafio_dagster.core.errors import DesafioError
-from desafio_dagster.core.layout import (
+from desafio_dagster.core.output.layout import (
     CSV_COLUMNS,
     HEADER,
     client_file_names,
     matched,
 )
-from desafio_dagster.core.version import FIGURES_SCHEMA, SCAN_SCHEMA
+from desafio_dagster.core.output.version import FIGURES_SCHEMA, SCAN_SCHEMA
 
 _SHOWN = 5  # clients named in a message
 _LONG_DIGIT_RUN = b"0" * 12  # an unmasked card number, once every digit is mapped to "0"

@@ -12,15 +12,15 @@ from dataclasses import dataclass, field
 
 from desafio_dagster.core import faults
 from desafio_dagster.core.errors import first_line
-from desafio_dagster.core.extract import ExportedSnapshot, Snapshot, partitions_for
-from desafio_dagster.core.incremental import Plan, plan_export, published_figures
+from desafio_dagster.core.export.extract import ExportedSnapshot, Snapshot, partitions_for
+from desafio_dagster.core.export.incremental import Plan, plan_export, published_figures
+from desafio_dagster.core.export.publish import Published, publish_per_client, published_as_is
+from desafio_dagster.core.export.transform import snapshot_view
+from desafio_dagster.core.output.store import Store
+from desafio_dagster.core.output.version import file_format
 from desafio_dagster.core.progress import Stopwatch, tasks_done
-from desafio_dagster.core.publish import Published, publish_per_client, published_as_is
-from desafio_dagster.core.source_db import SourceDatabase
-from desafio_dagster.core.spark_session import Connected, task_slots
-from desafio_dagster.core.store import Store
-from desafio_dagster.core.transform import snapshot_view
-from desafio_dagster.core.version import file_format
+from desafio_dagster.core.source.source_db import SourceDatabase
+from desafio_dagster.core.spark.spark_session import Connected, task_slots
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,8 @@ import numpy as np
 import psycopg
 from psycopg import sql
 
-from desafio_dagster.core.fakedata import TABLES
-from desafio_dagster.core.pg import one
+from desafio_dagster.core.source.fakedata import TABLES
+from desafio_dagster.core.source.pg import one
 
 JOURNAL_SQL = resources.files("desafio_dagster").joinpath("sql/change_journal.sql").read_text()
 _EVENTS = ("insert", "update", "delete", "truncate")

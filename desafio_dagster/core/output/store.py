@@ -50,10 +50,10 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from desafio_dagster.core.audit import scan_many
 from desafio_dagster.core.errors import PublishError, PublishOutcomeUnknown, PublishRaceLost
-from desafio_dagster.core.layout import client_ids, read_table
-from desafio_dagster.core.s3 import (
+from desafio_dagster.core.export.audit import scan_many
+from desafio_dagster.core.output.layout import client_ids, read_table
+from desafio_dagster.core.output.s3 import (
     AWS_VARIABLES,
     content_md5,
     no_bucket,
@@ -65,9 +65,8 @@ from desafio_dagster.core.s3 import (
     s3_read,
     server_time,
 )
-from desafio_dagster.core.settings import OutputLocation, environment
-from desafio_dagster.core.task_output import ATTEMPTS_FOLDER, TWIN_SUFFIX, fsync, twin_of
-from desafio_dagster.core.version import (
+from desafio_dagster.core.output.task_output import ATTEMPTS_FOLDER, TWIN_SUFFIX, fsync, twin_of
+from desafio_dagster.core.output.version import (
     FORMAT_FILE,
     HELD_SCHEMA,
     INDEX_FILE,
@@ -78,6 +77,7 @@ from desafio_dagster.core.version import (
     REJECTED_FILE,
     SOURCE_FILE,
 )
+from desafio_dagster.core.settings import OutputLocation, environment
 
 
 def race_lost(uri: str, expected: str | None, found: str | None) -> PublishRaceLost:
@@ -226,7 +226,7 @@ class Store(ABC):
         one (open_version), the newest complete one is spared for it."""
 
     def task_environment(self) -> dict[str, str]:
-        """What the Spark tasks need in their environment (it reaches them sealed: core/sealed.py)."""
+        """What the Spark tasks need in their environment (it reaches them sealed: core/spark/sealed.py)."""
         return {}
 
     def local_folder(self, version: str) -> Path | None:

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from desafio_dagster.core.audit import scan_many
-from desafio_dagster.core.s3 import IN_FLIGHT, content_md5, s3_client, s3_error
-from desafio_dagster.core.version import SCAN_SCHEMA
+from desafio_dagster.core.export.audit import scan_many
+from desafio_dagster.core.output.s3 import IN_FLIGHT, content_md5, s3_client, s3_error
+from desafio_dagster.core.output.version import SCAN_SCHEMA
 
 _SCAN_BYTES = 16 << 20  # bytes an S3 attempt holds before it scans them
 

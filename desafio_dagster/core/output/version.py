@@ -11,7 +11,7 @@ import json
 
 import pyarrow as pa
 
-from desafio_dagster.core.layout import CSV_COLUMNS, read_table, table_bytes
+from desafio_dagster.core.output.layout import CSV_COLUMNS, read_table, table_bytes
 
 # A version's files, besides one CSV per client (each file's writer and readers in brackets):
 INDEX_FILE = "_index.csv"  # the reader's map: client_id, nome, sobrenome, file, rows (on S3 also the version

@@ -3,7 +3,7 @@ it carries unchanged from the published version. Pure: no Dagster.
 
 The plan reads the published version's records (version.py describes each): its _snapshot.csv (the figures and
 fingerprints), _format.json, _index.csv and _readback.csv; and its _source.json, where the source keeps a change
-journal (core/journal.py), so that only the clients changed since have their figures computed.
+journal (core/source/journal.py), so that only the clients changed since have their figures computed.
 
 A client's file is carried into the next version (a hard link locally; on S3 it stays where it was
 written, and the new version's index names that version: see store.py) when the format is the same, the
@@ -25,10 +25,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from desafio_dagster.core.errors import DesafioError
-from desafio_dagster.core.extract import PublishedFigures
-from desafio_dagster.core.layout import client_ids, matched, same
-from desafio_dagster.core.store import Listing, Store
-from desafio_dagster.core.version import (
+from desafio_dagster.core.export.extract import PublishedFigures
+from desafio_dagster.core.output.layout import client_ids, matched, same
+from desafio_dagster.core.output.store import Listing, Store
+from desafio_dagster.core.output.version import (
     FORMAT_FILE,
     INDEX_FILE,
     INDEX_SCHEMA,

@@ -33,7 +33,7 @@ from typing import NoReturn
 import pyspark
 
 from desafio_dagster.core.errors import DesafioError
-from desafio_dagster.core.sealed import TASK_KEY_VARIABLE, new_key
+from desafio_dagster.core.spark.sealed import TASK_KEY_VARIABLE, new_key
 
 SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
 START_TIMEOUT = 120.0
@@ -62,7 +62,7 @@ def state_dir(home: Path) -> Path:
 
 def code_fingerprint() -> str:
     """The project's code as this process sees it: an edit must not meet Python workers that imported the old code."""
-    package = Path(__file__).resolve().parent.parent
+    package = Path(__file__).resolve().parents[2]  # desafio_dagster/
     files = sorted((str(p.relative_to(package)), stat.st_size, stat.st_mtime_ns)
                    for p in package.rglob("*.py") if (stat := p.stat()))
     return hashlib.sha256(json.dumps(files).encode()).hexdigest()[:16]

@@ -20,11 +20,11 @@ import pyarrow as pa
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
-from desafio_dagster.core import journal
 from desafio_dagster.core.errors import DesafioError, TransientError
-from desafio_dagster.core.fakedata import TABLES
-from desafio_dagster.core.layout import masked
-from desafio_dagster.core.pg import one
+from desafio_dagster.core.output.layout import masked
+from desafio_dagster.core.source import journal
+from desafio_dagster.core.source.fakedata import TABLES
+from desafio_dagster.core.source.pg import one
 
 SCHEMA_SQL = resources.files("desafio_dagster").joinpath("sql/schema.sql").read_text()
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")

@@ -12,8 +12,8 @@ import numpy as np
 import psycopg
 from psycopg import sql
 
-from desafio_dagster.core import fakedata, journal
-from desafio_dagster.core.fakedata import (
+from desafio_dagster.core.source import fakedata, journal
+from desafio_dagster.core.source.fakedata import (
     TABLES,
     GrowthSpec,
     SourceChunk,
@@ -21,8 +21,8 @@ from desafio_dagster.core.fakedata import (
     card_number_offset,
     to_copy_csv,
 )
-from desafio_dagster.core.pg import one
-from desafio_dagster.core.source_db import (
+from desafio_dagster.core.source.pg import one
+from desafio_dagster.core.source.source_db import (
     POPULATE_FIRST,
     SourceDatabase,
     SourceDatabaseError,

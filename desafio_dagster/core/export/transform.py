@@ -21,9 +21,9 @@ import pyarrow.compute as pc
 from pyspark.sql import DataFrame
 from pyspark.sql.connect.session import SparkSession
 
-from desafio_dagster.core.extract import Clients, ExportedSnapshot, read_clients
-from desafio_dagster.core.layout import CSV_COLUMNS, masked
-from desafio_dagster.core.sealed import unseal_into_environment
+from desafio_dagster.core.export.extract import Clients, ExportedSnapshot, read_clients
+from desafio_dagster.core.output.layout import CSV_COLUMNS, masked
+from desafio_dagster.core.spark.sealed import unseal_into_environment
 
 KEY_COLUMNS = ("client_id", "movement_id", "movement_time")
 VIEW_SCHEMA = pa.schema([("client_id", pa.int64()), ("movement_id", pa.int64()), ("movement_time", pa.timestamp("us")),

@@ -40,19 +40,24 @@ from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import from_arrow_schema
 
 from desafio_dagster.core import faults
-from desafio_dagster.core.audit import AuditError, Finding, audit, failures
 from desafio_dagster.core.errors import PublishError, PublishOutcomeUnknown, TransientError, disk_full, first_line
-from desafio_dagster.core.extract import SourceReadError
-from desafio_dagster.core.incremental import Plan
-from desafio_dagster.core.layout import CSV_COLUMNS, HEADER, client_file_names, matched, quoted, read_table, table_bytes
-from desafio_dagster.core.progress import Stopwatch
-from desafio_dagster.core.s3 import StoreUnavailable, read_s3_files
-from desafio_dagster.core.sealed import unseal_into_environment
-from desafio_dagster.core.spark_session import spark_job_error, task_slots
-from desafio_dagster.core.store import Store
-from desafio_dagster.core.task_output import open_attempt
-from desafio_dagster.core.transform import KEY_COLUMNS, RangeReader, SnapshotView
-from desafio_dagster.core.version import (
+from desafio_dagster.core.export.audit import AuditError, Finding, audit, failures
+from desafio_dagster.core.export.extract import SourceReadError
+from desafio_dagster.core.export.incremental import Plan
+from desafio_dagster.core.export.transform import KEY_COLUMNS, RangeReader, SnapshotView
+from desafio_dagster.core.output.layout import (
+    CSV_COLUMNS,
+    HEADER,
+    client_file_names,
+    matched,
+    quoted,
+    read_table,
+    table_bytes,
+)
+from desafio_dagster.core.output.s3 import StoreUnavailable, read_s3_files
+from desafio_dagster.core.output.store import Store
+from desafio_dagster.core.output.task_output import open_attempt
+from desafio_dagster.core.output.version import (
     FORMAT_FILE,
     INDEX_FILE,
     INDEX_SCHEMA,
@@ -67,6 +72,9 @@ from desafio_dagster.core.version import (
     readback_bytes,
     source_bytes,
 )
+from desafio_dagster.core.progress import Stopwatch
+from desafio_dagster.core.spark.sealed import unseal_into_environment
+from desafio_dagster.core.spark.spark_session import spark_job_error, task_slots
 
 _HEADER_BYTES = HEADER.encode()
 # What a task reports of each client file it wrote: its _index.csv row, its scan as stored
