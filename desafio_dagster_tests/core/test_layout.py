@@ -3,12 +3,13 @@ CSV against Python's csv module."""
 
 import csv
 import io
+import random
 from decimal import Decimal
 
 import pyarrow as pa
 import pytest
 
-from desafio_dagster.core.output.layout import client_file_names, read_table, table_bytes
+from desafio_dagster.core.output.layout import client_file_names, in_order, read_table, table_bytes
 from desafio_dagster.core.source.fakedata import GenerationSpec, generate
 from desafio_dagster_tests.helpers import oracle_slug
 
@@ -67,3 +68,19 @@ def test_records_are_written_as_pythons_csv_writes_them_and_read_back_exactly(no
     assert read_table(table_bytes(table), table.schema).drop(["empty"]).equals(table.drop(["empty"]))
     assert read_table(table_bytes(table), table.schema)["empty"].to_pylist() == ["", "x", "", "y"]  # no null text
     assert table_bytes(table.slice(0, 0)) == b"client_id,nome,rows,total,ok,empty\n"
+
+
+def test_names_are_put_in_order_as_a_string_sort_would():
+    """in_order sorts by the first 8 bytes, then checks: names alike in those bytes, shorter than 8 bytes,
+    not ASCII or out of their prefix's order are still sorted as strings (Python's order, by code point)."""
+    rng = random.Random(5)
+    alphabet = "0123456789_-.aé"
+    for _ in range(300):
+        names = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 14))) for _ in range(rng.randint(0, 40))]
+        names += [f"{rng.randint(0, 10**9):08d}_x.csv" for _ in range(rng.randint(0, 20))]
+        rng.shuffle(names)
+        assert in_order(pa.array(names, pa.string())).to_pylist() == sorted(names)
+        assert in_order(pa.array(names, pa.string()).slice(3)).to_pylist() == sorted(names[3:]), "a slice's own names"
+    files = [f"{client:08d}_someone.csv" for client in range(10_000)] + ["_index.csv", "_readback.csv"]
+    rng.shuffle(files)
+    assert in_order(pa.array(files)).to_pylist() == sorted(files)

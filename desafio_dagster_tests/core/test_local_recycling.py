@@ -53,6 +53,8 @@ def test_the_version_before_the_published_one_is_recycled_into_exactly_the_carri
     store.open_version(new, published, carried)
     folder = tmp_path / new
     assert folder.stat().st_ino == inode and not (tmp_path / older).exists(), "the older folder, renamed"
+    assert store.files(new).client_files()["file"].to_pylist() == ["a.csv", "c.csv"], "stale files set aside at once"
+    store.drop_attempts(new)  # once the tasks are done: the stale files set aside are removed too
     assert sorted(p.name for p in folder.iterdir()) == ["a.csv", "c.csv"], "its records and stale files are gone"
     for file in ("a.csv", "c.csv"):
         assert (folder / file).stat().st_ino == (tmp_path / published / file).stat().st_ino, "the published inodes"

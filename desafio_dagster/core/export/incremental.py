@@ -127,11 +127,13 @@ def plan_export(store: Store, expected: pa.Table, fmt: dict, full_refresh: bool 
     # Clients whose file name and figures are those the published version recorded, not asked for, and whose
     # file the published version lists in its index and its read-back records: their files are carried as
     # recorded (a file edited by hand since is the checks' to find). Each table is aligned to the snapshot's
-    # clients first.
-    files = expected["file"]
-    recorded, entries, records = matched(files, manifest, index, records)
+    # clients first, by client id (integers: matching a million names cost 0.6 s here), the records by file to
+    # the figures of their own version (aligned already, as a rule).
+    records = matched(manifest["file"], records).append_column("client_id", manifest["client_id"])
+    recorded, entries, records = matched(expected["client_id"], manifest, index, records, key="client_id")
+    records = records.select(READBACK_SCHEMA.names)
     kept = functools.reduce(pc.and_, [
-        same(expected, recorded, ["client_id", "rows", "vlr_transacao_total", "fingerprint"]),
+        same(expected, recorded, ["file", "rows", "vlr_transacao_total", "fingerprint"]),
         pc.invert(pc.is_in(expected["client_id"], value_set=targeted_ids)),
         pc.is_valid(entries["file"]), pc.is_valid(records["file"])])
     carry_index, carry_records = entries.filter(kept), records.filter(kept)

@@ -47,6 +47,31 @@ def client_file_names(ids: pa.Array, nomes: pa.Array, sobrenomes: pa.Array) -> p
     return pc.binary_join_element_wise(padded, pc.binary_join_element_wise(slugs, ".csv", ""), "_")
 
 
+def in_order(names: pa.Array) -> pa.Array:
+    """Text sorted (by its UTF-8 bytes, as Arrow and Python sort it). Client file names start with 8 digits, so
+    their first 8 bytes, read as one integer, nearly always order them: sorted by that (numpy, a tenth of
+    Arrow's string sort: about 0.06 against 0.55 s a million names here), then checked; sorted as strings
+    only where that left them out of order."""
+    data = names.buffers()[2]
+    if len(names) < 2 or data is None or not data.size or names.null_count:
+        return names.take(pc.sort_indices(names))
+    offsets = np.frombuffer(names.buffers()[1], np.int32)[names.offset : names.offset + len(names) + 1]
+    starts, lengths = offsets[:-1], np.diff(offsets)
+    values = np.concatenate([np.frombuffer(data, np.uint8), np.zeros(8, np.uint8)])
+    prefixes = np.zeros(len(names), np.uint64)
+    for at in range(8):  # byte by byte, 0 past a name's end
+        prefixes = (prefixes << np.uint64(8)) | np.where(lengths > at, values[starts + at], 0).astype(np.uint64)
+    by_prefix = names.take(np.argsort(prefixes, kind="stable"))
+    if is_sorted(by_prefix):
+        return by_prefix
+    return names.take(pc.sort_indices(names))
+
+
+def is_sorted(values: pa.Array | pa.ChunkedArray) -> bool:
+    """Whether values are in ascending order (a linear check: a few milliseconds a million)."""
+    return len(values) < 2 or bool(pc.all(pc.less_equal(values[:-1], values[1:])).as_py())
+
+
 def client_ids(files: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
     """The client id each file name starts with (client_file_names' 8 digits), null for any other name."""
     prefix = pc.utf8_slice_codeunits(files, 0, 8)
@@ -75,8 +100,7 @@ def table_bytes(table: pa.Table) -> bytes:
         return header
     columns = [column.cast(pa.int8()) if pa.types.is_boolean(column.type) else column for column in table.columns]
     is_text = [pa.types.is_string(column.type) or pa.types.is_large_string(column.type) for column in columns]
-    if not any(pc.any(pc.match_substring_regex(column, _NEEDS_QUOTES)).as_py()
-               for column, text in zip(columns, is_text) if text):
+    if not any(_may_need_quotes(column) for column, text in zip(columns, is_text) if text):
         sink = pa.BufferOutputStream()
         sink.write(header)
         pa_csv.write_csv(pa.table(columns, names=table.column_names), sink,
@@ -90,6 +114,17 @@ def table_bytes(table: pa.Table) -> bytes:
     lines = lines.combine_chunks().cast(pa.large_string())
     offsets = np.frombuffer(lines.buffers()[1], np.int64)[lines.offset : lines.offset + len(lines) + 1]
     return header + lines.buffers()[2].slice(int(offsets[0]), int(offsets[-1] - offsets[0])).to_pybytes()
+
+
+def _may_need_quotes(text: pa.ChunkedArray | pa.Array) -> bool:
+    """Whether a text column may hold a value that needs quotes: a search of its values' bytes (memchr), a
+    tenth of a regex per value's cost. Bytes outside its values (a sliced column) can only raise a false alarm."""
+    for chunk in text.chunks if isinstance(text, pa.ChunkedArray) else [text]:
+        data = chunk.buffers()[2]
+        values = data.to_pybytes() if data is not None else b""
+        if any(char in values for char in (b",", b'"', b"\r", b"\n")):
+            return True
+    return False
 
 
 def read_table(data: bytes, schema: pa.Schema) -> pa.Table:

@@ -52,7 +52,7 @@ import pyarrow.compute as pc
 
 from desafio_dagster.core.errors import PublishError, PublishOutcomeUnknown, PublishRaceLost
 from desafio_dagster.core.export.audit import scan_many
-from desafio_dagster.core.output.layout import client_ids, read_table
+from desafio_dagster.core.output.layout import client_ids, in_order, read_table
 from desafio_dagster.core.output.s3 import (
     AWS_VARIABLES,
     content_md5,
@@ -78,6 +78,8 @@ from desafio_dagster.core.output.version import (
     SOURCE_FILE,
 )
 from desafio_dagster.core.settings import OutputLocation, environment
+
+STALE_FOLDER = ".stale"  # in a recycled version: its files that differ, set aside (LocalStore.open_version)
 
 
 def race_lost(uri: str, expected: str | None, found: str | None) -> PublishRaceLost:
@@ -174,7 +176,8 @@ class Store(ABC):
 
     @abstractmethod
     def drop_attempts(self, version: str) -> None:
-        """Remove what failed task attempts left in the version, once the Spark job is done."""
+        """Remove what failed task attempts left in the version, once the Spark job is done (locally, wait too
+        for the removal of the stale files open_version set aside)."""
 
     @abstractmethod
     def files(self, version: str, stats_of: list[str] | None = None) -> Listing:
@@ -301,6 +304,7 @@ class LocalStore(Store):
     def __init__(self, output_dir: Path | str, name: str):
         self.output_dir, self.name = Path(output_dir).resolve(), name
         self.link = self.output_dir / name
+        self._removing: dict[str, threading.Thread] = {}  # by version: the thread removing its stale files
 
     def uri(self, version: str | None = None, file: str = "") -> str:
         path = self.link if version is None else self.output_dir / version
@@ -344,6 +348,10 @@ class LocalStore(Store):
         version, that folder becomes the new version: renamed, then only the files that differ from the carried
         ones are removed or linked (those changed over the last two exports), instead of a link per carried
         file in a new folder, then removing a folder of as many files.
+        The files that differ are set aside into the version's STALE_FOLDER (renamed: about 64 µs a file in a
+        folder of a million here, where an unlink, which frees the file's blocks, cost 85 µs), and a thread
+        removes that folder while the Spark job runs; drop_attempts waits for it. At 1M clients, 1% changed a
+        day: the carry took 2.0 s instead of 3.7, the Spark job about 0.8 s more.
         A version that carries nothing (a full export) gets a twin folder too: its tasks link each file they
         write into it (_LocalAttempt), and once published it becomes the version the next export recycles
         (finish_twin), so the export after a full one removes or links only what changed, not a link per file.
@@ -368,12 +376,18 @@ class LocalStore(Store):
         stale = pc.filter(had["file"], pc.invert(pc.is_in(had_keys, value_set=wanted_keys))).to_pylist()
         missing = pc.filter(carried["file"], pc.invert(pc.is_in(wanted_keys, value_set=had_keys))).to_pylist()
 
-        def unlink(chunk: list[str]) -> None:
+        aside = folder / STALE_FOLDER
+        aside.mkdir(exist_ok=True)
+
+        def set_aside(chunk: list[str]) -> None:
             for file in chunk:
                 with contextlib.suppress(FileNotFoundError):
-                    os.unlink(os.path.join(folder, file))
+                    os.rename(os.path.join(folder, file), os.path.join(aside, file))
 
-        _in_parallel(unlink, stale)
+        _in_parallel(set_aside, stale)
+        self._removing[version] = threading.Thread(target=shutil.rmtree, args=(aside,), kwargs={"ignore_errors": True},
+                                                   name="stale-files", daemon=True)  # a killed run: the next cleanup's
+        self._removing[version].start()
         self._link(source, missing, version)
 
     def finish_twin(self, version: str) -> str | None:
@@ -393,6 +407,7 @@ class LocalStore(Store):
         return str(self.output_dir / version)
 
     def drop_attempts(self, version: str) -> None:
+        self._settle(version)
         _wait_for_writers(self.output_dir / version)
         shutil.rmtree(self.output_dir / version / ATTEMPTS_FOLDER, ignore_errors=True)
 
@@ -404,7 +419,7 @@ class LocalStore(Store):
             names = pa.array([name for name in os.listdir(folder) if not name.startswith(".")], pa.string())
         except FileNotFoundError:
             return Listing.empty()
-        names = names.take(pc.sort_indices(names))
+        names = in_order(names)
         if stats_of is None:  # a stat each, by Arrow in C++ from two threads: 1.5 s for a million here (selector: 2.5)
             paths = pc.binary_join_element_wise(f"{folder}/", names, "").to_pylist()
             half = len(paths) // 2
@@ -491,8 +506,15 @@ class LocalStore(Store):
         return str(rejected)
 
     def discard(self, version: str) -> None:
+        self._settle(version)
         self._remove_version(self.output_dir / version)
         shutil.rmtree(self.output_dir / twin_of(version), ignore_errors=True)  # its tasks' last links are done
+
+    def _settle(self, version: str) -> None:
+        """Once open_version's stale files are removed (their thread done)."""
+        removing = self._removing.pop(version, None)
+        if removing is not None:
+            removing.join()
 
     def _remove_version(self, folder: Path) -> None:
         """Out of the tasks' way first (a task that comes late cannot make its attempt folder there, nor link

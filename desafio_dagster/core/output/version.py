@@ -11,7 +11,7 @@ import json
 
 import pyarrow as pa
 
-from desafio_dagster.core.output.layout import CSV_COLUMNS, read_table, table_bytes
+from desafio_dagster.core.output.layout import CSV_COLUMNS, is_sorted, read_table, table_bytes
 
 # A version's files, besides one CSV per client (each file's writer and readers in brackets):
 INDEX_FILE = "_index.csv"  # the reader's map: client_id, nome, sobrenome, file, rows (on S3 also the version
@@ -95,7 +95,8 @@ def source_bytes(snapshot: str | None) -> bytes:
 
 def readback_bytes(records: pa.Table) -> bytes:
     """_readback.csv's bytes, by file name."""
-    return table_bytes(records.select(READBACK_SCHEMA.names).sort_by("file"))
+    records = records.select(READBACK_SCHEMA.names)
+    return table_bytes(records if is_sorted(records["file"]) else records.sort_by("file"))
 
 
 def parse_readback(data: bytes) -> pa.Table:

@@ -69,16 +69,20 @@ _SEES_HORIZON = """SELECT coalesce(bool_and(pg_snapshot_xmax(h.snapshot) <= pg_s
 FROM change_journal_horizon h"""
 
 # The changes a snapshot did not see, each row's clients looked up in conn's own snapshot: the clients it names,
-# and those of the cards and accounts it names (a card counts for its client and its account's).
+# and those of the cards and accounts it names (a card counts for its client and its account's). Cards and
+# accounts are looked up by key (= ANY), not joined: the planner merge-joined the whole of cartao and conta,
+# 1.4 s at 1M clients here for 10k changed cards, against 0.2 s.
 _CHANGED_CLIENTS = """
 WITH changed AS (SELECT client_id, card_id, account_id FROM change_journal
-                 WHERE NOT pg_visible_in_snapshot(xid, %(since)s::pg_snapshot))
+                 WHERE NOT pg_visible_in_snapshot(xid, %(since)s::pg_snapshot)),
+     cards AS (SELECT id_associado, id_conta FROM cartao
+               WHERE id = ANY (ARRAY(SELECT card_id FROM changed WHERE card_id IS NOT NULL)))
 SELECT coalesce(bool_or(client_id IS NULL AND card_id IS NULL AND account_id IS NULL), false),
        (SELECT array_agg(id ORDER BY id) FROM (
             SELECT client_id FROM changed WHERE client_id IS NOT NULL
-            UNION SELECT k.id_associado FROM changed j JOIN cartao k ON k.id = j.card_id
-            UNION SELECT c.id_associado FROM changed j JOIN cartao k ON k.id = j.card_id JOIN conta c ON c.id = k.id_conta
-            UNION SELECT c.id_associado FROM changed j JOIN conta c ON c.id = j.account_id) AS ids (id))
+            UNION SELECT id_associado FROM cards
+            UNION SELECT id_associado FROM conta WHERE id = ANY (ARRAY(
+                SELECT id_conta FROM cards UNION SELECT account_id FROM changed WHERE account_id IS NOT NULL))) AS ids (id))
 FROM changed"""
 
 
