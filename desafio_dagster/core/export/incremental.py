@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 
 from desafio_dagster.core.errors import DesafioError
 from desafio_dagster.core.export.extract import PublishedFigures
-from desafio_dagster.core.output.layout import client_ids, matched, same
+from desafio_dagster.core.output.layout import client_ids, is_sorted, matched, same
 from desafio_dagster.core.output.store import Listing, Store
 from desafio_dagster.core.output.version import (
     FORMAT_FILE,
@@ -180,8 +180,13 @@ def verified_scans(store: Store, version: str, written_in: str, checked_slice: i
     trusted = functools.reduce(pc.and_, [pa.array(~reread), pc.is_valid(records["file"]), as_recorded])
     to_read = pc.filter(clients["file"], pc.invert(trusted)).to_pylist()
     read = store.scan(version, to_read).add_column(0, "file", pa.array(to_read, pa.string()))
-    scans = pa.concat_tables([records.filter(trusted).select(read.column_names), read]).sort_by("file")
-    return scans, len(to_read)
+    # Back in the listing's order, by file: each row read again takes its place (sorting a million names: 0.5 s).
+    kept = pc.fill_null(trusted, False).to_numpy(zero_copy_only=False)
+    places = np.concatenate([np.flatnonzero(kept), np.flatnonzero(~kept)])
+    order = np.empty_like(places)
+    order[places] = np.arange(len(places))
+    scans = pa.concat_tables([records.filter(trusted).select(read.column_names), read]).take(order)
+    return (scans if is_sorted(scans["file"]) else scans.sort_by("file")), len(to_read)
 
 
 def _in_slice(files: pa.ChunkedArray | pa.Array, checked_slice: int) -> pa.ChunkedArray | pa.Array:

@@ -193,7 +193,7 @@ def _populate_lock(db: SourceDatabase, conn: psycopg.Connection, on_wait: Callab
     populates that both ran the schema's CREATE INDEX (a SHARE lock) before LOCK TABLE would deadlock."""
     populate_lock = sql.SQL("SELECT pg_advisory_xact_lock(hashtext({}))").format(
         sql.Literal(f"desafio_dagster populate {db.schema}"))
-    db._wait_for_lock(conn, populate_lock, "another populate of this schema", on_wait)
+    db.wait_for_lock(conn, populate_lock, "another populate of this schema", on_wait)
 
 
 def _analyze(db: SourceDatabase, purpose: str) -> None:

@@ -182,10 +182,10 @@ class SourceDatabase:
     def lock_tables(self, conn: psycopg.Connection, mode: str, on_wait: Callable[[str], None] | None = None) -> None:
         """Lock the four tables in one statement, so the loader and the readers never deadlock."""
         statement = sql.SQL("LOCK TABLE {} IN {} MODE").format(identifiers(TABLES), sql.SQL(mode))
-        self._wait_for_lock(conn, statement, f"the {mode} lock on the four tables", on_wait)
+        self.wait_for_lock(conn, statement, f"the {mode} lock on the four tables", on_wait)
 
-    def _wait_for_lock(self, conn: psycopg.Connection, statement: sql.Composed, what: str,
-                       on_wait: Callable[[str], None] | None) -> None:
+    def wait_for_lock(self, conn: psycopg.Connection, statement: sql.Composed, what: str,
+                      on_wait: Callable[[str], None] | None) -> None:
         """Take a lock inside the open transaction. If another session holds it, say who (on_wait),
         then wait at most lock_timeout seconds and fail with an explained error."""
         for timeout in (min(1.0, self.lock_timeout), self.lock_timeout):
