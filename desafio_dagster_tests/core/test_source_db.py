@@ -8,7 +8,7 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from desafio_dagster.core.source import loading
+from desafio_dagster.core.source import embedded, loading
 from desafio_dagster.core.source.embedded import stop_embedded
 from desafio_dagster.core.source.fakedata import GenerationSpec, generate
 from desafio_dagster.core.source.source_db import (
@@ -195,4 +195,31 @@ def test_the_embedded_server_stops_after_its_parent_folder_closed_to_other_users
         conn.execute("SELECT 1")
     tmp_path.chmod(0o700)  # what pytest does to its temp folders when another pytest session starts
     assert stop_embedded(home)
+    assert not (home / "pgdata" / "postmaster.pid").exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="pg_ctl forks to change user only as root")
+def test_with_grpc_loaded_pg_ctl_runs_from_a_fresh_interpreter(tmp_path, monkeypatch):
+    """As root, a fork of a process holding gRPC (Spark Connect's client) once aborted pg_ctl in the child:
+    there, the server is started, restarted and stopped from a fresh interpreter, never from this process."""
+    import grpc
+
+    channel = grpc.insecure_channel("127.0.0.1:9")  # gRPC's threads, as a Spark Connect session has them
+    home = tmp_path / "pg"
+
+    def forked_here(*_):
+        raise AssertionError("started from the test's own process")
+
+    monkeypatch.setattr(embedded, "_embedded_server", forked_here)
+    try:
+        url = embedded.embedded_url(home)
+        embedded.embedded_pg_ctl(home, "-w", "-m", "fast", "restart")
+        with psycopg.connect(url) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+        with pytest.raises(RuntimeError) as failed:
+            embedded.embedded_pg_ctl(home, "no-such-action")
+        assert "\n" not in str(failed.value) and str(failed.value), "its cause, in one line"
+    finally:
+        assert stop_embedded(home)
+        channel.close()
     assert not (home / "pgdata" / "postmaster.pid").exists()
