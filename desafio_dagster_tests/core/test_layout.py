@@ -84,3 +84,4 @@ def test_names_are_put_in_order_as_a_string_sort_would():
     files = [f"{client:08d}_someone.csv" for client in range(10_000)] + ["_index.csv", "_readback.csv"]
     rng.shuffle(files)
     assert in_order(pa.array(files)).to_pylist() == sorted(files)
+    assert in_order(pa.array(["b", None, "a"])).to_pylist() == ["a", "b", None], "nulls last, as Arrow sorts them"

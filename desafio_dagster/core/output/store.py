@@ -385,8 +385,9 @@ class LocalStore(Store):
                     os.rename(os.path.join(folder, file), os.path.join(aside, file))
 
         _in_parallel(set_aside, stale)
+        # A daemon: if the run is killed meanwhile, the next cleanup removes the unpublished version, .stale with it.
         self._removing[version] = threading.Thread(target=shutil.rmtree, args=(aside,), kwargs={"ignore_errors": True},
-                                                   name="stale-files", daemon=True)  # a killed run: the next cleanup's
+                                                   name="stale-files", daemon=True)
         self._removing[version].start()
         self._link(source, missing, version)
 
