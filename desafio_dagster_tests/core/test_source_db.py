@@ -198,10 +198,9 @@ def test_the_embedded_server_stops_after_its_parent_folder_closed_to_other_users
     assert not (home / "pgdata" / "postmaster.pid").exists()
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="pg_ctl forks to change user only as root")
 def test_with_grpc_loaded_pg_ctl_runs_from_a_fresh_interpreter(tmp_path, monkeypatch):
-    """As root, a fork of a process holding gRPC (Spark Connect's client) once aborted pg_ctl in the child:
-    there, the server is started, restarted and stopped from a fresh interpreter, never from this process."""
+    """A fork of a process holding gRPC (Spark Connect's client) once aborted pg_ctl in the child: where gRPC
+    is loaded, the server is started, restarted and stopped from a fresh interpreter, never from this process."""
     import grpc
 
     channel = grpc.insecure_channel("127.0.0.1:9")  # gRPC's threads, as a Spark Connect session has them
