@@ -215,6 +215,14 @@ def test_with_grpc_loaded_pg_ctl_runs_from_a_fresh_interpreter(tmp_path, monkeyp
         embedded.embedded_pg_ctl(home, "-w", "-m", "fast", "restart")
         with psycopg.connect(url) as conn:
             assert conn.execute("SELECT 1").fetchone() == (1,)
+        monkeypatch.undo()  # a server that runs is reused from this process: no interpreter started
+
+        def started_elsewhere(*_):
+            raise AssertionError("a fresh interpreter for a server that runs")
+
+        monkeypatch.setattr(embedded, "_in_fresh_interpreter", started_elsewhere)
+        assert embedded.embedded_url(home) == url
+        monkeypatch.undo()
         with pytest.raises(RuntimeError) as failed:
             embedded.embedded_pg_ctl(home, "no-such-action")
         assert "\n" not in str(failed.value) and str(failed.value), "its cause, in one line"

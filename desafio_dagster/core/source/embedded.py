@@ -4,8 +4,9 @@ HOME/pgdata on first use, outliving the run's processes, stopped by `make stop`.
 As root, pg_ctl runs as the user `embedded_postgres`: Python then forks (not vfork), and a fork runs the
 handlers of every C library loaded. In a process that holds gRPC (Spark Connect's client), gRPC's handler
 aborted the child once in a full test run ("epoll_wait error: Bad file descriptor", pg_ctl died of SIGABRT).
-So wherever gRPC is loaded, pg_ctl runs from a fresh interpreter (`python -m
-desafio_dagster.core.source.embedded`, started by vfork), which holds none."""
+So wherever gRPC is loaded (any process that imported the definitions), pg_ctl runs from a fresh interpreter
+(`python -m desafio_dagster.core.source.embedded`, started by vfork), which holds none; a server that runs
+already is reused from the process itself, which starts nothing."""
 
 from __future__ import annotations
 
@@ -35,6 +36,15 @@ def _fork_unsafe() -> bool:
     return "grpc" in sys.modules
 
 
+def _running(home: Path) -> bool:
+    """Whether the server under home/pgdata runs: its postmaster.pid names a live process."""
+    try:
+        os.kill(int((home.resolve() / "pgdata" / "postmaster.pid").read_text().split()[0]), 0)
+    except (OSError, ValueError, IndexError):  # no file, an empty one, or no such process
+        return False
+    return True
+
+
 class _FreshInterpreterFailed(RuntimeError):
     """The fresh interpreter's error, its one line already explained."""
 
@@ -51,7 +61,7 @@ def _in_fresh_interpreter(*args: str) -> str:
 def embedded_url(home: Path) -> str:
     """Start (or reuse) the embedded Postgres under home/pgdata and return its URL."""
     try:
-        if _fork_unsafe():
+        if _fork_unsafe() and not _running(home):
             return _in_fresh_interpreter("url", str(home))
         return _embedded_server(home).get_uri()
     except ImportError:
