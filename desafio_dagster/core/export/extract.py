@@ -20,6 +20,7 @@ import contextlib
 import io
 import math
 import os
+import select
 import socket
 import threading
 import time
@@ -32,7 +33,7 @@ import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
-from psycopg import sql
+from psycopg import pq, sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from desafio_dagster.core.errors import TransientError, first_line
@@ -369,8 +370,8 @@ def copy_rows(conn: psycopg.Connection, table: str, clients: Clients | None,
 def _copied_batches(conn: psycopg.Connection, statement: sql.Composed, schema: pa.Schema,
                     watch: StallWatch | None = None) -> Iterator[pa.RecordBatch]:
     """The CSV of a `COPY ... TO STDOUT (FORMAT csv)`, streamed into Arrow batches of exactly schema's types."""
-    with conn.cursor() as cur, cur.copy(statement) as copy:
-        stream = io.BufferedReader(_CopyStream(copy, watch), _BLOCK_BYTES)
+    with _CopyOut(conn, statement, watch) as copied:
+        stream = io.BufferedReader(copied, _BLOCK_BYTES)
         if not stream.peek(1):
             return
         yield from pa_csv.open_csv(
@@ -391,26 +392,89 @@ def read_clients(options: dict[str, str], clients: Clients | None) -> dict[str, 
                 for table, schema in SOURCE_SCHEMAS.items()}
 
 
-class _CopyStream(io.RawIOBase):
-    """A readable file over the chunks of a psycopg COPY ... TO STDOUT."""
+class _CopyOut(io.RawIOBase):
+    """A readable file over a `COPY ... TO STDOUT` run on conn, read from libpq itself (psycopg.pq): the rows libpq
+    holds are copied in one loop, where psycopg's Copy takes a generator round per row (a million rows of movimento
+    with Arrow's parsing: 0.9 s against 2.0 here). It waits on the socket with select, so a StallWatch's shutdown
+    ends the wait; closed before the end, it reads the rest, so the connection can run its next statement."""
 
-    def __init__(self, copy: psycopg.Copy, watch: StallWatch | None = None) -> None:
-        self._chunks = iter(copy)
+    def __init__(self, conn: psycopg.Connection, statement: sql.Composable, watch: StallWatch | None = None) -> None:
+        self._pgconn, self._encoding = conn.pgconn, conn.info.encoding
         self._pending = memoryview(b"")
         self._watch = watch
+        self._done = False
+        self._pgconn.send_query(statement.as_bytes(conn))
+        while self._pgconn.flush():
+            select.select([], [self._pgconn.socket], [])
+        if (result := self._result()).status != pq.ExecStatus.COPY_OUT:
+            self._done = True
+            self._raise(result)  # once libpq is idle again
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: Any) -> int:
-        while not self._pending:
-            chunk = next(self._chunks, None)
-            if chunk is None:
-                return 0
-            if self._watch is not None:
-                self._watch.chunks += 1
-            self._pending = memoryview(chunk)
-        n = min(len(buffer), len(self._pending))
-        buffer[:n] = self._pending[:n]
-        self._pending = self._pending[n:]
-        return n
+        size, at, pending = len(buffer), 0, self._pending
+        if self._watch is not None:
+            self._watch.chunks += 1
+        while at < size:
+            if not pending:
+                if self._done or not (pending := self._row()):
+                    break
+            n = min(size - at, len(pending))
+            buffer[at : at + n] = pending[:n]
+            pending, at = pending[n:], at + n
+        self._pending = pending
+        return at
+
+    def _row(self) -> memoryview:
+        """The next row, or empty once the COPY is complete."""
+        while True:
+            nbytes, data = self._pgconn.get_copy_data(1)
+            if nbytes > 0:
+                return data
+            if nbytes < -1:
+                raise psycopg.OperationalError(f"receiving copy data failed: {pq.error_message(self._pgconn)}")
+            if nbytes == -1:
+                self._done = True
+                if (result := self._result()).status != pq.ExecStatus.COMMAND_OK:
+                    self._raise(result)
+                self._idle()
+                return memoryview(b"")
+            self._wait()
+
+    def _result(self) -> pq.abc.PGresult:
+        while self._pgconn.is_busy():
+            self._wait()
+        if (result := self._pgconn.get_result()) is None:
+            raise psycopg.OperationalError(f"no result: {pq.error_message(self._pgconn)}")
+        return result
+
+    def _wait(self) -> None:
+        select.select([self._pgconn.socket], [], [])
+        self._pgconn.consume_input()  # raises OperationalError where the connection is lost
+        if self._watch is not None:
+            self._watch.chunks += 1
+
+    def _idle(self) -> None:
+        """The statement's remaining results read: libpq takes the next statement."""
+        while True:
+            while self._pgconn.is_busy():
+                self._wait()
+            if self._pgconn.get_result() is None:
+                return
+
+    def _raise(self, result: pq.abc.PGresult) -> None:
+        self._idle()
+        sqlstate = (result.error_field(pq.DiagnosticField.SQLSTATE) or b"").decode()
+        try:
+            error = psycopg.errors.lookup(sqlstate)
+        except KeyError:
+            error = psycopg.DatabaseError
+        raise error(pq.error_message(result, self._encoding), info=result, encoding=self._encoding)
+
+    def close(self) -> None:
+        with contextlib.suppress(psycopg.Error, OSError):
+            while not self._done and self._row():  # the rest, unread: the connection is ready for its next statement
+                pass
+        super().close()

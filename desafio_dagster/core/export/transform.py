@@ -15,15 +15,18 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from pyspark.sql import DataFrame
-from pyspark.sql.connect.session import SparkSession
 
 from desafio_dagster.core.export.extract import Clients, ExportedSnapshot, read_clients
 from desafio_dagster.core.output.layout import CSV_COLUMNS, masked
 from desafio_dagster.core.spark.sealed import unseal_into_environment
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame
+    from pyspark.sql.connect.session import SparkSession
 
 KEY_COLUMNS = ("client_id", "movement_id", "movement_time")
 VIEW_SCHEMA = pa.schema([("client_id", pa.int64()), ("movement_id", pa.int64()), ("movement_time", pa.timestamp("us")),

@@ -18,10 +18,7 @@ import uuid
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, NoReturn
-
-from pyspark.sql.connect.client import DefaultChannelBuilder
-from pyspark.sql.connect.session import SparkSession
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from desafio_dagster.core import settings
 from desafio_dagster.core.errors import DISK_FULL, DesafioError, TransientError, disk_full, first_line
@@ -36,6 +33,9 @@ from desafio_dagster.core.spark.connect_server import (
 from desafio_dagster.core.spark.connect_server import serve as serve_connect
 from desafio_dagster.core.spark.java import JavaNotFound, find_java_home
 from desafio_dagster.core.spark.sealed import TASK_KEY_VARIABLE, seal
+
+if TYPE_CHECKING:  # Spark Connect's client (with pandas) is imported by the runs that open a session only
+    from pyspark.sql.connect.session import SparkSession
 
 LOG4J_CONFIG = resources.files("desafio_dagster").joinpath("log4j2.properties")
 DEFAULT_CONF = {
@@ -248,7 +248,9 @@ def _open_session(url: str, token: str, session_conf: dict[str, str],
     project's own server's folder, on this machine: its slots are there, and a lost connection to it is
     given up after a few seconds (the step's retry starts a new server), not after pyspark's ten minutes
     meant for a remote one."""
+    from pyspark.sql.connect.client import DefaultChannelBuilder
     from pyspark.sql.connect.client.retries import DefaultPolicy
+    from pyspark.sql.connect.session import SparkSession
 
     slot = _SessionSlot(url, token, ours / "sessions" if ours else None)
     for attempt in range(2):

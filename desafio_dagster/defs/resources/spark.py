@@ -1,15 +1,17 @@
 """Spark as a Dagster resource: dagster-pyspark's lazy session, here a Spark Connect session on a server
 that outlives the run (desafio_dagster.core.spark.spark_session.connect), released after use."""
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 from dagster_pyspark import LazyPySparkResource
 from pydantic import Field, PrivateAttr
-from pyspark.sql.connect.session import SparkSession
 
 from desafio_dagster.core import settings
 from desafio_dagster.core.spark.spark_session import DEFAULT_CONF, Connected, connect
+
+if TYPE_CHECKING:
+    from pyspark.sql.connect.session import SparkSession
 
 
 class SparkResource(LazyPySparkResource):
@@ -46,7 +48,7 @@ class SparkResource(LazyPySparkResource):
             self._spark_session = self._connected.session
         return self._connected
 
-    def session(self) -> SparkSession:
+    def session(self) -> "SparkSession":
         return self.connected().session
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
