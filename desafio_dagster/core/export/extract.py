@@ -396,13 +396,15 @@ class _CopyOut(io.RawIOBase):
     """A readable file over a `COPY ... TO STDOUT` run on conn, read from libpq itself (psycopg.pq): the rows libpq
     holds are copied in one loop, where psycopg's Copy takes a generator round per row (a million rows of movimento
     with Arrow's parsing: 0.9 s against 2.0 here). It waits on the socket with select, so a StallWatch's shutdown
-    ends the wait; closed before the end, it reads the rest, so the connection can run its next statement."""
+    ends the wait; closed before the end, it reads the rest, so the connection can run its next statement. Arrow's
+    reader reads ahead from a thread of its own: a lock keeps that thread and close() from using libpq at once."""
 
     def __init__(self, conn: psycopg.Connection, statement: sql.Composable, watch: StallWatch | None = None) -> None:
         self._pgconn, self._encoding = conn.pgconn, conn.info.encoding
         self._pending = memoryview(b"")
         self._watch = watch
         self._done = False
+        self._lock = threading.Lock()
         self._pgconn.send_query(statement.as_bytes(conn))
         while self._pgconn.flush():
             select.select([], [self._pgconn.socket], [])
@@ -414,6 +416,10 @@ class _CopyOut(io.RawIOBase):
         return True
 
     def readinto(self, buffer: Any) -> int:
+        with self._lock:
+            return self._fill(buffer)
+
+    def _fill(self, buffer: Any) -> int:
         size, at, pending = len(buffer), 0, self._pending
         if self._watch is not None:
             self._watch.chunks += 1
@@ -474,7 +480,9 @@ class _CopyOut(io.RawIOBase):
         raise error(pq.error_message(result, self._encoding), info=result, encoding=self._encoding)
 
     def close(self) -> None:
-        with contextlib.suppress(psycopg.Error, OSError):
-            while not self._done and self._row():  # the rest, unread: the connection is ready for its next statement
-                pass
+        with self._lock:
+            with contextlib.suppress(psycopg.Error, OSError):
+                while not self._done and self._row():  # the rest, unread: the connection is ready for its next statement
+                    pass
+            self._done = True  # a read ahead that comes later touches libpq no more
         super().close()
