@@ -86,7 +86,10 @@ _NEEDS_QUOTES = '[",\r\n]'  # what makes Python's csv module quote a field
 
 def quoted(text: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
     """Text as an RFC 4180 field: quoted, its quotes doubled, where it holds a comma, a quote or a line
-    break; as it is otherwise (what Python's csv module writes). Arrow compute, vectorised."""
+    break; as it is otherwise (what Python's csv module writes). Arrow compute, vectorised; text with none of
+    those characters (names and descriptions nearly always) is returned as it is after one byte search."""
+    if not _may_need_quotes(text):
+        return text
     quote = pc.binary_join_element_wise('"', pc.replace_substring(text, '"', '""'), '"', "")
     return pc.if_else(pc.match_substring_regex(text, _NEEDS_QUOTES), quote, text)
 
