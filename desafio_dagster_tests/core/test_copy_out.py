@@ -47,9 +47,13 @@ def test_an_error_is_raised_as_psycopg_raises_it_and_the_connection_goes_on(data
 
 def test_a_read_stopped_early_leaves_the_connection_ready(database_url):
     with psycopg.connect(database_url) as conn:
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")  # as the export's snapshot does
+        [(snapshot,)] = conn.execute("SELECT pg_export_snapshot()").fetchall()
         many = ROWS.replace("400000", "3000000")  # about 90 MB: far more than Arrow reads ahead
         batches = _copied_batches(conn, sql.SQL("COPY ({}) TO STDOUT (FORMAT csv)").format(sql.SQL(many)), SCHEMA)
         assert next(batches).num_rows < 3_000_000
         batches.close()  # the rest is read and dropped
         assert conn.execute("SELECT 43").fetchone() == (43,)
-        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS  # the same transaction
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
+        [(still,)] = conn.execute("SELECT pg_export_snapshot()").fetchall()
+        assert still.split("-")[:2] == snapshot.split("-")[:2], "the same transaction, still open"
