@@ -451,10 +451,14 @@ class _CopyOut(io.RawIOBase):
                 return memoryview(b"")
             self._wait()
 
-    def _result(self) -> pq.abc.PGresult:
+    def _next_result(self) -> pq.abc.PGresult | None:
+        """The statement's next result once libpq has it whole; None once there are no more."""
         while self._pgconn.is_busy():
             self._wait()
-        if (result := self._pgconn.get_result()) is None:
+        return self._pgconn.get_result()
+
+    def _result(self) -> pq.abc.PGresult:
+        if (result := self._next_result()) is None:
             raise psycopg.OperationalError(f"no result: {pq.error_message(self._pgconn)}")
         return result
 
@@ -466,11 +470,8 @@ class _CopyOut(io.RawIOBase):
 
     def _idle(self) -> None:
         """The statement's remaining results read: libpq takes the next statement."""
-        while True:
-            while self._pgconn.is_busy():
-                self._wait()
-            if self._pgconn.get_result() is None:
-                return
+        while self._next_result() is not None:
+            pass
 
     def _raise(self, result: pq.abc.PGresult) -> None:
         with contextlib.suppress(psycopg.OperationalError):  # a connection lost meanwhile: the server's reason first

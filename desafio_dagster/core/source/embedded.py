@@ -40,6 +40,8 @@ def _running(home: Path) -> bool:
     """Whether the server under home/pgdata runs: its postmaster.pid names a live process."""
     try:
         os.kill(int((home.resolve() / "pgdata" / "postmaster.pid").read_text().split()[0]), 0)
+    except PermissionError:  # it runs, as another user
+        return True
     except (OSError, ValueError, IndexError):  # no file, an empty one, or no such process
         return False
     return True
