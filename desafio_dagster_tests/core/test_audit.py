@@ -67,6 +67,9 @@ def test_every_rule_judges_the_files_against_the_snapshot():
     total = findings["total_rows_match_snapshot"]
     assert (total.violations, total.detail) == (1, "4 rows in the files, 3 in the snapshot")
     assert audit(bad, expected, masked=False)[3].passed, "long digit runs are fine when masking is off"
+    swapped = _scans({"a.csv": (True, 2, "3.00", False), "x.csv": (True, 1, "1.00", False), "c.csv": (True, 0, "0", False)})
+    assert audit(swapped, expected, masked=True)[0].files == ("missing b.csv", "unexpected x.csv"), \
+        "as many files as clients, one of them not a client's"
     unparsed = _scans({"a.csv": (True, None, None, False), "b.csv": (True, 1, "1.00", False), "c.csv": (True, 0, "0", False)})
     assert [f.files for f in audit(unparsed, expected, masked=True) if not f.passed][0] == ("a.csv",), \
         "a file that does not parse matches no figures"

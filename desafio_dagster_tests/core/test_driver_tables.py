@@ -5,6 +5,7 @@ snapshot's clients."""
 import random
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from desafio_dagster.core.export.extract import Snapshot
 from desafio_dagster.core.output.version import FIGURES_SCHEMA
@@ -56,3 +57,52 @@ def test_a_version_s_records_are_matched_to_the_clients_in_order_or_not():
     assert shuffled.to_pylist() == [{"file": "c.csv", "rows": 3}, {"file": None, "rows": None}, {"file": "a.csv", "rows": 1}]
     assert matched(pa.array(["a.csv", None, "c.csv"]), record)["rows"].to_pylist() == [1, None, 3], \
         "a null key has no row, even where the others line up"
+
+
+def test_records_that_lack_the_clients_added_since_are_matched_as_by_a_lookup():
+    """layout.matched, keys that extend the record's (clients added since its version): rows of nulls for the
+    added keys, the same table as a lookup gives; each of several records aligned, in or out of order."""
+    from desafio_dagster.core.output.layout import matched
+
+    ids = list(range(1, 1001))
+    record = pa.table({"client_id": pa.array(ids, pa.int64()), "rows": pa.array([i % 7 for i in ids], pa.int64())})
+    shuffled = record.take(pa.array(random.Random(1).sample(range(len(ids)), len(ids))))
+    for keys in (pa.chunked_array([ids, [1001, 1002]], pa.int64()), pa.array([*ids[:-1], 1002], pa.int64()),
+                 pa.array(ids[:500], pa.int64())):
+        by_lookup = record.take(pc.index_in(keys, value_set=record["client_id"]))
+        assert matched(keys, record, key="client_id").equals(by_lookup)
+        both = matched(keys, record, shuffled, key="client_id")
+        assert [each.to_pylist() for each in both] == [by_lookup.to_pylist()] * 2
+    assert matched(pa.array([*ids, 1001]), record, key="client_id")["rows"].to_pylist()[-2:] == [1000 % 7, None]
+
+
+def test_the_files_two_versions_do_not_share_are_found_by_client_and_version_as_by_name():
+    """layout.unshared_files: a file is the version that wrote it and its name. Client files are compared by
+    client id and version; the answer is the one the names give, whether a client's file was rewritten in
+    another version, renamed, added or gone; any other name is compared by name."""
+    from desafio_dagster.core.output.layout import unshared_files
+
+    def by_name(left: pa.Table, right: pa.Table) -> tuple[list[str], list[str]]:
+        keys = [set(zip(t["written_in"].to_pylist(), t["file"].to_pylist())) for t in (left, right)]
+        return ([f for v, f in zip(left["written_in"].to_pylist(), left["file"].to_pylist()) if (v, f) not in keys[1]],
+                [f for v, f in zip(right["written_in"].to_pylist(), right["file"].to_pylist()) if (v, f) not in keys[0]])
+
+    rng = random.Random(7)
+    had = {i: (f"{i:08d}_ana.csv", rng.choice(["v-1", "v-2"])) for i in range(1, 3001)}
+    wanted = {i: held for i, held in had.items() if i % 97}  # gone
+    for i in rng.sample(sorted(wanted), 200):
+        wanted[i] = (wanted[i][0], "v-3")  # rewritten since
+    for i in rng.sample(sorted(wanted), 50):
+        wanted[i] = (f"{i:08d}_ana-maria.csv", "v-3")  # renamed
+    wanted.update({i: (f"{i:08d}_novo.csv", "v-3") for i in range(3001, 3011)})  # added
+
+    def table(files: dict[int, tuple[str, str]]) -> pa.Table:
+        return pa.table({"file": [f for f, _ in files.values()], "written_in": [v for _, v in files.values()]})
+
+    left, right = table(had), table(wanted)
+    stale, missing = unshared_files(left, right)
+    assert (stale, missing) == by_name(left, right)
+    changed = sum(had[i] != held for i, held in wanted.items() if i in had)
+    assert (len(stale), len(missing)) == (30 + changed, changed + 10) and changed > 200  # 30 gone, 10 added
+    odd = pa.concat_tables([right, pa.table({"file": ["notes.txt"], "written_in": ["v-3"]})])
+    assert unshared_files(left, odd) == by_name(left, odd) and "notes.txt" in unshared_files(left, odd)[1]

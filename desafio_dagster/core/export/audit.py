@@ -22,6 +22,7 @@ from desafio_dagster.core.errors import DesafioError
 from desafio_dagster.core.output.layout import (
     CSV_COLUMNS,
     HEADER,
+    aligned,
     client_file_names,
     matched,
 )
@@ -185,7 +186,8 @@ def audit(scans: pa.Table, expected: pa.Table, masked: bool) -> list[Finding]:
     def names(table: pa.Table, mask: pa.ChunkedArray) -> list[str]:
         return sorted(table.filter(mask)["file"].to_pylist())
 
-    unexpected = names(scans, pc.invert(pc.is_in(scans["file"], value_set=expected["file"])))
+    unexpected = [] if aligned(scans["file"], expected["file"]) else \
+        names(scans, pc.invert(pc.is_in(scans["file"], value_set=expected["file"])))  # 0.4-0.8 s at 1M here
     mismatched = names(expected, pc.and_(pc.invert(missing), differs))
     missing = names(expected, missing)
     rows = pc.sum(scans["rows"]).as_py() or 0

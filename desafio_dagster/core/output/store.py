@@ -52,7 +52,7 @@ import pyarrow.compute as pc
 
 from desafio_dagster.core.errors import PublishError, PublishOutcomeUnknown, PublishRaceLost
 from desafio_dagster.core.export.audit import scan_many
-from desafio_dagster.core.output.layout import client_ids, in_order, read_table
+from desafio_dagster.core.output.layout import client_ids, in_order, read_table, unshared_files
 from desafio_dagster.core.output.s3 import (
     AWS_VARIABLES,
     content_md5,
@@ -372,9 +372,7 @@ class LocalStore(Store):
         had = read_table((folder / READBACK_FILE).read_bytes(), HELD_SCHEMA)  # spared: its files as it published them
         for record in (READBACK_FILE, INDEX_FILE, MANIFEST_FILE, FORMAT_FILE, SOURCE_FILE):  # the last: never spared again
             (folder / record).unlink(missing_ok=True)
-        had_keys, wanted_keys = (pc.binary_join_element_wise(t["written_in"], t["file"], "/") for t in (had, carried))
-        stale = pc.filter(had["file"], pc.invert(pc.is_in(had_keys, value_set=wanted_keys))).to_pylist()
-        missing = pc.filter(carried["file"], pc.invert(pc.is_in(wanted_keys, value_set=had_keys))).to_pylist()
+        stale, missing = unshared_files(had, carried)
 
         aside = folder / STALE_FOLDER
         aside.mkdir(exist_ok=True)
