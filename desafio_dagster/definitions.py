@@ -1,5 +1,8 @@
 """The one Definitions of the project: assets, checks, jobs, schedules, automation, resources."""
 
+import atexit
+import gc
+
 import dagster as dg
 
 from desafio_dagster.core import settings
@@ -32,3 +35,7 @@ defs = dg.Definitions(
     # shares one Spark driver: no Python, Dagster and JVM start-up per step.
     executor=dg.in_process_executor,
 )
+
+# At exit, Python's garbage collector walks every object left (Dagster's, the libraries'): 0.7 s of each
+# `dagster job execute` here. Frozen at exit, they are left to the operating system instead: 0.05 s.
+atexit.register(gc.freeze)

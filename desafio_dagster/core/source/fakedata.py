@@ -21,7 +21,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
-from faker import Faker
 
 from desafio_dagster.core.text import fold_ascii
 
@@ -168,6 +167,8 @@ class _Pools:
 
     @classmethod
     def draw(cls, seed: int) -> _Pools:
+        from faker import Faker  # here: every process that loads the definitions would import it (0.05 s)
+
         fake = Faker("pt_BR")
         fake.seed_instance(seed)
         first = _unique(fake.first_name() for _ in range(3_000))
