@@ -38,6 +38,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from desafio_dagster.core.errors import TransientError, first_line
 from desafio_dagster.core.export.audit import expected_figures
+from desafio_dagster.core.output.layout import is_sorted
 from desafio_dagster.core.output.version import FIGURES_SCHEMA
 from desafio_dagster.core.source import journal
 from desafio_dagster.core.source.pg import one
@@ -109,6 +110,8 @@ def client_figures(conn: psycopg.Connection, clients: np.ndarray | None = None) 
     """Each client's figures (version.FIGURES_SCHEMA), of every client or of those ids, from the tables in conn's
     snapshot: _CLIENT_FIGURES streamed with COPY and parsed by Arrow (a million rows in a few seconds, where
     fetching them as Python tuples took 11 s)."""
+    if clients is not None and not len(clients):
+        return expected_figures(_FIGURES_SCHEMA.empty_table())
     parts: dict[str, sql.Composable]
     if clients is None:
         parts = dict.fromkeys(_OF_CLIENTS, sql.SQL(""))
@@ -122,8 +125,11 @@ def client_figures(conn: psycopg.Connection, clients: np.ndarray | None = None) 
 def _updated(published: pa.Table, changes: journal.Changes, fresh: pa.Table) -> pa.Table:
     """The published figures with the changed clients' replaced by fresh ones (a client in changes but not in
     fresh is gone)."""
-    kept = published.filter(pc.invert(pc.is_in(published["client_id"], value_set=pa.array(changes.clients))))
-    return pa.concat_tables([kept.select(FIGURES_SCHEMA.names).cast(FIGURES_SCHEMA), fresh]).sort_by("client_id")
+    kept = published.select(FIGURES_SCHEMA.names).cast(FIGURES_SCHEMA)
+    if not len(changes) and is_sorted(kept["client_id"]):  # as published: no copy and sort of a million rows (0.5 s)
+        return kept
+    kept = kept.filter(pc.invert(pc.is_in(kept["client_id"], value_set=pa.array(changes.clients))))
+    return pa.concat_tables([kept, fresh]).sort_by("client_id")
 
 
 @dataclass(frozen=True)
