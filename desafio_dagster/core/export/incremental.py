@@ -180,12 +180,13 @@ def verified_scans(store: Store, version: str, written_in: str, checked_slice: i
     trusted = functools.reduce(pc.and_, [pa.array(~reread), pc.is_valid(records["file"]), as_recorded])
     to_read = pc.filter(clients["file"], pc.invert(trusted)).to_pylist()
     read = store.scan(version, to_read).add_column(0, "file", pa.array(to_read, pa.string()))
-    # Back in the listing's order, by file: each row read again takes its place (sorting a million names: 0.5 s).
-    kept = pc.fill_null(trusted, False).to_numpy(zero_copy_only=False)
-    places = np.concatenate([np.flatnonzero(kept), np.flatnonzero(~kept)])
-    order = np.empty_like(places)
-    order[places] = np.arange(len(places))
-    scans = pa.concat_tables([records.filter(trusted).select(read.column_names), read]).take(order)
+    # In the listing's order, by file: each row read again takes its record's place (one take of the records and
+    # the rows read, where sorting a million names took 0.5 s).
+    again = ~pc.fill_null(trusted, False).to_numpy(zero_copy_only=False)
+    at = np.arange(len(again))
+    at[again] = len(again) + np.arange(np.count_nonzero(again))
+    scans = pa.concat_tables([records.select(read.column_names), read]).take(at) if again.any() else \
+        records.select(read.column_names)
     return (scans if is_sorted(scans["file"]) else scans.sort_by("file")), len(to_read)
 
 
