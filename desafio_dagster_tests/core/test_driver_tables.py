@@ -106,3 +106,16 @@ def test_the_files_two_versions_do_not_share_are_found_by_client_and_version_as_
     assert (len(stale), len(missing)) == (30 + changed, changed + 10) and changed > 200  # 30 gone, 10 added
     odd = pa.concat_tables([right, pa.table({"file": ["notes.txt"], "written_in": ["v-3"]})])
     assert unshared_files(left, odd) == by_name(left, odd) and "notes.txt" in unshared_files(left, odd)[1]
+    # Past 99,999,999 a client's name has more digits: 123456789 is not client 12345678.
+    large = pa.table({"file": ["12345678_ana.csv", "123456789_bia.csv"], "written_in": ["v-1", "v-1"]})
+    assert unshared_files(large.slice(0, 1), large.slice(1)) == (["12345678_ana.csv"], ["123456789_bia.csv"])
+
+
+def test_a_client_file_name_gives_its_client_id_and_any_other_name_none():
+    from desafio_dagster.core.output.layout import client_file_names, client_ids
+
+    ids = [1, 42, 99_999_999, 123_456_789, 2**53]
+    names = client_file_names(pa.array(ids, pa.int64()), pa.array(["Ana"] * 5), pa.array(["Silva"] * 5))
+    assert client_ids(names).to_pylist() == ids
+    others = ["_index.csv", "notes.txt", "1234567_a.csv", "12345678a.csv", ".stale"]
+    assert client_ids(pa.array(others)).to_pylist() == [None] * len(others)

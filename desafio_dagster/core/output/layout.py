@@ -74,9 +74,9 @@ def is_sorted(values: pa.Array | pa.ChunkedArray) -> bool:
 
 
 def client_ids(files: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
-    """The client id each file name starts with (client_file_names' 8 digits), null for any other name."""
-    prefix = pc.utf8_slice_codeunits(files, 0, 8)
-    return pc.cast(pc.if_else(pc.utf8_is_digit(prefix), prefix, pa.scalar(None, pa.string())), pa.int64())
+    """The client id each file name starts with (client_file_names' digits: 8, or more past 99,999,999, then
+    '_'), null for any other name."""
+    return pc.cast(pc.struct_field(pc.extract_regex(files, r"^(?P<id>[0-9]{8,18})_"), [0]), pa.int64())
 
 
 
@@ -187,16 +187,19 @@ def unshared_files(left: pa.Table, right: pa.Table) -> tuple[list[str], list[str
     written_in): a file is the version that wrote it and its name. A version writes one file per client, so
     for client files that pair is the client id and the version, compared as one integer each (0.2 s a million
     here, where a hash of a million names each way cost 0.6-2.8 s); any other name, as text."""
-    ids = [client_ids(table["file"]) for table in (left, right)]
-    if any(i.null_count for i in ids) or any(table["written_in"].null_count for table in (left, right)):
-        keys = [pc.binary_join_element_wise(table["written_in"], table["file"], "/") for table in (left, right)]
-        return (pc.filter(left["file"], pc.invert(pc.is_in(keys[0], value_set=keys[1]))).to_pylist(),
-                pc.filter(right["file"], pc.invert(pc.is_in(keys[1], value_set=keys[0]))).to_pylist())
-    versions = pc.unique(pa.concat_arrays([pc.unique(table["written_in"]) for table in (left, right)]))
-    keys = [i.to_numpy() * len(versions) + pc.index_in(table["written_in"], value_set=versions).to_numpy()
-            for i, table in zip(ids, (left, right))]
-    return (pc.filter(left["file"], pa.array(~np.isin(keys[0], keys[1]))).to_pylist(),
-            pc.filter(right["file"], pa.array(~np.isin(keys[1], keys[0]))).to_pylist())
+    tables = (left, right)
+    ids = [client_ids(table["file"]) for table in tables]
+    versions = pc.unique(pa.concat_arrays([pc.unique(table["written_in"]) for table in tables]))
+    largest = max(pc.max(i).as_py() or 0 for i in ids)
+    if any(i.null_count or t["written_in"].null_count for i, t in zip(ids, tables)) or \
+            largest >= 2**62 // max(len(versions), 1):  # a name not a client's, or keys past int64
+        texts = [pc.binary_join_element_wise(table["written_in"], table["file"], "/") for table in tables]
+        unshared = [pc.invert(pc.is_in(texts[0], value_set=texts[1])), pc.invert(pc.is_in(texts[1], value_set=texts[0]))]
+    else:
+        keys = [i.to_numpy() * len(versions) + pc.index_in(t["written_in"], value_set=versions).to_numpy()
+                for i, t in zip(ids, tables)]
+        unshared = [pa.array(~np.isin(keys[0], keys[1])), pa.array(~np.isin(keys[1], keys[0]))]
+    return pc.filter(left["file"], unshared[0]).to_pylist(), pc.filter(right["file"], unshared[1]).to_pylist()
 
 
 def same(left: pa.Table, right: pa.Table, columns: Iterable[str]) -> pa.ChunkedArray:
