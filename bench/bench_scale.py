@@ -60,15 +60,18 @@ def export(env: dict, work: Path, config: dict | None = None) -> tuple[float, in
                           "engine_peak": last_peaks["engine"]}
 
 
-def measure(clients: int) -> dict:
+def measure(clients: int, kept: contextlib.ExitStack) -> dict:
+    """The exports at one size. Its output stays in place until kept closes, after every size is measured: on
+    an ext4 without a journal (this machine's), a file created within minutes of a mass removal costs the
+    kernel a scan past every recently freed inode (ext4's recently_deleted(), seen with perf), which would
+    charge one size's clean-up to the next size's full export."""
     name, per_card = SIZES[clients]
     url = bench_url(name)
     if movements(url)[1] < clients:
         seconds, _ = populate_job(url, {"clients": clients, "movements_per_card": per_card, "seed": 11})
         print(f"populated {name} in {seconds:.1f} s", flush=True)
-    with tempfile.TemporaryDirectory(dir=os.environ.get("DESAFIO_BENCH_TMP")) as directory, \
-            contextlib.ExitStack() as stack:
-        work = Path(directory)
+    work = Path(kept.enter_context(tempfile.TemporaryDirectory(dir=os.environ.get("DESAFIO_BENCH_TMP"))))
+    with contextlib.ExitStack() as stack:
         env = {**os.environ, "DESAFIO_POSTGRES_URL": url, "DAGSTER_HOME": str(work),
                "DESAFIO_HOME": str(work / "home"), "DESAFIO_OUTPUT_DIR": str(work / "out")}
         stack.enter_context(warm_engine(work / "home"))  # the runs find the Spark Connect server up
@@ -106,7 +109,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES), choices=list(SIZES))
     args = parser.parse_args()
-    results = {clients: measure(clients) for clients in args.sizes}
+    with contextlib.ExitStack() as kept:
+        results = {clients: measure(clients, kept) for clients in args.sizes}
     print("scale benchmark: the export at the same movements over more clients (default settings)")
     for result in results.values():
         report(result)
