@@ -71,10 +71,9 @@ def measure(clients: int, kept: contextlib.ExitStack) -> dict:
         seconds, _ = populate_job(url, {"clients": clients, "movements_per_card": per_card, "seed": 11})
         print(f"populated {name} in {seconds:.1f} s", flush=True)
     work = Path(kept.enter_context(tempfile.TemporaryDirectory(dir=os.environ.get("DESAFIO_BENCH_TMP"))))
-    with contextlib.ExitStack() as stack:
-        env = {**os.environ, "DESAFIO_POSTGRES_URL": url, "DAGSTER_HOME": str(work),
-               "DESAFIO_HOME": str(work / "home"), "DESAFIO_OUTPUT_DIR": str(work / "out")}
-        stack.enter_context(warm_engine(work / "home"))  # the runs find the Spark Connect server up
+    env = {**os.environ, "DESAFIO_POSTGRES_URL": url, "DAGSTER_HOME": str(work),
+           "DESAFIO_HOME": str(work / "home"), "DESAFIO_OUTPUT_DIR": str(work / "out")}
+    with warm_engine(work / "home"):  # the runs find the Spark Connect server up
         rows, total_clients = movements(url)
         result = {"clients": total_clients, "movements": rows}
         result["full"] = export(env, work, FULL_REFRESH)
@@ -109,17 +108,18 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES), choices=list(SIZES))
     args = parser.parse_args()
-    with contextlib.ExitStack() as kept:
+    with contextlib.ExitStack() as kept:  # the outputs, removed once the figures are printed
         results = {clients: measure(clients, kept) for clients in args.sizes}
-    print("scale benchmark: the export at the same movements over more clients (default settings)")
-    for result in results.values():
-        report(result)
-    if len(results) == 2:
-        small, large = (results[c] for c in sorted(results))
-        for kind in KINDS:
-            print(f"  {kind}: 1M / 100k clients = {large[kind][0] / small[kind][0]:.2f}x the time, "
-                  f"{large[kind][1] / small[kind][1]:.2f}x the peak memory")
-        print("  targets: full at 1M <= 2x full at 100k and <= 4 GiB; incremental <= 10% of full; unchanged <= 5%")
+        print("scale benchmark: the export at the same movements over more clients (default settings)")
+        for result in results.values():
+            report(result)
+        if len(results) == 2:
+            small, large = (results[c] for c in sorted(results))
+            for kind in KINDS:
+                print(f"  {kind}: 1M / 100k clients = {large[kind][0] / small[kind][0]:.2f}x the time, "
+                      f"{large[kind][1] / small[kind][1]:.2f}x the peak memory")
+            print("  targets: full at 1M <= 2x full at 100k and <= 4 GiB; incremental <= 10% of full; unchanged <= 5%")
+        print("removing the outputs", flush=True)
 
 
 if __name__ == "__main__":
