@@ -79,8 +79,8 @@ def main() -> None:
     finally:
         began = time.perf_counter()
         shutil.rmtree(root)
-        print(f"removed in {time.perf_counter() - began:.1f} s ({(time.perf_counter() - began) / max(args.files, 1) * 1e6:.0f} "
-              f"µs a file, both links)")
+        seconds = time.perf_counter() - began
+        print(f"removed in {seconds:.1f} s ({seconds / max(args.files, 1) * 1e6:.0f} µs a file, both links)")
 
 
 if __name__ == "__main__":
