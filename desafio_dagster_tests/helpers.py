@@ -433,6 +433,12 @@ def project_server_traces(home: Path) -> str:
     return environ + "\n" + (state_dir(home) / "server.log").read_text(errors="replace")
 
 
+def ignores(pid: int, sig: int) -> bool:
+    """Process pid ignores sig (SIG_IGN: the SigIgn mask of /proc/<pid>/status), as a started process inherits it."""
+    mask = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("SigIgn:"))
+    return bool(int(mask.split()[1], 16) >> (sig - 1) & 1)
+
+
 def exited(pid: int) -> bool:
     """pid has exited (a zombie counts: its parent, or an init that does not reap, has not reaped it yet)."""
     from desafio_dagster.core.spark.connect_server import is_alive

@@ -11,7 +11,7 @@ import pytest
 
 from desafio_dagster.core.spark.connect_server import running_server, state_dir, stop_server
 from desafio_dagster.core.spark.spark_session import SparkStartError, connect, project_server
-from desafio_dagster_tests.helpers import exited
+from desafio_dagster_tests.helpers import exited, ignores
 
 
 @pytest.fixture
@@ -38,6 +38,18 @@ def test_a_server_is_reused_while_it_runs_as_asked_and_replaced_when_not(homes):
     replaced = project_server("local[1]", {"spark.driver.memory": "1g"}, home=home)
     assert replaced.pid != changed.pid and running_server(home) == replaced.pid
     assert (state_dir(home) / "server.json").stat().st_mode & 0o777 == 0o600, "it holds the token and the key"
+
+
+@pytest.mark.command
+def test_a_server_started_by_a_run_that_ignores_sigterm_stops_on_sigterm(homes):
+    """A run started in a shell's background ignores SIGINT, and Dagster gives SIGTERM SIGINT's handler: SIG_IGN.
+    The server it starts must not inherit that (its JVM would never stop on SIGTERM: docker stop, stop_server)."""
+    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        server = project_server("local[1]", home=homes[0])
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert not ignores(server.pid, signal.SIGTERM), "the server's JVM inherited the run's ignored SIGTERM"
 
 
 @pytest.mark.command

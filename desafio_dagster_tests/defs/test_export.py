@@ -29,6 +29,7 @@ from desafio_dagster_tests.helpers import (
     failed_run_message,
     free_port,
     full_refresh_file,
+    ignores,
     output,
     own_project_server,
     published_files,
@@ -362,10 +363,11 @@ def test_a_deployments_connect_server_serves_exports_without_a_token_and_opens_t
 
     port, key = free_port(), new_key()
     environment = {k: v for k, v in os.environ.items() if k not in ("SPARK_CONNECT_AUTHENTICATE_TOKEN", "DESAFIO_POSTGRES_URL")}
-    with open(tmp_path / "server.log", "w") as log:
+    with open(tmp_path / "server.log", "w") as log:  # launched ignoring SIGTERM, as from a Dagster run in the background
         server = subprocess.Popen([sys.executable, "-m", "desafio_dagster.cli", "spark-connect", "--master", "local[2]",
                                    "--port", str(port)], env={**environment, "DESAFIO_TASK_SECRET": key},
-                                  stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=tmp_path)
+                                  stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=tmp_path,
+                                  preexec_fn=lambda: signal.signal(signal.SIGTERM, signal.SIG_IGN))
     try:
         deadline = time.monotonic() + 120
         while not _listening(port):
@@ -379,9 +381,14 @@ def test_a_deployments_connect_server_serves_exports_without_a_token_and_opens_t
         assert metadata["spark_engine"] == f"Spark Connect at sc://localhost:{port} (a server of your own)"
         assert published_files(output(env_home)) == expected_files(source, True)
         assert server.poll() is None, "it serves the next run too"
+        assert not ignores(server.pid, signal.SIGTERM), "docker stop's SIGTERM must stop it"
     finally:
         os.killpg(server.pid, signal.SIGTERM)
-        server.wait(60)
+        try:
+            server.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)  # not left running after the test
+            raise
 
 
 def _listening(port: int) -> bool:

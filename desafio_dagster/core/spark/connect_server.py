@@ -37,6 +37,11 @@ from desafio_dagster.core.spark.sealed import TASK_KEY_VARIABLE, new_key
 
 SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
 START_TIMEOUT = 120.0
+# A server starts with SIGTERM at its default: an ignored SIGTERM passes on to what a process starts, and a JVM
+# started so never stops on it (docker stop, _terminate). A run may ignore it without asking: Dagster gives
+# SIGTERM the handler of SIGINT (dagster._utils.interrupts), and SIGINT is ignored in a shell's background job.
+_SIGTERM_AT_DEFAULT = ("import os, signal, sys; signal.signal(signal.SIGTERM, signal.SIG_DFL); "
+                       "os.execv(sys.argv[1], sys.argv[1:])")
 _SECRET_NAME = re.compile(r"SECRET|PASSWORD|TOKEN|CREDENTIAL", re.I)
 
 
@@ -181,7 +186,8 @@ def _start(folder: Path, master: str, conf: dict[str, str], java_home: str, prin
                 "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable})
     spark_home = Path(pyspark.__file__).parent
     log = folder / "server.log"
-    command = [str(spark_home / "bin" / "spark-submit"), "--class", SERVER_CLASS, "--name", "desafio_dagster",
+    command = [sys.executable, "-c", _SIGTERM_AT_DEFAULT,
+               str(spark_home / "bin" / "spark-submit"), "--class", SERVER_CLASS, "--name", "desafio_dagster",
                "--master", master, "--properties-file", str(properties), "--load-spark-defaults",
                "--driver-java-options", f"-Ddesafio.connect.state={folder} {conf.get('spark.driver.extraJavaOptions', '')}"]
     with open(log, "w") as out:  # the server outlives this process: its own session, no terminal
@@ -207,6 +213,7 @@ def serve(master: str, conf: dict[str, str]) -> NoReturn:
     spark_home = Path(pyspark.__file__).parent
     command = [str(spark_home / "bin" / "spark-submit"), "--class", SERVER_CLASS, "--name", "desafio_dagster",
                "--master", master, *(arg for key, value in conf.items() for arg in ("--conf", f"{key}={value}"))]
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # stops on SIGTERM, whatever its launcher ignored (_SIGTERM_AT_DEFAULT)
     os.execve(command[0], command, {"PYSPARK_PYTHON": sys.executable, **os.environ})
 
 
