@@ -41,7 +41,7 @@ def test_a_server_is_reused_while_it_runs_as_asked_and_replaced_when_not(homes):
 
 
 @pytest.mark.command
-def test_a_server_started_by_a_run_that_ignores_sigterm_stops_on_sigterm(homes):
+def test_a_server_started_by_a_run_that_ignores_sigterm_does_not_ignore_it(homes):
     """A run started in a shell's background ignores SIGINT, and Dagster gives SIGTERM SIGINT's handler: SIG_IGN.
     The server it starts must not inherit that (its JVM would never stop on SIGTERM: docker stop, stop_server)."""
     previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
