@@ -4,7 +4,7 @@
 2. the `grow` job adds one day of activity touching about 1% of the clients;
 3. the incremental export of that snapshot (whole `dagster job execute` process, checks included);
 4. a full export (full_refresh) of the same snapshot, same measure: the two versions must be
-   byte-identical (client files, _index.csv, _snapshot.csv, _format.json);
+   byte-identical (client files, _index.csv, _snapshot.arrow, _format.json);
 5. an export with nothing changed.
 
     python bench/bench_incremental.py                 # whatever desafio_bench holds (~1M movements)

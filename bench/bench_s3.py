@@ -33,6 +33,8 @@ from bench_export import movements  # noqa: E402
 from bench_populate import SERVER, populate_job  # noqa: E402
 from measure import free_port, mib, run_measured, warm_engine  # noqa: E402
 
+from desafio_dagster.core.output.version import MANIFEST_FILE, parse_manifest  # noqa: E402
+
 EXPORT = [sys.executable, "-m", "dagster", "job", "execute", "-m", "desafio_dagster.definitions", "-j", "export"]
 
 
@@ -84,9 +86,8 @@ class RequestCounter(logging.Handler):
 
 
 def _figures(manifest: bytes) -> list[dict]:
-    """_snapshot.csv's rows without the fingerprint (the row versions, which change_one_percent changed)."""
-    rows = csv.DictReader(io.StringIO(manifest.decode("utf-8"), newline=""))
-    return [{k: v for k, v in row.items() if k != "fingerprint"} for row in rows]
+    """_snapshot.arrow's rows without the fingerprint (the row versions, which change_one_percent changed)."""
+    return parse_manifest(manifest).drop_columns(["fingerprint"]).to_pylist()
 
 
 def published(client, output: str) -> str:
@@ -169,8 +170,8 @@ def main() -> None:
             local = (Path(work) / f"local-{args.repeat - 1}" / "out" / "movements_csv").resolve()
             same = sorted(p.name for p in local.iterdir() if not p.name.startswith("_")) == sorted(r["file"] for r in index)
             same = same and all(get(f"{row['version']}/{row['file']}") == (local / row["file"]).read_bytes() for row in index)
-            # _snapshot.csv but the fingerprints of the changed row versions.
-            same = same and _figures(get(f"{version}/_snapshot.csv")) == _figures((local / "_snapshot.csv").read_bytes())
+            # _snapshot.arrow but the fingerprints of the changed row versions.
+            same = same and _figures(get(f"{version}/{MANIFEST_FILE}")) == _figures((local / MANIFEST_FILE).read_bytes())
     finally:
         server.stop()
 
@@ -180,7 +181,7 @@ def main() -> None:
     print(f"  S3 (loopback) {s3_s:6.1f} s   peak {mib(max(peaks['s3']))}")
     print(f"  ratio S3 / local: {s3_s / local_s:.2f}x (goal <= 1.5x)")
     print(f"  the incremental S3 version, read as the README says, byte-identical to the local one "
-          f"(client files; _snapshot.csv but its fingerprints): {same}")
+          f"(client files; _snapshot.arrow but its fingerprints): {same}")
     print_requests("full export", requests, full_version, clients, 0)
     print_requests("incremental export", incremental, incremental_version, changed, clients - changed)
 

@@ -300,7 +300,7 @@ def published_files(folder: Path) -> dict[str, list[list[str]]]:
     """File name -> rows of the client files in folder, read with Python's csv module."""
     files = {}
     for path in sorted(folder.iterdir()):
-        if path.name.startswith("_"):  # _index.csv and _snapshot.csv
+        if path.name.startswith("_"):  # _index.csv and the export's records
             continue
         with open(path, encoding="utf-8", newline="") as handle:
             rows = list(csv.reader(handle))
@@ -310,7 +310,7 @@ def published_files(folder: Path) -> dict[str, list[list[str]]]:
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
-    """Every file of a version folder, by name, with its bytes; but _readback.csv, which records when
+    """Every file of a version folder, by name, with its bytes; but _readback.arrow, which records when
     each file was written (its mtime, the version that wrote it), so two writes of the same bytes differ, and
     _source.json, which records the source snapshot read (a transaction's view, not the data)."""
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.name not in (READBACK_FILE, SOURCE_FILE)}
@@ -393,7 +393,7 @@ class S3:
 
     def snapshot(self, name: str = "movements_csv") -> dict[str, bytes | list]:
         """helpers.snapshot of the published version: its client files (read where the index says), its
-        records but _readback.csv and _source.json, and its index's rows without the version that holds each file."""
+        records but _readback.arrow and _source.json, and its index's rows without the version that holds each file."""
         version = self.published(name)
         base = f"{self.prefix}/{name}/{version}/"
         records = {key.removeprefix(base): self.get(key) for key in self.keys(base)

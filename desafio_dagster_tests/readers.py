@@ -86,11 +86,11 @@ def assert_whole_and_audited(store: Store) -> None:
     audited against the figures the version recorded of its snapshot."""
     version = store.published()
     index = parse_index(store.read(version, INDEX_FILE))
-    records = parse_readback(store.read(version, READBACK_FILE))
+    records = parse_readback(store.read_record(version, READBACK_FILE))
     files = store.with_held(version, store.files(version), records).client_files()["file"].to_pylist()
     assert sorted(files) == sorted(index["file"].to_pylist())
     scans = _scan_where_held(store, version, records, files)
-    assert failures(audit(scans, parse_manifest(store.read(version, MANIFEST_FILE)), masked=True)) == ""
+    assert failures(audit(scans, parse_manifest(store.read_record(version, MANIFEST_FILE)), masked=True)) == ""
 
 
 def _scan_where_held(store: Store, version: str, records: pa.Table, files: list[str]) -> pa.Table:

@@ -93,7 +93,7 @@ def _postgres_counts(url: str) -> dict[str, int]:
 
 def _folder_figures(folder: Path) -> tuple[int, int]:
     """(client files, data rows in them), read back from the files."""
-    files = [path for path in folder.iterdir() if not path.name.startswith("_")]  # _index.csv, _snapshot.csv
+    files = [path for path in folder.iterdir() if not path.name.startswith("_")]  # _index.csv, the export's records
     rows = 0
     for path in files:
         with open(path, encoding="utf-8", newline="") as handle:

@@ -5,6 +5,7 @@ all written (a run killed while writing or recycling it) is never recycled, and 
 import pyarrow as pa
 
 from desafio_dagster.core.output.store import LocalStore
+from desafio_dagster.core.output.version import HELD_SCHEMA, READBACK_FILE, parse_readback, record_bytes
 
 NAME = "movements_csv"
 
@@ -12,7 +13,7 @@ NAME = "movements_csv"
 def _version(store: LocalStore, token: str, written: dict[str, str], carried_from: str | None = None,
              carried: tuple[str, ...] = (), complete: bool = True) -> str:
     """A version as the export leaves it: the files it wrote (file -> content), those it carried (hard links to
-    carried_from's), its records, and _readback.csv (written last) naming the version that wrote each file."""
+    carried_from's), its records, and _readback.arrow (written last) naming the version that wrote each file."""
     name = store.version_name(token)
     folder = store.output_dir / name
     folder.mkdir()
@@ -24,14 +25,14 @@ def _version(store: LocalStore, token: str, written: dict[str, str], carried_fro
         holders[file] = _holders(store, carried_from)[file]
     if complete:
         (folder / "_index.csv").write_text("record\n")
-        rows = "".join(f"{file},{holder}\n" for file, holder in sorted(holders.items()))
-        (folder / "_readback.csv").write_text(f"file,written_in\n{rows}")
+        files = sorted(holders)
+        (folder / READBACK_FILE).write_bytes(record_bytes(pa.table([files, [holders[f] for f in files]], schema=HELD_SCHEMA)))
     return name
 
 
 def _holders(store: LocalStore, version: str) -> dict[str, str]:
-    lines = (store.output_dir / version / "_readback.csv").read_text().splitlines()[1:]
-    return dict(line.split(",") for line in lines)
+    held = parse_readback((store.output_dir / version / READBACK_FILE).read_bytes(), HELD_SCHEMA)
+    return dict(zip(held["file"].to_pylist(), held["written_in"].to_pylist()))
 
 
 def test_the_version_before_the_published_one_is_recycled_into_exactly_the_carried_files(tmp_path):

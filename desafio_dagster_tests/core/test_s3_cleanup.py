@@ -5,26 +5,41 @@ file that a kept version's records name stays; everything else goes."""
 import json
 import time
 
+import pyarrow as pa
 import pytest
 
 from desafio_dagster.core.output.store import PublishError, open_store
+from desafio_dagster.core.output.version import (
+    EARLIER_NAMES,
+    FORMAT_FILE,
+    HELD_SCHEMA,
+    INDEX_FILE,
+    MANIFEST_FILE,
+    READBACK_FILE,
+    record_bytes,
+)
 from desafio_dagster.core.settings import OutputLocation
 from desafio_dagster_tests.fault_proxies import HttpFaultProxy
 
 BASE = "exports/movements_csv"
+RECORDS = {INDEX_FILE, MANIFEST_FILE, FORMAT_FILE, READBACK_FILE}
+EARLIER_RECORDS = {INDEX_FILE, FORMAT_FILE, *EARLIER_NAMES.values()}  # as an earlier release wrote them: CSV
 
 
-def _version(s3, name: str, held: dict[str, str]) -> None:
-    """A version as the export leaves it: the files it wrote, its records, and _readback.csv naming the
-    version that holds each of its files (held: file -> holder)."""
+def _version(s3, name: str, held: dict[str, str], earlier: bool = False) -> None:
+    """A version as the export leaves it: the files it wrote, its records, and _readback.arrow naming the
+    version that holds each of its files (held: file -> holder); earlier: its records as an earlier release
+    wrote them (_snapshot.csv and _readback.csv)."""
     for file, holder in held.items():
         if holder == name:
             s3.client().put_object(Bucket=s3.bucket, Key=f"{BASE}/{name}/{file}", Body=f"{name} {file}\n".encode())
-    for record in ("_index.csv", "_snapshot.csv", "_format.json"):
+    manifest, readback = (EARLIER_NAMES[MANIFEST_FILE], EARLIER_NAMES[READBACK_FILE]) if earlier else (MANIFEST_FILE, READBACK_FILE)
+    for record in (INDEX_FILE, manifest, FORMAT_FILE):
         s3.client().put_object(Bucket=s3.bucket, Key=f"{BASE}/{name}/{record}", Body=b"record\n")
     rows = "".join(f"{file},{holder}\n" for file, holder in sorted(held.items()))
-    s3.client().put_object(Bucket=s3.bucket, Key=f"{BASE}/{name}/_readback.csv",
-                           Body=f"file,written_in\n{rows}".encode())
+    held_table = pa.table([pa.array(sorted(held)), pa.array([held[f] for f in sorted(held)])], schema=HELD_SCHEMA)
+    s3.client().put_object(Bucket=s3.bucket, Key=f"{BASE}/{name}/{readback}",
+                           Body=f"file,written_in\n{rows}".encode() if earlier else record_bytes(held_table))
 
 
 def _files(s3) -> dict[str, set[str]]:
@@ -36,31 +51,33 @@ def _files(s3) -> dict[str, set[str]]:
     return found
 
 
-def test_a_chain_of_incremental_versions_keeps_exactly_what_the_kept_versions_hold(s3):
+@pytest.mark.parametrize("earlier", [False, True], ids=["arrow_records", "records_of_an_earlier_release"])
+def test_a_chain_of_incremental_versions_keeps_exactly_what_the_kept_versions_hold(s3, earlier):
+    """With versions of an earlier release (CSV records) too: an upgrade must not lose a file they hold."""
     store = open_store(OutputLocation(bucket=s3.bucket, prefix="exports"), "movements_csv")
-    records = {"_index.csv", "_snapshot.csv", "_format.json", "_readback.csv"}
+    records = EARLIER_RECORDS if earlier else RECORDS
     v1, v2, v3, v4 = ".v-1", ".v-2", ".v-3", ".v-4"
-    _version(s3, v1, {"a.csv": v1, "b.csv": v1, "c.csv": v1, "d.csv": v1})  # a full export
-    _version(s3, v2, {"a.csv": v1, "b.csv": v2, "c.csv": v1, "d.csv": v1})  # b rewritten
+    _version(s3, v1, {"a.csv": v1, "b.csv": v1, "c.csv": v1, "d.csv": v1}, earlier)  # a full export
+    _version(s3, v2, {"a.csv": v1, "b.csv": v2, "c.csv": v1, "d.csv": v1}, earlier)  # b rewritten
     store.remove_leftovers(keep={v2, v1})
     assert _files(s3) == {v1: {"a.csv", "b.csv", "c.csv", "d.csv"} | records, v2: {"b.csv"} | records}
 
     # The next run starts: only v2 is kept. v1 is retired: the file only it held goes, then its records.
     store.remove_leftovers(keep={v2})
     assert _files(s3) == {v1: {"a.csv", "c.csv", "d.csv"}, v2: {"b.csv"} | records}
-    _version(s3, v3, {"a.csv": v1, "b.csv": v2, "c.csv": v3, "d.csv": v1})  # c rewritten
+    _version(s3, v3, {"a.csv": v1, "b.csv": v2, "c.csv": v3, "d.csv": v1}, earlier)  # c rewritten
     store.remove_leftovers(keep={v3, v2})
     assert _files(s3) == {v1: {"a.csv", "c.csv", "d.csv"}, v2: {"b.csv"} | records, v3: {"c.csv"} | records}
 
     # A killed run's version (no records) goes whole; a retired version that cleanup already cut short
-    # (its records but _readback.csv gone) is retired again.
+    # (its records but _readback.arrow gone) is retired again.
     s3.client().put_object(Bucket=s3.bucket, Key=f"{BASE}/.v-killed/e.csv", Body=b"half\n")
-    s3.client().delete_object(Bucket=s3.bucket, Key=f"{BASE}/{v2}/_index.csv")
+    s3.client().delete_object(Bucket=s3.bucket, Key=f"{BASE}/{v2}/{INDEX_FILE}")
     store.remove_leftovers(keep={v3})
     assert _files(s3) == {v1: {"a.csv", "d.csv"}, v2: {"b.csv"}, v3: {"c.csv"} | records}
 
     # A full export holds nothing elsewhere: once v3 is retired, every earlier prefix goes.
-    _version(s3, v4, {"a.csv": v4, "b.csv": v4, "c.csv": v4, "d.csv": v4})
+    _version(s3, v4, {"a.csv": v4, "b.csv": v4, "c.csv": v4, "d.csv": v4}, earlier)
     store.remove_leftovers(keep={v4, v3})
     assert set(_files(s3)) == {v1, v2, v3, v4}
     store.remove_leftovers(keep={v4})
@@ -73,7 +90,7 @@ def test_the_rejected_version_keeps_its_own_files(s3):
     _version(s3, ".v-2", {"a.csv": ".v-1", "b.csv": ".v-2"})
     s3.client().put_object(Bucket=s3.bucket, Key=f"{BASE}/_rejected", Body=b".v-2\n")
     store.remove_leftovers(keep={".v-1"})
-    assert _files(s3)[".v-2"] == {"b.csv", "_index.csv", "_snapshot.csv", "_format.json", "_readback.csv"}
+    assert _files(s3)[".v-2"] == {"b.csv"} | RECORDS
 
 
 def _lease(s3, version: str, seconds: float) -> None:

@@ -5,7 +5,16 @@ import shutil
 
 import dagster as dg
 
-from desafio_dagster.core.output.version import INDEX_FILE, READBACK_FILE, parse_index, parse_readback
+from desafio_dagster.core.output.layout import table_bytes
+from desafio_dagster.core.output.version import (
+    EARLIER_NAMES,
+    INDEX_FILE,
+    MANIFEST_FILE,
+    READBACK_FILE,
+    parse_index,
+    parse_manifest,
+    parse_readback,
+)
 from desafio_dagster.core.source import loading
 from desafio_dagster.core.source.fakedata import generate
 from desafio_dagster_tests.helpers import (
@@ -130,6 +139,25 @@ def test_a_published_file_edited_by_hand_is_found_by_the_checks_of_its_day_and_r
     assert _written(folder) == {victim}
     assert published_files(folder) == expected_files(source, True)
     assert all(c.passed for c in result.get_asset_check_evaluations())
+
+
+def test_a_version_published_by_an_earlier_release_with_csv_records_is_carried_from(published, source, env_home):
+    """Before its records were Arrow files, a version held _snapshot.csv and _readback.csv: an upgrade reads them
+    and rewrites only the changed clients."""
+    folder, _, first = published
+    for record, parse in ((MANIFEST_FILE, parse_manifest), (READBACK_FILE, parse_readback)):
+        (first / EARLIER_NAMES[record]).write_bytes(table_bytes(parse((first / record).read_bytes())))
+        (first / record).unlink()
+    with source.connect() as conn:
+        conn.execute("UPDATE associado SET nome = 'Renomeada' WHERE id = 12")
+
+    result, metadata = export()
+    assert (metadata["export_mode"], metadata["clients_rewritten"], metadata["clients_carried"]) == (
+        "incremental", 1, SPEC.clients - 1)
+    assert _written(folder) == _files_of(folder, 12)
+    assert published_files(folder) == expected_files(source, True)
+    assert all(c.passed for c in result.get_asset_check_evaluations())
+    assert {EARLIER_NAMES[MANIFEST_FILE], EARLIER_NAMES[READBACK_FILE]}.isdisjoint(p.name for p in folder.resolve().iterdir())
 
 
 def test_after_a_populate_every_file_is_rewritten(published, source, env_home):

@@ -17,7 +17,7 @@ from pyspark.sql import functions as F
 from desafio_dagster.core.export.audit import AuditError
 from desafio_dagster.core.export.publish import publish_per_client
 from desafio_dagster.core.output.store import open_store
-from desafio_dagster.core.output.version import INDEX_FILE, parse_index, parse_readback
+from desafio_dagster.core.output.version import INDEX_FILE, READBACK_FILE, parse_index, parse_readback
 from desafio_dagster.core.settings import OutputLocation
 from desafio_dagster.core.spark.connect_server import stop_server
 from desafio_dagster_tests.helpers import (
@@ -193,7 +193,7 @@ def test_incremental_export_on_s3_carries_unchanged_files_by_reference_and_equal
     assert {(row["file"] in written, row["version"]) for row in index} == {(True, second), (False, first)}
     assert {o["Key"]: o["LastModified"] for o in on_s3.client().list_objects_v2(
         Bucket=on_s3.bucket, Prefix=f"exports/movements_csv/{first}/")["Contents"]} == stored
-    records = parse_readback(on_s3.get(f"exports/movements_csv/{second}/_readback.csv")).to_pylist()
+    records = parse_readback(on_s3.get(f"exports/movements_csv/{second}/{READBACK_FILE}")).to_pylist()
     assert {r["file"] for r in records if r["written_in"] == second} == written
     assert {r["written_in"] for r in records if r["file"] not in written} == {first}, "carried, not rewritten"
     expected = expected_files(source, True)

@@ -41,7 +41,7 @@ def test_export_on_a_standalone_cluster_publishes_the_same_bytes_as_local_mode(
     assert result.success, [e.step_failure_data.error.message for e in result.get_step_failure_events()]
     local = snapshot(env_home / "local" / "movements_csv")
     header_only = [name for name, data in local.items() if name != INDEX_FILE and data.count(b"\n") == 1]
-    records = {INDEX_FILE, MANIFEST_FILE, FORMAT_FILE}  # snapshot() leaves out _readback.csv (mtimes)
+    records = {INDEX_FILE, MANIFEST_FILE, FORMAT_FILE}  # snapshot() leaves out _readback.arrow (mtimes)
     assert len(local) == SPEC.clients + len(records) and records <= set(local) and header_only, \
         "one file per client plus the version's records, some header-only"
 

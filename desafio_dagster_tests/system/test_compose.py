@@ -258,7 +258,7 @@ def test_csvs_on_the_shared_volume_equal_the_source_database_row_by_row(stack):
         expected[names[row[0]]].append(row[1:])
     files = {}
     for name, content in published.items():
-        if name.startswith("_"):  # _index.csv, _snapshot.csv
+        if name.startswith("_"):  # _index.csv, the export's records
             continue
         header, *rows = csv.reader(io.StringIO(content.decode("utf-8"), newline=""))
         assert header == CONTRACT, name

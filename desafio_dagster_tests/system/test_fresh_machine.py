@@ -36,7 +36,7 @@ with psycopg.connect(embedded_url(pathlib.Path(".desafio"))) as conn:
 folder = pathlib.Path("data/movements_csv").resolve()
 found, headers, unmasked = {}, set(), 0
 for path in sorted(folder.glob("*.csv")):
-    if path.name.startswith("_"):  # _index.csv, _snapshot.csv
+    if path.name.startswith("_"):  # _index.csv, the export's records
         continue
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.reader(f)

@@ -23,6 +23,7 @@ from dagster_graphql import DagsterGraphQLClient
 
 from desafio_dagster.core.export.extract import SOURCE_SCHEMAS
 from desafio_dagster.core.output.layout import CSV_COLUMNS
+from desafio_dagster.core.output.version import FORMAT_FILE, INDEX_FILE, MANIFEST_FILE, READBACK_FILE
 from desafio_dagster.defs.assets.source import RAW_TABLES
 from desafio_dagster_tests.helpers import REPO, Webserver, declared_checks, running_webserver
 
@@ -209,7 +210,7 @@ def test_etl_from_the_graphql_api_and_the_asset_graph_in_a_browser(webserver, en
 
     published = sorted(p.name for p in (env_home / "data" / "movements_csv").iterdir())
     assert len([name for name in published if not name.startswith("_")]) == 30
-    assert {"_index.csv", "_snapshot.csv", "_format.json", "_readback.csv"} <= set(published)
+    assert {INDEX_FILE, MANIFEST_FILE, FORMAT_FILE, READBACK_FILE} <= set(published)
 
     groups = sorted({node["groupName"] for node in webserver.graphql(CHECKS_QUERY)["assetNodes"]})
     screenshot_asset_graph(webserver, groups)

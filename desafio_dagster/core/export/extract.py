@@ -139,7 +139,7 @@ class PublishedFigures:
 
     version: str  # the published version, in its store
     snapshot: str
-    clients: pa.Table  # version.FIGURES_SCHEMA: its _snapshot.csv
+    clients: pa.Table  # version.FIGURES_SCHEMA: its _snapshot.arrow
 
 
 class SourceReadError(TransientError):

@@ -1,8 +1,8 @@
 """Incremental export: which clients a new version of the per-client files rewrites, and which files
 it carries unchanged from the published version. Pure: no Dagster.
 
-The plan reads the published version's records (version.py describes each): its _snapshot.csv (the figures and
-fingerprints), _format.json, _index.csv and _readback.csv; and its _source.json, where the source keeps a change
+The plan reads the published version's records (version.py describes each): its _snapshot.arrow (the figures and
+fingerprints), _format.json, _index.csv and _readback.arrow; and its _source.json, where the source keeps a change
 journal (core/source/journal.py), so that only the clients changed since have their figures computed.
 
 A client's file is carried into the next version (a hard link locally; on S3 it stays where it was
@@ -55,12 +55,12 @@ def published_figures(store: Store) -> PublishedFigures | None:
         snapshot = json.loads(store.read(published, SOURCE_FILE))["snapshot"]
     except FileNotFoundError:  # a version made before the journal
         return None
-    return PublishedFigures(published, snapshot, parse_manifest(store.read(published, MANIFEST_FILE))) if snapshot else None
+    return PublishedFigures(published, snapshot, parse_manifest(store.read_record(published, MANIFEST_FILE))) if snapshot else None
 
 
 def _readback_of(store: Store, version: str) -> pa.Table:
     try:
-        return parse_readback(store.read(version, READBACK_FILE))
+        return parse_readback(store.read_record(version, READBACK_FILE))
     except FileNotFoundError:
         return READBACK_SCHEMA.empty_table()
 
@@ -79,7 +79,7 @@ class Plan:
     format: dict  # file_format of the new version
     rewrite: pa.Array  # client ids, in order
     carry_index: pa.Table = field(default_factory=INDEX_SCHEMA.empty_table)  # carried files' _index.csv rows
-    carry_records: pa.Table = field(default_factory=READBACK_SCHEMA.empty_table)  # and their _readback.csv rows
+    carry_records: pa.Table = field(default_factory=READBACK_SCHEMA.empty_table)  # and their _readback.arrow rows
     # (an "unchanged" plan carries every file of the published version: its index, not its records)
     removed: list[str] = field(default_factory=list)  # files of clients no longer in the snapshot
     published: str | None = None  # the version the files are carried from (its name in the store)
@@ -113,11 +113,11 @@ def plan_export(store: Store, expected: pa.Table, fmt: dict, full_refresh: bool 
     try:
         published_format = json.loads(store.read(published, FORMAT_FILE).decode("utf-8"))
         manifest = known.clients if known and known.version == published else parse_manifest(
-            store.read(published, MANIFEST_FILE))
+            store.read_record(published, MANIFEST_FILE))
         index = parse_index(store.read(published, INDEX_FILE))
         if published_format == fmt and not len(targeted_ids) and expected.equals(manifest):  # the usual day without a change
             return Plan("unchanged", "no client changed", fmt, pa.array([], pa.int64()), index, published=published)
-        records = parse_readback(store.read(published, READBACK_FILE))
+        records = parse_readback(store.read_record(published, READBACK_FILE))
     except FileNotFoundError:
         return full_plan(expected, fmt, "the published version predates incremental export", published)
     if published_format != fmt:

@@ -319,7 +319,7 @@ def publish_per_client(
                 }), carry_records.select(READBACK_SCHEMA.names)]).sort_by("file")  # in the listing's order: aligned
                 del written  # a million rows at 1M clients: not held through the records and the audit
                 # The index and the snapshot's figures are written by two threads while the version is listed and its
-                # _readback.csv made (Arrow's compute releases the GIL: the three take 1.4 s at 1M here, 2.9 s in turn).
+                # _readback.arrow made (Arrow's compute releases the GIL: the three take 1.4 s at 1M here, 2.9 s in turn).
                 with watch("records"):
                     # Where files may stay in earlier versions, each index row names the version that holds its file.
                     listed = index.append_column("version", matched(index["file"], scanned)["written_in"]) \
@@ -329,7 +329,7 @@ def publish_per_client(
                     store.write(version, FORMAT_FILE, format_bytes(fmt))
                     store.write(version, SOURCE_FILE, source_bytes(source))
                 # The client set from the version itself (one listing of names; the files it holds by reference as their
-                # records say): a file the summaries missed is still judged. Each file's size and mtime for _readback.csv:
+                # records say): a file the summaries missed is still judged. Each file's size and mtime for _readback.arrow:
                 # from the listing where it gives them (S3), else as its task stored it or as its record says.
                 with watch("listing"):
                     clients = store.with_held(version, store.files(version, stats_of=[]), carry_records).client_files()
@@ -343,7 +343,7 @@ def publish_per_client(
                     for column in ("bytes", "mtime_ns"):
                         records = records.set_column(records.schema.get_field_index(column), column,
                                                      pc.coalesce(listed_stats[column], records[column]))
-                    for written_record in pending:  # _readback.csv last: the version's records are then all there
+                    for written_record in pending:  # _readback.arrow last: the version's records are then all there
                         written_record.result()
                     store.write(version, READBACK_FILE, readback_bytes(records))
                     store.sync(version, [INDEX_FILE, MANIFEST_FILE, FORMAT_FILE, SOURCE_FILE, READBACK_FILE])

@@ -52,7 +52,7 @@ import pyarrow.compute as pc
 
 from desafio_dagster.core.errors import PublishError, PublishOutcomeUnknown, PublishRaceLost
 from desafio_dagster.core.export.audit import scan_many
-from desafio_dagster.core.output.layout import client_ids, in_order, read_table, unshared_files
+from desafio_dagster.core.output.layout import client_ids, in_order, unshared_files
 from desafio_dagster.core.output.s3 import (
     AWS_VARIABLES,
     content_md5,
@@ -67,6 +67,7 @@ from desafio_dagster.core.output.s3 import (
 )
 from desafio_dagster.core.output.task_output import ATTEMPTS_FOLDER, TWIN_SUFFIX, fsync, twin_of
 from desafio_dagster.core.output.version import (
+    EARLIER_NAMES,
     FORMAT_FILE,
     HELD_SCHEMA,
     INDEX_FILE,
@@ -76,6 +77,7 @@ from desafio_dagster.core.output.version import (
     READBACK_FILE,
     REJECTED_FILE,
     SOURCE_FILE,
+    parse_readback,
 )
 from desafio_dagster.core.settings import OutputLocation, environment
 
@@ -193,6 +195,15 @@ class Store(ABC):
     @abstractmethod
     def read(self, version: str, file: str) -> bytes:
         """A version's file."""
+
+    def read_record(self, version: str, record: str) -> bytes:
+        """A version's record (version.py); under its earlier name where an earlier release wrote it."""
+        try:
+            return self.read(version, record)
+        except FileNotFoundError:
+            if record not in EARLIER_NAMES:
+                raise
+            return self.read(version, EARLIER_NAMES[record])
 
     def read_many(self, version: str, files: list[str]) -> Iterator[bytes]:
         """The files' bytes, in order (S3: several requests in flight, a bounded number held)."""
@@ -369,7 +380,7 @@ class LocalStore(Store):
             self._link(source, carried["file"].to_pylist(), version)
             return
         os.rename(self.output_dir / spared, folder)
-        had = read_table((folder / READBACK_FILE).read_bytes(), HELD_SCHEMA)  # spared: its files as it published them
+        had = parse_readback((folder / READBACK_FILE).read_bytes(), HELD_SCHEMA)  # spared: its files as it published them
         for record in (READBACK_FILE, INDEX_FILE, MANIFEST_FILE, FORMAT_FILE, SOURCE_FILE):  # the last: never spared again
             (folder / record).unlink(missing_ok=True)
         stale, missing = unshared_files(had, carried)
@@ -397,7 +408,8 @@ class LocalStore(Store):
         return twin.name
 
     def _spared(self, keep: set[str]) -> str | None:
-        """The newest version folder besides keep whose records were all written (_readback.csv is the last)."""
+        """The newest version folder besides keep whose records were all written (_readback.arrow is the last; a
+        version of an earlier release, whose records are CSV, is not recycled)."""
         complete = sorted(p.name for p in self.output_dir.glob(f".{self.name}.v-*")
                           if p.name not in keep and (p / READBACK_FILE).is_file())
         return complete[-1] if complete else None
@@ -742,10 +754,10 @@ class S3Store(Store):
             pass
 
     def _held(self, version: str) -> pa.Table | None:
-        """Each client file of version and the version holding it (file, written_in), from its _readback.csv;
+        """Each client file of version and the version holding it (file, written_in), from its _readback.arrow;
         None where there is none (a killed run's version, or a retired one already cleaned)."""
         try:
-            return read_table(s3_read(self._path(version, READBACK_FILE)), HELD_SCHEMA)
+            return parse_readback(self.read_record(version, READBACK_FILE), HELD_SCHEMA)
         except FileNotFoundError:
             return None
 
@@ -795,8 +807,9 @@ class S3Store(Store):
             if name not in live:
                 self.discard(name)
             elif retired is not None:
-                self._delete([f"{name}/{record}" for record in (INDEX_FILE, MANIFEST_FILE, FORMAT_FILE, SOURCE_FILE)])
-                self._delete([f"{name}/{READBACK_FILE}"])
+                self._delete([f"{name}/{record}" for record in (INDEX_FILE, MANIFEST_FILE, FORMAT_FILE, SOURCE_FILE,
+                                                                EARLIER_NAMES[MANIFEST_FILE])])
+                self._delete([f"{name}/{record}" for record in (READBACK_FILE, EARLIER_NAMES[READBACK_FILE])])
 
     def task_environment(self) -> dict[str, str]:
         return {name: value for name in AWS_VARIABLES if (value := environment(name))}

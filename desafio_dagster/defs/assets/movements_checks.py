@@ -37,7 +37,7 @@ class _NoEvidence(DesafioError):
 
 def _published_version(instance: dg.DagsterInstance, store: Store) -> tuple[str, bytes, dict]:
     """The version the latest materialization recorded, checked against what is published (resolved
-    once): its name, its _snapshot.csv, and the materialization's metadata."""
+    once): its name, its _snapshot.arrow, and the materialization's metadata."""
     event = instance.get_latest_materialization_event(ASSET)
     if event is None or event.asset_materialization is None:
         raise _NoEvidence("movements_csv has never been materialized here: run the export job")
@@ -47,7 +47,7 @@ def _published_version(instance: dg.DagsterInstance, store: Store) -> tuple[str,
         raise _NoEvidence(f"{store.uri()} points at {store.uri(version) if version else 'nothing'}, not at "
                           f"{metadata[meta.VERSION]}, the version the latest materialization published: the output "
                           f"was changed outside the export job")
-    manifest = store.read(version, MANIFEST_FILE)
+    manifest = store.read_record(version, MANIFEST_FILE)
     if manifest_sha256(manifest) != metadata[meta.MANIFEST_SHA256]:
         raise _NoEvidence(f"{store.uri(version, MANIFEST_FILE)} no longer holds the figures the export recorded")
     return version, manifest, metadata

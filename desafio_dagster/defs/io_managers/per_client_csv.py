@@ -41,7 +41,7 @@ def rows_histogram(rows: np.ndarray) -> list[dict]:
 
 
 class PerClientCsvIOManager(dg.ConfigurableIOManager):
-    """One CSV file per client (the output contract in the README) plus _index.csv and _snapshot.csv."""
+    """One CSV file per client (the output contract in the README) plus _index.csv and the export's records."""
 
     base_dir: str = Field(default="", description=settings.OUTPUT_DIR.describe())
     spark: dg.ResourceDependency[SparkResource]
@@ -84,7 +84,7 @@ class PerClientCsvIOManager(dg.ConfigurableIOManager):
             "rows_per_client_histogram": metadata_table(rows_histogram(rows), HISTOGRAM_SCHEMA),
             # What the checks judge the published files against: this run's own snapshot.
             meta.MASKED_CARD_NUMBERS: obj.masked,
-            meta.MANIFEST_SHA256: manifest_sha256(store.read(published.version_name, MANIFEST_FILE)),
+            meta.MANIFEST_SHA256: manifest_sha256(store.read_record(published.version_name, MANIFEST_FILE)),
             meta.SOURCE_FINGERPRINT: dg.MetadataValue.json(snapshot.fingerprint),
             # The source snapshot, where the source keeps a change journal: the checks ask it what changed since.
             meta.SOURCE_SNAPSHOT: snapshot.source or "",
