@@ -3,17 +3,20 @@ holding exactly the carried files, the same inodes as the published ones; a fold
 all written (a run killed while writing or recycling it) is never recycled, and the cleanup removes it."""
 
 import pyarrow as pa
+import pytest
 
+from desafio_dagster.core.output.layout import table_bytes
 from desafio_dagster.core.output.store import LocalStore
-from desafio_dagster.core.output.version import HELD_SCHEMA, READBACK_FILE, parse_readback, record_bytes
+from desafio_dagster.core.output.version import EARLIER_NAMES, HELD_SCHEMA, READBACK_FILE, parse_readback, record_bytes
 
 NAME = "movements_csv"
 
 
 def _version(store: LocalStore, token: str, written: dict[str, str], carried_from: str | None = None,
-             carried: tuple[str, ...] = (), complete: bool = True) -> str:
+             carried: tuple[str, ...] = (), complete: bool = True, earlier: bool = False) -> str:
     """A version as the export leaves it: the files it wrote (file -> content), those it carried (hard links to
-    carried_from's), its records, and _readback.arrow (written last) naming the version that wrote each file."""
+    carried_from's), its records, and _readback.arrow (written last) naming the version that wrote each file;
+    earlier: _readback.csv, as an earlier release wrote it."""
     name = store.version_name(token)
     folder = store.output_dir / name
     folder.mkdir()
@@ -26,18 +29,24 @@ def _version(store: LocalStore, token: str, written: dict[str, str], carried_fro
     if complete:
         (folder / "_index.csv").write_text("record\n")
         files = sorted(holders)
-        (folder / READBACK_FILE).write_bytes(record_bytes(pa.table([files, [holders[f] for f in files]], schema=HELD_SCHEMA)))
+        held = pa.table([files, [holders[f] for f in files]], schema=HELD_SCHEMA)
+        if earlier:
+            (folder / EARLIER_NAMES[READBACK_FILE]).write_bytes(table_bytes(held))
+        else:
+            (folder / READBACK_FILE).write_bytes(record_bytes(held))
     return name
 
 
 def _holders(store: LocalStore, version: str) -> dict[str, str]:
-    held = parse_readback((store.output_dir / version / READBACK_FILE).read_bytes(), HELD_SCHEMA)
+    held = parse_readback(store.read_record(version, READBACK_FILE), HELD_SCHEMA)
     return dict(zip(held["file"].to_pylist(), held["written_in"].to_pylist()))
 
 
-def test_the_version_before_the_published_one_is_recycled_into_exactly_the_carried_files(tmp_path):
+@pytest.mark.parametrize("earlier", [False, True], ids=["arrow_records", "older_of_an_earlier_release"])
+def test_the_version_before_the_published_one_is_recycled_into_exactly_the_carried_files(tmp_path, earlier):
+    """earlier: the older version's records are an earlier release's (CSV): it is recycled all the same."""
     store = LocalStore(tmp_path, NAME)
-    older = _version(store, "20260101T000000-a", {"a.csv": "a1", "b.csv": "b1", "gone.csv": "g1"})
+    older = _version(store, "20260101T000000-a", {"a.csv": "a1", "b.csv": "b1", "gone.csv": "g1"}, earlier=earlier)
     published = _version(store, "20260102T000000-b", {"b.csv": "b2", "c.csv": "c2"}, older, ("a.csv", "gone.csv"))
     store.publish(published, replacing=None)
     killed = _version(store, "20260103T000000-c", {"x.csv": "half"}, complete=False)  # a run killed meanwhile

@@ -380,9 +380,9 @@ class LocalStore(Store):
             self._link(source, carried["file"].to_pylist(), version)
             return
         os.rename(self.output_dir / spared, folder)
-        had = parse_readback((folder / READBACK_FILE).read_bytes(), HELD_SCHEMA)  # spared: its files as it published them
-        for record in (READBACK_FILE, INDEX_FILE, MANIFEST_FILE, FORMAT_FILE, SOURCE_FILE):  # the last: never spared again
-            (folder / record).unlink(missing_ok=True)
+        had = parse_readback(self.read_record(version, READBACK_FILE), HELD_SCHEMA)  # spared: its files as published
+        for record in (READBACK_FILE, *EARLIER_NAMES.values(), INDEX_FILE, MANIFEST_FILE, FORMAT_FILE, SOURCE_FILE):
+            (folder / record).unlink(missing_ok=True)  # _readback first: the folder is never spared again
         stale, missing = unshared_files(had, carried)
 
         aside = folder / STALE_FOLDER
@@ -408,10 +408,10 @@ class LocalStore(Store):
         return twin.name
 
     def _spared(self, keep: set[str]) -> str | None:
-        """The newest version folder besides keep whose records were all written (_readback.arrow is the last; a
-        version of an earlier release, whose records are CSV, is not recycled)."""
-        complete = sorted(p.name for p in self.output_dir.glob(f".{self.name}.v-*")
-                          if p.name not in keep and (p / READBACK_FILE).is_file())
+        """The newest version folder besides keep whose records were all written (_readback.arrow is the last;
+        _readback.csv in a version of an earlier release)."""
+        complete = sorted(p.name for p in self.output_dir.glob(f".{self.name}.v-*") if p.name not in keep and any(
+            (p / record).is_file() for record in (READBACK_FILE, EARLIER_NAMES[READBACK_FILE])))
         return complete[-1] if complete else None
 
     def task_target(self, version: str) -> str:
