@@ -319,7 +319,7 @@ def publish_per_client(
                 }), carry_records.select(READBACK_SCHEMA.names)]).sort_by("file")  # in the listing's order: aligned
                 del written  # a million rows at 1M clients: not held through the records and the audit
                 # The index and the snapshot's figures are written by two threads while the version is listed and its
-                # _readback.arrow made (Arrow's compute releases the GIL: the three take 1.4 s at 1M here, 2.9 s in turn).
+                # _readback.arrow made (Arrow releases the GIL).
                 with watch("records"):
                     # Where files may stay in earlier versions, each index row names the version that holds its file.
                     listed = index.append_column("version", matched(index["file"], scanned)["written_in"]) \
