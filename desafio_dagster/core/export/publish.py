@@ -83,7 +83,7 @@ _HEADER_BYTES = HEADER.encode()
 _SUMMARY_SCHEMA = pa.schema([*INDEX_SCHEMA, ("header_ok", pa.bool_()), ("scanned_rows", pa.int64()),
                              ("vlr_transacao_total", pa.decimal128(18, 2)), ("long_digit_run", pa.bool_()),
                              ("bytes", pa.int64()), ("mtime_ns", pa.int64()),  # as stored (mtime null on S3: listed)
-                             ("write_seconds", pa.float64()), ("sync_seconds", pa.float64()),
+                             ("write_seconds", pa.float64()), ("finish_seconds", pa.float64()),
                              ("scan_seconds", pa.float64())])
 _SUMMARY_TYPE = from_arrow_schema(_SUMMARY_SCHEMA)  # the same, as Spark's mapInArrow takes it
 
@@ -190,12 +190,12 @@ def _task_writer(target: str, reader: RangeReader | None = None,
                 if handle:  # a failed attempt: its unfinished file is dropped
                     handle.close()
             files = [row[3] for row in summary]
-            syncing = time.monotonic()
-            attempt.finish(files)  # in the version, durable before the driver publishes it
+            finishing = time.monotonic()
+            attempt.finish(files)  # in the version (renamed in, linked into a twin), durable before the driver publishes it
             if summary:
                 reading = time.monotonic()
                 scans = attempt.scans(files)  # as stored (on S3, checked by its MD5), in order, for the audit
-                phases = [syncing - started, reading - syncing, time.monotonic() - reading]
+                phases = [finishing - started, reading - finishing, time.monotonic() - reading]
                 columns = list(zip(*summary))
                 yield pa.RecordBatch.from_arrays(
                     [*(pa.array(values, field.type) for values, field in zip(columns, INDEX_SCHEMA)),
@@ -301,7 +301,7 @@ def publish_per_client(
                         view, store.task_target(version), by_client, on_progress, sealed)
                     store.drop_attempts(version)
                 faults.reached("tasks")
-                for phase in ("write", "sync", "scan"):  # summed over the tasks, which run in parallel
+                for phase in ("write", "finish", "scan"):  # summed over the tasks, which run in parallel
                     watch.add(f"tasks_{phase}", pc.sum(written[f"{phase}_seconds"]).as_py() or 0.0)
                 index = pa.concat_tables([written.select(INDEX_SCHEMA.names), carry_index]).sort_by("client_id")
                 ids = index["client_id"].to_numpy()
