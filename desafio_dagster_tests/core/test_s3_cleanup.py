@@ -51,37 +51,45 @@ def _files(s3) -> dict[str, set[str]]:
     return found
 
 
-@pytest.mark.parametrize("earlier", [False, True], ids=["arrow_records", "records_of_an_earlier_release"])
-def test_a_chain_of_incremental_versions_keeps_exactly_what_the_kept_versions_hold(s3, earlier):
-    """With versions of an earlier release (CSV records) too: an upgrade must not lose a file they hold."""
+@pytest.mark.parametrize("upgraded_after", [0, 1, 4], ids=["arrow_records", "upgraded_after_v1", "records_of_an_earlier_release"])
+def test_a_chain_of_incremental_versions_keeps_exactly_what_the_kept_versions_hold(s3, upgraded_after):
+    """The versions up to upgraded_after (v1, v2, ...) have an earlier release's records (CSV): an upgrade in the
+    middle of a chain, whose Arrow versions hold files of CSV ones, must not lose a file either."""
     store = open_store(OutputLocation(bucket=s3.bucket, prefix="exports"), "movements_csv")
-    records = EARLIER_RECORDS if earlier else RECORDS
-    v1, v2, v3, v4 = ".v-1", ".v-2", ".v-3", ".v-4"
-    _version(s3, v1, {"a.csv": v1, "b.csv": v1, "c.csv": v1, "d.csv": v1}, earlier)  # a full export
-    _version(s3, v2, {"a.csv": v1, "b.csv": v2, "c.csv": v1, "d.csv": v1}, earlier)  # b rewritten
+    v1, v2, v3, v4 = versions = ".v-1", ".v-2", ".v-3", ".v-4"
+    earlier = set(versions[:upgraded_after])
+
+    def version(name: str, held: dict[str, str]) -> None:
+        _version(s3, name, held, name in earlier)
+
+    def records(name: str) -> set[str]:
+        return EARLIER_RECORDS if name in earlier else RECORDS
+
+    version(v1, {"a.csv": v1, "b.csv": v1, "c.csv": v1, "d.csv": v1})  # a full export
+    version(v2, {"a.csv": v1, "b.csv": v2, "c.csv": v1, "d.csv": v1})  # b rewritten
     store.remove_leftovers(keep={v2, v1})
-    assert _files(s3) == {v1: {"a.csv", "b.csv", "c.csv", "d.csv"} | records, v2: {"b.csv"} | records}
+    assert _files(s3) == {v1: {"a.csv", "b.csv", "c.csv", "d.csv"} | records(v1), v2: {"b.csv"} | records(v2)}
 
     # The next run starts: only v2 is kept. v1 is retired: the file only it held goes, then its records.
     store.remove_leftovers(keep={v2})
-    assert _files(s3) == {v1: {"a.csv", "c.csv", "d.csv"}, v2: {"b.csv"} | records}
-    _version(s3, v3, {"a.csv": v1, "b.csv": v2, "c.csv": v3, "d.csv": v1}, earlier)  # c rewritten
+    assert _files(s3) == {v1: {"a.csv", "c.csv", "d.csv"}, v2: {"b.csv"} | records(v2)}
+    version(v3, {"a.csv": v1, "b.csv": v2, "c.csv": v3, "d.csv": v1})  # c rewritten
     store.remove_leftovers(keep={v3, v2})
-    assert _files(s3) == {v1: {"a.csv", "c.csv", "d.csv"}, v2: {"b.csv"} | records, v3: {"c.csv"} | records}
+    assert _files(s3) == {v1: {"a.csv", "c.csv", "d.csv"}, v2: {"b.csv"} | records(v2), v3: {"c.csv"} | records(v3)}
 
     # A killed run's version (no records) goes whole; a retired version that cleanup already cut short
     # (its records but _readback.arrow gone) is retired again.
     s3.client().put_object(Bucket=s3.bucket, Key=f"{BASE}/.v-killed/e.csv", Body=b"half\n")
     s3.client().delete_object(Bucket=s3.bucket, Key=f"{BASE}/{v2}/{INDEX_FILE}")
     store.remove_leftovers(keep={v3})
-    assert _files(s3) == {v1: {"a.csv", "d.csv"}, v2: {"b.csv"}, v3: {"c.csv"} | records}
+    assert _files(s3) == {v1: {"a.csv", "d.csv"}, v2: {"b.csv"}, v3: {"c.csv"} | records(v3)}
 
     # A full export holds nothing elsewhere: once v3 is retired, every earlier prefix goes.
-    _version(s3, v4, {"a.csv": v4, "b.csv": v4, "c.csv": v4, "d.csv": v4}, earlier)
+    version(v4, {"a.csv": v4, "b.csv": v4, "c.csv": v4, "d.csv": v4})
     store.remove_leftovers(keep={v4, v3})
     assert set(_files(s3)) == {v1, v2, v3, v4}
     store.remove_leftovers(keep={v4})
-    assert _files(s3) == {v4: {"a.csv", "b.csv", "c.csv", "d.csv"} | records}
+    assert _files(s3) == {v4: {"a.csv", "b.csv", "c.csv", "d.csv"} | records(v4)}
 
 
 def test_the_rejected_version_keeps_its_own_files(s3):

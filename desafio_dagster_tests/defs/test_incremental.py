@@ -142,12 +142,16 @@ def test_a_published_file_edited_by_hand_is_found_by_the_checks_of_its_day_and_r
 
 
 def test_a_version_published_by_an_earlier_release_with_csv_records_is_carried_from(published, source, env_home):
-    """Before its records were Arrow files, a version held _snapshot.csv and _readback.csv: an upgrade reads them
-    and rewrites only the changed clients."""
+    """Before its records were Arrow files, a version held _snapshot.csv and _readback.csv: an upgrade reads them,
+    rewrites only the changed clients, and recycles such a version (here the full export's twin)."""
     folder, _, first = published
+    twin = first.with_name(f"{first.name}-twin")
+    twin_inode = twin.stat().st_ino
     for record, parse in ((MANIFEST_FILE, parse_manifest), (READBACK_FILE, parse_readback)):
         (first / EARLIER_NAMES[record]).write_bytes(table_bytes(parse((first / record).read_bytes())))
         (first / record).unlink()
+    (twin / READBACK_FILE).unlink()  # the same inode as the version's: linked again under the earlier name
+    (twin / EARLIER_NAMES[READBACK_FILE]).hardlink_to(first / EARLIER_NAMES[READBACK_FILE])
     with source.connect() as conn:
         conn.execute("UPDATE associado SET nome = 'Renomeada' WHERE id = 12")
 
@@ -155,6 +159,7 @@ def test_a_version_published_by_an_earlier_release_with_csv_records_is_carried_f
     assert (metadata["export_mode"], metadata["clients_rewritten"], metadata["clients_carried"]) == (
         "incremental", 1, SPEC.clients - 1)
     assert _written(folder) == _files_of(folder, 12)
+    assert folder.resolve().stat().st_ino == twin_inode, "the twin of an earlier release, recycled"
     assert published_files(folder) == expected_files(source, True)
     assert all(c.passed for c in result.get_asset_check_evaluations())
     assert {EARLIER_NAMES[MANIFEST_FILE], EARLIER_NAMES[READBACK_FILE]}.isdisjoint(p.name for p in folder.resolve().iterdir())

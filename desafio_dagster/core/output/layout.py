@@ -96,7 +96,8 @@ def quoted(text: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
 
 def table_bytes(table: pa.Table) -> bytes:
     """A table as UTF-8 CSV, as Python's csv module writes it: a header row, text quoted only where needed
-    (quoted), booleans as 1 and 0, nulls empty, "\n" line ends. The bytes of each version's records.
+    (quoted), booleans as 1 and 0, nulls empty, "\n" line ends. The bytes of each version's _index.csv (and
+    of the export's records in versions of an earlier release).
     Where no text needs quotes (file and version names always, names of people nearly always), Arrow's
     writer writes them (about 0.3 s a million rows here); otherwise Arrow compute quotes them (1.6 s)."""
     header = (",".join(table.column_names) + "\n").encode()

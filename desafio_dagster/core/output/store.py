@@ -381,7 +381,8 @@ class LocalStore(Store):
             return
         os.rename(self.output_dir / spared, folder)
         had = parse_readback(self.read_record(version, READBACK_FILE), HELD_SCHEMA)  # spared: its files as published
-        for record in (READBACK_FILE, *EARLIER_NAMES.values(), INDEX_FILE, MANIFEST_FILE, FORMAT_FILE, SOURCE_FILE):
+        for record in (READBACK_FILE, EARLIER_NAMES[READBACK_FILE], INDEX_FILE, MANIFEST_FILE, EARLIER_NAMES[MANIFEST_FILE],
+                       FORMAT_FILE, SOURCE_FILE):
             (folder / record).unlink(missing_ok=True)  # _readback first: the folder is never spared again
         stale, missing = unshared_files(had, carried)
 

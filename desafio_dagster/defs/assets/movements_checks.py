@@ -49,7 +49,8 @@ def _published_version(instance: dg.DagsterInstance, store: Store) -> tuple[str,
                           f"was changed outside the export job")
     manifest = store.read_record(version, MANIFEST_FILE)
     if manifest_sha256(manifest) != metadata[meta.MANIFEST_SHA256]:
-        raise _NoEvidence(f"{store.uri(version, MANIFEST_FILE)} no longer holds the figures the export recorded")
+        raise _NoEvidence(f"the snapshot's figures in {store.uri(version)} are no longer those the export recorded: "
+                          f"the output was changed outside the export job")
     return version, manifest, metadata
 
 
