@@ -7,7 +7,7 @@ import random
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from desafio_dagster.core.export.extract import Snapshot
+from desafio_dagster.core.export.extract import FILE_WEIGHT, MIN_TASK_WORK, ROWS_PER_PARTITION, Snapshot, partitions_for
 from desafio_dagster.core.output.version import FIGURES_SCHEMA
 
 
@@ -19,7 +19,7 @@ def snapshot(rows: list[int]) -> Snapshot:
     return Snapshot("snapshot", {}, figures, {}, 0.0)
 
 
-def test_ranges_hold_every_client_once_in_order_and_about_equal_in_movements():
+def test_ranges_hold_every_client_once_in_order_and_about_equal_in_work():
     generator = random.Random(7)
     for _ in range(200):
         rows = [generator.choice([0, 0, 1, 3, 10, 200]) for _ in range(generator.randint(1, 80))]
@@ -34,11 +34,20 @@ def test_ranges_hold_every_client_once_in_order_and_about_equal_in_movements():
         assert covered == chosen, "every client once, in order"
         if only is not None:
             assert [i for r in ranges for i in r.ids] == chosen
-        weights = {i: max(r, 1) for i, r in zip(ids, rows)}
+        weights = {i: r + FILE_WEIGHT for i, r in zip(ids, rows)}  # its movements and its file
         share = sum(weights[i] for i in chosen) / parts
         heaviest = max(weights[i] for i in chosen)
         for r in ranges:  # each range stops once it reaches its share: at most one client past it
             assert sum(weights[i] for i in chosen if r.first <= i <= r.last) <= share + heaviest
+
+
+def test_partitions_are_sized_by_the_movements_and_fill_the_task_slots_when_the_files_are_worth_it():
+    assert partitions_for(5_000, 60, task_slots=2) == 1, "a small export: one task"
+    files = 10_000  # an incremental export at 1M clients: few movements, many files
+    assert partitions_for(100_000, files, task_slots=2) == 2, "both cores write"
+    assert partitions_for(100_000, files, task_slots=2, max_connections=1) == 1, "one connection: one task"
+    assert partitions_for(MIN_TASK_WORK - 1, 0, task_slots=8) == 1
+    assert partitions_for(10 * ROWS_PER_PARTITION, 1_000_000, task_slots=2) == 10, "a full export: by its movements"
 
 
 def test_no_clients_no_ranges():

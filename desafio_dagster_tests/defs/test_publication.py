@@ -13,6 +13,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from desafio_dagster.core.export.audit import AuditError
+from desafio_dagster.core.export import extract
 from desafio_dagster.core.export.extract import ExportedSnapshot
 from desafio_dagster.core.export.publish import publish_per_client
 from desafio_dagster.core.output.store import open_store
@@ -287,7 +288,8 @@ def published_large(source_db, env_home):
 
 
 @pytest.mark.parametrize("every_attempt", [False, True])
-def test_a_dropped_connection_mid_extract_is_retried(published_large, source_db, env_home, every_attempt):
+def test_a_dropped_connection_mid_extract_is_retried(published_large, source_db, env_home, every_attempt, monkeypatch):
+    monkeypatch.setattr(extract, "MIN_TASK_WORK", 10**12)  # one task an attempt: one COPY to cut in each
     terminator = Terminator(source_db, every_attempt)
     terminator.start()
     try:

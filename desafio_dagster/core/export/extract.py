@@ -97,6 +97,12 @@ _OF_CLIENTS = {
     "movements": "WHERE id_cartao IN (SELECT k.id FROM cartao k JOIN conta c ON c.id = k.id_conta WHERE c.id_associado {})",
     "cards": "WHERE c.id_associado {}", "accounts": "WHERE id_associado {}", "clients": "WHERE a.id {}"}
 ROWS_PER_PARTITION = 500_000  # movements one Spark task reads and writes, about
+# A client's file costs a task about as much as this many movements: creating, renaming and linking it took about
+# 130 µs a file against 5.7 µs a movement, summed over the tasks (bench_scale.py, full exports at 1M and 100k).
+FILE_WEIGHT = 20
+# A task's start (a Python worker, a connection, the snapshot imported) is worth splitting the work for past
+# this weight (movements + FILE_WEIGHT per file): about 0.3 s of a task's work.
+MIN_TASK_WORK = 50_000
 _BLOCK_BYTES = 8 << 20
 # Past this share of the clients changed, the figures of every client cost less than those of the changed ones.
 _MOST_CHANGED = 0.3
@@ -174,13 +180,13 @@ class Snapshot:
     changed: int | None = None  # clients whose figures were computed from the journal's changes; None: all were
 
     def client_ranges(self, parts: int, only: pa.Array | None = None) -> list[Clients]:
-        """At most `parts` ranges of client ids in order, about equal in movements (a client weighs one
-        movement at least: it has a file to write); of the clients in `only`, if given."""
+        """At most `parts` ranges of client ids in order, about equal in work (a client weighs its movements
+        and FILE_WEIGHT for its file); of the clients in `only`, if given."""
         figures = self._of(only)
         ids = figures["client_id"].to_numpy()
         if not len(ids):
             return []
-        done = np.cumsum(np.maximum(figures["rows"].to_numpy(), 1))
+        done = np.cumsum(figures["rows"].to_numpy() + FILE_WEIGHT)
         targets = done[-1] / max(parts, 1) * np.arange(1, max(parts, 1) + 1)
         # Range k ends at the first client whose running weight reaches k shares, and after range k-1's end.
         steps = np.arange(len(targets))
@@ -198,11 +204,14 @@ class Snapshot:
         return self.clients if only is None else self.clients.filter(pc.is_in(self.clients["client_id"], value_set=only))
 
 
-def partitions_for(movements: int, task_slots: int, max_connections: int = 0) -> int:
-    """Movement partitions sized by the data (ROWS_PER_PARTITION each, about). Each running task holds
-    one connection, so at most min(task slots, partitions) are open at once; with max_connections
+def partitions_for(movements: int, files: int, task_slots: int, max_connections: int = 0) -> int:
+    """Partitions sized by the data: ROWS_PER_PARTITION movements each, about, and one per task slot at least
+    when the work (movements + FILE_WEIGHT per file) is worth that many tasks (MIN_TASK_WORK each): an
+    incremental export's 10,000 files at 1M clients are written by both cores, not by one task. Each running task
+    holds one connection, so at most min(task slots, partitions) are open at once; with max_connections
     below the task slots, the partitions are fewer (and larger) instead."""
-    parts = max(1, math.ceil(movements / ROWS_PER_PARTITION))
+    work = movements + FILE_WEIGHT * files
+    parts = max(1, math.ceil(movements / ROWS_PER_PARTITION), min(task_slots, work // MIN_TASK_WORK))
     if 0 < max_connections < task_slots:
         parts = min(parts, max_connections)
     return parts

@@ -78,7 +78,7 @@ def export_movements(request: ExportRequest, store: Store, log: Callable[[str], 
                 with watch("spark_start"):
                     connected = request.connect()
                     slots = task_slots(connected.session)
-                parts = partitions_for(movements, slots, request.max_connections)
+                parts = partitions_for(movements, len(plan.rewrite), slots, request.max_connections)
                 exported.check_connections(parts, slots)
                 engine = connected.engine
                 log(f"{engine}: up to {parts} tasks read {movements:,} movements, a range of clients each")

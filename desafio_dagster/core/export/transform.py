@@ -120,7 +120,7 @@ class SnapshotView:
 def snapshot_view(spark: SparkSession, exported: ExportedSnapshot, parts: int, mask_card_numbers: bool = True,
                   only: pa.Array | None = None, sealed: str = "") -> SnapshotView:
     """The flat view of the export's snapshot (of the clients in `only`, if given), in at most `parts`
-    ranges of clients about equal in movements, one partition each. Nothing else is read. sealed: the
+    ranges of clients about equal in work (movements and files), one partition each. Nothing else is read. sealed: the
     tasks' credentials (Connected.seal)."""
     ranges = exported.snapshot.client_ranges(parts, only)
     return SnapshotView(spark, RangeReader(exported.read_options(), ranges, mask_card_numbers, sealed))
