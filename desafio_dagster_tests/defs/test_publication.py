@@ -12,8 +12,8 @@ import psycopg
 import pytest
 from pyspark.sql import functions as F
 
-from desafio_dagster.core.export.audit import AuditError
 from desafio_dagster.core.export import extract
+from desafio_dagster.core.export.audit import AuditError
 from desafio_dagster.core.export.extract import ExportedSnapshot
 from desafio_dagster.core.export.publish import publish_per_client
 from desafio_dagster.core.output.store import open_store
