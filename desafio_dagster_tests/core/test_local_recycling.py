@@ -33,7 +33,7 @@ def _version(store: LocalStore, token: str, written: dict[str, str], carried_fro
         if earlier:
             (folder / EARLIER_NAMES[READBACK_FILE]).write_bytes(table_bytes(held))
         else:
-            (folder / READBACK_FILE).write_bytes(record_bytes(held))
+            (folder / READBACK_FILE).write_bytes(record_bytes(held, HELD_SCHEMA))
     return name
 
 

@@ -39,7 +39,7 @@ def _version(s3, name: str, held: dict[str, str], earlier: bool = False) -> None
     rows = "".join(f"{file},{holder}\n" for file, holder in sorted(held.items()))
     held_table = pa.table([pa.array(sorted(held)), pa.array([held[f] for f in sorted(held)])], schema=HELD_SCHEMA)
     s3.client().put_object(Bucket=s3.bucket, Key=f"{BASE}/{name}/{readback}",
-                           Body=f"file,written_in\n{rows}".encode() if earlier else record_bytes(held_table))
+                           Body=f"file,written_in\n{rows}".encode() if earlier else record_bytes(held_table, HELD_SCHEMA))
 
 
 def _files(s3) -> dict[str, set[str]]:

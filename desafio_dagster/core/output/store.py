@@ -78,6 +78,7 @@ from desafio_dagster.core.output.version import (
     REJECTED_FILE,
     SOURCE_FILE,
     parse_readback,
+    with_earlier,
 )
 from desafio_dagster.core.settings import OutputLocation, environment
 
@@ -381,8 +382,7 @@ class LocalStore(Store):
             return
         os.rename(self.output_dir / spared, folder)
         had = parse_readback(self.read_record(version, READBACK_FILE), HELD_SCHEMA)  # spared: its files as published
-        for record in (READBACK_FILE, EARLIER_NAMES[READBACK_FILE], INDEX_FILE, MANIFEST_FILE, EARLIER_NAMES[MANIFEST_FILE],
-                       FORMAT_FILE, SOURCE_FILE):
+        for record in with_earlier(READBACK_FILE, INDEX_FILE, MANIFEST_FILE, FORMAT_FILE, SOURCE_FILE):
             (folder / record).unlink(missing_ok=True)  # _readback first: the folder is never spared again
         stale, missing = unshared_files(had, carried)
 
@@ -412,7 +412,7 @@ class LocalStore(Store):
         """The newest version folder besides keep whose records were all written (_readback.arrow is the last;
         _readback.csv in a version of an earlier release)."""
         complete = sorted(p.name for p in self.output_dir.glob(f".{self.name}.v-*") if p.name not in keep and any(
-            (p / record).is_file() for record in (READBACK_FILE, EARLIER_NAMES[READBACK_FILE])))
+            (p / record).is_file() for record in with_earlier(READBACK_FILE)))
         return complete[-1] if complete else None
 
     def task_target(self, version: str) -> str:
@@ -808,9 +808,8 @@ class S3Store(Store):
             if name not in live:
                 self.discard(name)
             elif retired is not None:
-                self._delete([f"{name}/{record}" for record in (INDEX_FILE, MANIFEST_FILE, FORMAT_FILE, SOURCE_FILE,
-                                                                EARLIER_NAMES[MANIFEST_FILE])])
-                self._delete([f"{name}/{record}" for record in (READBACK_FILE, EARLIER_NAMES[READBACK_FILE])])
+                self._delete([f"{name}/{record}" for record in with_earlier(INDEX_FILE, MANIFEST_FILE, FORMAT_FILE, SOURCE_FILE)])
+                self._delete([f"{name}/{record}" for record in with_earlier(READBACK_FILE)])
 
     def task_environment(self) -> dict[str, str]:
         return {name: value for name in AWS_VARIABLES if (value := environment(name))}

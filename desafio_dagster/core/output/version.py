@@ -32,6 +32,11 @@ REJECTED_FILE = "_rejected"  # beside the versions: the last version that failed
 LEASE_FILE = "_lease"  # in a version being written: other exports' cleanups spare the version while it is live
 
 
+def with_earlier(*records: str) -> tuple[str, ...]:
+    """The records' names, each followed by its earlier name where it has one: what a version may hold of them."""
+    return tuple(name for record in records for name in (record, EARLIER_NAMES.get(record)) if name)
+
+
 INDEX_SCHEMA = pa.schema([("client_id", pa.int64()), ("nome_associado", pa.string()),
                           ("sobrenome_associado", pa.string()), ("file", pa.string()), ("rows", pa.int64())])
 # On a store that carries files by reference (S3), _index.csv has a sixth column: the version whose folder
@@ -52,17 +57,16 @@ FIGURES_SCHEMA = pa.schema([("client_id", pa.int64()), ("file", pa.string()), ("
 
 
 _ARROW_MAGIC = b"ARROW1"  # how an Arrow IPC file starts
-
-
 _RECORD_BATCH_ROWS = 1 << 20
 
 
-def record_bytes(table: pa.Table) -> bytes:
-    """An export record's bytes: an Arrow IPC file, zstd-compressed, in batches of a fixed size (the same rows make
-    the same bytes however the table was built)."""
+def record_bytes(table: pa.Table, schema: pa.Schema) -> bytes:
+    """An export record's bytes: schema's columns of table, as an Arrow IPC file, zstd-compressed, in batches of a
+    fixed size (the same rows make the same bytes however the table was built)."""
+    table = table.select(schema.names).cast(schema).combine_chunks()
     sink = pa.BufferOutputStream()
-    with pa.ipc.new_file(sink, table.schema, options=pa.ipc.IpcWriteOptions(compression="zstd")) as writer:
-        writer.write_table(table.combine_chunks(), max_chunksize=_RECORD_BATCH_ROWS)
+    with pa.ipc.new_file(sink, schema, options=pa.ipc.IpcWriteOptions(compression="zstd")) as writer:
+        writer.write_table(table, max_chunksize=_RECORD_BATCH_ROWS)
     return sink.getvalue().to_pybytes()
 
 
@@ -72,13 +76,12 @@ def parse_record(data: bytes, schema: pa.Schema) -> pa.Table:
     if not data.startswith(_ARROW_MAGIC):
         return read_table(data, schema)
     table = pa.ipc.open_file(pa.py_buffer(data)).read_all()
-    return table.select([name for name in schema.names if name in table.column_names]).cast(
-        pa.schema([field for field in schema if field.name in table.column_names]))
+    return table.select([name for name in schema.names if name in table.column_names])
 
 
 def manifest_bytes(expected: pa.Table) -> bytes:
     """_snapshot.arrow's bytes."""
-    return record_bytes(expected.select(FIGURES_SCHEMA.names).cast(FIGURES_SCHEMA))
+    return record_bytes(expected, FIGURES_SCHEMA)
 
 
 def manifest_sha256(data: bytes) -> str:
@@ -125,8 +128,8 @@ def source_bytes(snapshot: str | None) -> bytes:
 
 def readback_bytes(records: pa.Table) -> bytes:
     """_readback.arrow's bytes, by file name."""
-    records = records.select(READBACK_SCHEMA.names).cast(READBACK_SCHEMA)
-    return record_bytes(records if is_sorted(records["file"]) else records.sort_by("file"))
+    records = records.select(READBACK_SCHEMA.names)
+    return record_bytes(records if is_sorted(records["file"]) else records.sort_by("file"), READBACK_SCHEMA)
 
 
 def parse_readback(data: bytes, schema: pa.Schema = READBACK_SCHEMA) -> pa.Table:
